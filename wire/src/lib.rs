@@ -1,0 +1,1 @@
+//! corekv's native protocol and the etcd v3 protobuf API.
