@@ -1,1 +1,3 @@
 //! corekv's native protocol and the etcd v3 protobuf API.
+
+pub mod proto;
