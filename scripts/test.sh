@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (warnings are errors), then every
+# crate's unit, property, simulation and integration tests.
+# Long soak/fuzz runs are not here: see README.md ("Long runs").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
