@@ -22,6 +22,9 @@ pub const GLOMMIO_MIN_IO_MEMORY_BYTES: u64 = 64 * KIB;
 pub const GLOMMIO_RINGS_PER_EXECUTOR: u64 = 3;
 /// glommio's default io memory per executor.
 pub const GLOMMIO_DEFAULT_IO_MEMORY_BYTES: u64 = 10 * MIB;
+/// Filesystems that keep data only in memory. tmpfs accepts O_DIRECT since
+/// Linux 6.6, so the O_DIRECT check alone does not catch it.
+pub const VOLATILE_FILESYSTEMS: &[&str] = &["tmpfs", "ramfs", "devtmpfs"];
 /// Oldest kernel glommio supports.
 pub const GLOMMIO_MIN_KERNEL: (u32, u32) = (5, 8);
 
@@ -411,7 +414,7 @@ fn memlock(probe: &HostProbe, opts: &AdviceOptions, executors: u32, advice: &mut
             "memlock",
             format!(
                 "run as a user without CAP_IPC_LOCK, corekv would need RLIMIT_MEMLOCK >= {} MiB \
-                 ({} members x {executors} executors x {GLOMMIO_RINGS_PER_EXECUTOR} rings x {} MiB)",
+                 ({} member(s) x {executors} executor(s) x {GLOMMIO_RINGS_PER_EXECUTOR} rings x {} MiB)",
                 needed / MIB,
                 opts.members_per_host,
                 opts.io_memory_bytes / MIB
@@ -430,7 +433,7 @@ fn memlock(probe: &HostProbe, opts: &AdviceOptions, executors: u32, advice: &mut
         "io_memory_bytes",
         fitted,
         format!(
-            "RLIMIT_MEMLOCK {} / ({} members x {executors} executors x {GLOMMIO_RINGS_PER_EXECUTOR} rings), \
+            "RLIMIT_MEMLOCK {} / ({} member(s) x {executors} executor(s) x {GLOMMIO_RINGS_PER_EXECUTOR} rings), \
              rounded down to 64 KiB",
             fmt_limit(soft),
             opts.members_per_host
@@ -517,6 +520,20 @@ fn host_findings(probe: &HostProbe, opts: &AdviceOptions, advice: &mut Advice) {
             format!("{fs} refuses O_DIRECT; the WAL cannot open its segments"),
             Some("put the data dir on ext4 or xfs on a real block device"),
         );
+    }
+    if let Some(fs) = &probe.filesystem {
+        if VOLATILE_FILESYSTEMS.contains(&fs.fs_type.as_str()) {
+            advice.find(
+                Severity::Critical,
+                "volatile filesystem",
+                format!(
+                    "the data dir is on {} ({}): its contents live in memory and vanish on \
+                     reboot, and the measured fsync latency says nothing about a disk",
+                    fs.fs_type, fs.mount_point
+                ),
+                Some("put the data dir on ext4 or xfs on a local SSD/NVMe"),
+            );
+        }
     }
     if probe.fsync.latency_us_p99 > opts.fsync_p99_warn_us {
         advice.find(

@@ -335,6 +335,22 @@ fn host_warnings() {
 }
 
 #[test]
+fn volatile_filesystem_is_critical() {
+    let mut host = good_host();
+    assert!(!advise_default(&host).has_finding("volatile filesystem"));
+    if let Some(fs) = host.filesystem.as_mut() {
+        fs.fs_type = "tmpfs".to_string();
+    }
+    let a = advise_default(&host);
+    let f = a
+        .findings
+        .iter()
+        .find(|f| f.check == "volatile filesystem")
+        .expect("tmpfs flagged");
+    assert_eq!(f.severity, Severity::Critical);
+}
+
+#[test]
 fn helpers() {
     assert_eq!(prev_power_of_two(0), 0);
     assert_eq!(prev_power_of_two(1), 1);

@@ -234,7 +234,7 @@ mod tests {
             .iter()
             .find(|e| e.key == "net.ipv4.tcp_rmem")
             .expect("present");
-        assert_eq!(rmem.value, "4096 131072 16777216");
+        assert_eq!(rmem.value, "4096 131072 33554432");
         assert!(matches!(
             find("nope"),
             Err(TuneError::UnknownProfile { .. })
