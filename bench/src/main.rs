@@ -1,9 +1,205 @@
+//! corekv-bench: load generator for corekv and etcd, with etcd's benchmark
+//! vocabulary (see `docs/benchmarks.md`).
+
+mod cli;
+mod compare;
+mod driver;
+mod error;
+mod grpc;
+mod keys;
+mod plot;
+mod progress;
+mod recorder;
+mod report;
+mod workload;
+
+use clap::Parser;
+use cli::{Cli, Command, OutputFormat, Protocol};
+use error::BenchError;
 use mimalloc::MiMalloc;
+use report::{RunInfo, Summary};
+use std::time::SystemTime;
+use workload::kv::{Common, RangeSpec};
+use workload::watch::WatchPlan;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
-    eprintln!("corekv-bench is not built yet (see README.md)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corekv-bench: cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("corekv-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BenchError> {
+    let g = &cli.global;
+    if let Command::Compare(args) = &cli.command {
+        return compare::run(args, g.seed).await;
+    }
+    if g.clients == 0 || g.conns == 0 {
+        return Err(BenchError::InvalidArgument(
+            "--clients and --conns must be > 0".into(),
+        ));
+    }
+    if g.protocol == Protocol::Native {
+        return Err(BenchError::Native(
+            "the native protocol client is not available in this build; use --protocol grpc".into(),
+        ));
+    }
+    let endpoints = if g.target_leader {
+        vec![grpc::find_leader(&g.endpoints).await?]
+    } else {
+        g.endpoints.clone()
+    };
+    let conns = grpc::Conns::open(&endpoints, g.conns).await?;
+    let common = Common {
+        conns: &conns,
+        clients: g.clients,
+        seed: g.seed,
+    };
+    let started = SystemTime::now();
+    let (name, clients, out) = match &cli.command {
+        Command::Put {
+            load,
+            keys,
+            compact_interval,
+            compact_index_delta,
+        } => (
+            "put",
+            g.clients,
+            workload::kv::put(&common, load, keys, *compact_interval, *compact_index_delta).await?,
+        ),
+        Command::Range {
+            key,
+            end,
+            prefix,
+            consistency,
+            limit,
+            keys_only,
+            count_only,
+            load,
+        } => {
+            let spec = RangeSpec {
+                key,
+                end: end.as_deref(),
+                prefix: *prefix,
+                consistency: *consistency,
+                limit: *limit,
+                keys_only: *keys_only,
+                count_only: *count_only,
+            };
+            (
+                "range",
+                g.clients,
+                workload::kv::range(&common, &spec, load).await?,
+            )
+        }
+        Command::TxnPut {
+            txn_ops,
+            keys,
+            load,
+        } => (
+            "txn-put",
+            g.clients,
+            workload::kv::txn_put(&common, *txn_ops, keys, load).await?,
+        ),
+        Command::TxnMixed {
+            rw_ratio,
+            consistency,
+            keys,
+            load,
+        } => (
+            "txn-mixed",
+            g.clients,
+            workload::kv::txn_mixed(&common, *rw_ratio, *consistency, keys, load).await?,
+        ),
+        Command::Watch {
+            streams,
+            watch_per_stream,
+            watched_key_total,
+            put_total,
+            put_rate,
+            ev,
+        } => {
+            let plan = WatchPlan {
+                streams: *streams,
+                watchers_per_stream: *watch_per_stream,
+                key_total: *watched_key_total,
+                put_total: *put_total,
+                put_rate: *put_rate,
+                prev_kv: false,
+            };
+            (
+                "watch",
+                streams * watch_per_stream,
+                workload::watch::run(&conns, &plan, ev, "watch").await?,
+            )
+        }
+        Command::WatchLatency {
+            streams,
+            watchers_per_stream,
+            put_rate,
+            put_total,
+            prevkv,
+            ev,
+        } => {
+            let plan = WatchPlan {
+                streams: *streams,
+                watchers_per_stream: *watchers_per_stream,
+                key_total: 1,
+                put_total: *put_total,
+                put_rate: *put_rate,
+                prev_kv: *prevkv,
+            };
+            (
+                "watch-latency",
+                streams * watchers_per_stream,
+                workload::watch::run(&conns, &plan, ev, "watch-latency").await?,
+            )
+        }
+        Command::LeaseKeepalive { ttl, load } => (
+            "lease-keepalive",
+            g.clients,
+            workload::lease::keepalive(&conns, g.clients, *ttl, load).await?,
+        ),
+        Command::Compare(_) => unreachable!("handled above"),
+    };
+    let info = RunInfo {
+        workload: name,
+        protocol: g.protocol.name(),
+        endpoints: &endpoints,
+        clients,
+        conns: g.conns,
+    };
+    let mut summary = Summary::build(&info, &out.recorder, out.elapsed, &out.windows);
+    summary.extra = out.extra;
+    match g.output {
+        OutputFormat::Text => print!("{}", summary.to_text()),
+        OutputFormat::Json => println!("{}", summary.to_json()),
+    }
+    if let Some(path) = &g.histogram_out {
+        report::write_histogram_log(path, &out.recorder, started, out.elapsed)?;
+    }
+    if let Some(path) = &g.plot {
+        std::fs::write(path, plot::render(&summary, &out.recorder)).map_err(|source| {
+            BenchError::Io {
+                operation: "write plot",
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }

@@ -1,0 +1,424 @@
+//! `corekv-bench compare`: starts etcd (and corekv, when it can serve) as a
+//! single member on free loopback ports with a data dir on the same disk,
+//! runs the standard workloads against each with the same client code, stops
+//! them, and prints one table.
+
+use crate::cli::{CompareArgs, Consistency, EventArgs, KeyArgs, LoadArgs};
+use crate::error::BenchError;
+use crate::grpc::{self, Conns};
+use crate::report::{RunInfo, Summary};
+use crate::workload::Outcome;
+use crate::workload::kv::{self, Common, RangeSpec};
+use crate::workload::watch::{self, WatchPlan};
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Time a server gets to elect itself and answer Status.
+const START_TIMEOUT_S: u64 = 30;
+
+struct Workload {
+    name: &'static str,
+    clients: usize,
+    conns: usize,
+    kind: Kind,
+}
+
+enum Kind {
+    Put {
+        total: u64,
+    },
+    Range {
+        total: u64,
+    },
+    WatchLatency {
+        streams: usize,
+        per_stream: usize,
+        rate: f64,
+        total: u64,
+    },
+    WatchFanout {
+        streams: usize,
+        per_stream: usize,
+        rate: f64,
+        total: u64,
+    },
+}
+
+fn workloads(scale_down: u64) -> Vec<Workload> {
+    let s = scale_down.max(1);
+    vec![
+        Workload {
+            name: "put, 1 client",
+            clients: 1,
+            conns: 1,
+            kind: Kind::Put { total: 10_000 / s },
+        },
+        Workload {
+            name: "put, 1000 clients / 100 conns",
+            clients: 1000,
+            conns: 100,
+            kind: Kind::Put { total: 100_000 / s },
+        },
+        Workload {
+            name: "range (linearizable), 1000 clients / 100 conns",
+            clients: 1000,
+            conns: 100,
+            kind: Kind::Range { total: 100_000 / s },
+        },
+        Workload {
+            name: "watch-latency, 100 watchers, 1000 puts/s",
+            clients: 16,
+            conns: 10,
+            kind: Kind::WatchLatency {
+                streams: 10,
+                per_stream: 10,
+                rate: 1000.0,
+                total: 10_000 / s,
+            },
+        },
+        Workload {
+            name: "watch fan-out, 10000 watchers, 50 puts/s",
+            clients: 16,
+            conns: 100,
+            kind: Kind::WatchFanout {
+                streams: 100,
+                per_stream: 100,
+                rate: 50.0,
+                total: 500 / s,
+            },
+        },
+    ]
+}
+
+/// The figure a workload is compared on: for watch workloads the
+/// put-to-event series, otherwise the workload's only request series.
+fn headline(summary: &Summary) -> Option<&crate::report::SeriesSummary> {
+    summary
+        .series
+        .iter()
+        .find(|s| s.name == "put-to-event")
+        .or_else(|| summary.series.iter().find(|s| s.name != "compact"))
+}
+
+struct Row {
+    system: String,
+    workload: &'static str,
+    summary: Summary,
+    rss_kib: Option<u64>,
+}
+
+async fn run_workload(endpoint: &str, w: &Workload, seed: u64) -> Result<Summary, BenchError> {
+    let endpoints = vec![endpoint.to_string()];
+    let conns = Conns::open(&endpoints, w.conns).await?;
+    let common = Common {
+        conns: &conns,
+        clients: w.clients,
+        seed,
+    };
+    let keys = KeyArgs {
+        key_size: 8,
+        val_size: 256,
+        key_space_size: 100_000,
+        sequential_keys: false,
+    };
+    let ev = EventArgs {
+        key_size: 8,
+        val_size: 256,
+        event_timeout: Duration::from_secs(30),
+    };
+    let load = |total| LoadArgs {
+        total: Some(total),
+        duration: None,
+        rate: None,
+    };
+    let out: Outcome = match w.kind {
+        Kind::Put { total } => kv::put(&common, &load(total), &keys, None, 0).await?,
+        Kind::Range { total } => {
+            // Key 0 of the put workloads' key space (8-byte big-endian index).
+            let key = String::from_utf8_lossy(&crate::keys::key_bytes(0, 8)).into_owned();
+            let spec = RangeSpec {
+                key: &key,
+                end: None,
+                prefix: false,
+                consistency: Consistency::L,
+                limit: 0,
+                keys_only: false,
+                count_only: false,
+            };
+            kv::range(&common, &spec, &load(total)).await?
+        }
+        Kind::WatchLatency {
+            streams,
+            per_stream,
+            rate,
+            total,
+        }
+        | Kind::WatchFanout {
+            streams,
+            per_stream,
+            rate,
+            total,
+        } => {
+            let plan = WatchPlan {
+                streams,
+                watchers_per_stream: per_stream,
+                key_total: 1,
+                put_total: total,
+                put_rate: rate,
+                prev_kv: false,
+            };
+            watch::run(&conns, &plan, &ev, w.name).await?
+        }
+    };
+    let info = RunInfo {
+        workload: w.name,
+        protocol: "grpc",
+        endpoints: &endpoints,
+        clients: w.clients,
+        conns: w.conns,
+    };
+    let mut s = Summary::build(&info, &out.recorder, out.elapsed, &out.windows);
+    s.extra = out.extra;
+    Ok(s)
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| BenchError::Io {
+        operation: "bind a free port",
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| BenchError::Io {
+            operation: "read bound port",
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })
+}
+
+/// Resident set size (VmRSS) and its peak (VmHWM) of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn find_binary(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .chain(["/usr/bin", "/usr/local/bin"].map(|d| Path::new(d).join(p)))
+        .find(|c| c.is_file())
+}
+
+/// A single-member server started with etcd's flags, killed on drop.
+struct Server {
+    child: Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already-exited children make these fail, which is fine.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(bin: &Path, name: &str, data_root: &Path) -> Result<Server, BenchError> {
+    let data = tempfile::Builder::new()
+        .prefix(&format!("corekv-bench-{name}-"))
+        .tempdir_in(data_root)
+        .map_err(|source| BenchError::Io {
+            operation: "create data dir under",
+            path: data_root.to_path_buf(),
+            source,
+        })?;
+    let client = format!("http://127.0.0.1:{}", free_port()?);
+    let peer = format!("http://127.0.0.1:{}", free_port()?);
+    let log_path = data.path().join("server.log");
+    let log = std::fs::File::create(&log_path).map_err(|source| BenchError::Io {
+        operation: "create log",
+        path: log_path.clone(),
+        source,
+    })?;
+    let log2 = log.try_clone().map_err(|source| BenchError::Io {
+        operation: "clone log handle",
+        path: log_path.clone(),
+        source,
+    })?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--listen-client-urls")
+        .arg(&client)
+        .arg("--advertise-client-urls")
+        .arg(&client)
+        .arg("--listen-peer-urls")
+        .arg(&peer)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&peer)
+        .arg("--initial-cluster")
+        .arg(format!("{name}={peer}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2));
+    let child = cmd.spawn().map_err(|source| BenchError::Io {
+        operation: "spawn",
+        path: bin.to_path_buf(),
+        source,
+    })?;
+    Ok(Server {
+        child,
+        endpoint: client,
+        _data: data,
+    })
+}
+
+async fn bench_system(
+    system: &str,
+    bin: &Path,
+    args: &CompareArgs,
+    seed: u64,
+    rows: &mut Vec<Row>,
+) -> Result<Option<u64>, BenchError> {
+    let server = start_server(bin, system, &args.data_root)?;
+    if let Err(e) = grpc::wait_ready(&server.endpoint, Duration::from_secs(START_TIMEOUT_S)).await {
+        return Err(BenchError::ServerStart {
+            what: format!("{system} ({})", bin.display()),
+            detail: format!("no gRPC Status with a leader within {START_TIMEOUT_S}s: {e}"),
+        });
+    }
+    eprintln!("{system}: serving on {}", server.endpoint);
+    for w in workloads(args.scale_down) {
+        let mut runs = Vec::new();
+        for rep in 0..args.repeat.max(1) {
+            eprintln!(
+                "{system}: {} (run {}/{})",
+                w.name,
+                rep + 1,
+                args.repeat.max(1)
+            );
+            runs.push(run_workload(&server.endpoint, &w, seed).await?);
+        }
+        runs.sort_by(|a, b| {
+            let t = |s: &Summary| headline(s).map(|h| h.throughput_per_s).unwrap_or(0.0);
+            t(a).total_cmp(&t(b))
+        });
+        let median = runs.swap_remove(runs.len() / 2);
+        rows.push(Row {
+            system: format!("{system} grpc"),
+            workload: w.name,
+            summary: median,
+            rss_kib: rss_kib(server.child.id()).map(|(rss, _)| rss),
+        });
+    }
+    Ok(rss_kib(server.child.id()).map(|(_, peak)| peak))
+}
+
+pub async fn run(args: &CompareArgs, seed: u64) -> Result<(), BenchError> {
+    let etcd = find_binary(&args.etcd_bin).ok_or_else(|| {
+        BenchError::InvalidArgument(format!(
+            "etcd binary {:?} not found: run bench/compare.sh (installs Debian etcd-server) or pass --etcd-bin",
+            args.etcd_bin
+        ))
+    })?;
+    let mut rows = Vec::new();
+    let mut peaks = Vec::new();
+    let mut notes = Vec::new();
+    let peak = bench_system("etcd", &etcd, args, seed, &mut rows).await?;
+    peaks.push(("etcd", peak));
+    match find_binary(&args.corekv_bin) {
+        None => notes.push(format!(
+            "corekv skipped: binary {} not found (build it with `cargo build --release -p corekv-server`)",
+            args.corekv_bin.display()
+        )),
+        Some(bin) => match bench_system("corekv", &bin, args, seed, &mut rows).await {
+            Ok(peak) => peaks.push(("corekv", peak)),
+            Err(e) => notes.push(format!("corekv skipped: {e}")),
+        },
+    }
+    let table = render_table(&rows, &peaks, &notes);
+    println!("{table}");
+    if let Some(path) = &args.markdown_out {
+        std::fs::write(path, &table).map_err(|source| BenchError::Io {
+            operation: "write table",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn render_table(rows: &[Row], peaks: &[(&str, Option<u64>)], notes: &[String]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| workload | system | throughput /s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | corekv/etcd throughput | corekv/etcd p99 |"
+    );
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let Some(h) = headline(&r.summary) else {
+            continue;
+        };
+        let errors: u64 = r.summary.errors.values().sum();
+        let etcd = rows
+            .iter()
+            .find(|e| e.workload == r.workload && e.system.starts_with("etcd"))
+            .and_then(|e| headline(&e.summary));
+        let (ratio_tp, ratio_p99) = match etcd {
+            Some(e) if !r.system.starts_with("etcd") => (
+                format!("{:.2}x", h.throughput_per_s / e.throughput_per_s.max(1e-9)),
+                format!(
+                    "{:.2}x",
+                    h.latency_us_p99 as f64 / (e.latency_us_p99.max(1)) as f64
+                ),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        let label = if h.name == "put-to-event" {
+            format!("{} (put-to-event)", r.workload)
+        } else {
+            r.workload.to_string()
+        };
+        let _ = writeln!(
+            t,
+            "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {errors} | {} | {ratio_tp} | {ratio_p99} |",
+            r.system,
+            h.throughput_per_s,
+            h.latency_us_p50 as f64 / 1000.0,
+            h.latency_us_p99 as f64 / 1000.0,
+            h.latency_us_p999 as f64 / 1000.0,
+            r.rss_kib
+                .map(|k| format!("{:.0}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    for (system, peak) in peaks {
+        if let Some(p) = peak {
+            let _ = writeln!(t, "\n{system}: peak RSS {:.0} MiB", *p as f64 / 1024.0);
+        }
+    }
+    for n in notes {
+        let _ = writeln!(t, "\n{n}");
+    }
+    t
+}

@@ -1,0 +1,97 @@
+//! lease-keepalive: one lease per client, keep-alive round trips on that
+//! client's LeaseKeepAlive stream.
+
+use super::{Outcome, schedule};
+use crate::cli::LoadArgs;
+use crate::driver::{Worker, drive};
+use crate::error::{BenchError, OpError};
+use crate::grpc::Conns;
+use corekv_wire::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
+};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Outgoing keep-alive queue per client (one request in flight at a time).
+const KEEPALIVE_QUEUE: usize = 2;
+
+struct KeepAliveWorker {
+    id: i64,
+    tx: mpsc::Sender<LeaseKeepAliveRequest>,
+    inbound: Streaming<LeaseKeepAliveResponse>,
+}
+
+impl Worker for KeepAliveWorker {
+    async fn run_one(&mut self, _op: u64, _intended: Instant) -> Result<usize, OpError> {
+        self.tx
+            .send(LeaseKeepAliveRequest { id: self.id })
+            .await
+            .map_err(|_| OpError::new("keep-alive stream closed"))?;
+        match self.inbound.message().await? {
+            Some(r) if r.ttl > 0 => Ok(0),
+            Some(_) => Err(OpError::new("lease not found (TTL 0)")),
+            None => Err(OpError::new("keep-alive stream closed by server")),
+        }
+    }
+}
+
+pub async fn keepalive(
+    conns: &Conns,
+    clients: usize,
+    ttl: i64,
+    load: &LoadArgs,
+) -> Result<Outcome, BenchError> {
+    if ttl <= 0 {
+        return Err(BenchError::InvalidArgument("--ttl must be > 0".into()));
+    }
+    let sched = schedule(load)?;
+    let mut workers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut lease = conns.lease(i);
+        let grant = lease
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+            .map_err(|s| BenchError::setup("LeaseGrant", s))?
+            .into_inner();
+        if !grant.error.is_empty() {
+            return Err(BenchError::Protocol {
+                operation: "LeaseGrant",
+                detail: grant.error,
+            });
+        }
+        let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE);
+        // Queue one keep-alive before opening the call: grpc-go servers send
+        // response headers only with the first message.
+        tx.send(LeaseKeepAliveRequest { id: grant.id })
+            .await
+            .map_err(|_| BenchError::Protocol {
+                operation: "LeaseKeepAlive",
+                detail: "request queue closed".into(),
+            })?;
+        let mut inbound = lease
+            .lease_keep_alive(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| BenchError::setup("LeaseKeepAlive", s))?
+            .into_inner();
+        // The warm-up answer is not measured.
+        inbound
+            .message()
+            .await
+            .map_err(|s| BenchError::setup("LeaseKeepAlive", s))?;
+        workers.push(KeepAliveWorker {
+            id: grant.id,
+            tx,
+            inbound,
+        });
+    }
+    let ids: Vec<i64> = workers.iter().map(|w| w.id).collect();
+    let r = drive(workers, &["keepalive"], sched, "lease-keepalive").await;
+    // Leave no leases behind; a failed revoke only means it expires later.
+    let mut lease = conns.lease(0);
+    for id in ids {
+        let _ = lease.lease_revoke(LeaseRevokeRequest { id }).await;
+    }
+    Ok(Outcome::new(r.recorder, r.elapsed))
+}
