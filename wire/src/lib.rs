@@ -1,3 +1,25 @@
 //! corekv's native protocol and the etcd v3 protobuf API.
+//!
+//! * `frame`: `[u32 len][u64 request id][version, flags, pad, 0][rkyv payload][pad]`
+//!   framing, validated in place (see docs/wire-protocol.md).
+//! * `messages`: `Request`/`Response` and everything inside them.
+//! * `validate`: etcd's request validation on archived requests.
+//! * `client`: a pipelined tokio client.
 
+pub mod api_error;
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod messages;
 pub mod proto;
+pub mod validate;
+
+pub use api_error::{ApiError, ArchivedApiError};
+pub use error::WireError;
+pub use frame::{
+    Decode, Encode, Frame, FrameDecoder, FrameFlags, FrameHeader, OwnedFrame, PROTOCOL_VERSION,
+    encode_frame, encode_frame_flags,
+};
+pub use limits::WireLimits;
+pub use messages::*;
+pub use validate::{validate_request, validate_request_frame};
