@@ -1,0 +1,318 @@
+//! All file access goes through [`Backend`]: the real file backend and an
+//! in-memory test backend that can fail any IO and simulate a crash.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Result, StorageError};
+use crate::mapping::FileMap;
+
+/// Read-only view of a prefix of the file, used by readers.
+pub trait Mapped: Send + Sync {
+    /// Bytes `[offset, offset + len)` or `None` if beyond the mapped length.
+    fn slice(&self, offset: usize, len: usize) -> Option<&[u8]>;
+    /// Mapped length in bytes.
+    fn len(&self) -> usize;
+    /// True when nothing is mapped.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Positional file IO plus read mapping.
+pub trait Backend: Send + Sync {
+    fn len(&self) -> Result<u64>;
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    fn set_len(&self, len: u64) -> Result<()>;
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
+    /// Makes every previous write durable.
+    fn sync(&self) -> Result<()>;
+    /// Maps the first `len` bytes (`len <= self.len()`).
+    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>>;
+    /// True when writes at offsets below a mapping's length become visible
+    /// through that mapping (shared mmap); false when a mapping is a copy.
+    fn coherent_map(&self) -> bool;
+    /// Path for error messages.
+    fn path(&self) -> &Path;
+}
+
+impl Mapped for FileMap {
+    fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        FileMap::slice(self, offset, len)
+    }
+    fn len(&self) -> usize {
+        FileMap::len(self)
+    }
+}
+
+/// The real backend: `pread`/`pwrite`/`fdatasync` on one file, shared mmap for reads.
+pub struct FileBackend {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileBackend {
+    pub fn open(path: &Path) -> Result<FileBackend> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| io_err("open", path, source))?;
+        Ok(FileBackend {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Backend for FileBackend {
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| io_err("stat", &self.path, e))?
+            .len())
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| io_err("set_len", &self.path, e))
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| io_err("pread", &self.path, e))
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| io_err("pwrite", &self.path, e))
+    }
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_err("fdatasync", &self.path, e))
+    }
+    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>> {
+        let len = usize::try_from(len).map_err(|_| {
+            io_err(
+                "mmap",
+                &self.path,
+                std::io::Error::other("length exceeds address space"),
+            )
+        })?;
+        Ok(Arc::new(
+            FileMap::new(&self.file, len).map_err(|e| io_err("mmap", &self.path, e))?,
+        ))
+    }
+    fn coherent_map(&self) -> bool {
+        true
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+struct MemState {
+    /// What a reader of the file sees now.
+    current: Vec<u8>,
+    /// What survives a crash: the state at the last successful sync.
+    durable: Vec<u8>,
+}
+
+/// In-memory test backend. `crash()` drops every write since the last
+/// successful `sync`; `fail_after(n)` makes the n-th following IO call
+/// (and all later ones) fail.
+#[derive(Clone)]
+pub struct MemBackend {
+    state: Arc<Mutex<MemState>>,
+    ops: Arc<AtomicU64>,
+    fail_at: Arc<AtomicU64>,
+    path: PathBuf,
+}
+
+impl Default for MemBackend {
+    fn default() -> Self {
+        MemBackend::new()
+    }
+}
+
+struct MemMap(Vec<u8>);
+
+impl Mapped for MemMap {
+    fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        self.0.get(offset..offset.checked_add(len)?)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl MemBackend {
+    pub fn new() -> MemBackend {
+        MemBackend::from_bytes(Vec::new())
+    }
+
+    /// A backend whose file (current and durable) holds `bytes`.
+    pub fn from_bytes(bytes: Vec<u8>) -> MemBackend {
+        MemBackend {
+            state: Arc::new(Mutex::new(MemState {
+                current: bytes.clone(),
+                durable: bytes,
+            })),
+            ops: Arc::new(AtomicU64::new(0)),
+            fail_at: Arc::new(AtomicU64::new(u64::MAX)),
+            path: PathBuf::from("<memory>"),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Simulates power loss: the file reverts to its last synced content.
+    pub fn crash(&self) {
+        let mut s = self.lock();
+        s.current = s.durable.clone();
+        self.fail_at.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// The IO call `n` calls from now (0 = the next one) and all later ones fail.
+    pub fn fail_after(&self, n: u64) {
+        let now = self.ops.load(Ordering::SeqCst);
+        self.fail_at.store(now.saturating_add(n), Ordering::SeqCst);
+    }
+
+    /// Stops injecting failures.
+    pub fn heal(&self) {
+        self.fail_at.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Number of IO calls made so far (sync points included).
+    pub fn op_count(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    /// Copy of the current file content.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        self.lock().current.clone()
+    }
+
+    fn tick(&self, op: &'static str) -> Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst);
+        if n >= self.fail_at.load(Ordering::SeqCst) {
+            return Err(io_err(
+                op,
+                &self.path,
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for MemBackend {
+    fn len(&self) -> Result<u64> {
+        Ok(self.lock().current.len() as u64)
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.tick("set_len")?;
+        let len = usize::try_from(len)
+            .map_err(|_| io_err("set_len", &self.path, std::io::Error::other("too large")))?;
+        self.lock().current.resize(len, 0);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.tick("pread")?;
+        let s = self.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(buf.len())
+            .and_then(|end| s.current.get(start..end))
+        {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(io_err(
+                "pread",
+                &self.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            )),
+        }
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.tick("pwrite")?;
+        let mut s = self.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(buf.len());
+        if s.current.len() < end {
+            s.current.resize(end, 0);
+        }
+        s.current[start..end].copy_from_slice(buf);
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        self.tick("fdatasync")?;
+        let mut s = self.lock();
+        s.durable = s.current.clone();
+        Ok(())
+    }
+    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>> {
+        let s = self.lock();
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(s.current.len());
+        Ok(Arc::new(MemMap(s.current[..len].to_vec())))
+    }
+    fn coherent_map(&self) -> bool {
+        false
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_drops_unsynced_writes() {
+        let b = MemBackend::new();
+        b.write_at(0, b"abcd").unwrap();
+        b.sync().unwrap();
+        b.write_at(0, b"xyz").unwrap();
+        b.crash();
+        let mut buf = [0u8; 4];
+        b.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"abcd");
+    }
+
+    #[test]
+    fn injected_failure_latches() {
+        let b = MemBackend::new();
+        b.fail_after(1);
+        b.write_at(0, b"a").unwrap();
+        assert!(b.write_at(0, b"b").is_err());
+        assert!(b.sync().is_err());
+        b.heal();
+        b.sync().unwrap();
+    }
+}

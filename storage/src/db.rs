@@ -1,0 +1,601 @@
+//! The pager: opening the file, the single writer, commits (durable or not),
+//! reader snapshots and the reader registry, remapping, integrity checking.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::{Backend, Mapped};
+use crate::error::{Result, StorageError};
+use crate::freelist::{self, FreeList};
+use crate::node::{NodeRef, PageView, ValRef};
+use crate::page::{FIRST_DATA_PAGE, Meta, PAGE_SIZE, TYPE_OVERFLOW};
+use crate::tree::{self, MAX_DEPTH, TreeRead};
+use crate::txn::TreeTxn;
+
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub verify_checksums: bool,
+    /// The file is created (and grown) to at least this size.
+    pub initial_file_bytes: u64,
+    /// Upper bound of one growth step.
+    pub max_growth_bytes: u64,
+}
+
+/// Live snapshots by txid (value: number of holders). Its size is bounded by
+/// the number of distinct live snapshots.
+#[derive(Default)]
+pub struct Registry {
+    live: Mutex<BTreeMap<u64, usize>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn register(self: &Arc<Self>, txid: u64) -> Registration {
+        *self.lock().entry(txid).or_insert(0) += 1;
+        Registration {
+            registry: self.clone(),
+            txid,
+        }
+    }
+    pub fn oldest(&self) -> Option<u64> {
+        self.lock().keys().next().copied()
+    }
+    pub fn live_snapshots(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+pub struct Registration {
+    registry: Arc<Registry>,
+    txid: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut m = self.registry.lock();
+        if let Some(c) = m.get_mut(&self.txid) {
+            *c -= 1;
+            if *c == 0 {
+                m.remove(&self.txid);
+            }
+        }
+    }
+}
+
+/// A committed tree state a reader can use from any thread.
+pub struct Snapshot {
+    pub(crate) map: Arc<dyn Mapped>,
+    pub(crate) meta: Meta,
+    verify: bool,
+    _reg: Registration,
+}
+
+impl Snapshot {
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
+fn map_page(map: &dyn Mapped, id: u64) -> Result<&[u8]> {
+    tree::page_offset(id)
+        .and_then(|off| map.slice(off, PAGE_SIZE))
+        .ok_or_else(|| StorageError::corrupted(id, "page beyond mapped file"))
+}
+
+impl TreeRead for Snapshot {
+    fn root(&self) -> u64 {
+        self.meta.root
+    }
+    fn node(&self, id: u64) -> Result<NodeRef<'_>> {
+        if id >= self.meta.page_count || id < FIRST_DATA_PAGE {
+            return Err(StorageError::corrupted(id, "page id out of range"));
+        }
+        Ok(NodeRef::Page(PageView::new(
+            map_page(&*self.map, id)?,
+            id,
+            self.verify,
+        )?))
+    }
+    fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>> {
+        if id >= self.meta.page_count || id < FIRST_DATA_PAGE {
+            return Err(StorageError::corrupted(id, "page id out of range"));
+        }
+        Ok(Cow::Borrowed(map_page(&*self.map, id)?))
+    }
+}
+
+pub struct Writer {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) map: Arc<dyn Mapped>,
+    pub(crate) free: FreeList,
+    /// Last committed state (durable or not).
+    pub(crate) meta: Meta,
+    /// High-water mark including the open transaction's growth.
+    pub(crate) page_count: u64,
+    pub(crate) file_len: u64,
+    durable_slot: u64,
+    pub(crate) durable_txid: u64,
+    pub(crate) verify_checksums: bool,
+    opts: DbOptions,
+}
+
+fn read_chunk(
+    map: &dyn Mapped,
+    backend: &dyn Backend,
+    id: u64,
+    page_count: u64,
+) -> Result<(Vec<u64>, u64)> {
+    if id >= page_count || id < FIRST_DATA_PAGE {
+        return Err(StorageError::corrupted(id, "free chunk id out of range"));
+    }
+    match map_page(map, id) {
+        Ok(b) => freelist::decode_chunk(b, id, page_count),
+        Err(_) => {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            backend.read_at(id * PAGE_SIZE as u64, &mut buf)?;
+            freelist::decode_chunk(&buf, id, page_count)
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn alloc(&mut self, txid: u64) -> Result<u64> {
+        let Writer {
+            free,
+            map,
+            backend,
+            page_count,
+            ..
+        } = self;
+        let pc = *page_count;
+        let read = |id| read_chunk(&**map, &**backend, id, pc);
+        if let Some(id) = free.alloc(txid, &read)? {
+            return Ok(id);
+        }
+        let id = self.page_count;
+        self.page_count += 1;
+        self.ensure_len()?;
+        Ok(id)
+    }
+
+    /// Takes every reusable page without growing the file.
+    pub(crate) fn drain_reusable(&mut self, txid: u64) -> Result<Vec<u64>> {
+        let Writer {
+            free,
+            map,
+            backend,
+            page_count,
+            ..
+        } = self;
+        let pc = *page_count;
+        let read = |id| read_chunk(&**map, &**backend, id, pc);
+        free.drain(txid, &read)
+    }
+
+    fn ensure_len(&mut self) -> Result<()> {
+        let need = self.page_count * PAGE_SIZE as u64;
+        if need <= self.file_len {
+            return Ok(());
+        }
+        let step = self.file_len.clamp(
+            PAGE_SIZE as u64 * 16,
+            self.opts.max_growth_bytes.max(PAGE_SIZE as u64),
+        );
+        let mut new_len = need
+            .max(self.file_len + step)
+            .max(self.opts.initial_file_bytes);
+        new_len = new_len.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
+        self.backend.set_len(new_len)?;
+        self.file_len = new_len;
+        Ok(())
+    }
+
+    pub(crate) fn write_page(&mut self, id: u64, bytes: &[u8]) -> Result<()> {
+        debug_assert!(id >= FIRST_DATA_PAGE && id < self.page_count);
+        self.backend.write_at(id * PAGE_SIZE as u64, bytes)
+    }
+
+    fn remap(&mut self) -> Result<()> {
+        if self.backend.coherent_map() && self.map.len() as u64 >= self.file_len {
+            return Ok(());
+        }
+        // Readers keep the old mapping alive through their snapshot's Arc.
+        self.map = self.backend.map(self.file_len)?;
+        Ok(())
+    }
+}
+
+pub struct Db {
+    pub(crate) writer: Mutex<Writer>,
+    latest: Mutex<Arc<Snapshot>>,
+    pub(crate) registry: Arc<Registry>,
+    failed: Mutex<Option<String>>,
+    verify: bool,
+}
+
+impl Db {
+    pub fn open(backend: Arc<dyn Backend>, opts: DbOptions) -> Result<Db> {
+        let len = backend.len()?;
+        let (meta, slot) = if len == 0 {
+            let meta = Meta {
+                txid: 1,
+                page_count: FIRST_DATA_PAGE,
+                current_revision: 1,
+                ..Meta::default()
+            };
+            let init = opts
+                .initial_file_bytes
+                .max(FIRST_DATA_PAGE * PAGE_SIZE as u64);
+            backend.set_len(init.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64)?;
+            backend.write_at(0, &meta.encode()[..])?;
+            backend.sync()?;
+            (meta, 0)
+        } else {
+            if len < FIRST_DATA_PAGE * PAGE_SIZE as u64 {
+                return Err(StorageError::corrupted(
+                    0,
+                    "file shorter than the two meta pages",
+                ));
+            }
+            let mut best: Option<(Meta, u64)> = None;
+            let mut errs = Vec::new();
+            for slot in 0..2u64 {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                backend.read_at(slot * PAGE_SIZE as u64, &mut buf)?;
+                match Meta::decode(&buf, slot) {
+                    Ok(m) if best.is_none_or(|(b, _)| m.txid > b.txid) => best = Some((m, slot)),
+                    Ok(_) => {}
+                    Err(e) => errs.push(e.to_string()),
+                }
+            }
+            let Some((meta, slot)) = best else {
+                return Err(StorageError::corrupted(
+                    0,
+                    format!("no valid meta page: {}", errs.join("; ")),
+                ));
+            };
+            if meta.page_count * PAGE_SIZE as u64 > len {
+                return Err(StorageError::corrupted(
+                    slot,
+                    "meta page count beyond end of file",
+                ));
+            }
+            (meta, slot)
+        };
+        let file_len = backend.len()?;
+        let map = backend.map(file_len)?;
+        // Pages pinned by readers at the last durable commit are reusable now.
+        let read = |id| read_chunk(&*map, &*backend, id, meta.page_count);
+        let (loose, pending_pages) =
+            FreeList::read_chain(meta.pending_head, &read, meta.page_count)?;
+        let free = FreeList::new(meta.free_head, meta.free_chain_count, loose, pending_pages);
+        let registry = Arc::new(Registry::default());
+        let snap = Arc::new(Snapshot {
+            map: map.clone(),
+            meta,
+            verify: opts.verify_checksums,
+            _reg: registry.register(meta.txid),
+        });
+        let verify = opts.verify_checksums;
+        let writer = Writer {
+            backend: backend.clone(),
+            map,
+            free,
+            meta,
+            page_count: meta.page_count,
+            file_len,
+            durable_slot: slot,
+            durable_txid: meta.txid,
+            verify_checksums: opts.verify_checksums,
+            opts,
+        };
+        Ok(Db {
+            writer: Mutex::new(writer),
+            latest: Mutex::new(snap),
+            registry,
+            failed: Mutex::new(None),
+            verify,
+        })
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(msg) => Err(StorageError::Failed(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn latch<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn begin(&self) -> Result<TreeTxn<'_>> {
+        let w = self.lock_writer();
+        self.check_failed()?;
+        let txid = w.meta.txid + 1;
+        let root = w.meta.root;
+        Ok(TreeTxn {
+            w,
+            dirty: HashMap::new(),
+            root,
+            txid,
+            finished: false,
+            pool: Vec::new(),
+        })
+    }
+
+    /// Commits `txn`; `update` fills in the MVCC fields of the new meta.
+    pub fn commit(
+        &self,
+        txn: TreeTxn<'_>,
+        update: impl FnOnce(&mut Meta),
+        durable: bool,
+    ) -> Result<()> {
+        self.commit_opt(txn, update, durable, None)
+    }
+
+    /// Durable commit that also shrinks the file to `truncate_to` pages.
+    /// Preconditions (checked by the caller, see `defrag`): the transaction
+    /// changed no tree page, no reachable page lies at or above the target,
+    /// and no pending (reader-pinned) page does either.
+    pub(crate) fn commit_truncate(&self, txn: TreeTxn<'_>, truncate_to: u64) -> Result<()> {
+        self.commit_opt(txn, |_| {}, true, Some(truncate_to))
+    }
+
+    fn commit_opt(
+        &self,
+        mut txn: TreeTxn<'_>,
+        update: impl FnOnce(&mut Meta),
+        durable: bool,
+        truncate: Option<u64>,
+    ) -> Result<()> {
+        let r = self.commit_inner(&mut txn, update, durable, truncate);
+        txn.finished = true;
+        self.latch(r)
+    }
+
+    fn commit_inner(
+        &self,
+        txn: &mut TreeTxn<'_>,
+        update: impl FnOnce(&mut Meta),
+        durable: bool,
+        truncate: Option<u64>,
+    ) -> Result<()> {
+        let txid = txn.txid;
+        let root = txn.root;
+        let dirty = std::mem::take(&mut txn.dirty);
+        let w = &mut *txn.w;
+        let mut ids: Vec<u64> = dirty.keys().copied().collect();
+        ids.sort_unstable();
+        // Coalesce runs of adjacent pages into one write each.
+        let mut i = 0;
+        while i < ids.len() {
+            let mut j = i + 1;
+            while j < ids.len() && ids[j] == ids[j - 1] + 1 && j - i < 64 {
+                j += 1;
+            }
+            let mut buf = Vec::with_capacity((j - i) * PAGE_SIZE);
+            for id in &ids[i..j] {
+                buf.extend_from_slice(&dirty[id].encode()[..]);
+            }
+            w.backend.write_at(ids[i] * PAGE_SIZE as u64, &buf)?;
+            i = j;
+        }
+        for id in std::mem::take(&mut txn.pool) {
+            w.free.free_own(id);
+        }
+        w.free.commit_txn(txid);
+        let mut meta = w.meta;
+        meta.txid = txid;
+        meta.root = root;
+        update(&mut meta);
+        let oldest = self.registry.oldest().unwrap_or(u64::MAX);
+        if durable {
+            w.free.release(oldest.min(txid));
+            if let Some(t) = truncate {
+                w.page_count = t;
+            }
+            let Writer {
+                free, page_count, ..
+            } = &mut *w;
+            let (writes, free_head, pending_head, chain_count) =
+                free.persist(txid, truncate, &mut || {
+                    let id = *page_count;
+                    *page_count += 1;
+                    id
+                });
+            w.ensure_len()?;
+            for (id, p) in &writes {
+                w.write_page(*id, &p[..])?;
+            }
+            meta.free_head = free_head;
+            meta.pending_head = pending_head;
+            meta.free_chain_count = chain_count;
+            meta.page_count = w.page_count;
+            w.backend.sync()?;
+            let slot = 1 - w.durable_slot;
+            w.backend
+                .write_at(slot * PAGE_SIZE as u64, &meta.encode()[..])?;
+            w.backend.sync()?;
+            w.durable_slot = slot;
+            w.durable_txid = txid;
+            if truncate.is_some() {
+                // Only after the new meta is durable: the old one may reference
+                // free-list chunks beyond the cut. Mappings may stay longer than
+                // the file; nothing reachable lies beyond it (see mapping.rs).
+                let len = w.page_count * PAGE_SIZE as u64;
+                w.backend.set_len(len)?;
+                w.file_len = len;
+            }
+        } else {
+            w.free.release(oldest.min(w.durable_txid));
+            meta.page_count = w.page_count;
+        }
+        w.meta = meta;
+        w.remap()?;
+        let snap = Arc::new(Snapshot {
+            map: w.map.clone(),
+            meta,
+            verify: self.verify,
+            _reg: self.registry.register(txid),
+        });
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = snap;
+        Ok(())
+    }
+
+    /// Makes the last commit durable (an empty durable commit).
+    pub fn sync(&self) -> Result<()> {
+        let txn = self.begin()?;
+        self.commit(txn, |_| {}, true)
+    }
+
+    /// `(file bytes, bytes in use)`.
+    pub fn sizes(&self) -> (u64, u64) {
+        let w = self.lock_writer();
+        let free = w.free.free_count();
+        (
+            w.file_len,
+            (w.meta.page_count.saturating_sub(free)) * PAGE_SIZE as u64,
+        )
+    }
+
+    /// Verifies the last committed state: every page below the high-water
+    /// mark is reachable (tree, overflow, free-list chunk) or free exactly
+    /// once, keys are sorted and within their parents' bounds, checksums hold.
+    pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        let w = self.lock_writer();
+        let meta = w.meta;
+        let pc = meta.page_count;
+        let mut seen =
+            vec![0u8; usize::try_from(pc).map_err(|_| StorageError::corrupted(0, "page count"))?];
+        seen[0] = 1;
+        seen[1] = 1;
+        let mut mark = |id: u64, what: &str| -> Result<()> {
+            let slot = usize::try_from(id).ok().and_then(|i| seen.get_mut(i));
+            match slot {
+                Some(s) if *s == 0 => {
+                    *s = 1;
+                    Ok(())
+                }
+                Some(_) => Err(StorageError::corrupted(
+                    id,
+                    format!("{what} page accounted twice"),
+                )),
+                None => Err(StorageError::corrupted(
+                    id,
+                    format!("{what} page beyond high-water mark"),
+                )),
+            }
+        };
+        let snap = Snapshot {
+            map: w.map.clone(),
+            meta,
+            verify: true,
+            _reg: self.registry.register(meta.txid),
+        };
+        let mut report = IntegrityReport {
+            page_count: pc,
+            ..IntegrityReport::default()
+        };
+        if meta.root != 0 {
+            // (page, lower bound, upper bound, depth)
+            let mut stack: Vec<WalkItem> = vec![(meta.root, None, None, 0)];
+            while let Some((id, lo, hi, depth)) = stack.pop() {
+                if depth > MAX_DEPTH {
+                    return Err(StorageError::corrupted(id, "tree too deep"));
+                }
+                mark(id, "tree")?;
+                report.tree_pages += 1;
+                let NodeRef::Page(p) = snap.node(id)? else {
+                    return Err(StorageError::corrupted(id, "unexpected dirty node"));
+                };
+                let mut prev: Option<&[u8]> = None;
+                for i in 0..p.len() {
+                    let k = p.key(i)?;
+                    let is_first_branch = !p.leaf && i == 0;
+                    if !is_first_branch {
+                        if prev.is_some_and(|pk| pk >= k) {
+                            return Err(StorageError::corrupted(id, "keys not sorted"));
+                        }
+                        if lo.as_deref().is_some_and(|l| k < l)
+                            || hi.as_deref().is_some_and(|h| k >= h)
+                        {
+                            return Err(StorageError::corrupted(id, "key outside parent bounds"));
+                        }
+                        prev = Some(k);
+                    }
+                    if p.leaf {
+                        report.keys += 1;
+                        if let ValRef::Overflow { page, len } = p.val(i)? {
+                            let chain = tree::overflow_pages(&snap, page, len)?;
+                            tree::load_value(&snap, ValRef::Overflow { page, len })?;
+                            for c in chain {
+                                mark(c, "overflow")?;
+                                report.overflow_pages += 1;
+                            }
+                            let _ = TYPE_OVERFLOW;
+                        }
+                    } else {
+                        let clo = if i == 0 { lo.clone() } else { Some(k.to_vec()) };
+                        let chi = if i + 1 < p.len() {
+                            Some(p.key(i + 1)?.to_vec())
+                        } else {
+                            hi.clone()
+                        };
+                        stack.push((p.child(i)?, clo, chi, depth + 1));
+                    }
+                }
+            }
+        }
+        let read = |id| read_chunk(&*w.map, &*w.backend, id, pc);
+        let (free, chunks) = w.free.enumerate(&read, pc)?;
+        for id in chunks {
+            mark(id, "free-list chunk")?;
+            report.freelist_pages += 1;
+        }
+        for id in free {
+            mark(id, "free")?;
+            report.free_pages += 1;
+        }
+        if let Some(i) = seen.iter().position(|s| *s == 0) {
+            return Err(StorageError::corrupted(
+                i as u64,
+                "page neither reachable nor free (leak)",
+            ));
+        }
+        Ok(report)
+    }
+}
+
+/// (page, lower key bound, upper key bound, depth) of a page to check.
+type WalkItem = (u64, Option<Vec<u8>>, Option<Vec<u8>>, usize);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    pub page_count: u64,
+    pub tree_pages: u64,
+    pub overflow_pages: u64,
+    pub freelist_pages: u64,
+    pub free_pages: u64,
+    pub keys: u64,
+}

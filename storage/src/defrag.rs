@@ -1,0 +1,231 @@
+//! Online defragmentation: relocate pages above a target into free pages
+//! below it, a bounded number per write transaction (writers interleave
+//! between steps, readers are never blocked), then cut the file.
+
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::error::{Result, StorageError};
+use crate::node::{Node, NodeRef, ValRef};
+use crate::page::FIRST_DATA_PAGE;
+use crate::tree::{self, MAX_DEPTH, TreeRead};
+use crate::txn::TreeTxn;
+
+#[derive(Clone, Debug)]
+pub struct DefragOptions {
+    /// Pages relocated per write transaction.
+    pub batch_pages: usize,
+    /// Truncation attempts while old readers still pin relocated pages.
+    pub truncate_attempts: u32,
+    /// Pause between truncation attempts.
+    pub retry_pause_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DefragReport {
+    pub pages_before: u64,
+    pub pages_after: u64,
+    pub relocated_pages: u64,
+    pub passes: u32,
+    /// False when long-lived readers kept relocated pages pinned; a later
+    /// run finishes the cut.
+    pub truncated: bool,
+}
+
+/// Defragments `db`. Callers serialise runs.
+pub fn defragment(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
+    db.sync()?;
+    let (pages_before, target) = {
+        let w = db.lock_writer();
+        let pc = w.meta.page_count;
+        let live = pc
+            .saturating_sub(FIRST_DATA_PAGE)
+            .saturating_sub(w.free.free_count());
+        (pc, FIRST_DATA_PAGE + live + live / 32 + 64)
+    };
+    let mut report = DefragReport {
+        pages_before,
+        pages_after: pages_before,
+        ..DefragReport::default()
+    };
+    if target >= pages_before {
+        return Ok(report);
+    }
+    // Bounded: each pass moves up to batch_pages pages or proves nothing is left.
+    let max_passes = (pages_before / opts.batch_pages.max(1) as u64 + 16) as u32 * 2;
+    let mut attempts = 0u32;
+    loop {
+        let mut done = false;
+        while !done {
+            if report.passes >= max_passes {
+                return Ok(report);
+            }
+            report.passes += 1;
+            let (moved, complete) = relocation_pass(db, target, opts.batch_pages)?;
+            report.relocated_pages += moved;
+            done = complete;
+        }
+        // Release pages pinned by the relocation commits, then try the cut.
+        db.sync()?;
+        let mut txn = db.begin()?;
+        if has_pages_at_or_above(&txn, target)? {
+            continue; // a concurrent writer allocated high pages: relocate again
+        }
+        let txid = txn.txid;
+        let pool = txn.w.drain_reusable(txid)?;
+        if txn.w.free.pinned_at_or_above(target, txid) {
+            drop(txn);
+            attempts += 1;
+            if attempts >= opts.truncate_attempts {
+                return Ok(report);
+            }
+            std::thread::sleep(Duration::from_millis(opts.retry_pause_ms));
+            continue;
+        }
+        txn.pool = pool;
+        db.commit_truncate(txn, target)?;
+        report.pages_after = db.lock_writer().meta.page_count;
+        report.truncated = true;
+        return Ok(report);
+    }
+}
+
+/// One write transaction of relocation. Returns (pages moved, whether no page
+/// at or above `target` remained reachable when it started its walk).
+fn relocation_pass(db: &Db, target: u64, budget: usize) -> Result<(u64, bool)> {
+    let mut txn = db.begin()?;
+    let txid = txn.txid;
+    let mut pool = txn.w.drain_reusable(txid)?;
+    let (mut low, high): (Vec<u64>, Vec<u64>) = pool.drain(..).partition(|p| *p < target);
+    for p in high {
+        txn.w.free.free_own(p);
+    }
+    low.sort_unstable_by(|a, b| b.cmp(a));
+    txn.pool = low;
+    let mut left = budget;
+    let mut complete = true;
+    if txn.root != 0 {
+        let root = txn.root;
+        txn.root = relocate(&mut txn, root, target, &mut left, &mut complete, 0)?;
+    }
+    let moved = (budget - left) as u64;
+    // The new meta starts from the last committed one: MVCC fields carry over.
+    db.commit(txn, |_| {}, true)?;
+    Ok((moved, complete && moved == 0))
+}
+
+fn relocate(
+    txn: &mut TreeTxn<'_>,
+    id: u64,
+    target: u64,
+    left: &mut usize,
+    complete: &mut bool,
+    depth: usize,
+) -> Result<u64> {
+    if depth > MAX_DEPTH {
+        return Err(StorageError::corrupted(id, "tree too deep"));
+    }
+    let (children, overflow): (Vec<u64>, Vec<(usize, u64, u32)>) = {
+        let n = txn.node(id)?;
+        if n.is_leaf() {
+            let mut ov = Vec::new();
+            for i in 0..n.len() {
+                if let ValRef::Overflow { page, len } = n.val(i)? {
+                    ov.push((i, page, len));
+                }
+            }
+            (Vec::new(), ov)
+        } else {
+            (
+                (0..n.len()).map(|i| n.child(i)).collect::<Result<_>>()?,
+                Vec::new(),
+            )
+        }
+    };
+    let mut child_updates = Vec::new();
+    for (i, c) in children.into_iter().enumerate() {
+        if *left == 0 || txn.pool.is_empty() {
+            *complete = false;
+            break;
+        }
+        let nc = relocate(txn, c, target, left, complete, depth + 1)?;
+        if nc != c {
+            child_updates.push((i, nc));
+        }
+    }
+    let mut val_updates = Vec::new();
+    for (i, page, len) in overflow {
+        let chain = tree::overflow_pages(&*txn, page, len)?;
+        if !chain.iter().any(|p| *p >= target) {
+            continue;
+        }
+        if *left < chain.len() || txn.pool.len() < chain.len() {
+            *complete = false;
+            continue;
+        }
+        let value = tree::load_value(&*txn, ValRef::Overflow { page, len })?.into_owned();
+        let new = txn.write_overflow(&value)?;
+        for p in chain {
+            txn.w.free.free(p, txn.txid);
+        }
+        *left -= value.len().div_ceil(crate::page::OVERFLOW_CAP).max(1);
+        val_updates.push((i, new));
+    }
+    let is_dirty = matches!(txn.node(id)?, NodeRef::Owned(_));
+    let must_move = id >= target && !is_dirty;
+    if must_move && (*left == 0 || txn.pool.is_empty()) {
+        *complete = false;
+    }
+    let moving = must_move && *left > 0 && !txn.pool.is_empty();
+    if !moving && child_updates.is_empty() && val_updates.is_empty() {
+        return Ok(id);
+    }
+    let new_id = txn.cow(id)?;
+    if moving {
+        *left -= 1;
+    }
+    match txn.dirty.get_mut(&new_id) {
+        Some(Node::Branch(entries)) => {
+            for (i, c) in child_updates {
+                entries[i].1 = c;
+            }
+        }
+        Some(Node::Leaf(entries)) => {
+            for (i, v) in val_updates {
+                entries[i].1 = v;
+            }
+        }
+        None => return Err(StorageError::corrupted(new_id, "dirty node vanished")),
+    }
+    Ok(new_id)
+}
+
+fn has_pages_at_or_above(txn: &TreeTxn<'_>, target: u64) -> Result<bool> {
+    let mut stack = vec![(txn.root, 0usize)];
+    while let Some((id, depth)) = stack.pop() {
+        if id == 0 {
+            continue;
+        }
+        if id >= target {
+            return Ok(true);
+        }
+        if depth > MAX_DEPTH {
+            return Err(StorageError::corrupted(id, "tree too deep"));
+        }
+        let n = txn.node(id)?;
+        for i in 0..n.len() {
+            if n.is_leaf() {
+                if let ValRef::Overflow { page, len } = n.val(i)?
+                    && tree::overflow_pages(txn, page, len)?
+                        .iter()
+                        .any(|p| *p >= target)
+                {
+                    return Ok(true);
+                }
+            } else {
+                stack.push((n.child(i)?, depth + 1));
+            }
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,67 @@
+//! The crate's single error type.
+
+use std::path::PathBuf;
+
+/// Every failure the storage engine reports. Bad bytes on disk are
+/// `Corrupted`, never a panic.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The requested revision was removed by compaction.
+    #[error(
+        "mvcc: required revision has been compacted (requested {requested}, compacted {compacted})"
+    )]
+    Compacted { requested: i64, compacted: i64 },
+    /// The requested revision is above the current revision.
+    #[error(
+        "mvcc: required revision is a future revision (requested {requested}, current {current})"
+    )]
+    FutureRevision { requested: i64, current: i64 },
+    /// A put would grow the file beyond the quota.
+    #[error("mvcc: database space exceeded (size {size_bytes} B, quota {quota_bytes} B)")]
+    NoSpace { size_bytes: u64, quota_bytes: u64 },
+    #[error("invalid sort option")]
+    InvalidSortOption,
+    #[error("key is not provided")]
+    KeyNotProvided,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// Key longer than [`crate::MAX_KEY_BYTES`].
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLarge { len: usize, max: usize },
+    /// Value longer than [`crate::MAX_VALUE_BYTES`].
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge { len: usize, max: usize },
+    /// On-disk bytes failed validation.
+    #[error("corrupted data at page {page}: {what}")]
+    Corrupted { page: u64, what: String },
+    /// An IO call failed; the store latches into the failed state afterwards.
+    #[error("io error during {op} on {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A previous IO error latched the store (fail-stop); reopen it.
+    #[error("store failed earlier and must be reopened: {0}")]
+    Failed(String),
+    /// A snapshot stream was malformed.
+    #[error("invalid snapshot stream: {0}")]
+    InvalidSnapshot(String),
+    /// A bounded resource (readers, dirty pages) hit its configured limit.
+    #[error("limit reached: {what} (limit {limit})")]
+    LimitReached { what: &'static str, limit: u64 },
+}
+
+impl StorageError {
+    pub(crate) fn corrupted(page: u64, what: impl Into<String>) -> Self {
+        StorageError::Corrupted {
+            page,
+            what: what.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,12 @@
+//! The MVCC store (etcd semantics) on top of the B+ tree.
+
+mod keys;
+mod read;
+mod snapshot;
+mod store;
+mod types;
+mod write;
+
+pub use store::{ReadView, Store, StoreOptions};
+pub use types::*;
+pub use write::WriteBatch;

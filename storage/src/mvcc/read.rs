@@ -1,0 +1,424 @@
+//! Read paths shared by [`super::ReadView`] and [`super::WriteBatch`]:
+//! range at a revision, latest version lookup, compare, events, hash.
+
+use std::borrow::Cow;
+
+use super::keys::{self, Record};
+use super::types::*;
+use crate::error::{Result, StorageError};
+use crate::node::ValRef;
+use crate::tree::{self, TreeRead};
+
+/// Tree bounds `[start, end)` of a user-key range with etcd semantics:
+/// empty `range_end` = the single key, `[0]` = every key >= `key`.
+pub fn key_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    if range_end.is_empty() {
+        let p = keys::key_prefix(key);
+        let mut end = p.clone();
+        end.extend_from_slice(&[0xFF; 17]);
+        (p, Some(end))
+    } else if range_end == [0] {
+        (keys::key_bound(key), Some(vec![keys::T_KEY + 1]))
+    } else {
+        (keys::key_bound(key), Some(keys::key_bound(range_end)))
+    }
+}
+
+/// A user-key version found by a scan.
+pub struct Found<'a> {
+    pub prefix: &'a [u8],
+    pub main: i64,
+    pub val: ValRef<'a>,
+}
+
+impl<'a> Found<'a> {
+    pub fn load<T: TreeRead + ?Sized>(&self, t: &'a T) -> Result<(Record, Cow<'a, [u8]>)> {
+        let bytes = tree::load_value(t, self.val)?;
+        match bytes {
+            Cow::Borrowed(b) => {
+                let (r, v) = keys::decode_record(b)?;
+                Ok((r, Cow::Borrowed(v)))
+            }
+            Cow::Owned(b) => {
+                let (r, v) = keys::decode_record(&b)?;
+                Ok((r, Cow::Owned(v.to_vec())))
+            }
+        }
+    }
+
+    pub fn is_tombstone<T: TreeRead + ?Sized>(&self, t: &'a T) -> Result<bool> {
+        match self.val {
+            ValRef::Inline(b) => b
+                .first()
+                .map(|k| *k == keys::KIND_TOMBSTONE)
+                .ok_or_else(short),
+            ValRef::Overflow { .. } => Ok(self.load(t)?.0.tombstone),
+        }
+    }
+
+    pub fn to_kv<T: TreeRead + ?Sized>(
+        &self,
+        t: &'a T,
+        with_value: bool,
+    ) -> Result<(Record, KeyValue)> {
+        let (r, v) = self.load(t)?;
+        let kv = KeyValue {
+            key: keys::unescape_prefix(self.prefix)?,
+            create_revision: r.create,
+            mod_revision: self.main,
+            version: r.version,
+            value: if with_value {
+                v.into_owned()
+            } else {
+                Vec::new()
+            },
+            lease: r.lease,
+        };
+        Ok((r, kv))
+    }
+}
+
+fn short() -> StorageError {
+    StorageError::corrupted(0, "empty mvcc record")
+}
+
+/// Calls `f` with the newest version `<= rev` of every key in the bounds
+/// whose newest version is not a tombstone, in key order.
+pub fn for_each_live<'a, T, F>(
+    t: &'a T,
+    start: &[u8],
+    end: Option<&[u8]>,
+    rev: i64,
+    mut f: F,
+) -> Result<()>
+where
+    T: TreeRead + ?Sized,
+    F: FnMut(&Found<'a>) -> Result<bool>,
+{
+    let mut best: Option<Found<'a>> = None;
+    let mut stop = false;
+    tree::scan(t, start, end, false, |k, v| {
+        let (prefix, main, _) = keys::split_key_entry(k)?;
+        if let Some(b) = &best
+            && b.prefix != prefix
+        {
+            let b = best.take().expect("checked");
+            if !b.is_tombstone(t)? && !f(&b)? {
+                stop = true;
+                return Ok(false);
+            }
+        }
+        if main <= rev {
+            best = Some(Found {
+                prefix,
+                main,
+                val: v,
+            });
+        }
+        Ok(true)
+    })?;
+    if !stop
+        && let Some(b) = best
+        && !b.is_tombstone(t)?
+    {
+        f(&b)?;
+    }
+    Ok(())
+}
+
+/// Newest version of `key` with main revision <= `rev` (tombstones included).
+pub fn latest<'a, T: TreeRead + ?Sized>(
+    t: &'a T,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<Found<'a>>> {
+    let start = keys::key_prefix(key);
+    let mut end = start.clone();
+    end.extend_from_slice(&keys::rev_bytes(rev.saturating_add(1), 0));
+    let mut out = None;
+    tree::scan(t, &start, Some(&end), true, |k, v| {
+        let (prefix, main, _) = keys::split_key_entry(k)?;
+        out = Some(Found {
+            prefix,
+            main,
+            val: v,
+        });
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+/// The live KeyValue of `key` at `rev`, if any.
+pub fn get_kv<T: TreeRead + ?Sized>(t: &T, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+    match latest(t, key, rev)? {
+        Some(f) if !f.is_tombstone(t)? => Ok(Some(f.to_kv(t, true)?.1)),
+        _ => Ok(None),
+    }
+}
+
+/// Checks revision bounds; `0` (or negative) means `current`.
+pub fn resolve_rev(requested: i64, current: i64, compacted: i64) -> Result<i64> {
+    let rev = if requested <= 0 { current } else { requested };
+    if rev > current {
+        return Err(StorageError::FutureRevision {
+            requested: rev,
+            current,
+        });
+    }
+    if rev < compacted {
+        return Err(StorageError::Compacted {
+            requested: rev,
+            compacted,
+        });
+    }
+    Ok(rev)
+}
+
+/// etcd Range at an already resolved revision.
+pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Result<RangeResponse> {
+    if req.key.is_empty() {
+        return Err(StorageError::KeyNotProvided);
+    }
+    let mut sort_order = req.sort_order;
+    if req.sort_target != SortTarget::Key && sort_order == SortOrder::None {
+        sort_order = SortOrder::Ascend;
+    }
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let unlimited_fetch = sort_order != SortOrder::None || filtered;
+    let fetch = if req.limit > 0 && !unlimited_fetch {
+        req.limit as usize + 1
+    } else {
+        usize::MAX
+    };
+    let (start, end) = key_bounds(&req.key, &req.range_end);
+    let mut count = 0i64;
+    let mut kvs = Vec::new();
+    for_each_live(t, &start, end.as_deref(), rev, |f| {
+        count += 1;
+        if req.count_only || kvs.len() >= fetch {
+            return Ok(true);
+        }
+        let (_, kv) = f.to_kv(t, !req.keys_only)?;
+        let keep = (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+            && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision);
+        if keep {
+            kvs.push(kv);
+        }
+        Ok(true)
+    })?;
+    match (sort_order, req.sort_target) {
+        (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key) => {}
+        (SortOrder::Descend, SortTarget::Key) => kvs.reverse(),
+        (order, target) => {
+            kvs.sort_by(|a, b| {
+                let o = match target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
+                if order == SortOrder::Descend {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    Ok(RangeResponse {
+        kvs,
+        more,
+        count,
+        revision: rev,
+    })
+}
+
+/// etcd 3.4+ compare: every key in the range must satisfy it; a missing key
+/// compares as zero, except a value compare, which fails.
+pub fn compare<T: TreeRead + ?Sized>(t: &T, c: &Compare, rev: i64) -> Result<bool> {
+    let (start, end) = key_bounds(&c.key, &c.range_end);
+    let mut any = false;
+    let mut ok = true;
+    let with_value = matches!(c.target, CompareTarget::Value(_));
+    for_each_live(t, &start, end.as_deref(), rev, |f| {
+        any = true;
+        let (_, kv) = f.to_kv(t, with_value)?;
+        ok = compare_kv(c, &kv);
+        Ok(ok)
+    })?;
+    if !any {
+        if with_value {
+            return Ok(false);
+        }
+        return Ok(compare_kv(c, &KeyValue::default()));
+    }
+    Ok(ok)
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord: Ordering = match &c.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(v) => kv.create_revision.cmp(v),
+        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
+    };
+    match c.result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// The version of the same key just before `(main, sub)`, if live.
+pub fn prev_version<T: TreeRead + ?Sized>(
+    t: &T,
+    prefix: &[u8],
+    main: i64,
+    sub: i64,
+) -> Result<Option<KeyValue>> {
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&keys::rev_bytes(main, sub));
+    let mut out = None;
+    tree::scan(t, prefix, Some(&end), true, |k, v| {
+        let (p, m, _) = keys::split_key_entry(k)?;
+        let f = Found {
+            prefix: p,
+            main: m,
+            val: v,
+        };
+        if !f.is_tombstone(t)? {
+            out = Some(f.to_kv(t, true)?.1);
+        }
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+/// Events with main revision in `[start, upto]` for keys in the range, whole
+/// revisions at a time, stopping after about `max_events`. Returns the events
+/// and the next revision to read from.
+pub fn events_since<T: TreeRead + ?Sized>(
+    t: &T,
+    start: i64,
+    upto: i64,
+    key: &[u8],
+    range_end: &[u8],
+    max_events: usize,
+) -> Result<(Vec<Event>, i64)> {
+    let (kstart, kend) = key_bounds(key, range_end);
+    let from = keys::rev_entry(start.max(1), 0);
+    let to = keys::rev_entry(upto.saturating_add(1), 0);
+    let mut found: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+    let mut next = upto.saturating_add(1).max(start);
+    let mut scanned = 0usize;
+    tree::scan(t, &from, Some(&to), false, |k, v| {
+        let (main, sub) = keys::parse_rev(&k[1..])?;
+        if found.len() >= max_events.max(1) && found.last().is_some_and(|l| l.0 != main) {
+            next = main;
+            return Ok(false);
+        }
+        scanned += 1;
+        let user_key = tree::load_value(t, v)?;
+        let entry = keys::key_entry(&user_key, main, sub);
+        let in_range = entry.as_slice() >= kstart.as_slice()
+            && kend.as_deref().is_none_or(|e| entry.as_slice() < e);
+        if in_range {
+            found.push((main, sub, user_key.into_owned()));
+        }
+        Ok(true)
+    })?;
+    let mut events = Vec::with_capacity(found.len());
+    for (main, sub, user_key) in found {
+        let entry = keys::key_entry(&user_key, main, sub);
+        let Some(val) = tree::get(t, &entry)? else {
+            return Err(StorageError::corrupted(
+                0,
+                "revision index points at a missing key entry",
+            ));
+        };
+        let prefix = keys::key_prefix(&user_key);
+        let f = Found {
+            prefix: &prefix,
+            main,
+            val,
+        };
+        let (rec, kv) = f.to_kv(t, true)?;
+        let prev_kv = prev_version(t, &prefix, main, sub)?;
+        let (kind, kv) = if rec.tombstone {
+            (
+                EventKind::Delete,
+                KeyValue {
+                    key: kv.key,
+                    mod_revision: main,
+                    ..KeyValue::default()
+                },
+            )
+        } else {
+            (EventKind::Put, kv)
+        };
+        events.push(Event { kind, kv, prev_kv });
+    }
+    Ok((events, next))
+}
+
+/// crc32c over every entry a compaction at `compacted` keeps, up to `rev`.
+/// Independent of how far physical compaction has progressed.
+pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<u32> {
+    let mut crc = 0u32;
+    // Per key: versions in ascending order; the newest one <= compacted is
+    // kept only if it is not a tombstone, older ones never.
+    let mut group: Option<&[u8]> = None;
+    let mut pending_base: Option<(Vec<u8>, Vec<u8>)> = None;
+    let flush = |crc: &mut u32, base: &mut Option<(Vec<u8>, Vec<u8>)>| {
+        if let Some((k, v)) = base.take() {
+            *crc = crc32c::crc32c_append(*crc, &k);
+            *crc = crc32c::crc32c_append(*crc, &v);
+        }
+    };
+    tree::scan(
+        t,
+        &[keys::T_KEY],
+        Some(&[keys::T_KEY + 1]),
+        false,
+        |k, v| {
+            let (prefix, main, _) = keys::split_key_entry(k)?;
+            if group != Some(prefix) {
+                flush(&mut crc, &mut pending_base);
+                group = Some(prefix);
+            }
+            if main > rev {
+                return Ok(true);
+            }
+            let value = tree::load_value(t, v)?;
+            if main <= compacted {
+                let tomb = value.first() == Some(&keys::KIND_TOMBSTONE);
+                pending_base = if tomb {
+                    None
+                } else {
+                    Some((k.to_vec(), value.into_owned()))
+                };
+            } else {
+                flush(&mut crc, &mut pending_base);
+                crc = crc32c::crc32c_append(crc, k);
+                crc = crc32c::crc32c_append(crc, &value);
+            }
+            Ok(true)
+        },
+    )?;
+    flush(&mut crc, &mut pending_base);
+    Ok(crc)
+}

@@ -1,0 +1,325 @@
+//! [`Store`]: the MVCC store handle, and [`ReadView`]: a reader snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::keys;
+use super::read;
+use super::types::*;
+use super::write::WriteBatch;
+use crate::backend::{Backend, FileBackend};
+use crate::db::{Db, DbOptions, IntegrityReport, Snapshot};
+use crate::error::{Result, StorageError};
+use crate::tree;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Puts fail with `NoSpace` once the file's used pages reach this size.
+    pub quota_bytes: u64,
+    /// Initial file (and mapping) size; the file grows from here.
+    pub initial_mmap_bytes: u64,
+    /// Largest single growth step of the file.
+    pub max_growth_bytes: u64,
+    /// Verify page checksums on every read (integrity checks always verify).
+    pub verify_checksums: bool,
+    /// Revision entries physically compacted per commit at most (about).
+    pub compaction_batch_entries: usize,
+    /// Pages relocated per defragmentation step (one write transaction).
+    pub defrag_batch_pages: usize,
+    /// Entries per write transaction when restoring a snapshot.
+    pub restore_batch_entries: usize,
+    /// Shrink attempts (20 ms apart) while old readers pin relocated pages.
+    pub defrag_truncate_attempts: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            quota_bytes: 2 << 30,
+            initial_mmap_bytes: 4 << 20,
+            max_growth_bytes: 64 << 20,
+            verify_checksums: true,
+            compaction_batch_entries: 10_000,
+            defrag_batch_pages: 4096,
+            restore_batch_entries: 10_000,
+            defrag_truncate_attempts: 50,
+        }
+    }
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) db: Db,
+    pub(crate) opts: StoreOptions,
+    pub(crate) durable_applied: AtomicU64,
+    /// Serialises defragmentation runs.
+    pub(crate) defrag_lock: std::sync::Mutex<()>,
+}
+
+/// The MVCC store. `Send + Sync`; share it with `Arc<Store>` or clone it
+/// (clones share the same store).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+/// A consistent snapshot of one commit. Cheap to clone; `Send + Sync + 'static`.
+/// While it lives, the pages it can reach are not reused.
+#[derive(Clone)]
+pub struct ReadView {
+    snap: Arc<Snapshot>,
+}
+
+impl Store {
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        let backend = Arc::new(FileBackend::open(path)?);
+        Store::open_with_backend(backend, opts)
+    }
+
+    /// Opens a store on any backend (tests use [`crate::MemBackend`]).
+    pub fn open_with_backend(backend: Arc<dyn Backend>, opts: StoreOptions) -> Result<Store> {
+        let db = Db::open(
+            backend,
+            DbOptions {
+                verify_checksums: opts.verify_checksums,
+                initial_file_bytes: opts.initial_mmap_bytes,
+                max_growth_bytes: opts.max_growth_bytes,
+            },
+        )?;
+        let applied = db.snapshot().meta().applied_index;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                db,
+                opts,
+                durable_applied: AtomicU64::new(applied),
+                defrag_lock: std::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Snapshot of the last commit.
+    pub fn read(&self) -> ReadView {
+        ReadView {
+            snap: self.inner.db.snapshot(),
+        }
+    }
+
+    /// Starts the (exclusive) write batch; blocks while another is open.
+    pub fn write(&self) -> Result<WriteBatch<'_>> {
+        let txn = self.inner.db.begin()?;
+        let m = txn.w.meta;
+        Ok(WriteBatch {
+            txn,
+            store: &self.inner,
+            rev: m.current_revision,
+            compacted: m.compacted_revision,
+            compact_done: m.compact_done_revision,
+            events: Vec::new(),
+            deferred_err: None,
+        })
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.inner.db.snapshot().meta().current_revision
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.inner.db.snapshot().meta().compacted_revision
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.inner.db.snapshot().meta().applied_index
+    }
+
+    pub fn durable_applied_index(&self) -> u64 {
+        self.inner.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// Makes the last commit durable (checkpoint).
+    pub fn sync(&self) -> Result<()> {
+        let applied = self.applied_index();
+        self.inner.db.sync()?;
+        self.inner
+            .durable_applied
+            .fetch_max(applied, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// File size in bytes.
+    pub fn db_size_bytes(&self) -> u64 {
+        self.inner.db.sizes().0
+    }
+
+    /// Bytes of pages in use (not free).
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        self.inner.db.sizes().1
+    }
+
+    /// True when a compaction target has not been fully applied yet.
+    pub fn compaction_pending(&self) -> bool {
+        let m = *self.inner.db.snapshot().meta();
+        m.compact_done_revision < m.compacted_revision
+    }
+
+    /// Runs one bounded physical compaction step in its own (non-durable)
+    /// commit; returns true when more work remains. Commits also run a step.
+    pub fn compact_step(&self) -> Result<bool> {
+        let mut b = self.write()?;
+        let budget = self.inner.opts.compaction_batch_entries;
+        b.compact_step(budget)?;
+        let applied = self.applied_index();
+        let more = b.compact_done < b.compacted;
+        let WriteBatch {
+            txn,
+            rev,
+            compacted,
+            compact_done,
+            ..
+        } = b;
+        self.inner.db.commit(
+            txn,
+            |m| {
+                m.current_revision = rev;
+                m.compacted_revision = compacted;
+                m.compact_done_revision = compact_done;
+                m.applied_index = applied;
+            },
+            false,
+        )?;
+        Ok(more)
+    }
+
+    /// Streams a consistent snapshot of the last commit (see `snapshot.rs`
+    /// for the format). Reads and writes continue meanwhile.
+    pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
+        super::snapshot::write_snapshot(&self.read(), out)
+    }
+
+    /// Creates a store at `path` (which must not exist or be empty) from a
+    /// stream written by [`Store::write_snapshot`].
+    pub fn restore_snapshot(
+        path: &Path,
+        input: &mut dyn std::io::Read,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        super::snapshot::restore_snapshot(path, input, opts)
+    }
+
+    /// Like [`Store::restore_snapshot`] on any (empty) backend.
+    pub fn restore_snapshot_with_backend(
+        backend: Arc<dyn Backend>,
+        input: &mut dyn std::io::Read,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        if !backend.is_empty()? {
+            return Err(StorageError::InvalidSnapshot(
+                "restore target is not empty".into(),
+            ));
+        }
+        super::snapshot::restore_into(backend, input, opts)
+    }
+
+    /// Online defragmentation: relocates pages into the free space at the
+    /// start of the file in bounded write transactions (writes interleave,
+    /// reads never block), then shrinks the file. If long-lived readers keep
+    /// relocated pages pinned, the shrink is left to a later run.
+    pub fn defragment(&self) -> Result<()> {
+        self.defragment_report().map(|_| ())
+    }
+
+    /// [`Store::defragment`] returning what it did.
+    pub fn defragment_report(&self) -> Result<crate::DefragReport> {
+        let _g = self
+            .inner
+            .defrag_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let opts = crate::defrag::DefragOptions {
+            batch_pages: self.inner.opts.defrag_batch_pages,
+            truncate_attempts: self.inner.opts.defrag_truncate_attempts,
+            retry_pause_ms: 20,
+        };
+        let r = crate::defrag::defragment(&self.inner.db, &opts)?;
+        let applied = self.applied_index();
+        self.inner
+            .durable_applied
+            .fetch_max(applied, Ordering::AcqRel);
+        Ok(r)
+    }
+
+    /// Full integrity check of the last commit (see [`IntegrityReport`]).
+    pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.inner.db.check_integrity()
+    }
+
+    /// Number of distinct snapshots currently pinned by readers (incl. the latest).
+    pub fn live_snapshots(&self) -> usize {
+        self.inner.db.registry.live_snapshots()
+    }
+}
+
+impl ReadView {
+    pub fn revision(&self) -> i64 {
+        self.snap.meta().current_revision
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.snap.meta().compacted_revision
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.snap.meta().applied_index
+    }
+
+    /// Range at `req.revision` (0 = the view's revision).
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let rev = read::resolve_rev(req.revision, self.revision(), self.compacted_revision())?;
+        read::range(&*self.snap, req, rev)
+    }
+
+    /// Events with revision >= `start_revision` up to the view's revision for
+    /// keys in `[key, range_end)`, about `max_events` at most (whole
+    /// revisions). Returns the events and the next revision to read from.
+    pub fn events_since(
+        &self,
+        start_revision: i64,
+        key: &[u8],
+        range_end: &[u8],
+        max_events: usize,
+    ) -> Result<(Vec<Event>, i64)> {
+        if start_revision < self.compacted_revision() {
+            return Err(StorageError::Compacted {
+                requested: start_revision,
+                compacted: self.compacted_revision(),
+            });
+        }
+        read::events_since(
+            &*self.snap,
+            start_revision,
+            self.revision(),
+            key,
+            range_end,
+            max_events,
+        )
+    }
+
+    /// Hash of the key space at `revision` (0 = the view's revision) and the
+    /// compacted revision it was computed against.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64)> {
+        let rev = read::resolve_rev(revision, self.revision(), self.compacted_revision())?;
+        let c = self.compacted_revision();
+        Ok((read::hash_kv(&*self.snap, rev, c)?, c))
+    }
+
+    pub fn get_meta(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let k = keys::meta_entry(name);
+        let v = tree::get(&*self.snap, &k).ok()??;
+        tree::load_value(&*self.snap, v)
+            .ok()
+            .map(|c| c.into_owned())
+    }
+
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+}

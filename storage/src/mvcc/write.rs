@@ -1,0 +1,418 @@
+//! The write batch: every mutating op gets its own main revision, all ops
+//! land in one tree commit.
+
+use super::keys::{self, Record};
+use super::read;
+use super::store::StoreInner;
+use super::types::*;
+use crate::error::{Result, StorageError};
+use crate::page::PAGE_SIZE;
+use crate::tree;
+use crate::txn::TreeTxn;
+use crate::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+pub struct WriteBatch<'a> {
+    pub(crate) txn: TreeTxn<'a>,
+    pub(crate) store: &'a StoreInner,
+    pub(crate) rev: i64,
+    pub(crate) compacted: i64,
+    pub(crate) compact_done: i64,
+    pub(crate) events: Vec<Event>,
+    /// First error of an infallible-signature call (`put_meta`), returned by `commit`.
+    pub(crate) deferred_err: Option<StorageError>,
+}
+
+/// Revision allocation inside one op (or one txn): main revision plus sub counter.
+struct OpRev {
+    main: i64,
+    sub: i64,
+}
+
+impl OpRev {
+    /// Revision reads inside this op observe: the op's own writes once it made any.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(StorageError::KeyNotProvided);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StorageError::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl<'a> WriteBatch<'a> {
+    /// Current main revision inside the batch.
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    fn check_quota(&self) -> Result<()> {
+        let size_bytes = self.txn.w.page_count * PAGE_SIZE as u64;
+        let quota_bytes = self.store.opts.quota_bytes;
+        if size_bytes >= quota_bytes {
+            return Err(StorageError::NoSpace {
+                size_bytes,
+                quota_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_put(&self, req: &PutRequest) -> Result<()> {
+        check_key(&req.key)?;
+        if req.value.len() > MAX_VALUE_BYTES {
+            return Err(StorageError::ValueTooLarge {
+                len: req.value.len(),
+                max: MAX_VALUE_BYTES,
+            });
+        }
+        self.check_quota()
+    }
+
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        self.validate_put(req)?;
+        let mut r = OpRev {
+            main: self.rev + 1,
+            sub: 0,
+        };
+        let resp = self.apply_put(req, &mut r)?;
+        self.rev = r.main;
+        Ok(resp)
+    }
+
+    fn apply_put(&mut self, req: &PutRequest, r: &mut OpRev) -> Result<PutResponse> {
+        let prev = read::get_kv(&self.txn, &req.key, i64::MAX)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(StorageError::KeyNotFound);
+        }
+        let value: &[u8] = match (&prev, req.ignore_value) {
+            (Some(p), true) => &p.value,
+            _ => &req.value,
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let (create, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (r.main, 1),
+        };
+        let rec = Record {
+            tombstone: false,
+            create,
+            version,
+            lease,
+        };
+        let value = value.to_vec();
+        self.write_version(&req.key, r.main, r.sub, &rec, &value)?;
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: create,
+            mod_revision: r.main,
+            version,
+            value,
+            lease,
+        };
+        r.sub += 1;
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev.clone(),
+        });
+        Ok(PutResponse {
+            prev_kv: if req.prev_kv { prev } else { None },
+            revision: r.main,
+        })
+    }
+
+    fn write_version(
+        &mut self,
+        key: &[u8],
+        main: i64,
+        sub: i64,
+        rec: &Record,
+        value: &[u8],
+    ) -> Result<()> {
+        self.txn.put(
+            &keys::key_entry(key, main, sub),
+            &keys::encode_record(rec, value),
+        )?;
+        self.txn.put(&keys::rev_entry(main, sub), key)
+    }
+
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        check_key(&req.key)?;
+        let mut r = OpRev {
+            main: self.rev + 1,
+            sub: 0,
+        };
+        let resp = self.apply_delete(req, &mut r)?;
+        if r.sub > 0 {
+            self.rev = r.main;
+        }
+        Ok(DeleteRangeResponse {
+            revision: self.rev,
+            ..resp
+        })
+    }
+
+    fn apply_delete(
+        &mut self,
+        req: &DeleteRangeRequest,
+        r: &mut OpRev,
+    ) -> Result<DeleteRangeResponse> {
+        let (start, end) = read::key_bounds(&req.key, &req.range_end);
+        let mut victims = Vec::new();
+        read::for_each_live(&self.txn, &start, end.as_deref(), i64::MAX, |f| {
+            victims.push(f.to_kv(&self.txn, true)?.1);
+            Ok(true)
+        })?;
+        let deleted = victims.len() as i64;
+        for prev in &victims {
+            let rec = Record {
+                tombstone: true,
+                create: 0,
+                version: 0,
+                lease: 0,
+            };
+            self.write_version(&prev.key, r.main, r.sub, &rec, &[])?;
+            r.sub += 1;
+            let kv = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: r.main,
+                ..KeyValue::default()
+            };
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv,
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        let revision = if r.sub > 0 { r.main } else { r.main - 1 };
+        Ok(DeleteRangeResponse {
+            deleted,
+            prev_kvs: if req.prev_kv { victims } else { Vec::new() },
+            revision,
+        })
+    }
+
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        self.validate_txn(req)?;
+        let mut r = OpRev {
+            main: self.rev + 1,
+            sub: 0,
+        };
+        let resp = self.apply_txn(req, &mut r)?;
+        if r.sub > 0 {
+            self.rev = r.main;
+        }
+        Ok(TxnResponse {
+            revision: self.rev,
+            ..resp
+        })
+    }
+
+    fn validate_txn(&self, req: &TxnRequest) -> Result<()> {
+        for op in req.success.iter().chain(req.failure.iter()) {
+            match op {
+                RequestOp::Range(q) => check_key(&q.key)?,
+                RequestOp::Put(p) => self.validate_put(p)?,
+                RequestOp::DeleteRange(d) => check_key(&d.key)?,
+                RequestOp::Txn(t) => self.validate_txn(t)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_txn(&mut self, req: &TxnRequest, r: &mut OpRev) -> Result<TxnResponse> {
+        let mut succeeded = true;
+        for c in &req.compare {
+            if !read::compare(&self.txn, c, r.read_rev())? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(q) => {
+                    let at = if q.revision > 0 {
+                        read::resolve_rev(q.revision, r.read_rev(), self.compacted)?
+                    } else {
+                        r.read_rev()
+                    };
+                    ResponseOp::Range(read::range(&self.txn, q, at)?)
+                }
+                RequestOp::Put(p) => ResponseOp::Put(self.apply_put(p, r)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.apply_delete(d, r)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.apply_txn(t, r)?),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+            revision: r.read_rev(),
+        })
+    }
+
+    /// Range over the batch's own state (sees its writes).
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let rev = read::resolve_rev(req.revision, self.rev, self.compacted)?;
+        read::range(&self.txn, req, rev)
+    }
+
+    /// Records a compaction target; old versions are removed a bounded
+    /// number per commit (see `StoreOptions::compaction_batch_entries`).
+    pub fn compact(&mut self, revision: i64) -> Result<()> {
+        if revision <= self.compacted {
+            return Err(StorageError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
+        }
+        if revision > self.rev {
+            return Err(StorageError::FutureRevision {
+                requested: revision,
+                current: self.rev,
+            });
+        }
+        self.compacted = revision;
+        Ok(())
+    }
+
+    /// Physically removes versions made obsolete by the compaction target,
+    /// scanning at most about `budget` revision entries (whole revisions).
+    /// Returns true when work remains.
+    pub(crate) fn compact_step(&mut self, budget: usize) -> Result<bool> {
+        if self.compact_done >= self.compacted {
+            return Ok(false);
+        }
+        let target = self.compacted;
+        let from = keys::rev_entry(self.compact_done + 1, 0);
+        let to = keys::rev_entry(target + 1, 0);
+        let mut batch: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+        let mut done_upto = target;
+        tree::scan(&self.txn, &from, Some(&to), false, |k, v| {
+            let (main, sub) = keys::parse_rev(&k[1..])?;
+            if batch.len() >= budget.max(1) && batch.last().is_some_and(|l| l.0 != main) {
+                done_upto = main - 1;
+                return Ok(false);
+            }
+            batch.push((main, sub, tree::load_value(&self.txn, v)?.into_owned()));
+            Ok(true)
+        })?;
+        for (main, sub, user_key) in batch {
+            let prefix = keys::key_prefix(&user_key);
+            let entry = keys::key_entry(&user_key, main, sub);
+            // Is there a newer version of the key at or below the target?
+            let mut newer_within = false;
+            let mut upper = prefix.clone();
+            upper.extend_from_slice(&[0xFF; 17]);
+            let mut after = entry.clone();
+            after.push(0);
+            tree::scan(&self.txn, &after, Some(&upper), false, |k, _| {
+                let (_, m, _) = keys::split_key_entry(k)?;
+                newer_within = m <= target;
+                Ok(false)
+            })?;
+            let remove = newer_within || {
+                match tree::get(&self.txn, &entry)? {
+                    Some(v) => {
+                        tree::load_value(&self.txn, v)?.first() == Some(&keys::KIND_TOMBSTONE)
+                    }
+                    None => false,
+                }
+            };
+            if remove {
+                self.txn.delete(&entry)?;
+                self.txn.delete(&keys::rev_entry(main, sub))?;
+            }
+        }
+        self.compact_done = done_upto;
+        Ok(self.compact_done < self.compacted)
+    }
+
+    /// Stores server metadata in this commit. An error is reported by `commit`.
+    pub fn put_meta(&mut self, name: &[u8], value: &[u8]) {
+        if self.deferred_err.is_none()
+            && let Err(e) = self.txn.put(&keys::meta_entry(name), value)
+        {
+            self.deferred_err = Some(e);
+        }
+    }
+
+    /// Removes server metadata. An error is reported by `commit`.
+    pub fn delete_meta(&mut self, name: &[u8]) {
+        if self.deferred_err.is_none()
+            && let Err(e) = self.txn.delete(&keys::meta_entry(name))
+        {
+            self.deferred_err = Some(e);
+        }
+    }
+
+    pub fn get_meta(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let k = keys::meta_entry(name);
+        let v = tree::get(&self.txn, &k).ok()??;
+        tree::load_value(&self.txn, v).ok().map(|c| c.into_owned())
+    }
+
+    /// Commits every op of the batch as one transaction, together with the
+    /// Raft `applied_index`. `durable` syncs it; otherwise it becomes durable
+    /// with the next durable commit or [`super::Store::sync`].
+    pub fn commit(mut self, applied_index: u64, durable: bool) -> Result<CommitInfo> {
+        if let Some(e) = self.deferred_err.take() {
+            return Err(e);
+        }
+        let budget = self.store.opts.compaction_batch_entries;
+        self.compact_step(budget)?;
+        let WriteBatch {
+            txn,
+            store,
+            rev,
+            compacted,
+            compact_done,
+            events,
+            ..
+        } = self;
+        store.db.commit(
+            txn,
+            |m| {
+                m.current_revision = rev;
+                m.compacted_revision = compacted;
+                m.compact_done_revision = compact_done;
+                m.applied_index = applied_index;
+            },
+            durable,
+        )?;
+        if durable {
+            store
+                .durable_applied
+                .store(applied_index, std::sync::atomic::Ordering::Release);
+        }
+        Ok(CommitInfo {
+            revision: rev,
+            events,
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Read side of the B+ tree: lookups and bounded scans in both directions,
+//! shared by reader snapshots and the writer's own transaction.
+
+use std::borrow::Cow;
+
+use crate::error::{Result, StorageError};
+use crate::node::{NodeRef, ValRef};
+use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
+
+/// Maximum tree depth; a deeper path means a cycle or corruption.
+pub const MAX_DEPTH: usize = 32;
+
+pub trait TreeRead {
+    fn root(&self) -> u64;
+    fn node(&self, id: u64) -> Result<NodeRef<'_>>;
+    /// Whole page bytes (overflow pages).
+    fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>>;
+}
+
+/// Reads a value, following its overflow chain if needed.
+pub fn load_value<'a, T: TreeRead + ?Sized>(t: &'a T, v: ValRef<'a>) -> Result<Cow<'a, [u8]>> {
+    match v {
+        ValRef::Inline(b) => Ok(Cow::Borrowed(b)),
+        ValRef::Overflow { page, len } => {
+            let len = len as usize;
+            let mut out = Vec::with_capacity(len);
+            let mut id = page;
+            let max_pages = len.div_ceil(OVERFLOW_CAP).max(1);
+            for _ in 0..max_pages {
+                if id == 0 || out.len() >= len {
+                    break;
+                }
+                let bytes = t.page_bytes(id)?;
+                let (used, next) = page::check(&bytes, id, TYPE_OVERFLOW)?;
+                let used = used as usize;
+                if used > OVERFLOW_CAP || out.len() + used > len {
+                    return Err(StorageError::corrupted(id, "overflow length mismatch"));
+                }
+                out.extend_from_slice(&bytes[page::HEADER..page::HEADER + used]);
+                id = next;
+            }
+            if out.len() != len {
+                return Err(StorageError::corrupted(page, "overflow chain too short"));
+            }
+            Ok(Cow::Owned(out))
+        }
+    }
+}
+
+/// Ids of an overflow chain's pages.
+pub fn overflow_pages<T: TreeRead + ?Sized>(t: &T, first: u64, len: u32) -> Result<Vec<u64>> {
+    let n = (len as usize).div_ceil(OVERFLOW_CAP).max(1);
+    let mut ids = Vec::with_capacity(n);
+    let mut id = first;
+    for _ in 0..n {
+        if id == 0 {
+            break;
+        }
+        ids.push(id);
+        let bytes = t.page_bytes(id)?;
+        let (_, next) = page::check(&bytes, id, TYPE_OVERFLOW)?;
+        id = next;
+    }
+    Ok(ids)
+}
+
+/// Exact-match lookup.
+pub fn get<'a, T: TreeRead + ?Sized>(t: &'a T, key: &[u8]) -> Result<Option<ValRef<'a>>> {
+    let mut id = t.root();
+    if id == 0 {
+        return Ok(None);
+    }
+    for _ in 0..MAX_DEPTH {
+        let n = t.node(id)?;
+        let i = n.search(key)?;
+        if n.is_leaf() {
+            if i < n.len() && n.key(i)? == key {
+                return Ok(Some(n.val(i)?));
+            }
+            return Ok(None);
+        }
+        id = n.child(i)?;
+    }
+    Err(StorageError::corrupted(id, "tree too deep"))
+}
+
+/// Visits entries with `start <= key < end` (`end = None`: unbounded) in
+/// ascending order, or descending when `reverse`; stops when `f` returns false.
+pub fn scan<'a, T, F>(
+    t: &'a T,
+    start: &[u8],
+    end: Option<&[u8]>,
+    reverse: bool,
+    mut f: F,
+) -> Result<()>
+where
+    T: TreeRead + ?Sized,
+    F: FnMut(&'a [u8], ValRef<'a>) -> Result<bool>,
+{
+    let root = t.root();
+    if root == 0 {
+        return Ok(());
+    }
+    let mut stack: Vec<(NodeRef<'a>, usize)> = Vec::with_capacity(8);
+    // Position: forward at first key >= start; reverse at last key < end.
+    let mut id = root;
+    loop {
+        if stack.len() >= MAX_DEPTH {
+            return Err(StorageError::corrupted(id, "tree too deep"));
+        }
+        let n = t.node(id)?;
+        let i = if reverse {
+            match end {
+                Some(e) => n.search(e)?,
+                None => n.len(),
+            }
+        } else {
+            n.search(start)?
+        };
+        if n.is_leaf() {
+            stack.push((n, i));
+            break;
+        }
+        let i = if reverse && end.is_none() {
+            n.len() - 1
+        } else {
+            i
+        };
+        stack.push((n, i));
+        id = n.child(i)?;
+    }
+    loop {
+        let Some(&mut (leaf, ref mut idx)) = stack.last_mut() else {
+            return Ok(());
+        };
+        if reverse {
+            if *idx == 0 {
+                if !step_leaf(t, &mut stack, true)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            *idx -= 1;
+            let k = leaf.key(*idx)?;
+            if k < start {
+                return Ok(());
+            }
+            if end.is_some_and(|e| k >= e) {
+                continue;
+            }
+            if !f(k, leaf.val(*idx)?)? {
+                return Ok(());
+            }
+        } else {
+            if *idx >= leaf.len() {
+                if !step_leaf(t, &mut stack, false)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let k = leaf.key(*idx)?;
+            *idx += 1;
+            if end.is_some_and(|e| k >= e) {
+                return Ok(());
+            }
+            if k < start {
+                continue;
+            }
+            if !f(k, leaf.val(*idx - 1)?)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Moves the stack to the next (or previous) leaf. Forward leaves the leaf
+/// index at 0, reverse at `len` (entries are consumed by pre-decrement).
+fn step_leaf<'a, T: TreeRead + ?Sized>(
+    t: &'a T,
+    stack: &mut Vec<(NodeRef<'a>, usize)>,
+    reverse: bool,
+) -> Result<bool> {
+    stack.pop();
+    loop {
+        let Some((n, i)) = stack.last_mut() else {
+            return Ok(false);
+        };
+        let can = if reverse { *i > 0 } else { *i + 1 < n.len() };
+        if can {
+            if reverse {
+                *i -= 1;
+            } else {
+                *i += 1;
+            }
+            break;
+        }
+        stack.pop();
+    }
+    while let Some(&(n, i)) = stack.last() {
+        if n.is_leaf() {
+            break;
+        }
+        if stack.len() >= MAX_DEPTH {
+            return Err(StorageError::corrupted(0, "tree too deep"));
+        }
+        let c = t.node(n.child(i)?)?;
+        let ci = if reverse {
+            if c.is_leaf() { c.len() } else { c.len() - 1 }
+        } else {
+            0
+        };
+        stack.push((c, ci));
+    }
+    Ok(true)
+}
+
+/// Byte offset of a page.
+pub fn page_offset(id: u64) -> Option<usize> {
+    usize::try_from(id).ok()?.checked_mul(PAGE_SIZE)
+}
