@@ -7,6 +7,7 @@
 //! * `client`: a pipelined tokio client.
 
 pub mod api_error;
+pub mod client;
 pub mod error;
 pub mod frame;
 pub mod limits;
@@ -15,6 +16,7 @@ pub mod proto;
 pub mod validate;
 
 pub use api_error::{ApiError, ArchivedApiError};
+pub use client::{Client, ClientOptions, ResponseFrame, ResponseStream, WatchFrame, WatchStream};
 pub use error::WireError;
 pub use frame::{
     Decode, Encode, Frame, FrameDecoder, FrameFlags, FrameHeader, OwnedFrame, PROTOCOL_VERSION,
