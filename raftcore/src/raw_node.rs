@@ -1,0 +1,427 @@
+//! `RawNode`: the application's handle on one Raft node, and the `Ready`
+//! batches it hands out. The contract is in the crate docs.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::config::Config;
+use crate::error::RaftError;
+use crate::log::RaftLog;
+use crate::message::{Message, MessageKind, ReadState};
+use crate::progress::ProgressState;
+use crate::raft::{Raft, Role};
+use crate::types::{ConfChange, ConfState, Entry, EntryKind, HardState, NodeId, SnapshotMeta};
+
+/// Durable state read back at start-up (from the WAL and the state machine).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub hard_state: HardState,
+    /// The latest snapshot the log starts after, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// The index the state machine had applied (durably) before the restart.
+    pub applied: u64,
+}
+
+/// One batch of work for the application. See the crate docs for the order
+/// in which its parts must be handled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Persist (with `entries`) if present.
+    pub hard_state: Option<HardState>,
+    /// Persist; an entry at index `i` replaces the persisted log from `i` on.
+    pub entries: Vec<Entry>,
+    /// Send now, even before `entries`/`hard_state` are durable.
+    pub messages: Vec<Message>,
+    /// Send only once this Ready's `snapshot`, `entries` and `hard_state`
+    /// are durable.
+    pub persisted_messages: Vec<Message>,
+    /// Committed and locally durable; apply in order.
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+    /// A snapshot from the leader: install its image (which arrived with the
+    /// `Snapshot` message) and persist the metadata before `entries`.
+    pub snapshot: Option<SnapshotMeta>,
+}
+
+impl Ready {
+    /// The (index, term) to pass to [`RawNode::on_persisted`] once this
+    /// Ready's writes are durable; None if it has nothing to persist but
+    /// possibly a hard state.
+    pub fn persisted_upto(&self) -> Option<(u64, u64)> {
+        match (self.entries.last(), &self.snapshot) {
+            (Some(e), _) => Some((e.index, e.term)),
+            (None, Some(s)) => Some((s.index, s.term)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The leader's view of one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub match_index: u64,
+    pub next_index: u64,
+    pub state: ProgressState,
+    pub recent_active: bool,
+    pub is_learner: bool,
+    pub inflight_msgs: usize,
+}
+
+/// A point-in-time summary of the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub term: u64,
+    pub vote: NodeId,
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub commit: u64,
+    pub applied: u64,
+    /// Highest index durable locally.
+    pub persisted: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub conf_state: ConfState,
+    /// Per member, only on the leader.
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+    pub lead_transferee: Option<NodeId>,
+}
+
+/// A persistence request handed out in a Ready and not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct Write {
+    /// Lowest index this write may overwrite (1 for a snapshot install).
+    first_index: u64,
+    last_index: u64,
+    last_term: u64,
+}
+
+/// One Raft node driven by the application.
+pub struct RawNode {
+    raft: Raft,
+    prev_hard_state: HardState,
+    /// Unacknowledged writes in hand-out order; bounded by
+    /// `max_inflight_msgs` (older ones merge conservatively).
+    writes: VecDeque<Write>,
+}
+
+fn restore_err(reason: String) -> RaftError {
+    RaftError::InvalidRestore { reason }
+}
+
+impl RawNode {
+    /// Builds a node from its durable state. `initial` is the membership at
+    /// index 0 (the bootstrap membership, identical on every member); it is
+    /// used when there is no snapshot. Conf changes in entries up to
+    /// `restored.applied` are re-applied here; later ones the application
+    /// applies again through `apply_conf_change`.
+    pub fn new(cfg: Config, initial: ConfState, restored: Restored) -> Result<RawNode, RaftError> {
+        cfg.validate()?;
+        let Restored {
+            hard_state,
+            snapshot,
+            entries,
+            applied,
+        } = restored;
+        let base = snapshot.unwrap_or(SnapshotMeta {
+            index: 0,
+            term: 0,
+            conf_state: initial,
+        });
+        let mut prev_term = base.term;
+        for (i, e) in entries.iter().enumerate() {
+            if e.index != base.index + 1 + i as u64 {
+                return Err(restore_err(format!(
+                    "entry {} found where {} was expected",
+                    e.index,
+                    base.index + 1 + i as u64
+                )));
+            }
+            if e.term < prev_term {
+                return Err(restore_err(format!(
+                    "entry {} has a decreasing term",
+                    e.index
+                )));
+            }
+            prev_term = e.term;
+        }
+        let last = base.index + entries.len() as u64;
+        if hard_state.term < prev_term {
+            return Err(restore_err(format!(
+                "hard state term {} below last entry term {prev_term}",
+                hard_state.term
+            )));
+        }
+        if applied < base.index || applied > last {
+            return Err(restore_err(format!(
+                "applied {applied} outside the log [{}, {last}]",
+                base.index
+            )));
+        }
+        let committed = hard_state.commit.max(applied);
+        if committed > last {
+            return Err(restore_err(format!(
+                "commit {committed} beyond the last entry {last} (lost log tail)"
+            )));
+        }
+        let mut conf = base.conf_state.clone();
+        let log = RaftLog::restored(base, entries, committed, applied);
+        let mut raft = Raft::new(cfg, hard_state.term, hard_state.vote, log, &conf);
+        let replay: Vec<ConfChange> = (raft.log.first_index()..=applied)
+            .filter_map(|i| raft.log.entry(i))
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| ConfChange::decode(&e.data))
+            .collect::<Result<_, _>>()?;
+        for cc in &replay {
+            conf = raft.apply_conf_change(cc);
+        }
+        let _ = conf;
+        Ok(RawNode {
+            raft,
+            prev_hard_state: hard_state,
+            writes: VecDeque::new(),
+        })
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Feeds a message from a peer. A `Snapshot` message must be stepped
+    /// only after its state-machine image has fully arrived.
+    pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        self.raft.step(m)
+    }
+
+    /// Appends `data` (leader only); returns its log index. The entry may
+    /// still be lost (e.g. leader change); it is only committed when it shows
+    /// up in `committed_entries`.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, RaftError> {
+        self.raft.propose(data)
+    }
+
+    /// Proposes a single-server membership change (leader only). Refused
+    /// while an earlier change is not yet applied.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<u64, RaftError> {
+        self.raft.propose_conf_change(cc)
+    }
+
+    /// Requests a linearizable read point; the answer appears as a
+    /// `ReadState { ctx, .. }` in a later Ready, or never if leadership is
+    /// lost meanwhile (callers time out and retry). Followers forward to the
+    /// leader.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
+        if self.raft.role == Role::Leader {
+            return self.raft.leader_read(self.raft.id, ctx);
+        }
+        if self.raft.leader == 0 {
+            return Err(RaftError::NotLeader { leader: None });
+        }
+        let mut m = Message::new(MessageKind::ReadIndex, self.raft.leader);
+        m.context = ctx;
+        self.raft.send(m);
+        Ok(())
+    }
+
+    /// Asks the leader to hand leadership to `to` (forwarded if this node
+    /// is a follower). Proposals are refused while the transfer runs; it is
+    /// abandoned after an election timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        if self.raft.role == Role::Leader {
+            self.raft.transfer_to(to);
+        } else if self.raft.leader != 0 {
+            let mut m = Message::new(MessageKind::TransferLeader, self.raft.leader);
+            m.context = to;
+            self.raft.send(m);
+        }
+    }
+
+    /// Starts an election now (with pre-vote if configured).
+    pub fn campaign(&mut self) -> Result<(), RaftError> {
+        self.raft.hup(false)
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.raft.term,
+            vote: self.raft.vote,
+            commit: self.raft.log.committed,
+        }
+    }
+
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        self.hard_state() != self.prev_hard_state
+            || r.log.has_pending_snapshot()
+            || r.log.has_unstable()
+            || !r.msgs.is_empty()
+            || !r.persisted_msgs.is_empty()
+            || !r.read_states.is_empty()
+            || r.log.has_next_committed()
+    }
+
+    /// Takes everything new since the previous call.
+    pub fn ready(&mut self) -> Ready {
+        let hs = self.hard_state();
+        let hard_state = (hs != self.prev_hard_state).then_some(hs);
+        self.prev_hard_state = hs;
+        let r = &mut self.raft;
+        let snapshot = r.log.take_pending_snapshot();
+        let entries = r.log.take_unstable();
+        let write = match (entries.first(), entries.last(), &snapshot) {
+            (_, Some(last), Some(_)) => Some((1, last.index, last.term)),
+            (Some(first), Some(last), None) => Some((first.index, last.index, last.term)),
+            (_, None, Some(s)) => Some((1, s.index, s.term)),
+            _ => None,
+        };
+        if let Some((first_index, last_index, last_term)) = write {
+            if self.writes.len() >= self.raft.cfg.max_inflight_msgs.max(2) {
+                // Merge the two oldest: acknowledging the merged write now
+                // needs the later one's (index, term), which is conservative.
+                if let (Some(a), Some(b)) = (self.writes.pop_front(), self.writes.pop_front()) {
+                    self.writes.push_front(Write {
+                        first_index: a.first_index.min(b.first_index),
+                        ..b
+                    });
+                }
+            }
+            self.writes.push_back(Write {
+                first_index,
+                last_index,
+                last_term,
+            });
+        }
+        let r = &mut self.raft;
+        let max_apply = r.cfg.max_size_per_msg_bytes;
+        Ready {
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut r.msgs),
+            persisted_messages: std::mem::take(&mut r.persisted_msgs),
+            committed_entries: r.log.take_committed(max_apply),
+            read_states: std::mem::take(&mut r.read_states),
+            snapshot,
+        }
+    }
+
+    /// Reports that `rd.committed_entries` (and `rd.snapshot`) were applied
+    /// to the state machine. Readys must be advanced in the order they were
+    /// taken; the caller may move fields out of `rd` first.
+    pub fn advance(&mut self, rd: Ready) {
+        self.advance_applied(
+            rd.committed_entries
+                .last()
+                .map(|e| e.index)
+                .max(rd.snapshot.map(|s| s.index))
+                .unwrap_or(0),
+        );
+    }
+
+    /// Like `advance`, for applications that apply asynchronously: every
+    /// committed entry up to `index` was applied.
+    pub fn advance_applied(&mut self, index: u64) {
+        self.raft.log.applied_to(index);
+    }
+
+    /// Storage reports that every write handed out up to the one ending at
+    /// (`index`, `term`) is durable. Writes must become durable in hand-out
+    /// order. Stale or unknown reports are ignored.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        let Some(pos) = self
+            .writes
+            .iter()
+            .position(|w| w.last_index == index && w.last_term == term)
+        else {
+            return;
+        };
+        self.writes.drain(..=pos);
+        // A later write still in flight may overwrite from its first index
+        // on, so only the prefix below it is known to match the log.
+        let cap = self
+            .writes
+            .iter()
+            .map(|w| w.first_index - 1)
+            .min()
+            .unwrap_or(u64::MAX);
+        let log = &mut self.raft.log;
+        let matches = log.match_term(index, term) || index <= log.snapshot().index;
+        let upto = index.min(cap).min(log.last_index());
+        if matches && upto > log.persisted {
+            log.persisted = upto;
+            self.raft.on_self_persisted();
+        }
+    }
+
+    /// Applies a committed `EntryKind::ConfChange` entry's change to the
+    /// membership Raft uses; call it while applying that entry.
+    pub fn apply_conf_change(&mut self, cc: &ConfChange) -> ConfState {
+        self.raft.apply_conf_change(cc)
+    }
+
+    /// The application captured a state-machine image at `meta.index`
+    /// (`<= applied`; `meta.conf_state` is the membership there). The log up
+    /// to it is dropped, and followers that need it get a `Snapshot` message
+    /// carrying `meta`. Stale or inconsistent metadata is ignored.
+    pub fn on_snapshot_taken(&mut self, meta: SnapshotMeta) {
+        self.raft.log.compact(meta);
+    }
+
+    /// The server's report on streaming a snapshot to `to`: failure makes
+    /// the leader retry after the next heartbeat answer.
+    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
+        self.raft.report_snapshot(to, success);
+    }
+
+    /// The transport could not deliver to `to`: stop pipelining to it.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        self.raft.report_unreachable(to);
+    }
+
+    /// Term of the log entry at `index`, if still in the log (or the
+    /// snapshot's last index).
+    pub fn term(&self, index: u64) -> Option<u64> {
+        self.raft.log.term(index)
+    }
+
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let progress = if r.role == Role::Leader {
+            r.tracker
+                .progress
+                .iter()
+                .map(|(id, p)| {
+                    (
+                        *id,
+                        PeerProgress {
+                            match_index: p.match_index,
+                            next_index: p.next_index,
+                            state: p.state,
+                            recent_active: p.recent_active,
+                            is_learner: r.tracker.is_learner(*id),
+                            inflight_msgs: p.inflights.len(),
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Status {
+            id: r.id,
+            term: r.term,
+            vote: r.vote,
+            leader: (r.leader != 0).then_some(r.leader),
+            role: r.role,
+            commit: r.log.committed,
+            applied: r.log.applied,
+            persisted: r.log.persisted,
+            first_index: r.log.first_index(),
+            last_index: r.log.last_index(),
+            conf_state: r.tracker.conf_state(),
+            progress,
+            lead_transferee: (r.lead_transferee != 0).then_some(r.lead_transferee),
+        }
+    }
+}
