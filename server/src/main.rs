@@ -1,9 +1,19 @@
+use clap::Parser;
 use mimalloc::MiMalloc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
-    eprintln!("corekv: the server is not built yet (see README.md)");
-    std::process::exit(2);
+    let cfg = corekv_server::config::Config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = corekv_server::node::start::run(cfg) {
+        eprintln!("corekv: {e:#}");
+        std::process::exit(1);
+    }
 }

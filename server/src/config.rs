@@ -1,0 +1,245 @@
+//! Command-line flags and environment of the `corekv` daemon.
+//!
+//! etcd's flags keep etcd's names and `ETCD_*` environment variables so an
+//! operator's unit files carry over; corekv's own settings use `COREKV_*`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "corekv",
+    version,
+    about = "corekv: an etcd-compatible, Raft-replicated key-value store"
+)]
+pub struct Config {
+    /// Human-readable name of this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: ./<name>.corekv).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client HTTP traffic (/health, /metrics, /version).
+    /// The etcd gRPC gateway is not built yet; see README.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
+    pub listen_client_urls: Vec<String>,
+
+    /// Client URLs advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
+    pub advertise_client_urls: Vec<String>,
+
+    /// URLs to listen on for peer (Raft) traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    pub listen_peer_urls: Vec<String>,
+
+    /// This member's peer URLs, advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// Initial cluster configuration for bootstrapping: name=peer-url,...
+    /// (default: this member alone, at its advertised peer URL).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterState,
+
+    /// Initial cluster token, mixed into the cluster and member ids.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
+    /// Time (in milliseconds) of a heartbeat interval (one Raft tick).
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of applied entries between two Raft snapshots (log compactions).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Size limit of the backend database; beyond it puts fail with NOSPACE.
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub quota_backend_bytes: u64,
+
+    /// Maximum client request size in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Address the native (rkyv) protocol listens on.
+    #[arg(
+        long,
+        env = "COREKV_LISTEN_NATIVE_ADDR",
+        default_value = "127.0.0.1:2378"
+    )]
+    pub listen_native_addr: SocketAddr,
+
+    /// Native address advertised to clients and peers (default: the listen address).
+    #[arg(long, env = "COREKV_ADVERTISE_NATIVE_ADDR")]
+    pub advertise_native_addr: Option<SocketAddr>,
+
+    /// Number of executors (cores) to run; 0 = all online cores.
+    #[arg(long, env = "COREKV_CORES", default_value_t = 0)]
+    pub cores: usize,
+
+    /// io_uring registered buffer memory per executor. RLIMIT_MEMLOCK is shared
+    /// by every executor of the process, so keep cores * this under it.
+    #[arg(long, env = "COREKV_IO_MEMORY_BYTES", default_value_t = 1024 * 1024)]
+    pub io_memory_bytes: usize,
+
+    /// Upper bound of bytes in one WAL write (one group commit).
+    #[arg(long, env = "COREKV_WAL_BATCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub wal_batch_max_bytes: u64,
+
+    /// Upper bound of client proposals queued for the Raft core.
+    #[arg(long, env = "COREKV_PROPOSAL_QUEUE_DEPTH", default_value_t = 16_384)]
+    pub proposal_queue_depth: usize,
+
+    /// Upper bound of requests in flight on one client connection.
+    #[arg(long, env = "COREKV_MAX_REQUESTS_PER_CONN", default_value_t = 4096)]
+    pub max_requests_per_conn: usize,
+
+    /// Upper bound of client connections per serve core.
+    #[arg(long, env = "COREKV_MAX_CONNS_PER_CORE", default_value_t = 10_000)]
+    pub max_conns_per_core: usize,
+
+    /// Time a client write or linearizable read may wait before
+    /// "etcdserver: request timed out".
+    #[arg(long, env = "COREKV_REQUEST_TIMEOUT_MS", default_value_t = 7_000)]
+    pub request_timeout_ms: u64,
+
+    /// Size of one preallocated WAL segment file.
+    #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+
+    /// Applied entries between two durable checkpoints of the store; the WAL
+    /// below the last checkpoint may be released.
+    #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
+    pub store_sync_entries: u64,
+}
+
+impl Config {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.corekv", self.name)))
+    }
+
+    pub fn native_advertise(&self) -> SocketAddr {
+        self.advertise_native_addr
+            .unwrap_or(self.listen_native_addr)
+    }
+
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval.max(1))
+    }
+
+    /// Election timeout in ticks, as Raft counts time.
+    pub fn election_ticks(&self) -> u32 {
+        let ticks = self.election_timeout / self.heartbeat_interval.max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn initial_cluster_spec(&self) -> String {
+        match &self.initial_cluster {
+            Some(spec) => spec.clone(),
+            None => self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={}", self.name, u))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Checks the combinations etcd refuses too.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be > 0".into());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.max_txn_ops == 0 {
+            return Err("--max-txn-ops must be > 0".into());
+        }
+        if self.snapshot_count == 0 {
+            return Err("--snapshot-count must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Resolves the `host:port` of an `http://host:port` URL to a socket address.
+pub fn url_to_addr(url: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if url.starts_with("https://") {
+        return Err(format!("{url}: TLS is not supported yet (use http://)"));
+    }
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {url}: {e}"))?
+        .find(|a| a.is_ipv4())
+        .or_else(|| hostport.to_socket_addrs().ok().and_then(|mut a| a.next()))
+        .ok_or_else(|| format!("cannot resolve {url}: no address"))
+}

@@ -1,0 +1,9 @@
+//! The corekv member (`corekv`) and its CLI (`corekvctl`).
+
+pub mod cluster;
+pub mod config;
+pub mod ctl;
+pub mod http;
+pub mod kv;
+pub mod metrics;
+pub mod node;

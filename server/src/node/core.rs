@@ -1,0 +1,652 @@
+//! The Raft core: shard 0's event loop.
+//!
+//! It owns the Raft state machine, the WAL and the apply loop. Each turn it
+//! takes every queued client proposal, read request and peer message (bounded
+//! per turn), feeds them to Raft, and handles the resulting `Ready`:
+//!
+//! 1. messages that may leave before persistence (the leader's appends) are
+//!    sent first, so followers write their copy while the leader fsyncs;
+//! 2. new entries and hard state go to the WAL in one write + one fdatasync
+//!    (group commit: everything that queued up during the previous fsync);
+//! 3. messages that must wait for durability (votes, append acks) go out;
+//! 4. committed entries are applied to the store in one batch/commit, and the
+//!    waiting clients are answered; read-index waiters are released.
+//!
+//! A WAL or store failure is fatal: the member stops and nothing after the
+//! failed write is acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use corekv_raftcore::wal::Wal;
+use corekv_raftcore::{
+    ConfState, Entry, EntryKind, Message, MessageKind, RaftError, RawNode, ReadState, Role,
+    SnapshotMeta,
+};
+use corekv_storage::Store;
+use corekv_wire::ApiError;
+use corekv_wire::messages as w;
+use futures_lite::future;
+use rkyv::util::AlignedVec;
+use tokio::sync::{mpsc, oneshot};
+
+use super::entry;
+use super::peer::{PeerIn, PeerOut, Peers};
+use super::{CoreMsg, Shared};
+use crate::kv;
+use crate::metrics::METRICS;
+
+/// Most channel messages taken per loop turn, so a flood of proposals cannot
+/// delay ticks and Raft traffic unboundedly.
+const MAX_DRAIN_PER_TURN: usize = 4096;
+
+type WriteReply = oneshot::Sender<Result<w::Response, ApiError>>;
+type ReadReply = oneshot::Sender<Result<(), ApiError>>;
+
+struct Waiter {
+    reply: WriteReply,
+    deadline: Instant,
+}
+
+pub struct Core {
+    shared: Arc<Shared>,
+    raw: RawNode,
+    wal: Wal,
+    peers: Peers,
+    /// Client writes proposed here, by proposal id (ids grow with time, so the
+    /// map is in deadline order).
+    waiters: BTreeMap<u64, Waiter>,
+    next_proposal_id: u64,
+    /// Reads waiting for the next read-index round.
+    queued_reads: Vec<ReadReply>,
+    /// Rounds in flight, by ctx.
+    read_rounds: HashMap<u64, (Instant, Vec<ReadReply>)>,
+    /// Confirmed read points waiting for apply to reach them.
+    pending_reads: BTreeMap<u64, Vec<ReadReply>>,
+    next_read_ctx: u64,
+    applied: u64,
+    last_snapshot_index: u64,
+    last_sync_applied: u64,
+    last_leader: u64,
+}
+
+enum Event {
+    Client(CoreMsg),
+    Peer(PeerIn),
+    Tick,
+    Closed,
+}
+
+impl Core {
+    pub fn new(shared: Arc<Shared>, raw: RawNode, wal: Wal, peers: Peers, applied: u64) -> Core {
+        let last_snapshot_index = wal.snapshot().map_or(0, |s| s.index);
+        Core {
+            shared,
+            raw,
+            wal,
+            peers,
+            waiters: BTreeMap::new(),
+            next_proposal_id: 1,
+            queued_reads: Vec::new(),
+            read_rounds: HashMap::new(),
+            pending_reads: BTreeMap::new(),
+            next_read_ctx: 1,
+            applied,
+            last_snapshot_index,
+            last_sync_applied: applied,
+            last_leader: 0,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut client_rx: mpsc::Receiver<CoreMsg>,
+        mut peer_rx: mpsc::Receiver<PeerIn>,
+    ) -> Result<(), String> {
+        let tick = self.shared.cfg.tick_interval();
+        let mut next_tick = Instant::now() + tick;
+        self.publish_status();
+        while !self.shared.stopping() {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let event = future::or(
+                future::or(
+                    async { peer_rx.recv().await.map_or(Event::Closed, Event::Peer) },
+                    async { client_rx.recv().await.map_or(Event::Closed, Event::Client) },
+                ),
+                async {
+                    glommio::timer::sleep(wait).await;
+                    Event::Tick
+                },
+            )
+            .await;
+            match event {
+                Event::Client(m) => self.on_client(m),
+                Event::Peer(m) => self.on_peer(m)?,
+                Event::Tick | Event::Closed => {}
+            }
+            for _ in 0..MAX_DRAIN_PER_TURN {
+                match peer_rx.try_recv() {
+                    Ok(m) => self.on_peer(m)?,
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_DRAIN_PER_TURN {
+                match client_rx.try_recv() {
+                    Ok(m) => self.on_client(m),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                // Do not replay ticks missed during a long stall: one per turn.
+                next_tick = (next_tick + tick).max(now);
+                self.expire(now);
+                self.publish_status();
+            }
+            self.start_read_round();
+            while self.raw.has_ready() {
+                self.handle_ready().await?;
+            }
+        }
+        self.fail_all(ApiError::Stopped);
+        Ok(())
+    }
+
+    fn on_client(&mut self, m: CoreMsg) {
+        match m {
+            CoreMsg::Propose { frame, reply } => {
+                let id = self.next_proposal_id;
+                self.next_proposal_id += 1;
+                let data = entry::encode(self.shared.member_id, id, frame.payload());
+                match self.raw.propose(data.clone()) {
+                    Ok(_) => {
+                        METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
+                        let deadline = Instant::now() + self.shared.cfg.request_timeout();
+                        self.waiters.insert(id, Waiter { reply, deadline });
+                    }
+                    Err(RaftError::NotLeader {
+                        leader: Some(leader),
+                    }) => {
+                        // Forward; this member answers when it applies the entry.
+                        if self.peers.send(leader, PeerOut::Forward { data }) {
+                            METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
+                            let deadline = Instant::now() + self.shared.cfg.request_timeout();
+                            self.waiters.insert(id, Waiter { reply, deadline });
+                        } else {
+                            METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                            let _ = reply.send(Err(ApiError::TooManyRequests));
+                        }
+                    }
+                    Err(e) => {
+                        METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(Err(raft_error(e)));
+                    }
+                }
+            }
+            CoreMsg::ReadIndex { reply } => self.queued_reads.push(reply),
+            CoreMsg::MoveLeader { target, reply } => {
+                let status = self.raw.status();
+                if status.role != Role::Leader {
+                    let _ = reply.send(Err(ApiError::NotLeader {
+                        leader_hint: status.leader.unwrap_or(0),
+                    }));
+                } else if !status.conf_state.voters.contains(&target)
+                    || target == self.shared.member_id
+                {
+                    let _ = reply.send(Err(ApiError::BadLeaderTransferee));
+                } else {
+                    self.raw.transfer_leader(target);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn on_peer(&mut self, m: PeerIn) -> Result<(), String> {
+        match m {
+            PeerIn::Raft(msg) => {
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::debug!(error = %e, "dropped a peer message");
+                }
+            }
+            PeerIn::Forward { data } => {
+                // Only the leader takes forwarded proposals; otherwise drop and
+                // let the origin time out (it retries against the new leader).
+                if let Err(e) = self.raw.propose(data) {
+                    tracing::debug!(error = %e, "dropped a forwarded proposal");
+                }
+            }
+            PeerIn::Snapshot { path, msg } => self.install_snapshot(&path, msg)?,
+            PeerIn::Unreachable(id) => self.raw.report_unreachable(id),
+            PeerIn::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
+        }
+        Ok(())
+    }
+
+    /// All reads queued since the last round share one read-index round.
+    fn start_read_round(&mut self) {
+        if self.queued_reads.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let batch = std::mem::take(&mut self.queued_reads);
+        match self.raw.read_index(ctx) {
+            Ok(()) => {
+                self.read_rounds.insert(ctx, (Instant::now(), batch));
+            }
+            Err(e) => {
+                let err = raft_error(e);
+                for r in batch {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Some((started, batch)) = self.read_rounds.remove(&rs.ctx) else {
+            return;
+        };
+        METRICS.read_index.observe(started.elapsed());
+        if rs.index <= self.applied {
+            for r in batch {
+                let _ = r.send(Ok(()));
+            }
+        } else {
+            self.pending_reads
+                .entry(rs.index)
+                .or_default()
+                .extend(batch);
+        }
+    }
+
+    fn release_reads(&mut self) {
+        let later = self.pending_reads.split_off(&(self.applied + 1));
+        for r in std::mem::replace(&mut self.pending_reads, later)
+            .into_values()
+            .flatten()
+        {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    async fn handle_ready(&mut self) -> Result<(), String> {
+        let mut rd = self.raw.ready();
+        self.send_messages(std::mem::take(&mut rd.messages));
+        if let Some(meta) = &rd.snapshot {
+            self.wal
+                .save_snapshot_marker(meta)
+                .await
+                .map_err(|e| self.fatal(format!("wal: {e}")))?;
+            self.last_snapshot_index = meta.index;
+        }
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            let started = Instant::now();
+            self.wal
+                .append(&rd.entries, rd.hard_state)
+                .await
+                .map_err(|e| self.fatal(format!("wal: {e}")))?;
+            METRICS.wal_fsync.observe(started.elapsed());
+        }
+        if let Some((index, term)) = rd.persisted_upto() {
+            self.raw.on_persisted(index, term);
+        }
+        self.send_messages(std::mem::take(&mut rd.persisted_messages));
+        let committed = std::mem::take(&mut rd.committed_entries);
+        if let Some(last) = committed.last() {
+            let last_index = last.index;
+            METRICS
+                .proposals_committed
+                .fetch_add(committed.len() as u64, Ordering::Relaxed);
+            self.apply(committed)?;
+            self.raw.advance_applied(last_index);
+        }
+        for rs in std::mem::take(&mut rd.read_states) {
+            self.on_read_state(rs);
+        }
+        self.release_reads();
+        self.maybe_checkpoint().await
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if m.kind == MessageKind::Snapshot {
+                self.peers.send_snapshot(to, m, self.shared.store());
+            } else if !self.peers.send(to, PeerOut::Raft(m)) {
+                self.raw.report_unreachable(to);
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let started = Instant::now();
+        let store = self.shared.store();
+        let store_applied = store.applied_index();
+        let mut batch = store
+            .write()
+            .map_err(|e| self.fatal(format!("store: {e}")))?;
+        let mut answers: Vec<(WriteReply, Result<w::Response, ApiError>)> = Vec::new();
+        let mut last = self.applied;
+        let mut aligned = AlignedVec::<16>::new();
+        for e in entries {
+            last = last.max(e.index);
+            if e.index <= store_applied {
+                continue; // already in the store (restart, or a newer snapshot image)
+            }
+            match e.kind {
+                EntryKind::Normal if e.data.is_empty() => {}
+                EntryKind::Normal => {
+                    let decoded = match entry::decode(&e.data) {
+                        Ok(d) => d,
+                        Err(reason) => {
+                            return Err(self.fatal(format!("entry {}: {reason}", e.index)));
+                        }
+                    };
+                    aligned.clear();
+                    aligned.extend_from_slice(decoded.body);
+                    let result =
+                        match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned) {
+                            Ok(req) => apply_request(&self.shared, &mut batch, req),
+                            Err(e) => {
+                                Err(Applied::Refused(ApiError::MalformedRequest(e.to_string())))
+                            }
+                        };
+                    let result = match result {
+                        Ok(resp) => Ok(resp),
+                        Err(Applied::Refused(api)) => Err(api),
+                        Err(Applied::Fatal(reason)) => {
+                            return Err(self.fatal(format!("apply of entry {}: {reason}", e.index)));
+                        }
+                    };
+                    METRICS.proposals_applied.fetch_add(1, Ordering::Relaxed);
+                    if decoded.origin == self.shared.member_id {
+                        if let Some(w) = self.waiters.remove(&decoded.proposal_id) {
+                            METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+                            answers.push((w.reply, result));
+                        }
+                    }
+                }
+                EntryKind::ConfChange => {
+                    match rkyv::from_bytes::<corekv_raftcore::ConfChange, rkyv::rancor::Error>(
+                        &e.data,
+                    ) {
+                        Ok(cc) => {
+                            let cs = self.raw.apply_conf_change(&cc);
+                            tracing::info!(?cs, "membership changed");
+                        }
+                        Err(err) => {
+                            return Err(self.fatal(format!("conf change entry {}: {err}", e.index)));
+                        }
+                    }
+                }
+            }
+        }
+        let commit_started = Instant::now();
+        let info = batch
+            .commit(last, false)
+            .map_err(|e| self.fatal(format!("store commit: {e}")))?;
+        METRICS.backend_commit.observe(commit_started.elapsed());
+        self.applied = last;
+        self.shared.applied_index.store(last, Ordering::Release);
+        drop(info);
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
+        METRICS.apply.observe(started.elapsed());
+        Ok(())
+    }
+
+    /// Makes the store durable every `--store-sync-entries` applied entries,
+    /// then lets Raft drop (and the WAL release) the log the store covers,
+    /// every `--snapshot-count` entries.
+    async fn maybe_checkpoint(&mut self) -> Result<(), String> {
+        let cfg = &self.shared.cfg;
+        if self.applied < self.last_sync_applied + cfg.store_sync_entries {
+            return Ok(());
+        }
+        let store = self.shared.store();
+        let synced = glommio::executor()
+            .spawn_blocking(move || store.sync().map(|()| store.durable_applied_index()))
+            .await;
+        let durable = synced.map_err(|e| self.fatal(format!("store sync: {e}")))?;
+        self.last_sync_applied = durable;
+        if durable < self.last_snapshot_index + self.shared.cfg.snapshot_count {
+            return Ok(());
+        }
+        let Some(term) = self.raw.term(durable) else {
+            return Ok(());
+        };
+        let meta = SnapshotMeta {
+            index: durable,
+            term,
+            conf_state: self.raw.status().conf_state,
+        };
+        self.raw.on_snapshot_taken(meta.clone());
+        self.wal
+            .save_snapshot_marker(&meta)
+            .await
+            .map_err(|e| self.fatal(format!("wal: {e}")))?;
+        self.wal
+            .release_before(meta.index)
+            .await
+            .map_err(|e| self.fatal(format!("wal: {e}")))?;
+        self.last_snapshot_index = meta.index;
+        tracing::info!(index = meta.index, "raft log compacted");
+        Ok(())
+    }
+
+    /// A snapshot image from the leader arrived: swap the store to it (if
+    /// it is ahead of ours), then let Raft take the snapshot message.
+    fn install_snapshot(&mut self, path: &std::path::Path, msg: Message) -> Result<(), String> {
+        let current = self.shared.store();
+        let mut file =
+            std::fs::File::open(path).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+        let db_path = super::start::db_path(&self.shared.cfg.data_dir());
+        let staging = db_path.with_extension("restore");
+        let restored = Store::restore_snapshot(
+            &staging,
+            &mut file,
+            super::start::store_options(&self.shared.cfg),
+        );
+        let _ = std::fs::remove_file(path);
+        let restored = match restored {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot image refused");
+                let _ = std::fs::remove_file(&staging);
+                return Ok(());
+            }
+        };
+        if restored.applied_index() > current.applied_index() {
+            drop(restored);
+            std::fs::rename(&staging, &db_path)
+                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
+            let store = Store::open(&db_path, super::start::store_options(&self.shared.cfg))
+                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
+            self.applied = store.applied_index();
+            self.last_sync_applied = self.applied;
+            self.shared
+                .applied_index
+                .store(self.applied, Ordering::Release);
+            self.shared.replace_store(Arc::new(store));
+            tracing::info!(
+                applied = self.applied,
+                "installed a snapshot from the leader"
+            );
+        } else {
+            let _ = std::fs::remove_file(&staging);
+        }
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(error = %e, "snapshot message refused");
+        }
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.waiters.first_entry() {
+            if entry.get().deadline > now {
+                break;
+            }
+            let w = entry.remove();
+            METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+            METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = w.reply.send(Err(ApiError::Timeout));
+        }
+        let timeout = self.shared.cfg.request_timeout();
+        let expired: Vec<u64> = self
+            .read_rounds
+            .iter()
+            .filter(|(_, (t, _))| now - *t > timeout)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in expired {
+            if let Some((_, batch)) = self.read_rounds.remove(&ctx) {
+                for r in batch {
+                    let _ = r.send(Err(ApiError::Timeout));
+                }
+            }
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let status = self.raw.status();
+        let leader = status.leader.unwrap_or(0);
+        let s = &self.shared;
+        s.term.store(status.term, Ordering::Relaxed);
+        s.leader.store(leader, Ordering::Relaxed);
+        s.commit_index.store(status.commit, Ordering::Relaxed);
+        s.is_learner.store(
+            status.conf_state.learners.contains(&s.member_id),
+            Ordering::Relaxed,
+        );
+        METRICS
+            .has_leader
+            .store(i64::from(leader != 0), Ordering::Relaxed);
+        METRICS
+            .is_leader
+            .store(i64::from(status.role == Role::Leader), Ordering::Relaxed);
+        if leader != self.last_leader {
+            if leader != 0 {
+                METRICS.leader_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    leader = format_args!("{leader:x}"),
+                    term = status.term,
+                    "leader elected"
+                );
+            }
+            self.last_leader = leader;
+        }
+        let store = s.store();
+        METRICS
+            .db_total_size_bytes
+            .store(store.db_size_bytes(), Ordering::Relaxed);
+        METRICS
+            .db_in_use_bytes
+            .store(store.db_size_in_use_bytes(), Ordering::Relaxed);
+    }
+
+    fn fail_all(&mut self, err: ApiError) {
+        for (_, w) in std::mem::take(&mut self.waiters) {
+            let _ = w.reply.send(Err(err.clone()));
+        }
+        for r in std::mem::take(&mut self.queued_reads) {
+            let _ = r.send(Err(err.clone()));
+        }
+        for (_, (_, batch)) in std::mem::take(&mut self.read_rounds) {
+            for r in batch {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+        for r in std::mem::take(&mut self.pending_reads)
+            .into_values()
+            .flatten()
+        {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+
+    fn fatal(&mut self, reason: String) -> String {
+        self.shared.fail(reason.clone());
+        self.fail_all(ApiError::Stopped);
+        reason
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.status().conf_state
+    }
+}
+
+fn raft_error(e: RaftError) -> ApiError {
+    match e {
+        RaftError::NotLeader { leader: None } => ApiError::NoLeader,
+        RaftError::NotLeader { leader: Some(l) } => ApiError::NotLeader { leader_hint: l },
+        RaftError::ProposalDropped { .. } => ApiError::TooManyRequests,
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// How applying one entry failed: the request is refused (the client gets
+/// the error, the member goes on), or the store failed (the member stops).
+enum Applied {
+    Refused(ApiError),
+    Fatal(String),
+}
+
+impl From<corekv_storage::StorageError> for Applied {
+    fn from(e: corekv_storage::StorageError) -> Applied {
+        if kv::is_fatal(&e) {
+            Applied::Fatal(e.to_string())
+        } else {
+            Applied::Refused(kv::storage_error(e))
+        }
+    }
+}
+
+/// Executes one replicated client request on the write batch.
+fn apply_request(
+    shared: &Shared,
+    batch: &mut corekv_storage::WriteBatch<'_>,
+    req: &w::ArchivedRequest,
+) -> Result<w::Response, Applied> {
+    let header = |rev: i64| shared.header(rev);
+    Ok(match req {
+        w::ArchivedRequest::Put(p) => {
+            let r = batch.put(&kv::put_request(p))?;
+            w::Response::Put(kv::put_response(header(r.revision), r))
+        }
+        w::ArchivedRequest::DeleteRange(d) => {
+            let r = batch.delete_range(&kv::delete_request(d))?;
+            w::Response::DeleteRange(kv::delete_response(header(r.revision), r))
+        }
+        w::ArchivedRequest::Txn(t) => {
+            let r = batch.txn(&kv::txn_request(t).map_err(Applied::Refused)?)?;
+            w::Response::Txn(kv::txn_response(header(r.revision), r))
+        }
+        w::ArchivedRequest::Compact(c) => {
+            batch.compact(c.revision.to_native())?;
+            w::Response::Compact(w::CompactionResponse {
+                header: header(batch.revision()),
+            })
+        }
+        other => {
+            let reason = format!("{} is not a replicated request", other.name());
+            return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
+        }
+    })
+}
+
+/// Whether a request goes through Raft (`Request` variants that write).
+pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
+    matches!(
+        req,
+        w::ArchivedRequest::Put(_)
+            | w::ArchivedRequest::DeleteRange(_)
+            | w::ArchivedRequest::Txn(_)
+            | w::ArchivedRequest::Compact(_)
+    )
+}

@@ -1,0 +1,354 @@
+//! Start-up and shutdown of a member: data directory, store, WAL, executors,
+//! listeners, signals.
+//!
+//! Data directory layout (etcd's):
+//! ```text
+//! <data-dir>/member/snap/db     the store (B+ tree file)
+//! <data-dir>/member/snap/*.snap snapshot images in transit
+//! <data-dir>/member/wal/        WAL segments
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use corekv_raftcore::wal::{Wal, WalOptions};
+use corekv_raftcore::{ConfState, RawNode, Restored};
+use corekv_storage::{Store, StoreOptions};
+use corekv_wire::WireLimits;
+use glommio::{LocalExecutorBuilder, Placement};
+use tokio::sync::mpsc;
+
+use super::core::Core;
+use super::peer::{self, Peers};
+use super::{Shared, serve};
+use crate::cluster::ClusterInfo;
+use crate::config::{Config, url_to_addr};
+use crate::http;
+
+/// Store meta key holding the cluster's identity and membership (JSON).
+const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
+/// Store meta key holding this member's id.
+const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
+/// Peer messages queued for the Raft core.
+const PEER_IN_QUEUE_DEPTH: usize = 16_384;
+
+pub fn snap_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("snap")
+}
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    snap_dir(data_dir).join("db")
+}
+
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("wal")
+}
+
+pub fn store_options(cfg: &Config) -> StoreOptions {
+    StoreOptions {
+        quota_bytes: cfg.quota_backend_bytes,
+        ..StoreOptions::default()
+    }
+}
+
+fn wal_options(cfg: &Config) -> WalOptions {
+    WalOptions {
+        max_batch_bytes: usize::try_from(cfg.wal_batch_max_bytes).unwrap_or(usize::MAX),
+        segment_bytes: cfg.wal_segment_bytes,
+        ..WalOptions::default()
+    }
+}
+
+/// Loads the cluster identity from the store, or bootstraps it from the
+/// flags on first start and records it in the same store.
+fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64)> {
+    let view = store.read();
+    if let (Some(cluster), Some(member)) = (
+        view.get_meta(CLUSTER_META_KEY),
+        view.get_meta(MEMBER_META_KEY),
+    ) {
+        let cluster: ClusterInfo =
+            serde_json::from_slice(&cluster).context("stored cluster info is corrupt")?;
+        let member = <[u8; 8]>::try_from(member.as_slice())
+            .map_err(|_| anyhow!("stored member id is corrupt"))?;
+        return Ok((cluster, u64::from_le_bytes(member)));
+    }
+    if cfg.initial_cluster_state == crate::config::ClusterState::Existing {
+        bail!(
+            "--initial-cluster-state=existing needs a member added with MemberAdd, which corekv does not \
+             support yet; start every member with --initial-cluster-state=new"
+        );
+    }
+    let cluster = ClusterInfo::bootstrap(&cfg.initial_cluster_spec(), &cfg.initial_cluster_token)
+        .map_err(|e| anyhow!(e))?;
+    let me = cluster.find_by_name(&cfg.name).ok_or_else(|| {
+        anyhow!(
+            "member name {:?} is not in --initial-cluster {:?}",
+            cfg.name,
+            cfg.initial_cluster_spec()
+        )
+    })?;
+    let mine: Vec<&str> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if me.peer_urls.iter().map(String::as_str).collect::<Vec<_>>() != mine {
+        bail!(
+            "--initial-cluster has {}={:?} but --initial-advertise-peer-urls is {:?}",
+            cfg.name,
+            me.peer_urls,
+            mine
+        );
+    }
+    let id = me.id;
+    let mut batch = store.write()?;
+    batch.put_meta(CLUSTER_META_KEY, &serde_json::to_vec(&cluster)?);
+    batch.put_meta(MEMBER_META_KEY, &id.to_le_bytes());
+    batch.commit(store.applied_index(), true)?;
+    Ok((cluster, id))
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it and
+    // pthread_sigmask only reads it. Blocking here, before any thread starts,
+    // makes every thread inherit the mask so sigtimedwait below receives them.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // SAFETY: `set` was initialised by block_signals; a null siginfo is allowed.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Runs a member until SIGINT/SIGTERM or a fatal error.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    cfg.validate().map_err(|e| anyhow!(e))?;
+    let signals = block_signals();
+    let data_dir = cfg.data_dir();
+    for dir in [snap_dir(&data_dir), wal_dir(&data_dir)] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let store = Store::open(&db_path(&data_dir), store_options(&cfg))
+        .with_context(|| format!("open store {}", db_path(&data_dir).display()))?;
+    let (cluster, member_id) = load_cluster(&cfg, &store)?;
+    let mut peer_addrs = HashMap::new();
+    for m in cluster.members.values().filter(|m| m.id != member_id) {
+        let url = m
+            .peer_urls
+            .first()
+            .ok_or_else(|| anyhow!("member {} has no peer URL", m.name))?;
+        peer_addrs.insert(m.id, url_to_addr(url).map_err(|e| anyhow!(e))?);
+    }
+    let peer_listen = url_to_addr(
+        cfg.listen_peer_urls
+            .first()
+            .ok_or_else(|| anyhow!("no --listen-peer-urls"))?,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let http_listen = url_to_addr(
+        cfg.listen_client_urls
+            .first()
+            .ok_or_else(|| anyhow!("no --listen-client-urls"))?,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let initial = ConfState {
+        voters: cluster.voters(),
+        learners: cluster.learners(),
+    };
+    let applied = store.applied_index();
+    tracing::info!(
+        name = %cfg.name,
+        member = format_args!("{member_id:x}"),
+        cluster = format_args!("{:x}", cluster.cluster_id),
+        data_dir = %data_dir.display(),
+        applied,
+        "starting corekv member"
+    );
+
+    let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
+    let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
+    let limits = WireLimits {
+        max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
+        max_frame_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX)
+            + corekv_wire::limits::DEFAULT_FRAME_HEADROOM_BYTES,
+        max_txn_ops: cfg.max_txn_ops as usize,
+        ..WireLimits::default()
+    };
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        member_id,
+        cluster: RwLock::new(cluster),
+        store: RwLock::new(Arc::new(store)),
+        to_core,
+        limits,
+        term: AtomicU64::new(0),
+        leader: AtomicU64::new(0),
+        commit_index: AtomicU64::new(0),
+        applied_index: AtomicU64::new(applied),
+        is_learner: AtomicBool::new(false),
+        shutdown: AtomicBool::new(false),
+        fatal: RwLock::new(None),
+    });
+
+    let probe_shared = shared.clone();
+    let probe: http::HealthProbe = Arc::new(move || health(&probe_shared));
+    let http_addr =
+        http::spawn(http_listen, probe).with_context(|| format!("listen {http_listen}"))?;
+
+    let cores = match cfg.cores {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cores <= online;
+    let placement = |i: usize| {
+        if pin {
+            Placement::Fixed(i)
+        } else {
+            Placement::Unbound
+        }
+    };
+    let native = cfg.listen_native_addr;
+
+    let core_shared = shared.clone();
+    let raft_cfg = raft_config(&cfg, member_id);
+    let wal_opts = wal_options(&cfg);
+    let core = LocalExecutorBuilder::new(placement(0))
+        .name("corekv-raft")
+        .io_memory(cfg.io_memory_bytes)
+        .spawn(move || async move {
+            let shared = core_shared;
+            let result = async {
+                let (wal, recovered) = Wal::open(wal_dir(&shared.cfg.data_dir()), wal_opts)
+                    .await
+                    .map_err(|e| format!("open WAL: {e}"))?;
+                let restored = Restored {
+                    hard_state: recovered.hard_state,
+                    snapshot: recovered.snapshot,
+                    entries: recovered.entries,
+                    applied,
+                };
+                let raw =
+                    RawNode::new(raft_cfg, initial, restored).map_err(|e| format!("raft: {e}"))?;
+                peer::listen(shared.clone(), peer_listen, peer_tx.clone())
+                    .map_err(|e| format!("listen peer {peer_listen}: {e}"))?;
+                if cores == 1 {
+                    serve::listen(shared.clone(), native)
+                        .map_err(|e| format!("listen native {native}: {e}"))?;
+                }
+                let peers = Peers::start(shared.clone(), peer_addrs, peer_tx);
+                Core::new(shared.clone(), raw, wal, peers, applied)
+                    .run(core_rx, peer_rx)
+                    .await
+            }
+            .await;
+            if let Err(reason) = &result {
+                shared.fail(reason.clone());
+            }
+            result
+        })
+        .map_err(|e| anyhow!("start the Raft core executor: {e}"))?;
+
+    let mut serve_shards = Vec::new();
+    for i in 1..cores {
+        let s = shared.clone();
+        let handle = LocalExecutorBuilder::new(placement(i))
+            .name(&format!("corekv-serve-{i}"))
+            .io_memory(cfg.io_memory_bytes)
+            .spawn(move || async move {
+                if let Err(e) = serve::listen(s.clone(), native) {
+                    s.fail(format!("listen native {native}: {e}"));
+                    return;
+                }
+                while !s.stopping() {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .map_err(|e| anyhow!("start serve executor {i}: {e}"))?;
+        serve_shards.push(handle);
+    }
+    tracing::info!(%native, http = %http_addr, peer = %peer_listen, cores, pinned = pin, "serving");
+
+    while !shared.stopping() {
+        if let Some(sig) = wait_signal(&signals, Duration::from_millis(200)) {
+            tracing::info!(signal = sig, "shutting down");
+            shared
+                .shutdown
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let core_result = core
+        .join()
+        .map_err(|e| anyhow!("raft core executor: {e}"))?;
+    for h in serve_shards {
+        let _ = h.join();
+    }
+    if let Some(reason) = shared.fatal_reason() {
+        bail!("member stopped: {reason}");
+    }
+    core_result.map_err(|e| anyhow!(e))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn raft_config(cfg: &Config, id: u64) -> corekv_raftcore::Config {
+    let mut rc = corekv_raftcore::Config::new(id);
+    rc.election_tick = cfg.election_ticks();
+    rc.heartbeat_tick = 1;
+    rc.pre_vote = true;
+    rc.check_quorum = true;
+    rc.seed = id
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    rc
+}
+
+/// etcd's /health: a leader exists and a linearizable read completes.
+fn health(shared: &Shared) -> Result<(), String> {
+    if let Some(reason) = shared.fatal_reason() {
+        return Err(reason);
+    }
+    if shared.leader().is_none() {
+        return Err("RAFT NO LEADER".into());
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    shared
+        .to_core
+        .try_send(super::CoreMsg::ReadIndex { reply })
+        .map_err(|_| "raft core busy or stopped".to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut rx = rx;
+    loop {
+        match rx.try_recv() {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(e.message().to_string()),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err("raft core stopped".into());
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                if std::time::Instant::now() > deadline {
+                    return Err("timed out waiting for a read index".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
