@@ -53,6 +53,19 @@ async fn fake_server(mut sock: TcpStream, seen: mpsc::UnboundedSender<String>) {
                 |flags, r: &Response| encode_frame_flags(id, flags, r, &mut out).unwrap();
             match req {
                 Request::Put(p) if p.key == b"close" => return,
+                Request::Put(p) if p.key == b"kick" => {
+                    let mut bye = Vec::new();
+                    let err = Response::Error(ApiError::TooManyRequests);
+                    encode_frame_flags(
+                        client::CONNECTION_REQUEST_ID,
+                        FrameFlags::NONE,
+                        &err,
+                        &mut bye,
+                    )
+                    .unwrap();
+                    let _ = sock.write_all(&bye).await;
+                    return;
+                }
                 Request::Put(p) if p.key == b"hang" => {}
                 Request::Put(p) if p.key == b"fail" => {
                     send(FrameFlags::NONE, &Response::Error(ApiError::NoSpace))
@@ -371,4 +384,15 @@ async fn dial_failure_is_typed() {
             ..
         })
     ));
+}
+
+#[tokio::test]
+async fn connection_level_error_becomes_the_close_reason() {
+    let (client, _seen) = setup(ClientOptions::default()).await;
+    match client.put(put("kick")).await {
+        Err(WireError::ConnectionClosed { reason, .. }) => {
+            assert!(reason.contains("etcdserver: too many requests"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -10,6 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::WireError;
 use crate::frame::{FrameDecoder, OwnedFrame};
 use crate::limits::WireLimits;
+use crate::messages::{ArchivedResponse, Response};
+
+/// Request id 0 is never used by a client; frames with it carry
+/// connection-level messages from the server.
+pub const CONNECTION_REQUEST_ID: u64 = 0;
 
 /// Where the answer(s) to a request id go.
 pub(crate) enum Route {
@@ -140,6 +145,14 @@ pub(crate) async fn reader(
         let mut failed = None;
         loop {
             match decoder.next_owned_frame() {
+                Ok(Some(frame)) if frame.request_id() == CONNECTION_REQUEST_ID => {
+                    // A connection-level error announced right before the
+                    // server closes the connection; it becomes the reason
+                    // every pending request fails with.
+                    if let Ok(ArchivedResponse::Error(e)) = frame.access::<Response>() {
+                        shared.close(format!("server: {}", e.to_owned_error()));
+                    }
+                }
                 Ok(Some(frame)) => shared.route(frame).await,
                 Ok(None) => break,
                 Err(e) => {

@@ -27,6 +27,7 @@ use crate::messages::*;
 pub use response::{ResponseFrame, WatchFrame};
 pub use stream::{ResponseStream, WatchStream};
 
+pub use conn::CONNECTION_REQUEST_ID;
 use conn::{Route, Shared};
 
 /// Client settings; every bound is here.
