@@ -3,9 +3,14 @@
 //! runs the standard workloads against each with the same client code, stops
 //! them, and prints one table.
 
+use crate::cli::Protocol;
 use crate::cli::{CompareArgs, Consistency, EventArgs, KeyArgs, LoadArgs};
 use crate::error::BenchError;
-use crate::grpc::{self, Conns};
+use crate::grpc;
+use crate::target::{self, Target};
+
+/// How long corekv's client URL gets to answer gRPC once its native port serves.
+const GATEWAY_PROBE_S: u64 = 3;
 use crate::report::{RunInfo, Summary};
 use crate::workload::Outcome;
 use crate::workload::kv::{self, Common, RangeSpec};
@@ -110,11 +115,16 @@ struct Row {
     rss_kib: Option<u64>,
 }
 
-async fn run_workload(endpoint: &str, w: &Workload, seed: u64) -> Result<Summary, BenchError> {
+async fn run_workload(
+    endpoint: &str,
+    protocol: Protocol,
+    w: &Workload,
+    seed: u64,
+) -> Result<Summary, BenchError> {
     let endpoints = vec![endpoint.to_string()];
-    let conns = Conns::open(&endpoints, w.conns).await?;
+    let target = Target::open(protocol, &endpoints, w.conns).await?;
     let common = Common {
-        conns: &conns,
+        target: &target,
         clients: w.clients,
         seed,
     };
@@ -170,12 +180,12 @@ async fn run_workload(endpoint: &str, w: &Workload, seed: u64) -> Result<Summary
                 put_rate: rate,
                 prev_kv: false,
             };
-            watch::run(&conns, &plan, &ev, w.name).await?
+            watch::run(&target, &plan, &ev, w.name).await?
         }
     };
     let info = RunInfo {
         workload: w.name,
-        protocol: "grpc",
+        protocol: protocol.name(),
         endpoints: &endpoints,
         clients: w.clients,
         conns: w.conns,
@@ -230,6 +240,8 @@ fn find_binary(p: &Path) -> Option<PathBuf> {
 struct Server {
     child: Child,
     endpoint: String,
+    /// corekv's native address (`--listen-native-addr`), when asked for.
+    native: Option<String>,
     _data: tempfile::TempDir,
 }
 
@@ -241,7 +253,12 @@ impl Drop for Server {
     }
 }
 
-fn start_server(bin: &Path, name: &str, data_root: &Path) -> Result<Server, BenchError> {
+fn start_server(
+    bin: &Path,
+    name: &str,
+    data_root: &Path,
+    with_native: bool,
+) -> Result<Server, BenchError> {
     let data = tempfile::Builder::new()
         .prefix(&format!("corekv-bench-{name}-"))
         .tempdir_in(data_root)
@@ -281,6 +298,13 @@ fn start_server(bin: &Path, name: &str, data_root: &Path) -> Result<Server, Benc
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
+    let native = if with_native {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        cmd.arg("--listen-native-addr").arg(&addr);
+        Some(addr)
+    } else {
+        None
+    };
     let child = cmd.spawn().map_err(|source| BenchError::Io {
         operation: "spawn",
         path: bin.to_path_buf(),
@@ -289,35 +313,40 @@ fn start_server(bin: &Path, name: &str, data_root: &Path) -> Result<Server, Benc
     Ok(Server {
         child,
         endpoint: client,
+        native,
         _data: data,
     })
 }
 
-async fn bench_system(
-    system: &str,
-    bin: &Path,
+/// Runs every workload against one endpoint and protocol, keeping the
+/// median of `repeat` runs.
+#[allow(clippy::too_many_arguments)]
+async fn bench_endpoint(
+    label: &str,
+    server: &Server,
+    endpoint: &str,
+    protocol: Protocol,
     args: &CompareArgs,
     seed: u64,
     rows: &mut Vec<Row>,
-) -> Result<Option<u64>, BenchError> {
-    let server = start_server(bin, system, &args.data_root)?;
-    if let Err(e) = grpc::wait_ready(&server.endpoint, Duration::from_secs(START_TIMEOUT_S)).await {
-        return Err(BenchError::ServerStart {
-            what: format!("{system} ({})", bin.display()),
-            detail: format!("no gRPC Status with a leader within {START_TIMEOUT_S}s: {e}"),
-        });
-    }
-    eprintln!("{system}: serving on {}", server.endpoint);
-    for w in workloads(args.scale_down) {
+    notes: &mut Vec<String>,
+) {
+    'workloads: for w in workloads(args.scale_down) {
         let mut runs = Vec::new();
         for rep in 0..args.repeat.max(1) {
             eprintln!(
-                "{system}: {} (run {}/{})",
+                "{label}: {} (run {}/{})",
                 w.name,
                 rep + 1,
                 args.repeat.max(1)
             );
-            runs.push(run_workload(&server.endpoint, &w, seed).await?);
+            match run_workload(endpoint, protocol, &w, seed).await {
+                Ok(s) => runs.push(s),
+                Err(e) => {
+                    notes.push(format!("{label}: {} failed: {e}", w.name));
+                    continue 'workloads;
+                }
+            }
         }
         runs.sort_by(|a, b| {
             let t = |s: &Summary| headline(s).map(|h| h.throughput_per_s).unwrap_or(0.0);
@@ -325,11 +354,90 @@ async fn bench_system(
         });
         let median = runs.swap_remove(runs.len() / 2);
         rows.push(Row {
-            system: format!("{system} grpc"),
+            system: label.to_string(),
             workload: w.name,
             summary: median,
             rss_kib: rss_kib(server.child.id()).map(|(rss, _)| rss),
         });
+    }
+}
+
+async fn bench_etcd(
+    bin: &Path,
+    args: &CompareArgs,
+    seed: u64,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<Option<u64>, BenchError> {
+    let server = start_server(bin, "etcd", &args.data_root, false)?;
+    grpc::wait_ready(&server.endpoint, Duration::from_secs(START_TIMEOUT_S))
+        .await
+        .map_err(|e| BenchError::ServerStart {
+            what: format!("etcd ({})", bin.display()),
+            detail: format!("no gRPC Status with a leader within {START_TIMEOUT_S}s: {e}"),
+        })?;
+    eprintln!("etcd: serving on {}", server.endpoint);
+    bench_endpoint(
+        "etcd grpc",
+        &server,
+        &server.endpoint,
+        Protocol::Grpc,
+        args,
+        seed,
+        rows,
+        notes,
+    )
+    .await;
+    Ok(rss_kib(server.child.id()).map(|(_, peak)| peak))
+}
+
+/// corekv over native, then over gRPC when its client URL answers gRPC.
+/// Returns the peak RSS and notes about what was skipped.
+async fn bench_corekv(
+    bin: &Path,
+    args: &CompareArgs,
+    seed: u64,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<Option<u64>, BenchError> {
+    let server = start_server(bin, "corekv", &args.data_root, true)?;
+    let native = server.native.clone().unwrap_or_default();
+    target::wait_native_ready(&native, Duration::from_secs(START_TIMEOUT_S))
+        .await
+        .map_err(|e| BenchError::ServerStart {
+            what: format!("corekv ({})", bin.display()),
+            detail: format!("no native Status with a leader within {START_TIMEOUT_S}s: {e}"),
+        })?;
+    eprintln!("corekv: serving native on {native}");
+    bench_endpoint(
+        "corekv native",
+        &server,
+        &native,
+        Protocol::Native,
+        args,
+        seed,
+        rows,
+        notes,
+    )
+    .await;
+    match grpc::wait_ready(&server.endpoint, Duration::from_secs(GATEWAY_PROBE_S)).await {
+        Ok(()) => {
+            bench_endpoint(
+                "corekv grpc",
+                &server,
+                &server.endpoint,
+                Protocol::Grpc,
+                args,
+                seed,
+                rows,
+                notes,
+            )
+            .await
+        }
+        Err(e) => notes.push(format!(
+            "corekv grpc skipped: {} does not answer etcd gRPC ({e})",
+            server.endpoint
+        )),
     }
     Ok(rss_kib(server.child.id()).map(|(_, peak)| peak))
 }
@@ -344,14 +452,14 @@ pub async fn run(args: &CompareArgs, seed: u64) -> Result<(), BenchError> {
     let mut rows = Vec::new();
     let mut peaks = Vec::new();
     let mut notes = Vec::new();
-    let peak = bench_system("etcd", &etcd, args, seed, &mut rows).await?;
+    let peak = bench_etcd(&etcd, args, seed, &mut rows, &mut notes).await?;
     peaks.push(("etcd", peak));
     match find_binary(&args.corekv_bin) {
         None => notes.push(format!(
             "corekv skipped: binary {} not found (build it with `cargo build --release -p corekv-server`)",
             args.corekv_bin.display()
         )),
-        Some(bin) => match bench_system("corekv", &bin, args, seed, &mut rows).await {
+        Some(bin) => match bench_corekv(&bin, args, seed, &mut rows, &mut notes).await {
             Ok(peak) => peaks.push(("corekv", peak)),
             Err(e) => notes.push(format!("corekv skipped: {e}")),
         },

@@ -11,6 +11,7 @@ mod plot;
 mod progress;
 mod recorder;
 mod report;
+mod target;
 mod workload;
 
 use clap::Parser;
@@ -53,19 +54,14 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             "--clients and --conns must be > 0".into(),
         ));
     }
-    if g.protocol == Protocol::Native {
-        return Err(BenchError::Native(
-            "the native protocol client is not available in this build; use --protocol grpc".into(),
-        ));
-    }
-    let endpoints = if g.target_leader {
-        vec![grpc::find_leader(&g.endpoints).await?]
-    } else {
-        g.endpoints.clone()
+    let endpoints = match (g.target_leader, g.protocol) {
+        (false, _) => g.endpoints.clone(),
+        (true, Protocol::Grpc) => vec![grpc::find_leader(&g.endpoints).await?],
+        (true, Protocol::Native) => vec![target::find_native_leader(&g.endpoints).await?],
     };
-    let conns = grpc::Conns::open(&endpoints, g.conns).await?;
+    let target = target::Target::open(g.protocol, &endpoints, g.conns).await?;
     let common = Common {
-        conns: &conns,
+        target: &target,
         clients: g.clients,
         seed: g.seed,
     };
@@ -144,7 +140,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             (
                 "watch",
                 streams * watch_per_stream,
-                workload::watch::run(&conns, &plan, ev, "watch").await?,
+                workload::watch::run(&target, &plan, ev, "watch").await?,
             )
         }
         Command::WatchLatency {
@@ -166,13 +162,13 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             (
                 "watch-latency",
                 streams * watchers_per_stream,
-                workload::watch::run(&conns, &plan, ev, "watch-latency").await?,
+                workload::watch::run(&target, &plan, ev, "watch-latency").await?,
             )
         }
         Command::LeaseKeepalive { ttl, load } => (
             "lease-keepalive",
             g.clients,
-            workload::lease::keepalive(&conns, g.clients, *ttl, load).await?,
+            workload::lease::keepalive(&target, g.clients, *ttl, load).await?,
         ),
         Command::Compare(_) => unreachable!("handled above"),
     };

@@ -1,25 +1,20 @@
-//! put, range, txn-put, txn-mixed over gRPC.
+//! put, range, txn-put, txn-mixed (gRPC or native).
 
 use super::{Outcome, schedule};
 use crate::cli::{Consistency, KeyArgs, LoadArgs};
 use crate::driver::{Worker, drive};
 use crate::error::{BenchError, OpError};
-use crate::grpc::Conns;
 use crate::keys::{KeyPicker, key_bytes, prefix_end};
 use crate::recorder::Recorder;
+use crate::target::{KvHandle, Target, TxnOp};
 use bytes::Bytes;
-use corekv_wire::proto::etcdserverpb::kv_client::KvClient;
-use corekv_wire::proto::etcdserverpb::request_op::Request;
-use corekv_wire::proto::etcdserverpb::{
-    CompactionRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use corekv_wire::proto::etcdserverpb::RangeRequest;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 pub struct Common<'a> {
-    pub conns: &'a Conns,
+    pub target: &'a Target,
     pub clients: usize,
     pub seed: u64,
 }
@@ -37,7 +32,7 @@ fn check_keys(keys: &KeyArgs) -> Result<(), BenchError> {
 }
 
 struct PutWorker {
-    kv: KvClient<Channel>,
+    kv: KvHandle,
     picker: KeyPicker,
     key_size: usize,
     value: Bytes,
@@ -47,17 +42,8 @@ struct PutWorker {
 impl Worker for PutWorker {
     async fn run_one(&mut self, op: u64, _intended: Instant) -> Result<usize, OpError> {
         let key = key_bytes(self.picker.pick(op), self.key_size);
-        let resp = self
-            .kv
-            .put(PutRequest {
-                key,
-                value: self.value.clone(),
-                ..Default::default()
-            })
-            .await?;
-        if let Some(h) = resp.get_ref().header.as_ref() {
-            self.latest_rev.fetch_max(h.revision, Ordering::Relaxed);
-        }
+        let rev = self.kv.put(key, self.value.clone()).await?;
+        self.latest_rev.fetch_max(rev, Ordering::Relaxed);
         Ok(0)
     }
 }
@@ -75,7 +61,7 @@ pub async fn put(
     let latest_rev = Arc::new(AtomicI64::new(0));
     let workers = (0..c.clients)
         .map(|i| PutWorker {
-            kv: c.conns.kv(i),
+            kv: c.target.kv(i),
             picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
             key_size: keys.key_size,
             value: value.clone(),
@@ -84,7 +70,7 @@ pub async fn put(
         .collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let compactor = compact_interval.map(|every| {
-        let kv = c.conns.kv(0);
+        let kv = c.target.kv(0);
         let latest = latest_rev.clone();
         tokio::spawn(compact_loop(
             kv,
@@ -110,7 +96,7 @@ pub async fn put(
 /// Compacts to (latest revision - delta) every `every` until `stop` fires;
 /// its latencies are the "compact" series.
 async fn compact_loop(
-    mut kv: KvClient<Channel>,
+    mut kv: KvHandle,
     latest: Arc<AtomicI64>,
     every: Duration,
     delta: i64,
@@ -128,30 +114,24 @@ async fn compact_loop(
             continue;
         }
         let t = Instant::now();
-        let res = kv
-            .compact(CompactionRequest {
-                revision: target,
-                physical: false,
-            })
-            .await;
-        match res {
-            Ok(_) => {
+        match kv.compact(target).await {
+            Ok(()) => {
                 compacted = target;
                 rec.record(0, t.elapsed(), Instant::now());
             }
-            Err(s) => rec.error(&OpError::from(s).kind),
+            Err(e) => rec.error(&e.kind),
         }
     }
 }
 
 struct RangeWorker {
-    kv: KvClient<Channel>,
+    kv: KvHandle,
     req: RangeRequest,
 }
 
 impl Worker for RangeWorker {
     async fn run_one(&mut self, _op: u64, _intended: Instant) -> Result<usize, OpError> {
-        self.kv.range(self.req.clone()).await?;
+        self.kv.range(&self.req).await?;
         Ok(0)
     }
 }
@@ -199,7 +179,7 @@ pub async fn range(
     let req = range_request(spec)?;
     let workers = (0..c.clients)
         .map(|i| RangeWorker {
-            kv: c.conns.kv(i),
+            kv: c.target.kv(i),
             req: req.clone(),
         })
         .collect();
@@ -208,7 +188,7 @@ pub async fn range(
 }
 
 struct TxnPutWorker {
-    kv: KvClient<Channel>,
+    kv: KvHandle,
     picker: KeyPicker,
     key_size: usize,
     space: u64,
@@ -221,22 +201,13 @@ impl Worker for TxnPutWorker {
         // Consecutive indexes from a picked base: distinct keys within one txn
         // (etcd rejects duplicates) as long as ops <= key space.
         let base = self.picker.pick(op);
-        let success = (0..self.ops as u64)
-            .map(|j| RequestOp {
-                request: Some(Request::RequestPut(PutRequest {
-                    key: key_bytes((base + j) % self.space, self.key_size),
-                    value: self.value.clone(),
-                    ..Default::default()
-                })),
+        let ops = (0..self.ops as u64)
+            .map(|j| TxnOp::Put {
+                key: key_bytes((base + j) % self.space, self.key_size),
+                value: self.value.clone(),
             })
             .collect();
-        self.kv
-            .txn(TxnRequest {
-                compare: Vec::new(),
-                success,
-                failure: Vec::new(),
-            })
-            .await?;
+        self.kv.txn(ops).await?;
         Ok(0)
     }
 }
@@ -258,7 +229,7 @@ pub async fn txn_put(
     let value = Bytes::from(vec![b'v'; keys.val_size]);
     let workers = (0..c.clients)
         .map(|i| TxnPutWorker {
-            kv: c.conns.kv(i),
+            kv: c.target.kv(i),
             picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
             key_size: keys.key_size,
             space: keys.key_space_size,
@@ -271,7 +242,7 @@ pub async fn txn_put(
 }
 
 struct TxnMixedWorker {
-    kv: KvClient<Channel>,
+    kv: KvHandle,
     picker: KeyPicker,
     key_size: usize,
     read_chance: f64,
@@ -283,28 +254,19 @@ impl Worker for TxnMixedWorker {
     async fn run_one(&mut self, op: u64, _intended: Instant) -> Result<usize, OpError> {
         let key = key_bytes(self.picker.pick(op), self.key_size);
         let read = self.picker.chance(self.read_chance);
-        let request = if read {
-            Request::RequestRange(RangeRequest {
+        let op = if read {
+            TxnOp::Range(RangeRequest {
                 key,
                 serializable: self.serializable,
                 ..Default::default()
             })
         } else {
-            Request::RequestPut(PutRequest {
+            TxnOp::Put {
                 key,
                 value: self.value.clone(),
-                ..Default::default()
-            })
+            }
         };
-        self.kv
-            .txn(TxnRequest {
-                compare: Vec::new(),
-                success: vec![RequestOp {
-                    request: Some(request),
-                }],
-                failure: Vec::new(),
-            })
-            .await?;
+        self.kv.txn(vec![op]).await?;
         Ok(if read { 0 } else { 1 })
     }
 }
@@ -327,7 +289,7 @@ pub async fn txn_mixed(
     let read_chance = rw_ratio / (rw_ratio + 1.0);
     let workers = (0..c.clients)
         .map(|i| TxnMixedWorker {
-            kv: c.conns.kv(i),
+            kv: c.target.kv(i),
             picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
             key_size: keys.key_size,
             read_chance,

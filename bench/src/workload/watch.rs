@@ -1,5 +1,5 @@
 //! watch (fan-out: watcher creation time, events delivered per second) and
-//! watch-latency (put-to-event latency) over gRPC.
+//! watch-latency (put-to-event latency), over gRPC or native.
 //!
 //! Every put value starts with its intended send time (ns since the run's
 //! base instant), so an event's latency is computed from the event alone.
@@ -8,13 +8,13 @@ use super::Outcome;
 use crate::cli::EventArgs;
 use crate::driver::{Schedule, Worker, drive};
 use crate::error::{BenchError, OpError};
-use crate::grpc::Conns;
 use crate::keys::{read_stamp, stamped_value};
 use crate::recorder::Recorder;
+use crate::target::{KvHandle, Target, native_kind};
 use bytes::Bytes;
-use corekv_wire::proto::etcdserverpb::kv_client::KvClient;
+use corekv_wire::proto::etcdserverpb::watch_client::WatchClient;
 use corekv_wire::proto::etcdserverpb::watch_request::RequestUnion;
-use corekv_wire::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
+use corekv_wire::proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,11 +44,113 @@ struct StreamResult {
     recorder: Recorder,
 }
 
+enum StreamConn {
+    Grpc(WatchClient<Channel>),
+    Native(corekv_wire::Client),
+}
+
+impl StreamConn {
+    fn of(target: &Target, conn: usize) -> StreamConn {
+        match target {
+            Target::Grpc(c) => StreamConn::Grpc(c.watch(conn)),
+            Target::Native(n) => StreamConn::Native(n.client(conn)),
+        }
+    }
+}
+
+fn record_event(rec: &mut Recorder, base: Instant, value: Option<&[u8]>, now: Instant) {
+    match value.and_then(read_stamp) {
+        Some(ns) => {
+            let intended = base + Duration::from_nanos(ns);
+            rec.record(1, now.saturating_duration_since(intended), now);
+        }
+        None => rec.error("event without a timestamped value"),
+    }
+}
+
+/// Native counterpart of `run_stream`: the "stream" is one connection whose
+/// watchers are created one after another; each watcher is then read by its
+/// own task.
+async fn run_native_stream(
+    client: corekv_wire::Client,
+    plan: StreamPlan,
+    base: Instant,
+    events: Arc<AtomicU64>,
+    ready: mpsc::Sender<Result<(), String>>,
+    stop: watch::Receiver<bool>,
+) -> StreamResult {
+    let mut rec = Recorder::new(base, &["watch-create", "put-to-event"]);
+    let mut streams = Vec::with_capacity(plan.keys.len());
+    for key in &plan.keys {
+        let t = Instant::now();
+        let req = corekv_wire::WatchCreateRequest {
+            key: key.to_vec(),
+            prev_kv: plan.prev_kv,
+            ..Default::default()
+        };
+        match client.watch(req).await {
+            Ok(ws) => {
+                let now = Instant::now();
+                rec.record(0, now - t, now);
+                streams.push(ws);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("watch create: {e}"))).await;
+                return StreamResult { recorder: rec };
+            }
+        }
+    }
+    let _ = ready.send(Ok(())).await;
+    let mut readers = Vec::with_capacity(streams.len());
+    for mut ws in streams {
+        let events = events.clone();
+        let mut stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut rec = Recorder::new(base, &["watch-create", "put-to-event"]);
+            loop {
+                tokio::select! {
+                    next = ws.next() => match next {
+                        Ok(Some(frame)) => {
+                            let resp = frame.get();
+                            if resp.canceled {
+                                rec.error(&format!("watch canceled: {}", resp.cancel_reason.as_str()));
+                                break;
+                            }
+                            let now = Instant::now();
+                            for ev in resp.events.iter() {
+                                record_event(&mut rec, base, Some(ev.kv.value.as_slice()), now);
+                            }
+                            events.fetch_add(resp.events.len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(None) => {
+                            rec.error("watch stream closed by server");
+                            break;
+                        }
+                        Err(e) => {
+                            rec.error(&native_kind(&e).kind);
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+            rec
+        }));
+    }
+    for r in readers {
+        match r.await {
+            Ok(r) => rec.merge(&r),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    StreamResult { recorder: rec }
+}
+
 /// Opens one watch stream, creates its watchers (recording each creation
 /// round trip as "watch-create"), reports readiness, then records every
 /// event's latency as "put-to-event" until `stop` fires.
 async fn run_stream(
-    mut client: corekv_wire::proto::etcdserverpb::watch_client::WatchClient<Channel>,
+    mut client: WatchClient<Channel>,
     plan: StreamPlan,
     base: Instant,
     events: Arc<AtomicU64>,
@@ -130,14 +232,7 @@ async fn run_stream(
                     }
                     let now = Instant::now();
                     for ev in &resp.events {
-                        let stamp = ev.kv.as_ref().and_then(|kv| read_stamp(&kv.value));
-                        match stamp {
-                            Some(ns) => {
-                                let intended = base + Duration::from_nanos(ns);
-                                rec.record(1, now.saturating_duration_since(intended), now);
-                            }
-                            None => rec.error("event without a timestamped value"),
-                        }
+                        record_event(&mut rec, base, ev.kv.as_ref().map(|kv| &kv.value[..]), now);
                     }
                     events.fetch_add(resp.events.len() as u64, Ordering::Relaxed);
                 }
@@ -160,7 +255,7 @@ async fn run_stream(
 }
 
 struct StampedPutWorker {
-    kv: KvClient<Channel>,
+    kv: KvHandle,
     keys: Arc<Vec<Bytes>>,
     /// Watchers on each key (index-aligned with `keys`).
     watchers_per_key: Arc<Vec<u64>>,
@@ -175,11 +270,7 @@ impl Worker for StampedPutWorker {
         let stamp = u64::try_from(intended.saturating_duration_since(self.base).as_nanos())
             .unwrap_or(u64::MAX);
         self.kv
-            .put(PutRequest {
-                key: self.keys[k].clone(),
-                value: stamped_value(stamp, self.val_size),
-                ..Default::default()
-            })
+            .put(self.keys[k].clone(), stamped_value(stamp, self.val_size))
             .await?;
         self.expected_events
             .fetch_add(self.watchers_per_key[k], Ordering::Relaxed);
@@ -199,7 +290,7 @@ pub struct WatchPlan {
 
 /// Shared engine of `watch` and `watch-latency`.
 pub async fn run(
-    conns: &Conns,
+    target: &Target,
     plan: &WatchPlan,
     ev: &EventArgs,
     label: &str,
@@ -236,7 +327,7 @@ pub async fn run(
             keys: stream_keys,
             prev_kv: plan.prev_kv,
         };
-        let client = conns.watch(sp.conn);
+        let conn = StreamConn::of(target, sp.conn);
         let events = events.clone();
         let ready = ready_tx.clone();
         let stop = stop_rx.clone();
@@ -245,7 +336,19 @@ pub async fn run(
             // Holding a permit only bounds concurrent setup; closed never happens.
             let permit = setup.acquire_owned().await.ok();
             let (inner_ready_tx, mut inner_ready_rx) = mpsc::channel(1);
-            let task = tokio::spawn(run_stream(client, sp, base, events, inner_ready_tx, stop));
+            let task = match conn {
+                StreamConn::Grpc(client) => {
+                    tokio::spawn(run_stream(client, sp, base, events, inner_ready_tx, stop))
+                }
+                StreamConn::Native(client) => tokio::spawn(run_native_stream(
+                    client,
+                    sp,
+                    base,
+                    events,
+                    inner_ready_tx,
+                    stop,
+                )),
+            };
             let r = inner_ready_rx
                 .recv()
                 .await
@@ -280,7 +383,7 @@ pub async fn run(
     let put_clients = PUT_CLIENTS.min(plan.put_total.max(1) as usize);
     let workers = (0..put_clients)
         .map(|i| StampedPutWorker {
-            kv: conns.kv(i),
+            kv: target.kv(i),
             keys: keys.clone(),
             watchers_per_key: wpk.clone(),
             val_size: ev.val_size,
