@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-
+pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
