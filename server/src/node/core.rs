@@ -393,6 +393,7 @@ impl Core {
         METRICS.backend_commit.observe(commit_started.elapsed());
         self.applied = last;
         self.shared.applied_index.store(last, Ordering::Release);
+        self.shared.commit_index.fetch_max(last, Ordering::Relaxed);
         drop(info);
         for (reply, result) in answers {
             let _ = reply.send(result);

@@ -1,0 +1,242 @@
+//! Test support: real `corekv` processes on loopback ports picked at run
+//! time, data dirs on the real disk under the target dir.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corekv_wire::messages as w;
+use corekv_wire::{Client, ClientOptions, WireError};
+
+/// Ticks are 50 ms and elections 500 ms in tests, so failover is quick.
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_MS: u64 = 500;
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct MemberSpec {
+    pub name: String,
+    pub native: u16,
+    pub http: u16,
+    pub peer: u16,
+    pub data_dir: PathBuf,
+}
+
+pub struct Member {
+    pub spec: MemberSpec,
+    pub child: Option<Child>,
+    pub extra: Vec<String>,
+    pub initial_cluster: String,
+}
+
+impl Member {
+    pub fn native_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.spec.native)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.spec.name);
+        let log =
+            std::fs::File::create(self.spec.data_dir.with_extension("log")).expect("log file");
+        let s = &self.spec;
+        let child = Command::new(env!("CARGO_BIN_EXE_corekv"))
+            .args(["--name", &s.name])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", s.http),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", s.peer),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", s.peer),
+            ])
+            .args(["--listen-native-addr", &format!("127.0.0.1:{}", s.native)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
+            .args(["--election-timeout", &ELECTION_MS.to_string()])
+            .args([
+                "--cores",
+                "1",
+                "--wal-segment-bytes",
+                "1048576",
+                "--log-level",
+                "info",
+            ])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn corekv");
+        self.child = Some(child);
+    }
+
+    /// kill -9: no shutdown path runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.spec.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members with `extra` flags each; waits for a leader.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("corekv-it-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("tempdir");
+        let specs: Vec<MemberSpec> = (1..=n)
+            .map(|i| MemberSpec {
+                name: format!("m{i}"),
+                native: free_port(),
+                http: free_port(),
+                peer: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+            })
+            .collect();
+        let initial_cluster = specs
+            .iter()
+            .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Member> = specs
+            .into_iter()
+            .map(|spec| Member {
+                spec,
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                initial_cluster: initial_cluster.clone(),
+            })
+            .collect();
+        for m in &mut members {
+            m.start();
+        }
+        let c = Cluster { members, _dir: dir };
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    pub async fn client(&self, i: usize) -> Client {
+        connect(&self.members[i].native_addr()).await
+    }
+
+    /// Index of the member that reports itself leader.
+    pub async fn wait_leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let Ok(c) = try_connect(&m.native_addr()).await else {
+                    continue;
+                };
+                if let Ok(s) = c.status(w::StatusRequest {}).await {
+                    if s.leader != 0 && s.leader == s.header.member_id {
+                        return i;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.members.iter().map(|m| m.log()).collect();
+                panic!(
+                    "no leader within {within:?}; logs:\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn try_connect(addr: &str) -> Result<Client, WireError> {
+    let opts = ClientOptions {
+        dial_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    Client::connect(addr, opts).await
+}
+
+/// Connects, retrying while the member starts.
+pub async fn connect(addr: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match try_connect(addr).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("connect {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+pub fn put(key: &str, value: &str) -> w::PutRequest {
+    w::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn range(key: &str, end: &str) -> w::RangeRequest {
+    w::RangeRequest {
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn keys(r: &w::RangeResponse) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
