@@ -129,11 +129,19 @@ impl Backend for FileBackend {
     }
 }
 
+enum Unsynced {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
 struct MemState {
     /// What a reader of the file sees now.
     current: Vec<u8>,
     /// What survives a crash: the state at the last successful sync.
     durable: Vec<u8>,
+    /// Operations since the last sync, for partial crashes (bounded by the
+    /// test's own workload; this backend is for tests only).
+    log: Vec<Unsynced>,
 }
 
 /// In-memory test backend. `crash()` drops every write since the last
@@ -175,6 +183,7 @@ impl MemBackend {
             state: Arc::new(Mutex::new(MemState {
                 current: bytes.clone(),
                 durable: bytes,
+                log: Vec::new(),
             })),
             ops: Arc::new(AtomicU64::new(0)),
             fail_at: Arc::new(AtomicU64::new(u64::MAX)),
@@ -190,6 +199,48 @@ impl MemBackend {
     pub fn crash(&self) {
         let mut s = self.lock();
         s.current = s.durable.clone();
+        s.log.clear();
+        self.fail_at.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Simulates power loss where an arbitrary subset of the unsynced writes
+    /// reached the media, each possibly torn at a 512-byte boundary
+    /// (deterministic in `seed`).
+    pub fn crash_partial(&self, seed: u64) {
+        let mut s = self.lock();
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut file = s.durable.clone();
+        for op in &s.log {
+            match op {
+                Unsynced::SetLen(len) => file.resize(*len as usize, 0),
+                Unsynced::Write(off, data) => {
+                    if next() % 2 == 0 {
+                        continue;
+                    }
+                    let sectors = data.len().div_ceil(512);
+                    let keep = if next() % 4 == 0 {
+                        (next() as usize % (sectors + 1)) * 512
+                    } else {
+                        data.len()
+                    };
+                    let keep = keep.min(data.len());
+                    let start = *off as usize;
+                    if file.len() < start + keep {
+                        file.resize(start + keep, 0);
+                    }
+                    file[start..start + keep].copy_from_slice(&data[..keep]);
+                }
+            }
+        }
+        s.current = file.clone();
+        s.durable = file;
+        s.log.clear();
         self.fail_at.store(u64::MAX, Ordering::SeqCst);
     }
 
@@ -235,7 +286,9 @@ impl Backend for MemBackend {
         self.tick("set_len")?;
         let len = usize::try_from(len)
             .map_err(|_| io_err("set_len", &self.path, std::io::Error::other("too large")))?;
-        self.lock().current.resize(len, 0);
+        let mut s = self.lock();
+        s.current.resize(len, 0);
+        s.log.push(Unsynced::SetLen(len as u64));
         Ok(())
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -266,12 +319,14 @@ impl Backend for MemBackend {
             s.current.resize(end, 0);
         }
         s.current[start..end].copy_from_slice(buf);
+        s.log.push(Unsynced::Write(offset, buf.to_vec()));
         Ok(())
     }
     fn sync(&self) -> Result<()> {
         self.tick("fdatasync")?;
         let mut s = self.lock();
         s.durable = s.current.clone();
+        s.log.clear();
         Ok(())
     }
     fn map(&self, len: u64) -> Result<Arc<dyn Mapped>> {

@@ -257,7 +257,11 @@ impl Db {
                     format!("no valid meta page: {}", errs.join("; ")),
                 ));
             };
-            if meta.page_count * PAGE_SIZE as u64 > len {
+            if meta
+                .page_count
+                .checked_mul(PAGE_SIZE as u64)
+                .is_none_or(|need| need > len)
+            {
                 return Err(StorageError::corrupted(
                     slot,
                     "meta page count beyond end of file",
@@ -411,7 +415,9 @@ impl Db {
         update(&mut meta);
         let oldest = self.registry.oldest().unwrap_or(u64::MAX);
         if durable {
-            w.free.release(oldest.min(txid));
+            // Pages written before this meta is durable (free-list chunks)
+            // must not be reachable from the previous durable meta.
+            w.free.release(oldest.min(w.durable_txid));
             if let Some(t) = truncate {
                 w.page_count = t;
             }
@@ -439,6 +445,7 @@ impl Db {
             w.backend.sync()?;
             w.durable_slot = slot;
             w.durable_txid = txid;
+            w.free.release(oldest.min(txid));
             if truncate.is_some() {
                 // Only after the new meta is durable: the old one may reference
                 // free-list chunks beyond the cut. Mappings may stay longer than

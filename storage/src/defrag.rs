@@ -34,6 +34,12 @@ pub struct DefragReport {
 
 /// Defragments `db`. Callers serialise runs.
 pub fn defragment(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
+    let r = defragment_inner(db, opts);
+    db.lock_writer().free.set_park_at(None);
+    r
+}
+
+fn defragment_inner(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
     db.sync()?;
     let (pages_before, target) = {
         let w = db.lock_writer();
@@ -51,29 +57,32 @@ pub fn defragment(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
     if target >= pages_before {
         return Ok(report);
     }
+    // Concurrent writers get pages below the target while any exist.
+    db.lock_writer().free.set_park_at(Some(target));
     // Bounded: each pass moves up to batch_pages pages or proves nothing is left.
-    let max_passes = (pages_before / opts.batch_pages.max(1) as u64 + 16) as u32 * 2;
+    let max_passes = (pages_before / opts.batch_pages.max(1) as u64 + 16) as u32 * 4;
     let mut attempts = 0u32;
     loop {
-        let mut done = false;
-        while !done {
-            if report.passes >= max_passes {
-                return Ok(report);
-            }
+        while report.passes < max_passes {
             report.passes += 1;
             let (moved, complete) = relocation_pass(db, target, opts.batch_pages)?;
             report.relocated_pages += moved;
-            done = complete;
+            if complete {
+                break;
+            }
         }
         // Release pages pinned by the relocation commits, then try the cut.
+        // Concurrent writers may have put pages above the target meanwhile:
+        // the cut goes just above the highest reachable page.
         db.sync()?;
         let mut txn = db.begin()?;
-        if has_pages_at_or_above(&txn, target)? {
-            continue; // a concurrent writer allocated high pages: relocate again
+        let cut = target.max(max_reachable(&txn)? + 1);
+        if cut >= txn.w.meta.page_count {
+            return Ok(report);
         }
         let txid = txn.txid;
         let pool = txn.w.drain_reusable(txid)?;
-        if txn.w.free.pinned_at_or_above(target, txid) {
+        if txn.w.free.pinned_at_or_above(cut, txid) {
             drop(txn);
             attempts += 1;
             if attempts >= opts.truncate_attempts {
@@ -83,7 +92,7 @@ pub fn defragment(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
             continue;
         }
         txn.pool = pool;
-        db.commit_truncate(txn, target)?;
+        db.commit_truncate(txn, cut)?;
         report.pages_after = db.lock_writer().meta.page_count;
         report.truncated = true;
         return Ok(report);
@@ -200,32 +209,30 @@ fn relocate(
     Ok(new_id)
 }
 
-fn has_pages_at_or_above(txn: &TreeTxn<'_>, target: u64) -> Result<bool> {
+/// Highest page id reachable from the transaction's tree (0 if empty).
+fn max_reachable(txn: &TreeTxn<'_>) -> Result<u64> {
+    let mut max = 0;
     let mut stack = vec![(txn.root, 0usize)];
     while let Some((id, depth)) = stack.pop() {
         if id == 0 {
             continue;
         }
-        if id >= target {
-            return Ok(true);
-        }
         if depth > MAX_DEPTH {
             return Err(StorageError::corrupted(id, "tree too deep"));
         }
+        max = max.max(id);
         let n = txn.node(id)?;
         for i in 0..n.len() {
             if n.is_leaf() {
-                if let ValRef::Overflow { page, len } = n.val(i)?
-                    && tree::overflow_pages(txn, page, len)?
-                        .iter()
-                        .any(|p| *p >= target)
-                {
-                    return Ok(true);
+                if let ValRef::Overflow { page, len } = n.val(i)? {
+                    for p in tree::overflow_pages(txn, page, len)? {
+                        max = max.max(p);
+                    }
                 }
             } else {
                 stack.push((n.child(i)?, depth + 1));
             }
         }
     }
-    Ok(false)
+    Ok(max)
 }

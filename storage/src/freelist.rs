@@ -76,6 +76,12 @@ pub struct FreeList {
     txn_freed: Vec<u64>,
     /// Pages allocated and freed within the current transaction.
     txn_reuse: Vec<u64>,
+    /// Defragmentation: reusable pages at or above `park_at` are set aside
+    /// here and handed out only when nothing lower is free.
+    park_at: Option<u64>,
+    parked: Vec<u64>,
+    txn_parked: Vec<u64>,
+    txn_unparked: Vec<u64>,
 }
 
 impl FreeList {
@@ -95,6 +101,47 @@ impl FreeList {
 
     /// Pops a reusable page, or `None` when the file must grow.
     pub fn alloc(&mut self, txid: u64, read: ChunkReader<'_>) -> Result<Option<u64>> {
+        while let Some(p) = self.pop_source(txid, read)? {
+            match self.park_at {
+                Some(t) if p >= t => {
+                    self.parked.push(p);
+                    self.txn_parked.push(p);
+                }
+                _ => return Ok(Some(p)),
+            }
+        }
+        let p = self.parked.pop();
+        if let Some(p) = p {
+            self.txn_unparked.push(p);
+        }
+        Ok(p)
+    }
+
+    /// Sets (or clears) the threshold above which reusable pages are parked.
+    /// Clearing it makes parked pages ordinary reusable pages again.
+    pub fn set_park_at(&mut self, at: Option<u64>) {
+        self.park_at = at;
+        if at.is_none() {
+            self.loose.append(&mut self.parked);
+        }
+    }
+
+    /// Pops every reusable page below the park threshold.
+    pub fn drain(&mut self, txid: u64, read: ChunkReader<'_>) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        while let Some(p) = self.pop_source(txid, read)? {
+            match self.park_at {
+                Some(t) if p >= t => {
+                    self.parked.push(p);
+                    self.txn_parked.push(p);
+                }
+                _ => out.push(p),
+            }
+        }
+        Ok(out)
+    }
+
+    fn pop_source(&mut self, txid: u64, read: ChunkReader<'_>) -> Result<Option<u64>> {
         if let Some(p) = self.txn_reuse.pop() {
             return Ok(Some(p));
         }
@@ -145,6 +192,8 @@ impl FreeList {
     /// Ends the transaction: its frees become pending at `txid`.
     pub fn commit_txn(&mut self, txid: u64) {
         self.txn_popped_loose.clear();
+        self.txn_parked.clear();
+        self.txn_unparked.clear();
         self.txn_head = None;
         let reuse = std::mem::take(&mut self.txn_reuse);
         self.loose.extend(reuse);
@@ -164,6 +213,11 @@ impl FreeList {
         if let Some(h) = self.txn_head.take() {
             self.head = h;
         }
+        if !self.txn_parked.is_empty() {
+            let undo: std::collections::HashSet<u64> = self.txn_parked.drain(..).collect();
+            self.parked.retain(|p| !undo.contains(p));
+        }
+        self.parked.append(&mut self.txn_unparked);
     }
 
     /// Moves pending pages freed at txid <= `safe_txid` to the reusable set.
@@ -183,6 +237,7 @@ impl FreeList {
             + self.pending_total
             + self.txn_reuse.len() as u64
             + self.txn_freed.len() as u64
+            + self.parked.len() as u64
     }
 
     /// Prepares the persisted form at a durable commit `txid` (after
@@ -195,6 +250,12 @@ impl FreeList {
         grow: &mut dyn FnMut() -> u64,
     ) -> (Vec<(u64, PageBuf)>, u64, u64, u64) {
         let mut extra_freed = Vec::new();
+        if let Some(t) = self.park_at {
+            // Free-list chunks written below must land below the threshold.
+            let (high, low): (Vec<u64>, Vec<u64>) = self.loose.drain(..).partition(|p| *p >= t);
+            self.loose = low;
+            self.parked.extend(high);
+        }
         if let Some(ids) = self.head.ids.take() {
             // A partly consumed head chunk cannot stay on disk with a skip
             // count; its remaining ids move back to `loose`.
@@ -216,6 +277,7 @@ impl FreeList {
             // Pages at or above the cut vanish with it. Callers guarantee the
             // only pending ones are free-list pages of this very commit.
             self.loose.retain(|p| *p < t);
+            self.parked.retain(|p| *p < t);
             for (_, v) in self.pending.iter_mut() {
                 v.retain(|p| *p < t);
             }
@@ -260,6 +322,7 @@ impl FreeList {
     /// `(free ids, pages holding free-list chunks)`.
     pub fn enumerate(&self, read: ChunkReader<'_>, limit: u64) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut free: Vec<u64> = self.loose.clone();
+        free.extend(self.parked.iter().copied());
         free.extend(self.txn_reuse.iter().copied());
         free.extend(self.txn_freed.iter().copied());
         for (_, v) in &self.pending {
@@ -291,15 +354,6 @@ impl FreeList {
         self.pending
             .iter()
             .any(|(f, v)| *f < txid && v.iter().any(|p| *p >= target))
-    }
-
-    /// Pops every reusable page (loose and chained) without growing the file.
-    pub fn drain(&mut self, txid: u64, read: ChunkReader<'_>) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        while let Some(p) = self.alloc(txid, read)? {
-            out.push(p);
-        }
-        Ok(out)
     }
 
     /// Reads an entire chain into a list of ids plus its pages.

@@ -3,10 +3,13 @@
 //! the commit protocol and the soundness argument for the memory mapping.
 
 pub mod backend;
+mod checksum;
 mod db;
 mod defrag;
 mod error;
 mod freelist;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mapping;
 mod mvcc;
 mod node;
@@ -15,6 +18,7 @@ mod tree;
 mod txn;
 
 pub use backend::{Backend, FileBackend, Mapped, MemBackend};
+pub use checksum::crc32c as checksum_crc32c;
 pub use db::IntegrityReport;
 pub use defrag::DefragReport;
 pub use error::StorageError;

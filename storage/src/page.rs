@@ -39,7 +39,7 @@ pub fn write_header(page: &mut [u8], ty: u8, count: u16, link: u64) {
 
 /// Fills in the checksum; call last.
 pub fn seal(page: &mut [u8]) {
-    let crc = crc32c::crc32c(&page[4..]);
+    let crc = crate::checksum::crc32c(&page[4..]);
     page[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -49,7 +49,7 @@ pub fn check(page: &[u8], id: u64, ty: u8) -> Result<(u16, u64)> {
         return Err(StorageError::corrupted(id, "short page"));
     }
     let stored = u32::from_le_bytes([page[0], page[1], page[2], page[3]]);
-    if crc32c::crc32c(&page[4..]) != stored {
+    if crate::checksum::crc32c(&page[4..]) != stored {
         return Err(StorageError::corrupted(
             id,
             format!("page checksum mismatch (type {})", page[4]),

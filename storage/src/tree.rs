@@ -9,6 +9,9 @@ use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
 
 /// Maximum tree depth; a deeper path means a cycle or corruption.
 pub const MAX_DEPTH: usize = 32;
+/// Largest tree value (an MVCC record holding a maximal value); larger
+/// lengths read from disk are corruption.
+pub const MAX_STORED_VALUE: usize = crate::MAX_VALUE_BYTES + 64;
 
 pub trait TreeRead {
     fn root(&self) -> u64;
@@ -23,6 +26,12 @@ pub fn load_value<'a, T: TreeRead + ?Sized>(t: &'a T, v: ValRef<'a>) -> Result<C
         ValRef::Inline(b) => Ok(Cow::Borrowed(b)),
         ValRef::Overflow { page, len } => {
             let len = len as usize;
+            if len > MAX_STORED_VALUE {
+                return Err(StorageError::corrupted(
+                    page,
+                    "overflow value length too large",
+                ));
+            }
             let mut out = Vec::with_capacity(len);
             let mut id = page;
             let max_pages = len.div_ceil(OVERFLOW_CAP).max(1);
@@ -49,6 +58,12 @@ pub fn load_value<'a, T: TreeRead + ?Sized>(t: &'a T, v: ValRef<'a>) -> Result<C
 
 /// Ids of an overflow chain's pages.
 pub fn overflow_pages<T: TreeRead + ?Sized>(t: &T, first: u64, len: u32) -> Result<Vec<u64>> {
+    if len as usize > MAX_STORED_VALUE {
+        return Err(StorageError::corrupted(
+            first,
+            "overflow value length too large",
+        ));
+    }
     let n = (len as usize).div_ceil(OVERFLOW_CAP).max(1);
     let mut ids = Vec::with_capacity(n);
     let mut id = first;
@@ -129,6 +144,7 @@ where
         stack.push((n, i));
         id = n.child(i)?;
     }
+    let mut last: Option<&'a [u8]> = None;
     loop {
         let Some(&mut (leaf, ref mut idx)) = stack.last_mut() else {
             return Ok(());
@@ -142,6 +158,12 @@ where
             }
             *idx -= 1;
             let k = leaf.key(*idx)?;
+            // Keys must strictly decrease: a repeated or misordered subtree
+            // (corruption) is reported instead of being walked forever.
+            if last.is_some_and(|l| k >= l) {
+                return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
+            }
+            last = Some(k);
             if k < start {
                 return Ok(());
             }
@@ -160,6 +182,10 @@ where
             }
             let k = leaf.key(*idx)?;
             *idx += 1;
+            if last.is_some_and(|l| k <= l) {
+                return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
+            }
+            last = Some(k);
             if end.is_some_and(|e| k >= e) {
                 return Ok(());
             }
@@ -170,6 +196,13 @@ where
                 return Ok(());
             }
         }
+    }
+}
+
+fn leaf_id(n: &NodeRef<'_>) -> u64 {
+    match n {
+        NodeRef::Page(p) => p.id,
+        NodeRef::Owned(_) => 0,
     }
 }
 

@@ -96,6 +96,9 @@ impl TreeTxn<'_> {
             NodeRef::Page(p) => p.to_node()?,
             NodeRef::Owned(n) => n.clone(),
         };
+        if node.size() > NODE_CAP {
+            return Err(StorageError::corrupted(id, "node entries overlap"));
+        }
         let new = self.alloc()?;
         self.w.free.free(id, self.txid);
         self.dirty.insert(new, node);

@@ -385,8 +385,8 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
     let mut pending_base: Option<(Vec<u8>, Vec<u8>)> = None;
     let flush = |crc: &mut u32, base: &mut Option<(Vec<u8>, Vec<u8>)>| {
         if let Some((k, v)) = base.take() {
-            *crc = crc32c::crc32c_append(*crc, &k);
-            *crc = crc32c::crc32c_append(*crc, &v);
+            *crc = crate::checksum::crc32c_append(*crc, &k);
+            *crc = crate::checksum::crc32c_append(*crc, &v);
         }
     };
     tree::scan(
@@ -413,8 +413,8 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
                 };
             } else {
                 flush(&mut crc, &mut pending_base);
-                crc = crc32c::crc32c_append(crc, k);
-                crc = crc32c::crc32c_append(crc, &value);
+                crc = crate::checksum::crc32c_append(crc, k);
+                crc = crate::checksum::crc32c_append(crc, &value);
             }
             Ok(true)
         },

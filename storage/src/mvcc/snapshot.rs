@@ -36,7 +36,7 @@ struct CrcWriter<'a> {
 
 impl CrcWriter<'_> {
     fn put(&mut self, b: &[u8]) -> Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.crc = crate::checksum::crc32c_append(self.crc, b);
         self.bytes += b.len() as u64;
         self.out.write_all(b).map_err(|e| io("write snapshot", e))
     }
@@ -163,7 +163,7 @@ impl CrcReader<'_> {
         self.input
             .read_exact(&mut b)
             .map_err(|e| io("read snapshot", e))?;
-        self.crc = crc32c::crc32c_append(self.crc, &b);
+        self.crc = crate::checksum::crc32c_append(self.crc, &b);
         Ok(b)
     }
     fn u32(&mut self) -> Result<u32> {

@@ -298,6 +298,9 @@ impl<'a> WriteBatch<'a> {
             });
         }
         self.compacted = revision;
+        // Versions kept by an earlier target can be obsolete under this one:
+        // the physical pass starts over from the first revision.
+        self.compact_done = 0;
         Ok(())
     }
 

@@ -1,0 +1,275 @@
+//! Property test: the MVCC store against a naive model, a
+//! `BTreeMap<(key, revision), Option<value>>` holding the full history,
+//! including compaction, historical reads, events, snapshots and reopen.
+
+mod common;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::*;
+use corekv_storage::*;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8, Option<u8>),
+    TxnIfVersion(u8, i64, u8),
+    Compact(u8),
+    Commit(bool),
+    Read(u8, Option<u8>, i64, u8),
+}
+
+fn key(k: u8) -> Vec<u8> {
+    vec![b'a' + k % 12]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(k, e)| Op::Delete(k, e)),
+        2 => (any::<u8>(), 0i64..3, any::<u8>()).prop_map(|(k, ver, v)| Op::TxnIfVersion(k, ver, v)),
+        1 => any::<u8>().prop_map(Op::Compact),
+        2 => any::<bool>().prop_map(Op::Commit),
+        3 => (any::<u8>(), proptest::option::of(any::<u8>()), 0i64..4, any::<u8>())
+            .prop_map(|(k, e, l, r)| Op::Read(k, e, l, r)),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    rev: i64,
+    compacted: i64,
+    hist: BTreeMap<(Vec<u8>, i64), Option<Vec<u8>>>,
+}
+
+impl Model {
+    fn kv_at(&self, k: &[u8], rev: i64) -> Option<KeyValue> {
+        let versions: Vec<(i64, &Option<Vec<u8>>)> = self
+            .hist
+            .range((k.to_vec(), 0)..=(k.to_vec(), rev))
+            .map(|((_, r), v)| (*r, v))
+            .collect();
+        let (mod_rev, last) = versions.last()?;
+        let value = last.as_ref()?;
+        let life: Vec<i64> = versions
+            .iter()
+            .rev()
+            .take_while(|(_, v)| v.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        Some(KeyValue {
+            key: k.to_vec(),
+            create_revision: *life.last()?,
+            mod_revision: *mod_rev,
+            version: life.len() as i64,
+            value: value.clone(),
+            lease: 0,
+        })
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, rev: i64) -> Vec<KeyValue> {
+        let keys: std::collections::BTreeSet<Vec<u8>> =
+            self.hist.keys().map(|(k, _)| k.clone()).collect();
+        keys.into_iter()
+            .filter(|k| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e))
+            .filter_map(|k| self.kv_at(&k, rev))
+            .collect()
+    }
+}
+
+fn bounds(k: u8, e: Option<u8>) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
+    let start = key(k);
+    match e {
+        None => (start.clone(), vec![], Some(vec![start[0], 0])),
+        Some(e) => {
+            let end = key(e);
+            (start, end.clone(), Some(end))
+        }
+    }
+}
+
+fn run(ops: Vec<Op>) {
+    let backend = MemBackend::new();
+    let mut store = Store::open_with_backend(Arc::new(backend.clone()), small_opts()).unwrap();
+    let mut m = Model {
+        rev: 1,
+        ..Model::default()
+    };
+    let mut batch_events: Vec<Event> = Vec::new();
+    let mut all_events: Vec<Event> = Vec::new();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let mut w = store.write().unwrap();
+        let mut commit_durable = None;
+        for op in ops.by_ref() {
+            match op {
+                Op::Put(k, v) => {
+                    let resp = w
+                        .put(&PutRequest {
+                            key: key(k),
+                            value: vec![v],
+                            prev_kv: true,
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    let prev = m.kv_at(&key(k), m.rev);
+                    m.rev += 1;
+                    m.hist.insert((key(k), m.rev), Some(vec![v]));
+                    assert_eq!(resp.prev_kv, prev);
+                    assert_eq!(resp.revision, m.rev);
+                }
+                Op::Delete(k, e) => {
+                    let (start, range_end, end) = bounds(k, e);
+                    let resp = w
+                        .delete_range(&DeleteRangeRequest {
+                            key: start.clone(),
+                            range_end,
+                            prev_kv: true,
+                        })
+                        .unwrap();
+                    let victims = m.range(&start, end.as_deref(), m.rev);
+                    assert_eq!(resp.prev_kvs, victims);
+                    if !victims.is_empty() {
+                        m.rev += 1;
+                        for v in victims {
+                            m.hist.insert((v.key, m.rev), None);
+                        }
+                    }
+                    assert_eq!(resp.revision, m.rev);
+                }
+                Op::TxnIfVersion(k, ver, v) => {
+                    let resp = w
+                        .txn(&TxnRequest {
+                            compare: vec![Compare {
+                                result: CompareResult::Equal,
+                                target: CompareTarget::Version(ver),
+                                key: key(k),
+                                range_end: vec![],
+                            }],
+                            success: vec![RequestOp::Put(PutRequest {
+                                key: key(k),
+                                value: vec![v],
+                                ..Default::default()
+                            })],
+                            failure: vec![RequestOp::Range(RangeRequest {
+                                key: key(k),
+                                ..Default::default()
+                            })],
+                        })
+                        .unwrap();
+                    let cur_ver = m.kv_at(&key(k), m.rev).map_or(0, |kv| kv.version);
+                    assert_eq!(resp.succeeded, cur_ver == ver);
+                    if resp.succeeded {
+                        m.rev += 1;
+                        m.hist.insert((key(k), m.rev), Some(vec![v]));
+                    }
+                    assert_eq!(resp.revision, m.rev);
+                }
+                Op::Compact(r) => {
+                    let target = 1 + (r as i64) % m.rev;
+                    let res = w.compact(target);
+                    if target <= m.compacted {
+                        assert!(matches!(res, Err(StorageError::Compacted { .. })));
+                    } else {
+                        res.unwrap();
+                        m.compacted = target;
+                    }
+                }
+                Op::Commit(durable) => {
+                    commit_durable = Some(durable);
+                    break;
+                }
+                Op::Read(k, e, limit, r) => {
+                    let rev = m.compacted.max(1) + (r as i64) % (m.rev - m.compacted.max(1) + 1);
+                    let (start, range_end, end) = bounds(k, e);
+                    let resp = w
+                        .range(&RangeRequest {
+                            key: start.clone(),
+                            range_end,
+                            limit,
+                            revision: rev,
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    let want = m.range(&start, end.as_deref(), rev);
+                    assert_eq!(resp.count, want.len() as i64);
+                    let n = if limit > 0 {
+                        (limit as usize).min(want.len())
+                    } else {
+                        want.len()
+                    };
+                    assert_eq!(resp.kvs, want[..n].to_vec());
+                    assert_eq!(resp.more, n < want.len());
+                    if rev > 1 && m.compacted > 1 {
+                        let old = w.range(&RangeRequest {
+                            key: start,
+                            revision: m.compacted - 1,
+                            ..Default::default()
+                        });
+                        assert!(matches!(old, Err(StorageError::Compacted { .. })));
+                    }
+                }
+            }
+        }
+        let durable = commit_durable.unwrap_or(true);
+        let info = w.commit(m.rev as u64, durable).unwrap();
+        assert_eq!(info.revision, m.rev);
+        batch_events.extend(info.events);
+        all_events.append(&mut batch_events);
+        store.check_integrity().unwrap();
+        if durable && m.rev % 3 == 0 {
+            // Reopen from the file content.
+            drop(store);
+            store = Store::open_with_backend(Arc::new(backend.clone()), small_opts()).unwrap();
+            assert_eq!(store.current_revision(), m.rev);
+        }
+    }
+    while store.compact_step().unwrap() {}
+    store.check_integrity().unwrap();
+    let view = store.read();
+    for rev in m.compacted.max(1)..=m.rev {
+        assert_eq!(
+            range_all(&view, rev),
+            m.range(&[0], None, rev),
+            "range at {rev}"
+        );
+    }
+    // Events after the compaction point match the commit-time events.
+    let from = m.compacted + 1;
+    let (events, next) = view.events_since(from, &[0], &[0], usize::MAX).unwrap();
+    let want: Vec<Event> = all_events
+        .into_iter()
+        .filter(|e| e.kv.mod_revision >= from)
+        .collect();
+    assert_eq!(events, want);
+    assert_eq!(next, m.rev + 1);
+    // Snapshot round trip preserves every readable revision and the hash.
+    let mut buf = Vec::new();
+    store.write_snapshot(&mut buf).unwrap();
+    let restored = Store::restore_snapshot_with_backend(
+        Arc::new(MemBackend::new()),
+        &mut buf.as_slice(),
+        small_opts(),
+    )
+    .unwrap();
+    restored.check_integrity().unwrap();
+    let rview = restored.read();
+    assert_eq!(rview.revision(), m.rev);
+    assert_eq!(rview.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
+    for rev in m.compacted.max(1)..=m.rev {
+        assert_eq!(
+            range_all(&rview, rev),
+            m.range(&[0], None, rev),
+            "restored range at {rev}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops);
+    }
+}
