@@ -22,10 +22,10 @@
 //! Executors: see [`runtime`] for the glommio settings that keep io_uring
 //! buffer registration inside an 8 MiB `RLIMIT_MEMLOCK`.
 
-// pub mod bench;
+pub mod bench;
 mod error;
 pub(crate) mod format;
-// mod group;
+mod group;
 mod indexed;
 mod log;
 mod memory;
@@ -41,7 +41,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 pub use error::WalError;
-// pub use group::{GroupCommitter, GroupOptions};
+pub use group::{GroupCommitter, GroupOptions, GroupStats};
 pub use log::{Wal, WalStats};
 pub use memory::MemLog;
 pub use segment::{parse_segment_name, segment_name};
