@@ -159,6 +159,15 @@ pub struct Config {
     #[arg(long, env = "COREKV_REQUEST_TIMEOUT_MS", default_value_t = 7_000)]
     pub request_timeout_ms: u64,
 
+    /// Interval of progress notifications to watchers that asked for them
+    /// (etcd's --experimental-watch-progress-notify-interval, default 10m).
+    #[arg(
+        long,
+        env = "COREKV_WATCH_PROGRESS_NOTIFY_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub watch_progress_notify_interval_ms: u64,
+
     /// Size of one preallocated WAL segment file.
     #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,

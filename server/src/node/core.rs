@@ -394,7 +394,14 @@ impl Core {
         self.applied = last;
         self.shared.applied_index.store(last, Ordering::Release);
         self.shared.commit_index.fetch_max(last, Ordering::Relaxed);
-        drop(info);
+        if !info.events.is_empty() && self.shared.events.receiver_count() > 0 {
+            let batch = super::watch::EventBatch {
+                revision: info.revision,
+                events: info.events,
+            };
+            // No receiver (no serve shard yet) is not an error.
+            let _ = self.shared.events.send(Arc::new(batch));
+        }
         for (reply, result) in answers {
             let _ = reply.send(result);
         }

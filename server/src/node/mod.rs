@@ -13,6 +13,7 @@ pub mod entry;
 pub mod peer;
 pub mod serve;
 pub mod start;
+pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use corekv_storage::Store;
 use corekv_wire::messages as w;
 use corekv_wire::{ApiError, OwnedFrame, WireLimits};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cluster::ClusterInfo;
 use crate::config::Config;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub cluster: RwLock<ClusterInfo>,
     store: RwLock<Arc<Store>>,
     pub to_core: mpsc::Sender<CoreMsg>,
+    /// Applied events, from the core to every shard's watch hub.
+    pub events: broadcast::Sender<Arc<watch::EventBatch>>,
     pub limits: WireLimits,
     pub term: AtomicU64,
     /// Leader's member id, 0 when unknown.

@@ -17,13 +17,17 @@ use std::sync::atomic::Ordering;
 
 use corekv_storage::ReadView;
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, Frame, FrameDecoder, encode_frame, validate_request_frame};
+use corekv_wire::{
+    ApiError, Frame, FrameDecoder, FrameFlags, encode_frame, encode_frame_flags,
+    validate_request_frame,
+};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use tokio::sync::{Notify, oneshot};
 
 use super::core::is_replicated;
+use super::watch::{ConnWatches, Hub};
 use super::{CoreMsg, Shared};
 use crate::http::ETCD_COMPAT_VERSION;
 use crate::kv;
@@ -32,6 +36,7 @@ use crate::metrics::{METRICS, ReqKind};
 pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let hub = Hub::start(shared.clone());
     glommio::spawn_local(async move {
         let active = Rc::new(Cell::new(0usize));
         while !shared.stopping() {
@@ -52,8 +57,9 @@ pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAd
             active.set(active.get() + 1);
             let shared = shared.clone();
             let active = active.clone();
+            let hub = hub.clone();
             glommio::spawn_local(async move {
-                if let Err(e) = connection(shared, stream).await {
+                if let Err(e) = connection(shared, hub, stream).await {
                     tracing::debug!(error = %e, "client connection closed");
                 }
                 active.set(active.get() - 1);
@@ -67,17 +73,26 @@ pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAd
 
 /// Encoded answers waiting for the connection's writer.
 #[derive(Default)]
-struct Outbox {
+pub struct Outbox {
     buf: RefCell<Vec<u8>>,
     wake: Notify,
     closed: Cell<bool>,
 }
 
 impl Outbox {
-    fn push(&self, request_id: u64, resp: &w::Response) {
+    pub fn push(&self, request_id: u64, resp: &w::Response) {
+        self.push_flags(request_id, FrameFlags::NONE, resp);
+    }
+
+    /// Queues one frame; `MORE` marks a frame of a stream (watch) that
+    /// more frames follow.
+    pub fn push_flags(&self, request_id: u64, flags: FrameFlags, resp: &w::Response) {
+        if self.closed.get() {
+            return;
+        }
         let mut buf = self.buf.borrow_mut();
         let was_empty = buf.is_empty();
-        if let Err(e) = encode_frame(request_id, resp, &mut buf) {
+        if let Err(e) = encode_frame_flags(request_id, flags, resp, &mut buf) {
             tracing::error!(error = %e, "cannot encode a response");
             let fallback = w::Response::Error(ApiError::Internal(e.to_string()));
             let _ = encode_frame(request_id, &fallback, &mut buf);
@@ -86,6 +101,20 @@ impl Outbox {
             self.wake.notify_one();
         }
     }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.borrow().len()
+    }
+}
+
+/// What a connection's request handlers share.
+struct Conn {
+    shared: Arc<Shared>,
+    outbox: Rc<Outbox>,
+    permits: Rc<Semaphore>,
+    hub: Rc<Hub>,
+    watches: ConnWatches,
 }
 
 async fn write_loop(
@@ -109,11 +138,18 @@ async fn write_loop(
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), String> {
+async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Result<(), String> {
     let (mut reader, writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone()));
     let permits = Rc::new(Semaphore::new(shared.cfg.max_requests_per_conn as u64));
+    let conn = Rc::new(Conn {
+        shared: shared.clone(),
+        outbox: outbox.clone(),
+        permits: permits.clone(),
+        hub,
+        watches: ConnWatches::default(),
+    });
     let mut decoder = FrameDecoder::new(&shared.limits);
     let result = loop {
         let n = match reader.read(decoder.buf_mut()).await {
@@ -125,7 +161,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), String
         let mut failed = None;
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => handle_frame(&shared, &outbox, &permits, &frame).await,
+                Ok(Some(frame)) => handle_frame(&conn, &frame).await,
                 Ok(None) => break,
                 Err(e) => {
                     // The stream cannot be resynchronised: answer and close.
@@ -183,12 +219,8 @@ fn answer(outbox: &Outbox, request_id: u64, kind: ReqKind, result: Result<w::Res
     outbox.push(request_id, &resp);
 }
 
-async fn handle_frame(
-    shared: &Arc<Shared>,
-    outbox: &Rc<Outbox>,
-    permits: &Rc<Semaphore>,
-    frame: &Frame<'_>,
-) {
+async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
+    let (shared, outbox, permits) = (&conn.shared, &conn.outbox, &conn.permits);
     let id = frame.request_id();
     let req = match validate_request_frame(frame, &shared.limits) {
         Ok(r) => r,
@@ -209,22 +241,41 @@ async fn handle_frame(
             return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
         }
         w::ArchivedRequest::Alarm(a) => return answer(outbox, id, kind, alarm(shared, a)),
+        w::ArchivedRequest::WatchCreate(c) => {
+            if let Err(e) = watch_create(conn, id, c) {
+                answer(outbox, id, kind, Err(e));
+            } else {
+                METRICS.native_request(kind, true);
+            }
+            return;
+        }
+        w::ArchivedRequest::WatchCancel(c) => {
+            let watch_id = c.watch_id.to_native();
+            conn.watches.cancel(&conn.hub, shared, watch_id);
+            let resp = w::WatchResponse {
+                header: shared.header(shared.store().current_revision()),
+                watch_id,
+                canceled: true,
+                ..Default::default()
+            };
+            return answer(outbox, id, kind, Ok(w::Response::Watch(resp)));
+        }
         _ => {}
     }
     let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));
     };
     let owned = frame.to_owned_frame();
-    let shared = shared.clone();
-    let outbox = outbox.clone();
+    let conn = conn.clone();
     let replicated = is_replicated(req);
     glommio::spawn_local(async move {
         let result = match owned.access::<w::Request>() {
             Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
-            Ok(_) if replicated => propose(&shared, owned).await,
-            Ok(req) => slow_path(&shared, req).await,
+            Ok(_) if replicated => propose(&conn.shared, owned).await,
+            Ok(w::ArchivedRequest::WatchProgress(_)) => watch_progress(&conn).await,
+            Ok(req) => slow_path(&conn.shared, req).await,
         };
-        answer(&outbox, id, kind, result);
+        answer(&conn.outbox, id, kind, result);
         drop(permit);
     })
     .detach();
@@ -372,4 +423,32 @@ fn alarm(shared: &Shared, a: &w::ArchivedAlarmRequest) -> Result<w::Response, Ap
         }
         w::ArchivedAlarmAction::Activate => Err(ApiError::NotCapable),
     }
+}
+
+fn watch_create(
+    conn: &Conn,
+    request_id: u64,
+    req: &w::ArchivedWatchCreateRequest,
+) -> Result<(), ApiError> {
+    let watch_id = conn.watches.assign(req.watch_id.to_native())?;
+    let (key, watcher) = conn.hub.add(req, watch_id, request_id, conn.outbox.clone());
+    conn.watches.insert(watch_id, key, watcher);
+    Ok(())
+}
+
+/// etcd's RequestProgress: once every watch of this connection is synced,
+/// a notification (watch id -1) at the revision all of them have reached.
+async fn watch_progress(conn: &Conn) -> Result<w::Response, ApiError> {
+    let deadline = std::time::Instant::now() + conn.shared.cfg.request_timeout();
+    while !conn.watches.all_synced() {
+        if std::time::Instant::now() > deadline {
+            return Err(ApiError::Timeout);
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(w::Response::Watch(w::WatchResponse {
+        header: conn.shared.header(conn.hub.progress_revision()),
+        watch_id: -1,
+        ..Default::default()
+    }))
 }

@@ -197,6 +197,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         cluster: RwLock::new(cluster),
         store: RwLock::new(Arc::new(store)),
         to_core,
+        events: tokio::sync::broadcast::channel(super::watch::WATCH_BROADCAST_DEPTH).0,
         limits,
         term: AtomicU64::new(0),
         leader: AtomicU64::new(0),

@@ -1,0 +1,412 @@
+//! Watches on one serve shard.
+//!
+//! The Raft core broadcasts every applied batch's events (`EventBatch`) to
+//! every shard; each shard's `Hub` fans them out to the watchers of the
+//! connections it owns. A watcher is either
+//! - *synced*: it has seen every event below `next_rev`, and live batches
+//!   deliver what it still needs (events with revision >= `next_rev`); or
+//! - *unsynced*: a catch-up task reads history from the store
+//!   (`ReadView::events_since`) until it reaches a revision the hub has
+//!   already processed, then marks it synced. Watches from a past revision,
+//!   slow consumers and a hub that fell behind the broadcast go through it.
+//!
+//! Invariant: a watcher never receives an event twice nor misses one:
+//! delivery (live or catch-up) only takes events with revision >= next_rev
+//! and then moves next_rev past the delivered revision; the switch to synced
+//! happens only when next_rev > the hub's last processed batch, on this
+//! single thread, so every later event arrives in a batch the hub has yet to
+//! process.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use corekv_storage::{self as st, StorageError};
+use corekv_wire::messages as w;
+use corekv_wire::{ApiError, FrameFlags};
+use tokio::sync::broadcast;
+
+use super::Shared;
+use super::serve::Outbox;
+use crate::kv;
+use crate::metrics::METRICS;
+
+/// Batches of events the core may be ahead of a shard's hub before the hub
+/// falls back to reading history.
+pub const WATCH_BROADCAST_DEPTH: usize = 1024;
+/// Events read from history per catch-up step.
+const CATCH_UP_EVENTS: usize = 1000;
+/// Most events in one watch response frame.
+const MAX_EVENTS_PER_RESPONSE: usize = 1000;
+/// Answers a connection may have queued before its watchers are moved to
+/// catch-up (a slow consumer must not grow server memory without bound).
+const MAX_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// One applied batch, as the core broadcasts it.
+pub struct EventBatch {
+    pub revision: i64,
+    pub events: Vec<st::Event>,
+}
+
+pub struct Watcher {
+    pub watch_id: i64,
+    request_id: u64,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    outbox: Rc<Outbox>,
+    next_rev: Cell<i64>,
+    synced: Cell<bool>,
+    canceled: Cell<bool>,
+}
+
+impl Watcher {
+    fn matches(&self, ev: &st::Event) -> bool {
+        if ev.kv.mod_revision < self.next_rev.get() {
+            return false;
+        }
+        match ev.kind {
+            st::EventKind::Put if self.no_put => return false,
+            st::EventKind::Delete if self.no_delete => return false,
+            _ => {}
+        }
+        in_range(&ev.kv.key, &self.key, &self.range_end)
+    }
+
+    fn to_wire(&self, ev: &st::Event) -> w::Event {
+        w::Event {
+            event_type: match ev.kind {
+                st::EventKind::Put => w::EventType::Put,
+                st::EventKind::Delete => w::EventType::Delete,
+            },
+            kv: kv::key_value(ev.kv.clone()),
+            prev_kv: if self.prev_kv {
+                ev.prev_kv.clone().map(kv::key_value)
+            } else {
+                None
+            },
+        }
+    }
+
+    fn send(&self, shared: &Shared, revision: i64, events: Vec<w::Event>) {
+        let resp = w::Response::Watch(w::WatchResponse {
+            header: shared.header(revision),
+            watch_id: self.watch_id,
+            events,
+            ..Default::default()
+        });
+        self.outbox
+            .push_flags(self.request_id, FrameFlags::MORE, &resp);
+    }
+
+    /// Delivers what matches among `events` (in revision order), in frames
+    /// of bounded size, and moves `next_rev` past `upto`.
+    fn deliver(&self, shared: &Shared, events: &[st::Event], upto: i64) {
+        let mut out = Vec::new();
+        for ev in events.iter().filter(|e| self.matches(e)) {
+            out.push(self.to_wire(ev));
+            if out.len() == MAX_EVENTS_PER_RESPONSE {
+                self.send(shared, upto, std::mem::take(&mut out));
+            }
+        }
+        if !out.is_empty() {
+            self.send(shared, upto, out);
+        }
+        self.next_rev.set(self.next_rev.get().max(upto + 1));
+    }
+
+    /// The final frame of this watch on its create request id.
+    pub fn cancel(&self, shared: &Shared, compact_revision: i64, reason: &str) {
+        if self.canceled.replace(true) {
+            return;
+        }
+        let resp = w::Response::Watch(w::WatchResponse {
+            header: shared.header(shared.store().current_revision()),
+            watch_id: self.watch_id,
+            canceled: true,
+            compact_revision,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        });
+        self.outbox
+            .push_flags(self.request_id, FrameFlags::NONE, &resp);
+    }
+}
+
+/// etcd's key range rule: empty range_end = the key alone; "\0" = every key
+/// >= key; otherwise [key, range_end).
+fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    match range_end {
+        [] => k == key,
+        [0] => k >= key,
+        end => k >= key && k < end,
+    }
+}
+
+pub struct Hub {
+    shared: Arc<Shared>,
+    watchers: RefCell<HashMap<u64, Rc<Watcher>>>,
+    next_key: Cell<u64>,
+    /// Highest batch revision this hub has processed (or the store's
+    /// revision when the hub subscribed).
+    last_batch_rev: Cell<i64>,
+}
+
+impl Hub {
+    /// Subscribes to the core's batches (before reading the store's revision,
+    /// so no batch falls between) and starts the fan-out and progress tasks.
+    pub fn start(shared: Arc<Shared>) -> Rc<Hub> {
+        let mut rx = shared.events.subscribe();
+        let hub = Rc::new(Hub {
+            last_batch_rev: Cell::new(shared.store().current_revision()),
+            shared,
+            watchers: RefCell::new(HashMap::new()),
+            next_key: Cell::new(1),
+        });
+        let h = hub.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(batch) => h.on_batch(&batch),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "watch hub fell behind; catching watchers up from history"
+                        );
+                        h.resync_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+        .detach();
+        let h = hub.clone();
+        let interval =
+            Duration::from_millis(h.shared.cfg.watch_progress_notify_interval_ms.max(10));
+        glommio::spawn_local(async move {
+            while !h.shared.stopping() {
+                glommio::timer::sleep(interval).await;
+                h.notify_progress();
+            }
+        })
+        .detach();
+        hub
+    }
+
+    fn on_batch(self: &Rc<Self>, batch: &EventBatch) {
+        self.last_batch_rev
+            .set(self.last_batch_rev.get().max(batch.revision));
+        let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
+        for w in watchers {
+            if !w.synced.get() || w.canceled.get() {
+                continue;
+            }
+            if w.outbox.pending_bytes() > MAX_OUTBOX_BYTES {
+                w.synced.set(false);
+                spawn_catch_up(self.shared.clone(), self.clone(), w);
+                continue;
+            }
+            w.deliver(&self.shared, &batch.events, batch.revision);
+        }
+    }
+
+    fn resync_all(self: &Rc<Self>) {
+        let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
+        for w in watchers {
+            if w.synced.replace(false) {
+                spawn_catch_up(self.shared.clone(), self.clone(), w);
+            }
+        }
+    }
+
+    fn notify_progress(&self) {
+        let rev = self.last_batch_rev.get();
+        for w in self.watchers.borrow().values() {
+            if w.progress_notify && w.synced.get() && !w.canceled.get() {
+                w.send(&self.shared, rev, Vec::new());
+            }
+        }
+    }
+
+    /// Registers a watch and answers `created`; history (if asked) follows.
+    pub fn add(
+        self: &Rc<Hub>,
+        req: &w::ArchivedWatchCreateRequest,
+        watch_id: i64,
+        request_id: u64,
+        outbox: Rc<Outbox>,
+    ) -> (u64, Rc<Watcher>) {
+        let start = req.start_revision.to_native();
+        let watcher = Rc::new(Watcher {
+            watch_id,
+            request_id,
+            key: req.key.to_vec(),
+            range_end: req.range_end.to_vec(),
+            prev_kv: req.prev_kv,
+            no_put: req
+                .filters
+                .iter()
+                .any(|f| matches!(f, w::ArchivedWatchFilterType::NoPut)),
+            no_delete: req
+                .filters
+                .iter()
+                .any(|f| matches!(f, w::ArchivedWatchFilterType::NoDelete)),
+            progress_notify: req.progress_notify,
+            outbox,
+            next_rev: Cell::new(0),
+            synced: Cell::new(false),
+            canceled: Cell::new(false),
+        });
+        let current = self.shared.store().current_revision();
+        let created = w::Response::Watch(w::WatchResponse {
+            header: self.shared.header(current),
+            watch_id,
+            created: true,
+            ..Default::default()
+        });
+        watcher
+            .outbox
+            .push_flags(request_id, FrameFlags::MORE, &created);
+        let key = self.next_key.get();
+        self.next_key.set(key + 1);
+        self.watchers.borrow_mut().insert(key, watcher.clone());
+        METRICS.watchers.fetch_add(1, Ordering::Relaxed);
+        if start <= 0 {
+            // From now on: everything up to what the store or the hub has seen
+            // is "the past".
+            watcher
+                .next_rev
+                .set(current.max(self.last_batch_rev.get()) + 1);
+            watcher.synced.set(true);
+        } else {
+            watcher.next_rev.set(start);
+            spawn_catch_up(self.shared.clone(), self.clone(), watcher.clone());
+        }
+        (key, watcher)
+    }
+
+    pub fn remove(&self, key: u64) {
+        if self.watchers.borrow_mut().remove(&key).is_some() {
+            METRICS.watchers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Revision up to which every synced watcher has been sent everything.
+    pub fn progress_revision(&self) -> i64 {
+        self.last_batch_rev.get()
+    }
+}
+
+fn spawn_catch_up(shared: Arc<Shared>, hub: Rc<Hub>, w: Rc<Watcher>) {
+    glommio::spawn_local(async move {
+        while !w.canceled.get() && !shared.stopping() {
+            while w.outbox.pending_bytes() > MAX_OUTBOX_BYTES / 2 && !w.canceled.get() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            let view = shared.store().read();
+            match view.events_since(w.next_rev.get(), &w.key, &w.range_end, CATCH_UP_EVENTS) {
+                Err(StorageError::Compacted { .. }) => {
+                    w.cancel(
+                        &shared,
+                        view.compacted_revision(),
+                        ApiError::Compacted.message(),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    w.cancel(&shared, 0, &e.to_string());
+                    return;
+                }
+                Ok((events, next)) => {
+                    w.deliver(&shared, &events, next - 1);
+                    if next > view.revision() && view.revision() >= hub.last_batch_rev.get() {
+                        w.next_rev.set(next);
+                        w.synced.set(true);
+                        return;
+                    }
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+    })
+    .detach();
+}
+
+/// The watches of one connection, by watch id.
+#[derive(Default)]
+pub struct ConnWatches {
+    by_id: RefCell<HashMap<i64, (u64, Rc<Watcher>)>>,
+    next_id: Cell<i64>,
+}
+
+impl ConnWatches {
+    /// Picks the watch id: the client's if it asked for a free one, else
+    /// the next unused one (etcd assigns per stream, from 0).
+    pub fn assign(&self, requested: i64) -> Result<i64, ApiError> {
+        let ids = self.by_id.borrow();
+        if requested != 0 {
+            if ids.contains_key(&requested) || requested < 0 {
+                return Err(ApiError::MalformedRequest(format!(
+                    "watch id {requested} is already in use"
+                )));
+            }
+            return Ok(requested);
+        }
+        let mut id = self.next_id.get();
+        while ids.contains_key(&id) {
+            id += 1;
+        }
+        self.next_id.set(id + 1);
+        Ok(id)
+    }
+
+    pub fn insert(&self, watch_id: i64, hub_key: u64, w: Rc<Watcher>) {
+        self.by_id.borrow_mut().insert(watch_id, (hub_key, w));
+    }
+
+    /// Cancels one watch: its final frame goes out on its create request id.
+    pub fn cancel(&self, hub: &Hub, shared: &Shared, watch_id: i64) -> bool {
+        let Some((key, w)) = self.by_id.borrow_mut().remove(&watch_id) else {
+            return false;
+        };
+        hub.remove(key);
+        w.cancel(shared, 0, "");
+        true
+    }
+
+    pub fn all_synced(&self) -> bool {
+        self.by_id
+            .borrow()
+            .values()
+            .all(|(_, w)| w.synced.get() || w.canceled.get())
+    }
+
+    /// Drops every watch of a closing connection.
+    pub fn clear(&self, hub: &Hub) {
+        for (_, (key, w)) in self.by_id.borrow_mut().drain() {
+            w.canceled.set(true);
+            hub.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_range;
+
+    #[test]
+    fn range_rules_match_etcd() {
+        assert!(in_range(b"a", b"a", b""));
+        assert!(!in_range(b"ab", b"a", b""));
+        assert!(in_range(b"zz", b"a", b"\0"));
+        assert!(!in_range(b"0", b"a", b"\0"));
+        assert!(in_range(b"ab", b"a", b"b"));
+        assert!(!in_range(b"b", b"a", b"b"));
+    }
+}

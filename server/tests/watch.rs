@@ -1,0 +1,183 @@
+//! Watches against real members: live events, history, filters, prev_kv,
+//! compaction, cancel, progress; and on a follower of a 3-member cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use corekv_wire::messages as w;
+use corekv_wire::{Client, WatchStream};
+
+async fn next(ws: &mut WatchStream) -> w::WatchResponse {
+    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a watch response within 10 s")
+        .expect("watch stream error")
+        .expect("watch stream ended");
+    frame.to_owned_watch().expect("decode watch response")
+}
+
+/// Collects events until `n` arrived.
+async fn events(ws: &mut WatchStream, n: usize) -> Vec<w::Event> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let r = next(ws).await;
+        assert!(!r.canceled, "unexpected cancel: {r:?}");
+        out.extend(r.events);
+    }
+    assert_eq!(out.len(), n);
+    out
+}
+
+fn watch(key: &str, end: &str, start: i64) -> w::WatchCreateRequest {
+    w::WatchCreateRequest {
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        start_revision: start,
+        ..Default::default()
+    }
+}
+
+async fn created(c: &Client, req: w::WatchCreateRequest) -> WatchStream {
+    c.watch(req).await.expect("watch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_live_history_filters_and_cancel() {
+    let cluster = Cluster::start(1, &["--watch-progress-notify-interval-ms", "200"]).await;
+    let c = cluster.client(0).await;
+
+    let mut live = created(
+        &c,
+        w::WatchCreateRequest {
+            prev_kv: true,
+            ..watch("k", "l", 0)
+        },
+    )
+    .await;
+    let mut no_put = created(
+        &c,
+        w::WatchCreateRequest {
+            filters: vec![w::WatchFilterType::NoPut],
+            ..watch("k", "l", 0)
+        },
+    )
+    .await;
+    c.put(put("k1", "a")).await.unwrap();
+    c.put(put("k1", "b")).await.unwrap();
+    c.put(put("other", "x")).await.unwrap();
+    c.delete_range(w::DeleteRangeRequest {
+        key: b"k1".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let evs = events(&mut live, 3).await;
+    assert_eq!(evs[0].event_type, w::EventType::Put);
+    assert_eq!(evs[0].kv.value, b"a");
+    assert!(evs[0].prev_kv.is_none());
+    assert_eq!(evs[1].prev_kv.as_ref().unwrap().value, b"a");
+    assert_eq!(evs[2].event_type, w::EventType::Delete);
+    assert_eq!(evs[2].kv.mod_revision, 5);
+    let evs = events(&mut no_put, 1).await;
+    assert_eq!(evs[0].event_type, w::EventType::Delete);
+
+    // From a past revision: history first, then live, no gap, no duplicate.
+    let mut hist = created(&c, watch("k", "l", 2)).await;
+    c.put(put("k2", "c")).await.unwrap();
+    let evs = events(&mut hist, 4).await;
+    let revs: Vec<i64> = evs.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(revs, [2, 3, 5, 6]);
+
+    // The live watch got k2 too, and no progress notification (it did not
+    // ask for them) even though the interval (200 ms) passed meanwhile.
+    let r = next(&mut live).await;
+    assert_eq!(r.events.len(), 1, "{r:?}");
+    assert_eq!(r.events[0].kv.key, b"k2");
+
+    // Progress notification: no events, not created/canceled.
+    let mut saw_progress = false;
+    let mut pn = created(
+        &c,
+        w::WatchCreateRequest {
+            progress_notify: true,
+            ..watch("zzz", "", 0)
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let r = next(&mut pn).await;
+        if r.events.is_empty()
+            && !r.created
+            && !r.canceled
+            && r.compact_revision == 0
+            && r.header.revision != 0
+        {
+            saw_progress = true;
+            break;
+        }
+    }
+    assert!(saw_progress, "no progress notification");
+
+    // RequestProgress is answered with watch id -1.
+    let p = c.watch_progress(w::WatchProgressRequest {}).await.unwrap();
+    assert_eq!(p.watch_id, -1);
+    assert!(p.header.revision >= 6);
+
+    // Cancel ends the stream with a canceled frame.
+    let last = hist.cancel().await.unwrap();
+    assert!(
+        last.map(|f| f.to_owned_watch().unwrap().canceled)
+            .unwrap_or(true)
+    );
+    let _ = live;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_compacted_revision_is_canceled() {
+    let cluster = Cluster::start(1, &[]).await;
+    let c = cluster.client(0).await;
+    for i in 0..5 {
+        c.put(put("c", &i.to_string())).await.unwrap();
+    }
+    c.compact(w::CompactionRequest {
+        revision: 5,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let mut ws = c.watch(watch("c", "", 2)).await.unwrap();
+    let mut canceled = None;
+    for _ in 0..3 {
+        let r = next(&mut ws).await;
+        if r.canceled {
+            canceled = Some(r);
+            break;
+        }
+    }
+    let r = canceled.expect("a canceled response");
+    assert_eq!(r.compact_revision, 5);
+    assert_eq!(
+        r.cancel_reason,
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_follower_sees_leader_writes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let fc = cluster.client(follower).await;
+    let lc = cluster.client(leader).await;
+    let mut ws = created(&fc, watch("f", "g", 0)).await;
+    for i in 0..50 {
+        lc.put(put(&format!("f{i:02}"), "v")).await.unwrap();
+    }
+    let evs = events(&mut ws, 50).await;
+    for (i, e) in evs.iter().enumerate() {
+        assert_eq!(e.kv.key, format!("f{i:02}").into_bytes());
+    }
+}
