@@ -417,7 +417,7 @@ impl Db {
         if durable {
             // Pages written before this meta is durable (free-list chunks)
             // must not be reachable from the previous durable meta.
-            w.free.release(oldest.min(w.durable_txid));
+            w.free.release(oldest, w.durable_txid);
             if let Some(t) = truncate {
                 w.page_count = t;
             }
@@ -445,7 +445,7 @@ impl Db {
             w.backend.sync()?;
             w.durable_slot = slot;
             w.durable_txid = txid;
-            w.free.release(oldest.min(txid));
+            w.free.release(oldest, txid);
             if truncate.is_some() {
                 // Only after the new meta is durable: the old one may reference
                 // free-list chunks beyond the cut. Mappings may stay longer than
@@ -455,7 +455,7 @@ impl Db {
                 w.file_len = len;
             }
         } else {
-            w.free.release(oldest.min(w.durable_txid));
+            w.free.release(oldest, w.durable_txid);
             meta.page_count = w.page_count;
         }
         w.meta = meta;

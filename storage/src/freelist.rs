@@ -13,7 +13,7 @@
 //! or scan; persisting costs one page write per [`FREE_CHUNK_CAP`] ids that
 //! changed state since the last durable commit, plus the pending set.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::error::{Result, StorageError};
 use crate::page::{self, FREE_CHUNK_CAP, HEADER, PageBuf, TYPE_FREE_CHUNK};
@@ -80,6 +80,11 @@ pub struct FreeList {
     /// here and handed out only when nothing lower is free.
     park_at: Option<u64>,
     parked: Vec<u64>,
+    /// Pages allocated since the last durable commit. The durable meta cannot
+    /// reach them, so once freed only readers pin them (`pending_young`).
+    young: HashSet<u64>,
+    pending_young: VecDeque<(u64, Vec<u64>)>,
+    txn_freed_young: Vec<u64>,
     txn_parked: Vec<u64>,
     txn_unparked: Vec<u64>,
 }
@@ -107,12 +112,16 @@ impl FreeList {
                     self.parked.push(p);
                     self.txn_parked.push(p);
                 }
-                _ => return Ok(Some(p)),
+                _ => {
+                    self.young.insert(p);
+                    return Ok(Some(p));
+                }
             }
         }
         let p = self.parked.pop();
         if let Some(p) = p {
             self.txn_unparked.push(p);
+            self.young.insert(p);
         }
         Ok(p)
     }
@@ -135,7 +144,10 @@ impl FreeList {
                     self.parked.push(p);
                     self.txn_parked.push(p);
                 }
-                _ => out.push(p),
+                _ => {
+                    self.young.insert(p);
+                    out.push(p);
+                }
             }
         }
         Ok(out)
@@ -181,7 +193,11 @@ impl FreeList {
 
     /// Frees a page that committed state (or a reader) may still reach.
     pub fn free(&mut self, id: u64, _txid: u64) {
-        self.txn_freed.push(id);
+        if self.young.contains(&id) {
+            self.txn_freed_young.push(id);
+        } else {
+            self.txn_freed.push(id);
+        }
     }
 
     /// Frees a page allocated in the current transaction: nobody else can see it.
@@ -202,12 +218,18 @@ impl FreeList {
             self.pending_total += freed.len() as u64;
             self.pending.push_back((txid, freed));
         }
+        let freed = std::mem::take(&mut self.txn_freed_young);
+        if !freed.is_empty() {
+            self.pending_total += freed.len() as u64;
+            self.pending_young.push_back((txid, freed));
+        }
     }
 
     /// Undoes every allocation and free of the current transaction.
     pub fn rollback_txn(&mut self) {
         self.txn_reuse.clear();
         self.txn_freed.clear();
+        self.txn_freed_young.clear();
         let popped = std::mem::take(&mut self.txn_popped_loose);
         self.loose.extend(popped);
         if let Some(h) = self.txn_head.take() {
@@ -220,12 +242,20 @@ impl FreeList {
         self.parked.append(&mut self.txn_unparked);
     }
 
-    /// Moves pending pages freed at txid <= `safe_txid` to the reusable set.
-    pub fn release(&mut self, safe_txid: u64) {
-        while self.pending.front().is_some_and(|(f, _)| *f <= safe_txid) {
-            if let Some((_, ids)) = self.pending.pop_front() {
-                self.pending_total -= ids.len() as u64;
-                self.loose.extend(ids);
+    /// Makes reusable the pending pages no reader (snapshot txid >=
+    /// `reader_safe`) and, for pages older than the last durable commit, no
+    /// durable meta (txid `durable`) can reach.
+    pub fn release(&mut self, reader_safe: u64, durable: u64) {
+        let old_safe = reader_safe.min(durable);
+        for (queue, safe) in [
+            (&mut self.pending, old_safe),
+            (&mut self.pending_young, reader_safe),
+        ] {
+            while queue.front().is_some_and(|(f, _)| *f <= safe) {
+                if let Some((_, ids)) = queue.pop_front() {
+                    self.pending_total -= ids.len() as u64;
+                    self.loose.extend(ids);
+                }
             }
         }
     }
@@ -237,6 +267,7 @@ impl FreeList {
             + self.pending_total
             + self.txn_reuse.len() as u64
             + self.txn_freed.len() as u64
+            + self.txn_freed_young.len() as u64
             + self.parked.len() as u64
     }
 
@@ -278,18 +309,28 @@ impl FreeList {
             // only pending ones are free-list pages of this very commit.
             self.loose.retain(|p| *p < t);
             self.parked.retain(|p| *p < t);
-            for (_, v) in self.pending.iter_mut() {
-                v.retain(|p| *p < t);
+            for queue in [&mut self.pending, &mut self.pending_young] {
+                for (_, v) in queue.iter_mut() {
+                    v.retain(|p| *p < t);
+                }
+                queue.retain(|(_, v)| !v.is_empty());
             }
-            self.pending.retain(|(_, v)| !v.is_empty());
-            self.pending_total = self.pending.iter().map(|(_, v)| v.len() as u64).sum();
+            self.pending_total = self
+                .pending
+                .iter()
+                .chain(self.pending_young.iter())
+                .map(|(_, v)| v.len() as u64)
+                .sum();
         }
         let mut writes = Vec::new();
-        // Pending chain: every pending id, reusable after a restart.
+        // Pending chain: every pending and parked id (kept out of the
+        // reusable chain at runtime), all reusable after a restart.
         let all_pending: Vec<u64> = self
             .pending
             .iter()
+            .chain(self.pending_young.iter())
             .flat_map(|(_, v)| v.iter().copied())
+            .chain(self.parked.iter().copied())
             .collect();
         let n_pages = all_pending.len().div_ceil(FREE_CHUNK_CAP);
         let mut chain_pages = Vec::with_capacity(n_pages);
@@ -315,6 +356,8 @@ impl FreeList {
                 chain_count: self.head.chain_count,
             };
         }
+        // Everything allocated so far is part of the new durable state.
+        self.young.clear();
         (writes, self.head.page, pending_head, self.head.chain_count)
     }
 
@@ -325,7 +368,8 @@ impl FreeList {
         free.extend(self.parked.iter().copied());
         free.extend(self.txn_reuse.iter().copied());
         free.extend(self.txn_freed.iter().copied());
-        for (_, v) in &self.pending {
+        free.extend(self.txn_freed_young.iter().copied());
+        for (_, v) in self.pending.iter().chain(self.pending_young.iter()) {
             free.extend(v.iter().copied());
         }
         let mut chunks: Vec<u64> = self.pending_chain.clone();
@@ -353,6 +397,7 @@ impl FreeList {
     pub fn pinned_at_or_above(&self, target: u64, txid: u64) -> bool {
         self.pending
             .iter()
+            .chain(self.pending_young.iter())
             .any(|(f, v)| *f < txid && v.iter().any(|p| *p >= target))
     }
 

@@ -153,3 +153,65 @@ fn crash_with_torn_partial_writes() {
         assert!(crash_everywhere(seed, true) > 50);
     }
 }
+
+#[test]
+fn crash_during_defragmentation() {
+    let build = || {
+        let backend = MemBackend::new();
+        let opts = StoreOptions {
+            defrag_batch_pages: 8,
+            ..small_opts()
+        };
+        let store = Store::open_with_backend(Arc::new(backend.clone()), opts).unwrap();
+        for round in 0..8u32 {
+            let mut b = store.write().unwrap();
+            for k in 0..60u32 {
+                let key = format!("k{:04}", round * 60 + k);
+                b.put(&PutRequest {
+                    key: key.into_bytes(),
+                    value: vec![round as u8; 150],
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            b.commit(round as u64, false).unwrap();
+        }
+        let mut b = store.write().unwrap();
+        b.delete_range(&DeleteRangeRequest {
+            key: b"k0000".to_vec(),
+            range_end: b"k0400".to_vec(),
+            prev_kv: false,
+        })
+        .unwrap();
+        let rev = b.revision();
+        b.compact(rev).unwrap();
+        b.commit(9, true).unwrap();
+        while store.compact_step().unwrap() {}
+        store.sync().unwrap();
+        (store, backend)
+    };
+    let (store, probe) = build();
+    let want = expect_of(&store);
+    let before = probe.op_count();
+    store.defragment_report().unwrap();
+    let total = probe.op_count() - before;
+    assert!(total > 10);
+    for n in 0..total {
+        for partial in [false, true] {
+            let (store, backend) = build();
+            backend.fail_after(n);
+            let _ = store.defragment();
+            drop(store);
+            if partial {
+                backend.crash_partial(n);
+            } else {
+                backend.crash();
+            }
+            let store = Store::open_with_backend(Arc::new(backend), small_opts()).unwrap();
+            store
+                .check_integrity()
+                .unwrap_or_else(|e| panic!("defrag crash at io {n}: {e}"));
+            assert_eq!(expect_of(&store), want, "defrag crash at io {n}");
+        }
+    }
+}
