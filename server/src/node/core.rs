@@ -105,6 +105,7 @@ impl Core {
         mut client_rx: mpsc::Receiver<CoreMsg>,
         mut peer_rx: mpsc::Receiver<PeerIn>,
     ) -> Result<(), String> {
+        spawn_key_counter(self.shared.clone());
         let tick = self.shared.cfg.tick_interval();
         let mut next_tick = Instant::now() + tick;
         self.publish_status();
@@ -587,6 +588,39 @@ impl Core {
     pub fn conf_state(&self) -> ConfState {
         self.raw.status().conf_state
     }
+}
+
+/// How often the keys-total gauge is recounted.
+const KEY_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps `etcd_debugging_mvcc_keys_total` current: a count-only range over
+/// the whole key space on the blocking pool, every `KEY_COUNT_INTERVAL`
+/// (a leaf scan; it never blocks the Raft core).
+fn spawn_key_counter(shared: Arc<Shared>) {
+    glommio::spawn_local(async move {
+        while !shared.stopping() {
+            let view = shared.store().read();
+            let counted = glommio::executor()
+                .spawn_blocking(move || {
+                    let all = corekv_storage::RangeRequest {
+                        key: vec![0],
+                        range_end: vec![0],
+                        count_only: true,
+                        ..Default::default()
+                    };
+                    view.range(&all).map(|r| r.count)
+                })
+                .await;
+            if let Ok(n) = counted {
+                METRICS.keys_total.store(n, Ordering::Relaxed);
+            }
+            let deadline = Instant::now() + KEY_COUNT_INTERVAL;
+            while !shared.stopping() && Instant::now() < deadline {
+                glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    })
+    .detach();
 }
 
 fn raft_error(e: RaftError) -> ApiError {
