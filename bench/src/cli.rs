@@ -206,6 +206,26 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// WAL micro-benchmark (corekv_raftcore::wal::bench): group-committed
+    /// appends from 1..N proposers next to a raw O_DIRECT write+fdatasync loop.
+    Wal {
+        /// Parent directory on the disk under test (not tmpfs).
+        #[arg(long, default_value = "/var/tmp/corekv-wal-bench")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        entry_bytes: usize,
+        /// Concurrent proposer counts, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        proposers: Vec<usize>,
+        /// Measured time per run.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+        #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+        warmup: Duration,
+        /// Duration of the raw write+fdatasync baseline.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        raw_duration: Duration,
+    },
     /// Start etcd (and corekv when it can serve) on free loopback ports, run
     /// the standard workloads against each, print one table.
     Compare(CompareArgs),

@@ -42,6 +42,8 @@ pub enum BenchError {
     ServerStart { what: String, detail: String },
     #[error("native protocol: {0}")]
     Native(String),
+    #[error("wal bench: {0}")]
+    Wal(String),
 }
 
 impl BenchError {

@@ -12,6 +12,7 @@ mod progress;
 mod recorder;
 mod report;
 mod target;
+mod wal;
 mod workload;
 
 use clap::Parser;
@@ -28,6 +29,30 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    // The WAL bench runs its own glommio executor; no tokio runtime needed.
+    if let Command::Wal {
+        dir,
+        entry_bytes,
+        proposers,
+        duration,
+        warmup,
+        raw_duration,
+    } = &cli.command
+    {
+        let args = wal::WalArgs {
+            dir: dir.clone(),
+            entry_bytes: *entry_bytes,
+            proposers: proposers.clone(),
+            duration: *duration,
+            warmup: *warmup,
+            raw_duration: *raw_duration,
+        };
+        if let Err(e) = wal::wal(args, cli.global.output) {
+            eprintln!("corekv-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +195,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             g.clients,
             workload::lease::keepalive(&target, g.clients, *ttl, load).await?,
         ),
-        Command::Compare(_) => unreachable!("handled above"),
+        Command::Compare(_) | Command::Wal { .. } => unreachable!("handled above"),
     };
     let info = RunInfo {
         workload: name,
