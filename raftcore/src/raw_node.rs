@@ -42,6 +42,10 @@ pub struct Ready {
     /// A snapshot from the leader: install its image (which arrived with the
     /// `Snapshot` message) and persist the metadata before `entries`.
     pub snapshot: Option<SnapshotMeta>,
+    /// What `advance` marks applied: the last committed entry (or snapshot)
+    /// handed out up to this Ready. Kept apart from `committed_entries` so
+    /// the caller may move fields out before advancing.
+    apply_upto: u64,
 }
 
 impl Ready {
@@ -278,45 +282,42 @@ impl RawNode {
         };
         if let Some((first_index, last_index, last_term)) = write {
             if self.writes.len() >= self.raft.cfg.max_inflight_msgs.max(2) {
-                // Merge the two oldest: acknowledging the merged write now
-                // needs the later one's (index, term), which is conservative.
-                if let (Some(a), Some(b)) = (self.writes.pop_front(), self.writes.pop_front()) {
-                    self.writes.push_front(Write {
-                        first_index: a.first_index.min(b.first_index),
-                        ..b
-                    });
+                // Full: extend the newest tracked write instead of tracking a
+                // new one. Acks of older writes stay exact; the extended one
+                // is acknowledged by this write's (index, term), which is
+                // conservative.
+                if let Some(back) = self.writes.back_mut() {
+                    back.first_index = back.first_index.min(first_index);
+                    back.last_index = last_index;
+                    back.last_term = last_term;
                 }
+            } else {
+                self.writes.push_back(Write {
+                    first_index,
+                    last_index,
+                    last_term,
+                });
             }
-            self.writes.push_back(Write {
-                first_index,
-                last_index,
-                last_term,
-            });
         }
         let r = &mut self.raft;
-        let max_apply = r.cfg.max_size_per_msg_bytes;
+        let committed_entries = r.log.take_committed(r.cfg.max_size_per_msg_bytes);
         Ready {
             hard_state,
             entries,
             messages: std::mem::take(&mut r.msgs),
             persisted_messages: std::mem::take(&mut r.persisted_msgs),
-            committed_entries: r.log.take_committed(max_apply),
+            committed_entries,
             read_states: std::mem::take(&mut r.read_states),
             snapshot,
+            apply_upto: r.log.apply_handed,
         }
     }
 
-    /// Reports that `rd.committed_entries` (and `rd.snapshot`) were applied
-    /// to the state machine. Readys must be advanced in the order they were
-    /// taken; the caller may move fields out of `rd` first.
+    /// Reports that `rd.committed_entries` (and `rd.snapshot`), and those of
+    /// every earlier Ready, were applied to the state machine. The caller may
+    /// move fields out of `rd` first.
     pub fn advance(&mut self, rd: Ready) {
-        self.advance_applied(
-            rd.committed_entries
-                .last()
-                .map(|e| e.index)
-                .max(rd.snapshot.map(|s| s.index))
-                .unwrap_or(0),
-        );
+        self.advance_applied(rd.apply_upto);
     }
 
     /// Like `advance`, for applications that apply asynchronously: every

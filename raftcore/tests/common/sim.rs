@@ -153,7 +153,8 @@ impl Sim {
             log: VecDeque::new(),
             reads_served: 0,
         };
-        for id in 1..=n {
+        // Two spare nodes start outside the membership; conf changes add them.
+        for id in 1..=n + 2 {
             sim.nodes.insert(
                 id,
                 SimNode {
@@ -302,7 +303,7 @@ impl Sim {
             }
             500..=509 => {
                 let leaders = self.leader_ids();
-                let voters = self.initial.voters.clone();
+                let voters = self.members().0;
                 if let (Some(l), Some(to)) = (self.pick(&leaders), self.pick(&voters)) {
                     if let Some(r) = self.nodes.get_mut(&l).and_then(|n| n.raw.as_mut()) {
                         r.transfer_leader(to);
@@ -315,6 +316,7 @@ impl Sim {
                     self.take_snapshot(id);
                 }
             }
+            580..=639 => self.change_membership(),
             570..=579 => {
                 if let Some(id) = self.pick(&live) {
                     let r = self.nodes.get_mut(&id).and_then(|n| n.raw.as_mut());
@@ -372,6 +374,71 @@ impl Sim {
         } else if !self.groups.is_empty() && self.rng.chance(8) {
             self.groups.clear();
             self.event("heal".to_string());
+        }
+    }
+
+    /// Membership as the current leader (or else node 1) sees it.
+    fn members(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let from = self.leader_ids().first().copied().unwrap_or(1);
+        match self.nodes[&from].raw.as_ref() {
+            Some(r) => {
+                let cs = r.status().conf_state;
+                (cs.voters, cs.learners)
+            }
+            None => (self.initial.voters.clone(), Vec::new()),
+        }
+    }
+
+    /// A random single-server change proposed on the leader, keeping at
+    /// least three voters.
+    fn change_membership(&mut self) {
+        let leaders = self.leader_ids();
+        let Some(l) = self.pick(&leaders) else {
+            return;
+        };
+        let (voters, learners) = self.members();
+        let outside: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .collect();
+        let cc = match self.rng.below(4) {
+            0 => self.pick(&outside).map(|id| ConfChange::AddLearner {
+                id,
+                context: vec![],
+            }),
+            1 => self.pick(&outside).map(|id| ConfChange::AddVoter {
+                id,
+                context: vec![],
+            }),
+            2 => self.pick(&learners).map(|id| ConfChange::Promote { id }),
+            _ if voters.len() > 3 || !learners.is_empty() => {
+                let all: Vec<NodeId> = if voters.len() > 3 {
+                    voters.iter().chain(&learners).copied().collect()
+                } else {
+                    learners.clone()
+                };
+                self.pick(&all).map(|id| ConfChange::Remove { id })
+            }
+            _ => None,
+        };
+        let Some(cc) = cc else { return };
+        let raw = self.nodes.get_mut(&l).and_then(|n| n.raw.as_mut());
+        match raw.map(|r| r.propose_conf_change(cc.clone())) {
+            Some(Ok(i)) => self.event(format!("conf change {cc:?} on {l} at {i}")),
+            Some(Err(e)) => {
+                let st = self.nodes[&l].raw.as_ref().map(|r| {
+                    (
+                        r.status().applied,
+                        r.status().commit,
+                        r.status().persisted,
+                        r.status().last_index,
+                    )
+                });
+                self.event(format!("conf change {cc:?} on {l} refused: {e} {st:?}"))
+            }
+            None => {}
         }
     }
 
@@ -715,11 +782,16 @@ impl Sim {
                     }
                 }
             }
-            let done = self.nodes.values().all(|n| {
-                n.sm.iter().any(|e| e.data == marker) && n.sm.len() as u64 >= self.max_committed()
-            });
+            let (voters, learners) = self.members();
+            let members: Vec<NodeId> = voters.iter().chain(&learners).copied().collect();
+            let done = !voters.is_empty()
+                && members.iter().all(|id| {
+                    let n = &self.nodes[id];
+                    n.sm.iter().any(|e| e.data == marker)
+                        && n.sm.len() as u64 >= self.max_committed()
+                });
             if done {
-                let first = &self.nodes.values().next().expect("nodes").sm;
+                let first = &self.nodes[&members[0]].sm;
                 for (id, n) in &self.nodes {
                     let common = first.len().min(n.sm.len());
                     if n.sm[..common] != first[..common] {
