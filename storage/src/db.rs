@@ -12,6 +12,7 @@ use crate::node::{NodeRef, PageView, ValRef};
 use crate::page::{FIRST_DATA_PAGE, Meta, PAGE_SIZE, TYPE_OVERFLOW};
 use crate::tree::{self, MAX_DEPTH, TreeRead};
 use crate::txn::TreeTxn;
+use crate::verified::Verified;
 
 #[derive(Clone, Debug)]
 pub struct DbOptions {
@@ -70,6 +71,7 @@ pub struct Snapshot {
     pub(crate) map: Arc<dyn Mapped>,
     pub(crate) meta: Meta,
     verify: bool,
+    verified: Arc<Verified>,
     _reg: Registration,
 }
 
@@ -93,11 +95,12 @@ impl TreeRead for Snapshot {
         if id >= self.meta.page_count || id < FIRST_DATA_PAGE {
             return Err(StorageError::corrupted(id, "page id out of range"));
         }
-        Ok(NodeRef::Page(PageView::new(
-            map_page(&*self.map, id)?,
-            id,
-            self.verify,
-        )?))
+        let check = self.verify && !self.verified.get(id);
+        let view = PageView::new(map_page(&*self.map, id)?, id, check)?;
+        if check {
+            self.verified.set(id);
+        }
+        Ok(NodeRef::Page(view))
     }
     fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>> {
         if id >= self.meta.page_count || id < FIRST_DATA_PAGE {
@@ -119,6 +122,8 @@ pub struct Writer {
     durable_slot: u64,
     pub(crate) durable_txid: u64,
     pub(crate) verify_checksums: bool,
+    /// Verification state of `map`'s pages (see `verified.rs`).
+    pub(crate) verified: Arc<Verified>,
     opts: DbOptions,
 }
 
@@ -158,6 +163,8 @@ impl Writer {
         let id = self.page_count;
         self.page_count += 1;
         self.ensure_len()?;
+        // Beyond the previous durable high-water mark: not reachable from it.
+        self.free.mark_young(id);
         Ok(id)
     }
 
@@ -195,6 +202,7 @@ impl Writer {
 
     pub(crate) fn write_page(&mut self, id: u64, bytes: &[u8]) -> Result<()> {
         debug_assert!(id >= FIRST_DATA_PAGE && id < self.page_count);
+        self.verified.clear(id);
         self.backend.write_at(id * PAGE_SIZE as u64, bytes)
     }
 
@@ -204,6 +212,7 @@ impl Writer {
         }
         // Readers keep the old mapping alive through their snapshot's Arc.
         self.map = self.backend.map(self.file_len)?;
+        self.verified = Arc::new(Verified::new(self.file_len / PAGE_SIZE as u64));
         Ok(())
     }
 }
@@ -277,10 +286,12 @@ impl Db {
             FreeList::read_chain(meta.pending_head, &read, meta.page_count)?;
         let free = FreeList::new(meta.free_head, meta.free_chain_count, loose, pending_pages);
         let registry = Arc::new(Registry::default());
+        let verified = Arc::new(Verified::new(file_len / PAGE_SIZE as u64));
         let snap = Arc::new(Snapshot {
             map: map.clone(),
             meta,
             verify: opts.verify_checksums,
+            verified: verified.clone(),
             _reg: registry.register(meta.txid),
         });
         let verify = opts.verify_checksums;
@@ -294,6 +305,7 @@ impl Db {
             durable_slot: slot,
             durable_txid: meta.txid,
             verify_checksums: opts.verify_checksums,
+            verified,
             opts,
         };
         Ok(Db {
@@ -402,6 +414,9 @@ impl Db {
             for id in &ids[i..j] {
                 buf.extend_from_slice(&dirty[id].encode()[..]);
             }
+            for id in &ids[i..j] {
+                w.verified.clear(*id);
+            }
             w.backend.write_at(ids[i] * PAGE_SIZE as u64, &buf)?;
             i = j;
         }
@@ -464,6 +479,7 @@ impl Db {
             map: w.map.clone(),
             meta,
             verify: self.verify,
+            verified: w.verified.clone(),
             _reg: self.registry.register(txid),
         });
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = snap;
@@ -518,6 +534,8 @@ impl Db {
             map: w.map.clone(),
             meta,
             verify: true,
+            // Fresh set: the integrity check verifies every page.
+            verified: Arc::new(Verified::new(0)),
             _reg: self.registry.register(meta.txid),
         };
         let mut report = IntegrityReport {

@@ -191,6 +191,11 @@ impl FreeList {
         }
     }
 
+    /// Records a page handed out past the high-water mark as young.
+    pub fn mark_young(&mut self, id: u64) {
+        self.young.insert(id);
+    }
+
     /// Frees a page that committed state (or a reader) may still reach.
     pub fn free(&mut self, id: u64, _txid: u64) {
         if self.young.contains(&id) {

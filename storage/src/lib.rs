@@ -16,6 +16,7 @@ mod node;
 mod page;
 mod tree;
 mod txn;
+mod verified;
 
 pub use backend::{Backend, FileBackend, Mapped, MemBackend};
 pub use checksum::crc32c as checksum_crc32c;

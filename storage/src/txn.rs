@@ -35,11 +35,12 @@ impl TreeRead for TreeTxn<'_> {
         let bytes = tree::page_offset(id)
             .and_then(|off| self.w.map.slice(off, PAGE_SIZE))
             .ok_or_else(|| StorageError::corrupted(id, "tree page beyond file"))?;
-        Ok(NodeRef::Page(PageView::new(
-            bytes,
-            id,
-            self.w.verify_checksums,
-        )?))
+        let check = self.w.verify_checksums && !self.w.verified.get(id);
+        let view = PageView::new(bytes, id, check)?;
+        if check {
+            self.w.verified.set(id);
+        }
+        Ok(NodeRef::Page(view))
     }
 
     fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>> {
