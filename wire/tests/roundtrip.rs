@@ -437,3 +437,27 @@ proptest! {
         decode_anything(&sample_stream(), &limits);
     }
 }
+
+/// Writes seed inputs for the libFuzzer target (`fuzz/fuzz_targets/frame.rs`:
+/// one knob byte, then a frame stream). Run:
+/// `COREKV_FUZZ_SEED_DIR=fuzz/corpus/frame cargo test -p corekv-wire --test roundtrip -- --ignored write_fuzz_seeds`
+#[test]
+#[ignore = "writes files; run by hand before fuzzing"]
+fn write_fuzz_seeds() {
+    let dir = std::env::var("COREKV_FUZZ_SEED_DIR").expect("set COREKV_FUZZ_SEED_DIR");
+    std::fs::create_dir_all(&dir).unwrap();
+    let reqs = all_requests();
+    let resps = all_responses();
+    for knob in [0u8, 1, 6] {
+        for (i, r) in reqs.iter().enumerate() {
+            let mut seed = vec![knob];
+            encode_frame(i as u64, r, &mut seed).unwrap();
+            std::fs::write(format!("{dir}/req-{knob}-{i}"), seed).unwrap();
+        }
+        for (i, r) in resps.iter().enumerate() {
+            let mut seed = vec![knob];
+            encode_frame_flags(i as u64, FrameFlags::MORE, r, &mut seed).unwrap();
+            std::fs::write(format!("{dir}/resp-{knob}-{i}"), seed).unwrap();
+        }
+    }
+}
