@@ -102,6 +102,8 @@ pub struct Sim {
     /// Every entry applied anywhere: index -> (term, data).
     committed: BTreeMap<u64, (u64, Vec<u8>)>,
     leaders: BTreeMap<u64, NodeId>,
+    /// (voter, term) -> candidate, from every granted vote sent.
+    votes: BTreeMap<(NodeId, u64), NodeId>,
     next_payload: u64,
     next_ctx: u64,
     log: VecDeque<String>,
@@ -132,6 +134,18 @@ impl Sim {
             restart: 5 + rng.below(60),
             sync: 50 + rng.below(500),
         };
+        // A third of the seeds get a slow disk and frequent crashes, which
+        // widens the window between a Ready and its durability.
+        let faults = if rng.chance(330) {
+            Faults {
+                sync: 10 + rng.below(40),
+                crash: 10 + rng.below(30),
+                restart: 50 + rng.below(100),
+                ..faults
+            }
+        } else {
+            faults
+        };
         let initial = ConfState {
             voters,
             learners: vec![],
@@ -148,6 +162,7 @@ impl Sim {
             faults,
             committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
             next_payload: 0,
             next_ctx: 1,
             log: VecDeque::new(),
@@ -515,6 +530,18 @@ impl Sim {
 
     fn send(&mut self, msgs: Vec<Message>, sm: &[Entry]) {
         for m in msgs {
+            if m.kind == MessageKind::VoteResp && !m.reject {
+                match self.votes.get(&(m.from, m.term)) {
+                    Some(&c) if c != m.to => self.fail(format!(
+                        "vote safety: {} voted for {c} and {} in term {}",
+                        m.from, m.to, m.term
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.votes.insert((m.from, m.term), m.to);
+                    }
+                }
+            }
             let image = (m.kind == MessageKind::Snapshot).then(|| {
                 let idx = m.snapshot.as_ref().map_or(0, |s| s.index) as usize;
                 sm[..idx].to_vec()
