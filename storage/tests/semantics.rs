@@ -409,3 +409,84 @@ fn quota_refuses_puts_but_allows_deletes() {
     }
     assert!(hit);
 }
+
+#[test]
+fn txn_validation_errors_leave_the_batch_unchanged() {
+    let (s, _) = mem_store();
+    let mut b = s.write().unwrap();
+    put(&mut b, "a", "1");
+    let before = b.revision();
+    let bad = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b"x".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            }),
+            RequestOp::Range(RangeRequest {
+                key: b"a".to_vec(),
+                revision: 1000,
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    assert!(matches!(
+        b.txn(&bad),
+        Err(StorageError::FutureRevision { .. })
+    ));
+    let missing = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b"y".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            }),
+            RequestOp::Put(PutRequest {
+                key: b"nope".to_vec(),
+                ignore_value: true,
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    assert!(matches!(b.txn(&missing), Err(StorageError::KeyNotFound)));
+    assert_eq!(b.revision(), before);
+    let r = b
+        .range(&RangeRequest {
+            key: b"x".to_vec(),
+            range_end: b"z".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.count, 0);
+    // Nested compares see the state before the txn, as in etcd.
+    let nested = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b"n".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            }),
+            RequestOp::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Version(0),
+                    key: b"n".to_vec(),
+                    range_end: vec![],
+                }],
+                success: vec![],
+                failure: vec![],
+            }),
+        ],
+        failure: vec![],
+    };
+    let t = b.txn(&nested).unwrap();
+    let ResponseOp::Txn(inner) = &t.responses[1] else {
+        panic!("txn response expected")
+    };
+    assert!(inner.succeeded);
+}

@@ -11,6 +11,12 @@ use crate::tree;
 use crate::txn::TreeTxn;
 use crate::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
+/// The exclusive write batch (see [`super::Store::write`]).
+///
+/// Validation errors (`KeyNotProvided`, `KeyTooLarge`, `ValueTooLarge`,
+/// `NoSpace`, `KeyNotFound`, `Compacted`, `FutureRevision`) are returned
+/// before the op changes anything, so the batch can go on. After any other
+/// error (IO, `Corrupted`) drop the batch: dropping rolls it back.
 pub struct WriteBatch<'a> {
     pub(crate) txn: TreeTxn<'a>,
     pub(crate) store: &'a StoreInner,
@@ -212,13 +218,21 @@ impl<'a> WriteBatch<'a> {
         })
     }
 
+    /// Applies a txn atomically under one main revision. As in etcd, every
+    /// compare (nested txns included) is evaluated against the state before
+    /// the txn, and the chosen branches are validated before anything is
+    /// written: a validation error leaves the batch unchanged.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
-        self.validate_txn(req)?;
+        let mut path = Vec::new();
+        self.txn_path(req, &mut path)?;
+        let mut choices = path.iter().copied();
+        self.validate_txn(req, &mut choices)?;
         let mut r = OpRev {
             main: self.rev + 1,
             sub: 0,
         };
-        let resp = self.apply_txn(req, &mut r)?;
+        let mut choices = path.iter().copied();
+        let resp = self.apply_txn(req, &mut r, &mut choices)?;
         if r.sub > 0 {
             self.rev = r.main;
         }
@@ -228,26 +242,76 @@ impl<'a> WriteBatch<'a> {
         })
     }
 
-    fn validate_txn(&self, req: &TxnRequest) -> Result<()> {
-        for op in req.success.iter().chain(req.failure.iter()) {
-            match op {
-                RequestOp::Range(q) => check_key(&q.key)?,
-                RequestOp::Put(p) => self.validate_put(p)?,
-                RequestOp::DeleteRange(d) => check_key(&d.key)?,
-                RequestOp::Txn(t) => self.validate_txn(t)?,
+    /// Pre-order list of "succeeded" for this txn and the nested txns of
+    /// the branches taken, all evaluated at the pre-txn revision.
+    fn txn_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut succeeded = true;
+        for c in &req.compare {
+            if !read::compare(&self.txn, c, self.rev)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            if let RequestOp::Txn(t) = op {
+                self.txn_path(t, path)?;
             }
         }
         Ok(())
     }
 
-    fn apply_txn(&mut self, req: &TxnRequest, r: &mut OpRev) -> Result<TxnResponse> {
-        let mut succeeded = true;
-        for c in &req.compare {
-            if !read::compare(&self.txn, c, r.read_rev())? {
-                succeeded = false;
-                break;
+    fn validate_txn(&self, req: &TxnRequest, path: &mut impl Iterator<Item = bool>) -> Result<()> {
+        let succeeded = path.next().unwrap_or(false);
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            match op {
+                RequestOp::Range(q) => {
+                    check_key(&q.key)?;
+                    if q.revision > self.rev {
+                        return Err(StorageError::FutureRevision {
+                            requested: q.revision,
+                            current: self.rev,
+                        });
+                    }
+                    if q.revision > 0 && q.revision < self.compacted {
+                        return Err(StorageError::Compacted {
+                            requested: q.revision,
+                            compacted: self.compacted,
+                        });
+                    }
+                }
+                RequestOp::Put(p) => {
+                    self.validate_put(p)?;
+                    if (p.ignore_value || p.ignore_lease)
+                        && read::get_kv(&self.txn, &p.key, self.rev)?.is_none()
+                    {
+                        return Err(StorageError::KeyNotFound);
+                    }
+                }
+                RequestOp::DeleteRange(d) => check_key(&d.key)?,
+                RequestOp::Txn(t) => self.validate_txn(t, path)?,
             }
         }
+        Ok(())
+    }
+
+    fn apply_txn(
+        &mut self,
+        req: &TxnRequest,
+        r: &mut OpRev,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<TxnResponse> {
+        let succeeded = path.next().unwrap_or(false);
         let ops = if succeeded {
             &req.success
         } else {
@@ -258,7 +322,7 @@ impl<'a> WriteBatch<'a> {
             responses.push(match op {
                 RequestOp::Range(q) => {
                     let at = if q.revision > 0 {
-                        read::resolve_rev(q.revision, r.read_rev(), self.compacted)?
+                        q.revision
                     } else {
                         r.read_rev()
                     };
@@ -266,7 +330,7 @@ impl<'a> WriteBatch<'a> {
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.apply_put(p, r)?),
                 RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.apply_delete(d, r)?),
-                RequestOp::Txn(t) => ResponseOp::Txn(self.apply_txn(t, r)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.apply_txn(t, r, path)?),
             });
         }
         Ok(TxnResponse {
