@@ -212,21 +212,3 @@ pub fn txn_response(header: w::ResponseHeader, r: st::TxnResponse) -> w::TxnResp
         nested,
     }
 }
-
-/// Whether a txn only reads (then it needs no Raft round: etcd serves
-/// read-only txns as reads, linearizable through ReadIndex).
-pub fn txn_is_read_only(t: &w::ArchivedTxnRequest) -> bool {
-    let only_reads = |ops: &[w::ArchivedRequestOp]| {
-        ops.iter().all(|op| {
-            matches!(
-                op,
-                w::ArchivedRequestOp::Range(_) | w::ArchivedRequestOp::Txn(_)
-            )
-        })
-    };
-    only_reads(&t.success)
-        && only_reads(&t.failure)
-        && t.nested
-            .iter()
-            .all(|n| only_reads(&n.success) && only_reads(&n.failure))
-}

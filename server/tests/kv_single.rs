@@ -143,6 +143,32 @@ async fn kv_operations_follow_etcd_semantics() {
     assert!(!t.succeeded);
     assert_eq!(c.get(b"t").await.unwrap().unwrap().value, b"no");
 
+    // Nested txn: the inner txn's branch is chosen by its own compare.
+    let inner = w::Txn {
+        compare: vec![w::Compare {
+            result: w::CompareResult::Greater,
+            target: w::CompareTarget::Version(0),
+            key: b"t".to_vec(),
+            range_end: Vec::new(),
+        }],
+        success: vec![w::Op::Put(put("nested", "inner-success"))],
+        failure: vec![w::Op::Put(put("nested", "inner-failure"))],
+    };
+    let outer = w::Txn {
+        success: vec![w::Op::Txn(inner), w::Op::Range(range("t", ""))],
+        ..Default::default()
+    };
+    let t = c.txn(outer.into_request()).await.unwrap();
+    assert!(t.succeeded);
+    match &t.responses[0] {
+        w::ResponseOp::Txn(i) => assert!(t.nested[*i as usize].succeeded),
+        other => panic!("expected a nested txn response, got {other:?}"),
+    }
+    assert_eq!(
+        c.get(b"nested").await.unwrap().unwrap().value,
+        b"inner-success"
+    );
+
     // Compaction, then compacted and future revisions.
     let current = c.range(range("a", "")).await.unwrap().header.revision;
     c.compact(w::CompactionRequest {

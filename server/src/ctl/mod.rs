@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, Client, ClientOptions, WireError};
+use corekv_wire::{Client, ClientOptions, WireError};
 use output::Format;
 use serde_json::Value;
 
@@ -720,13 +720,4 @@ async fn endpoint_health(cli: &Cli) -> Result<(), Failure> {
         });
     }
     Ok(())
-}
-
-/// Whether an error is the server's "not leader"-type refusal (used by
-/// callers that retry elsewhere).
-pub fn is_not_leader(e: &WireError) -> bool {
-    matches!(
-        e,
-        WireError::Api(ApiError::NotLeader { .. } | ApiError::NoLeader)
-    )
 }

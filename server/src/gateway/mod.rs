@@ -158,7 +158,8 @@ async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let routes = tonic::service::Routes::builder()
+    let mut builder = tonic::service::Routes::builder();
+    builder
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService::new(pool.clone()))
                 .max_decoding_message_size(recv_limit),
@@ -166,7 +167,6 @@ async fn serve(
         .add_service(
             pb::watch_server::WatchServer::new(watch::WatchService::new(
                 pool.clone(),
-                native_addr.to_string(),
                 opts.clone(),
             ))
             .max_decoding_message_size(recv_limit),
@@ -190,8 +190,8 @@ async fn serve(
             pb::auth_server::AuthServer::new(auth::AuthService::new(pool.clone()))
                 .max_decoding_message_size(recv_limit),
         )
-        .add_service(health_service)
-        .routes();
+        .add_service(health_service);
+    let routes = builder.routes();
     let router = http_routes::add(routes.into_axum_router(), health);
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {

@@ -91,11 +91,11 @@ pub fn status(native_addr: &str, e: WireError) -> Status {
     match e {
         WireError::Api(e) => api_status(&e),
         WireError::Timeout { .. } => api_status(&ApiError::Timeout),
-        WireError::ConnectionClosed { .. } | WireError::Io { .. } | WireError::DialTimeout { .. } => {
-            Status::unavailable(format!(
-                "corekv gateway: native endpoint {native_addr}: {e}"
-            ))
-        }
+        WireError::ConnectionClosed { .. }
+        | WireError::Io { .. }
+        | WireError::DialTimeout { .. } => Status::unavailable(format!(
+            "corekv gateway: native endpoint {native_addr}: {e}"
+        )),
         other => Status::internal(format!(
             "corekv gateway: native endpoint {native_addr}: {other}"
         )),

@@ -22,8 +22,7 @@ use std::time::Instant;
 
 use corekv_raftcore::wal::Wal;
 use corekv_raftcore::{
-    ConfState, Entry, EntryKind, Message, MessageKind, RaftError, RawNode, ReadState, Role,
-    SnapshotMeta,
+    Entry, EntryKind, Message, MessageKind, RaftError, RawNode, ReadState, Role, SnapshotMeta,
 };
 use corekv_storage::Store;
 use corekv_wire::ApiError;
@@ -583,10 +582,6 @@ impl Core {
         self.shared.fail(reason.clone());
         self.fail_all(ApiError::Stopped);
         reason
-    }
-
-    pub fn conf_state(&self) -> ConfState {
-        self.raw.status().conf_state
     }
 }
 
