@@ -12,7 +12,8 @@
 //! 16-byte aligned, every payload starts 16-byte aligned in the receive
 //! buffer and is validated and read in place (rkyv's default aligned format).
 
-use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::api::high::HighSerializer;
+use rkyv::api::low::LowValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
@@ -88,12 +89,12 @@ impl<T> Encode for T where
 /// A type whose archive can be validated in place (`Frame::access`).
 /// Blanket-implemented for every rkyv type deriving with bytecheck.
 pub trait Decode: Archive<Archived = <Self as Decode>::Checked> {
-    type Checked: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>;
+    type Checked: Portable + for<'a> CheckBytes<LowValidator<'a, rancor::Error>>;
 }
 impl<T> Decode for T
 where
     T: Archive,
-    T::Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    T::Archived: Portable + for<'a> CheckBytes<LowValidator<'a, rancor::Error>>,
 {
     type Checked = T::Archived;
 }
@@ -209,10 +210,12 @@ pub fn parse_header(
 }
 
 fn validate<T: Decode>(request_id: u64, payload: &[u8]) -> Result<&T::Archived, WireError> {
-    rkyv::access::<T::Archived, rancor::Error>(payload).map_err(|e| WireError::Validation {
-        request_id,
-        type_name: std::any::type_name::<T>(),
-        reason: e.to_string(),
+    rkyv::api::low::access::<T::Archived, rancor::Error>(payload).map_err(|e| {
+        WireError::Validation {
+            request_id,
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        }
     })
 }
 
