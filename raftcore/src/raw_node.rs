@@ -426,3 +426,220 @@ impl RawNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(ids: &[NodeId]) -> ConfState {
+        ConfState {
+            voters: ids.to_vec(),
+            learners: vec![],
+        }
+    }
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![],
+        }
+    }
+
+    fn append(from: NodeId, term: u64, prev: (u64, u64), ents: Vec<Entry>) -> Message {
+        let mut m = Message::new(MessageKind::App, 2);
+        m.from = from;
+        m.term = term;
+        m.index = prev.0;
+        m.log_term = prev.1;
+        m.entries = ents;
+        m
+    }
+
+    #[test]
+    fn single_leader_commits_only_after_its_own_write_is_durable() {
+        let mut n = RawNode::new(Config::new(1), voters(&[1]), Restored::default()).expect("node");
+        n.campaign().expect("campaign");
+        let rd = n.ready();
+        assert_eq!(rd.entries.len(), 1);
+        assert!(rd.committed_entries.is_empty());
+        assert_eq!(n.status().commit, 0, "not durable yet");
+        let (i, t) = rd.persisted_upto().expect("write");
+        n.advance(rd);
+        n.on_persisted(i, t);
+        assert_eq!(n.status().commit, 1);
+        let rd = n.ready();
+        assert_eq!(rd.committed_entries.len(), 1);
+        assert_eq!(rd.hard_state.map(|h| h.commit), Some(1));
+    }
+
+    #[test]
+    fn persisted_is_capped_by_a_truncating_write_still_in_flight() {
+        let cfg = Config {
+            pre_vote: false,
+            check_quorum: false,
+            ..Config::new(2)
+        };
+        let mut n = RawNode::new(cfg, voters(&[1, 2, 3]), Restored::default()).expect("node");
+        let w1 = vec![ent(1, 1), ent(2, 1), ent(3, 1)];
+        n.step(append(1, 1, (0, 0), w1.clone())).expect("step");
+        let r1 = n.ready();
+        // Leader of term 2 overwrites from index 1; then the leader of term 3
+        // brings back the term-1 entries.
+        n.step(append(3, 2, (0, 0), vec![ent(1, 2)])).expect("step");
+        let r2 = n.ready();
+        n.step(append(1, 3, (0, 0), w1)).expect("step");
+        let r3 = n.ready();
+        assert_eq!(r2.entries.len(), 1);
+        assert_eq!(r3.entries.len(), 3);
+        assert!(
+            r3.persisted_messages
+                .iter()
+                .any(|m| m.kind == MessageKind::AppResp)
+        );
+        n.on_persisted(3, 1); // r1 durable; r2 (which erases it) may land next
+        assert_eq!(n.status().persisted, 0);
+        n.on_persisted(1, 2); // r2 durable: the log differs from disk
+        assert_eq!(n.status().persisted, 0);
+        n.on_persisted(3, 1); // r3 durable
+        assert_eq!(n.status().persisted, 3);
+        for rd in [r1, r2, r3] {
+            n.advance(rd);
+        }
+    }
+
+    #[test]
+    fn stale_and_unknown_acks_are_ignored() {
+        let mut n = RawNode::new(Config::new(1), voters(&[1]), Restored::default()).expect("node");
+        n.campaign().expect("campaign");
+        let rd = n.ready();
+        n.on_persisted(5, 1);
+        n.on_persisted(1, 7);
+        assert_eq!(n.status().persisted, 0);
+        n.advance(rd);
+    }
+
+    #[test]
+    fn advance_works_after_fields_were_moved_out() {
+        let mut n = RawNode::new(Config::new(1), voters(&[1]), Restored::default()).expect("node");
+        n.campaign().expect("campaign");
+        let rd = n.ready();
+        n.on_persisted(1, 1);
+        n.advance(rd);
+        let mut rd = n.ready();
+        let applied = std::mem::take(&mut rd.committed_entries);
+        assert_eq!(applied.len(), 1);
+        n.advance(rd);
+        assert_eq!(n.status().applied, 1);
+    }
+
+    #[test]
+    fn restore_rejects_inconsistent_state() {
+        let new = |r: Restored| RawNode::new(Config::new(1), voters(&[1]), r).map(|_| ());
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 2,
+        };
+        let ok = Restored {
+            hard_state: hs,
+            snapshot: None,
+            entries: vec![ent(1, 1), ent(2, 2)],
+            applied: 1,
+        };
+        assert_eq!(new(ok.clone()), Ok(()));
+        let gap = Restored {
+            entries: vec![ent(1, 1), ent(3, 2)],
+            ..ok.clone()
+        };
+        let decreasing = Restored {
+            entries: vec![ent(1, 2), ent(2, 1)],
+            ..ok.clone()
+        };
+        let commit_beyond = Restored {
+            hard_state: HardState { commit: 3, ..hs },
+            ..ok.clone()
+        };
+        let applied_beyond = Restored {
+            applied: 3,
+            ..ok.clone()
+        };
+        let term_below_log = Restored {
+            hard_state: HardState { term: 1, ..hs },
+            ..ok
+        };
+        for bad in [
+            gap,
+            decreasing,
+            commit_beyond,
+            applied_beyond,
+            term_below_log,
+        ] {
+            assert!(
+                matches!(new(bad.clone()), Err(RaftError::InvalidRestore { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn restart_replays_conf_changes_up_to_applied_only() {
+        let cc = Entry {
+            term: 1,
+            index: 2,
+            kind: EntryKind::ConfChange,
+            data: ConfChange::AddLearner {
+                id: 4,
+                context: vec![],
+            }
+            .encode(),
+        };
+        let restored = |applied| Restored {
+            hard_state: HardState {
+                term: 1,
+                vote: 1,
+                commit: 2,
+            },
+            snapshot: None,
+            entries: vec![ent(1, 1), cc.clone()],
+            applied,
+        };
+        let n = RawNode::new(Config::new(1), voters(&[1, 2]), restored(2)).expect("node");
+        assert_eq!(n.status().conf_state.learners, vec![4]);
+        let mut n = RawNode::new(Config::new(1), voters(&[1, 2]), restored(1)).expect("node");
+        assert!(n.status().conf_state.learners.is_empty());
+        let rd = n.ready();
+        assert_eq!(rd.committed_entries.len(), 1, "the app applies it again");
+        assert_eq!(
+            n.apply_conf_change(&ConfChange::AddLearner {
+                id: 4,
+                context: vec![]
+            })
+            .learners,
+            vec![4]
+        );
+    }
+
+    #[test]
+    fn corrupt_conf_change_entry_fails_restart_with_an_error() {
+        let bad = Entry {
+            term: 1,
+            index: 1,
+            kind: EntryKind::ConfChange,
+            data: vec![1, 0xff, 0xff],
+        };
+        let r = Restored {
+            hard_state: HardState {
+                term: 1,
+                vote: 0,
+                commit: 1,
+            },
+            snapshot: None,
+            entries: vec![bad],
+            applied: 1,
+        };
+        let res = RawNode::new(Config::new(1), voters(&[1]), r);
+        assert!(matches!(res, Err(RaftError::Decode { .. })));
+    }
+}

@@ -4,7 +4,8 @@
 //! `SEED=<n> cargo test -p corekv-raftcore --test simulation -- --nocapture`
 //! (add `SIM_VERBOSE=1` for the event trace). The long run
 //! (`cargo test -p corekv-raftcore --release --test simulation -- --ignored`)
-//! covers 5000 seeds; `SIM_SEEDS` and `SIM_STEPS` override both.
+//! covers 5000 seeds; `SIM_SEEDS`, `SIM_SEED_START` and `SIM_STEPS` override
+//! both.
 
 mod common;
 
@@ -19,7 +20,10 @@ fn run_seeds(default_seeds: u64, default_steps: u64) {
     let verbose = std::env::var("SIM_VERBOSE").is_ok();
     let seeds: Vec<u64> = match env_u64("SEED") {
         Some(s) => vec![s],
-        None => (0..env_u64("SIM_SEEDS").unwrap_or(default_seeds)).collect(),
+        None => {
+            let start = env_u64("SIM_SEED_START").unwrap_or(0);
+            (start..start + env_u64("SIM_SEEDS").unwrap_or(default_seeds)).collect()
+        }
     };
     let (mut committed, mut reads) = (0usize, 0u64);
     for seed in seeds {
