@@ -576,3 +576,41 @@ fn sec_7_lagging_follower_catches_up_from_a_snapshot() {
         Some(&b"after"[..])
     );
 }
+
+#[test]
+fn sec_7_snapshot_message_may_carry_a_newer_image_than_the_compaction_point() {
+    // Crate docs, Ready rule 10: the server may stream its current image and
+    // rewrite the message's metadata to match it.
+    let mut net = three();
+    net.campaign(1);
+    net.isolate(3);
+    net.propose(1, b"a");
+    net.propose(1, b"b");
+    compact(&mut net, 1); // compacted at 3
+    net.propose(1, b"c");
+    net.propose(1, b"d"); // applied 5
+    net.heal();
+    net.queue.clear();
+    net.tick(1, 1);
+    let mut rewritten = false;
+    for _ in 0..100 {
+        net.flush();
+        let Some(mut m) = net.queue.pop_front() else {
+            break;
+        };
+        if m.kind == MessageKind::Snapshot {
+            let meta = m.snapshot.as_mut().expect("meta");
+            assert_eq!(meta.index, 3);
+            meta.index = 5;
+            meta.term = net.nodes[&1].raw.term(5).expect("term");
+            rewritten = true;
+        }
+        net.deliver(m);
+    }
+    assert!(rewritten);
+    net.stabilize();
+    assert_eq!(net.nodes[&3].raw.status().first_index, 6);
+    assert_eq!(net.applied_data(3), net.applied_data(1));
+    net.propose(1, b"e");
+    assert_eq!(net.applied_data(3).len(), 5);
+}
