@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# etcdctl 3.4 drives the gRPC gateway tests (server/tests/gateway*.rs).
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
