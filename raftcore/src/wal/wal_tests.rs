@@ -292,3 +292,32 @@ fn storage_trait_is_implemented_by_both_logs() {
     let from_mem = futures_lite::future::block_on(exercise(&mut mem));
     assert_eq!(from_wal, from_mem);
 }
+
+#[test]
+fn divergent_log_is_dropped_by_a_conflicting_snapshot_marker_across_reopen() {
+    let dir = tmpdir();
+    let path: PathBuf = dir.path().into();
+    run(move || async move {
+        let (mut wal, _) = Wal::open(&path, small_opts()).await.unwrap();
+        let ents: Vec<Entry> = (1..=5).map(|i| e(1, i, 9)).collect();
+        wal.append(&ents, None).await.unwrap();
+        // The leader's snapshot at 3 has term 2: our entries 1..=5 diverge.
+        let meta = SnapshotMeta {
+            index: 3,
+            term: 2,
+            ..Default::default()
+        };
+        wal.save_snapshot_marker(&meta).await.unwrap();
+        assert_eq!(
+            (wal.first_index(), wal.last_index(), wal.term(4)),
+            (4, 3, None)
+        );
+        wal.close().await.unwrap();
+        let (wal, rec) = Wal::open(&path, small_opts()).await.unwrap();
+        assert_eq!(rec.entries, vec![]);
+        assert_eq!(
+            (wal.first_index(), wal.last_index(), wal.term(3)),
+            (4, 3, Some(2))
+        );
+    });
+}
