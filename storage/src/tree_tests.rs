@@ -117,3 +117,16 @@ fn snapshot_isolation_across_commits() {
     assert_eq!(collect(&*old, b"", None, false).len(), 1);
     db.check_integrity().unwrap();
 }
+
+#[test]
+fn ascending_inserts_fill_pages() {
+    let db = Db::open(Arc::new(MemBackend::new()), opts()).unwrap();
+    let mut txn = db.begin().unwrap();
+    for i in 0..10_000u64 {
+        txn.put(&i.to_be_bytes(), &[1u8; 100]).unwrap();
+    }
+    db.commit(txn, |_| {}, true).unwrap();
+    let r = db.check_integrity().unwrap();
+    // 10k entries of ~119 bytes: ~295 full leaves; halving splits would need ~590.
+    assert!(r.tree_pages < 340, "{r:?}");
+}

@@ -165,7 +165,7 @@ impl TreeTxn<'_> {
             let id = self.alloc()?;
             pieces[0].0.clear();
             self.dirty.insert(id, Node::Branch(pieces));
-            pieces = self.split(id)?;
+            pieces = self.split(id, false)?;
         }
         Ok(pieces[0].1)
     }
@@ -183,14 +183,15 @@ impl TreeTxn<'_> {
         let id = self.cow(id)?;
         let child = match self.dirty.get_mut(&id) {
             Some(Node::Leaf(entries)) => {
-                let old = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                    Ok(i) => Some(std::mem::replace(&mut entries[i].1, val)),
+                let (old, at) = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+                    Ok(i) => (Some(std::mem::replace(&mut entries[i].1, val)), i),
                     Err(i) => {
                         entries.insert(i, (key.to_vec(), val));
-                        None
+                        (None, i)
                     }
                 };
-                return Ok((self.split(id)?, old));
+                let append = at + 1 == entries.len();
+                return Ok((self.split(id, append)?, old));
             }
             Some(Node::Branch(entries)) => {
                 let i = branch_index(entries, key);
@@ -200,17 +201,22 @@ impl TreeTxn<'_> {
         };
         let (i, child_id) = child;
         let (pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
+        let mut append = false;
         if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
+            let added = pieces.len() - 1;
             entries[i].1 = pieces[0].1;
             for (j, p) in pieces.into_iter().enumerate().skip(1) {
                 entries.insert(i + j, p);
             }
+            append = i + added + 1 == entries.len();
         }
-        Ok((self.split(id)?, old))
+        Ok((self.split(id, append)?, old))
     }
 
     /// Splits an oversized dirty node; returns `(separator, id)` pieces.
-    fn split(&mut self, id: u64) -> Result<Vec<(Vec<u8>, u64)>> {
+    /// `append`: the insert went to the node's end (ascending keys, like the
+    /// revision table), so left pieces are filled up instead of halved.
+    fn split(&mut self, id: u64, append: bool) -> Result<Vec<(Vec<u8>, u64)>> {
         let Some(node) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
         };
@@ -219,7 +225,11 @@ impl TreeTxn<'_> {
             return Ok(vec![(Vec::new(), id)]);
         }
         let n_pieces = size.div_ceil(NODE_CAP * 7 / 8).max(2);
-        let target = size / n_pieces;
+        let target = if append {
+            NODE_CAP * 15 / 16
+        } else {
+            size / n_pieces
+        };
         let node = std::mem::replace(node, Node::Leaf(Vec::new()));
         let mut out = Vec::new();
         match node {
