@@ -89,6 +89,22 @@ async fn fake_server(mut sock: TcpStream, seen: mpsc::UnboundedSender<String>) {
                         }
                     }
                 }
+                Request::Range(r) if r.key == b"big" => {
+                    let kvs = vec![KeyValue {
+                        key: r.key.clone(),
+                        value: vec![1; 3 << 20],
+                        ..Default::default()
+                    }];
+                    send(
+                        FrameFlags::NONE,
+                        &Response::Range(RangeResponse {
+                            header: header(9),
+                            kvs,
+                            more: false,
+                            count: 1,
+                        }),
+                    );
+                }
                 Request::Range(r) => {
                     let kvs = vec![KeyValue {
                         key: r.key.clone(),
@@ -114,6 +130,23 @@ async fn fake_server(mut sock: TcpStream, seen: mpsc::UnboundedSender<String>) {
                         ..Default::default()
                     }),
                 ),
+                Request::WatchCreate(w) if w.start_revision == 1 => {
+                    send(
+                        FrameFlags::MORE,
+                        &Response::Watch(WatchResponse {
+                            created: true,
+                            ..watch_resp(10)
+                        }),
+                    );
+                    let reason = ApiError::Compacted.message().to_owned();
+                    let cancel = WatchResponse {
+                        canceled: true,
+                        compact_revision: 5,
+                        cancel_reason: reason,
+                        ..watch_resp(10)
+                    };
+                    send(FrameFlags::NONE, &Response::Watch(cancel));
+                }
                 Request::WatchCreate(w) => {
                     watch_req = Some(id);
                     send(
@@ -392,6 +425,59 @@ async fn connection_level_error_becomes_the_close_reason() {
     match client.put(put("kick")).await {
         Err(WireError::ConnectionClosed { reason, .. }) => {
             assert!(reason.contains("etcdserver: too many requests"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_on_compacted_revision_ends_with_cancel() {
+    let (client, _seen) = setup(ClientOptions::default()).await;
+    let mut watch = client
+        .watch(WatchCreateRequest {
+            key: b"c".to_vec(),
+            start_revision: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let f = watch.next().await.unwrap().unwrap();
+    assert!(f.get().canceled);
+    assert_eq!(f.get().compact_revision.to_native(), 5);
+    assert_eq!(
+        f.get().cancel_reason.as_str(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    assert!(watch.next().await.unwrap().is_none());
+    assert!(watch.cancel().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn responses_larger_than_the_request_limit_are_accepted() {
+    let (client, _seen) = setup(ClientOptions::default()).await;
+    let r = client
+        .range(RangeRequest {
+            key: b"big".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.kvs[0].value.len(), 3 << 20);
+    // With a small receive limit the same answer closes the connection.
+    let opts = ClientOptions {
+        max_response_frame_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let (client, _seen) = setup(opts).await;
+    let r = client
+        .range(RangeRequest {
+            key: b"big".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    match r {
+        Err(WireError::ConnectionClosed { reason, .. }) => {
+            assert!(reason.contains("too large"), "{reason}")
         }
         other => panic!("{other:?}"),
     }

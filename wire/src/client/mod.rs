@@ -47,6 +47,11 @@ pub struct ClientOptions {
     pub stream_buffer_frames: usize,
     /// Bytes asked from the socket per read.
     pub read_chunk_bytes: usize,
+    /// Largest frame accepted from the server. Larger than
+    /// `limits.max_frame_bytes` (which bounds what we send) because etcd
+    /// clients accept large range responses; a bigger frame closes the
+    /// connection with `FrameTooLarge`.
+    pub max_response_frame_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +65,7 @@ impl Default for ClientOptions {
             write_coalesce_bytes: 256 * 1024,
             stream_buffer_frames: 256,
             read_chunk_bytes: 64 * 1024,
+            max_response_frame_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -131,10 +137,14 @@ impl Client {
             write_rx,
             opts.write_coalesce_bytes,
         ));
+        let recv_limits = WireLimits {
+            max_frame_bytes: opts.max_response_frame_bytes,
+            ..opts.limits.clone()
+        };
         let reader = tokio::spawn(conn::reader(
             shared.clone(),
             read_half,
-            opts.limits.clone(),
+            recv_limits,
             opts.read_chunk_bytes,
         ))
         .abort_handle();
