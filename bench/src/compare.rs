@@ -147,8 +147,18 @@ async fn run_workload(
     let out: Outcome = match w.kind {
         Kind::Put { total } => kv::put(&common, &load(total), &keys, None, 0).await?,
         Kind::Range { total } => {
-            // Key 0 of the put workloads' key space (8-byte big-endian index).
-            let key = String::from_utf8_lossy(&crate::keys::key_bytes(0, 8)).into_owned();
+            // Key 0 of the put workloads' key space (8-byte big-endian index),
+            // written first so the range returns one 256-byte value.
+            let key_bytes = crate::keys::key_bytes(0, 8);
+            target
+                .kv(0)
+                .put(key_bytes.clone(), bytes::Bytes::from(vec![b'v'; 256]))
+                .await
+                .map_err(|e| BenchError::Protocol {
+                    operation: "seed the range key",
+                    detail: e.kind,
+                })?;
+            let key = String::from_utf8_lossy(&key_bytes).into_owned();
             let spec = RangeSpec {
                 key: &key,
                 end: None,
@@ -529,4 +539,66 @@ fn render_table(rows: &[Row], peaks: &[(&str, Option<u64>)], notes: &[String]) -
         let _ = writeln!(t, "\n{n}");
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::Recorder;
+    use std::time::Instant;
+
+    fn summary(name: &str, series: &str, us: u64, n: u64) -> Summary {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0, &[series]);
+        for _ in 0..n {
+            r.record(0, Duration::from_micros(us), t0);
+        }
+        let eps = vec!["e".to_string()];
+        let info = RunInfo {
+            workload: name,
+            protocol: "grpc",
+            endpoints: &eps,
+            clients: 1,
+            conns: 1,
+        };
+        Summary::build(&info, &r, Duration::from_secs(1), &[])
+    }
+
+    #[test]
+    fn table_has_ratios_against_etcd_and_notes() {
+        let rows = vec![
+            Row {
+                system: "etcd grpc".into(),
+                workload: "put, 1 client",
+                summary: summary("put, 1 client", "put", 1000, 100),
+                rss_kib: Some(2048),
+            },
+            Row {
+                system: "corekv native".into(),
+                workload: "put, 1 client",
+                summary: summary("put, 1 client", "put", 250, 400),
+                rss_kib: None,
+            },
+        ];
+        let t = render_table(
+            &rows,
+            &[("etcd", Some(4096))],
+            &["corekv grpc skipped".into()],
+        );
+        let corekv = t.lines().find(|l| l.contains("corekv native")).unwrap();
+        assert!(corekv.contains("| 4.00x |"), "{corekv}");
+        assert!(corekv.contains("| 0.25x |"), "{corekv}");
+        let etcd = t.lines().find(|l| l.contains("etcd grpc")).unwrap();
+        assert!(etcd.contains("| 2 |"), "RSS in MiB: {etcd}");
+        assert!(t.contains("etcd: peak RSS 4 MiB"));
+        assert!(t.contains("corekv grpc skipped"));
+    }
+
+    #[test]
+    fn headline_prefers_put_to_event() {
+        let mut s = summary("w", "put", 100, 1);
+        let e = summary("w", "put-to-event", 200, 1);
+        s.series.extend(e.series);
+        assert_eq!(headline(&s).map(|h| h.name.as_str()), Some("put-to-event"));
+    }
 }
