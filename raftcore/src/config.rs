@@ -34,6 +34,10 @@ pub struct Config {
     /// Seed for the randomized election timeouts. Different members must use
     /// different seeds (corekv uses the member id mixed with a start nonce).
     pub seed: u64,
+    /// Entries kept in memory before the newest snapshot when compacting,
+    /// so followers lagging by less catch up from the log rather than a
+    /// snapshot (etcd: `SnapshotCatchUpEntries`).
+    pub snapshot_catch_up_entries: u64,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed: id,
+            snapshot_catch_up_entries: 5000,
         }
     }
 

@@ -12,8 +12,13 @@ use crate::types::{Entry, EntryKind, SnapshotMeta};
 /// `entries[i].index == snapshot.index + 1 + i`.
 #[derive(Debug)]
 pub(crate) struct RaftLog {
-    /// The log is compacted up to and including `snapshot.index`.
+    /// The log is compacted up to and including `snapshot.index`. Its
+    /// `conf_state` is only meaningful when it equals `latest`.
     snapshot: SnapshotMeta,
+    /// The newest state-machine snapshot, sent to followers that need
+    /// compacted entries. Invariant: `latest.index >= snapshot.index`
+    /// (a catch-up tail of entries may be kept before it).
+    latest: SnapshotMeta,
     entries: Vec<Entry>,
     /// Highest index known committed.
     pub(crate) committed: u64,
@@ -45,6 +50,7 @@ impl RaftLog {
     ) -> RaftLog {
         let last = snapshot.index + entries.len() as u64;
         RaftLog {
+            latest: snapshot.clone(),
             snapshot,
             entries,
             committed,
@@ -56,8 +62,14 @@ impl RaftLog {
         }
     }
 
-    pub(crate) fn snapshot(&self) -> &SnapshotMeta {
-        &self.snapshot
+    /// The compaction point (the entry before the first in memory).
+    pub(crate) fn compacted_index(&self) -> u64 {
+        self.snapshot.index
+    }
+
+    /// The snapshot to send to followers that need compacted entries.
+    pub(crate) fn latest_snapshot(&self) -> &SnapshotMeta {
+        &self.latest
     }
 
     pub(crate) fn first_index(&self) -> u64 {
@@ -267,6 +279,7 @@ impl RaftLog {
         self.persisted = self.persisted.min(meta.index);
         self.unstable = meta.index + 1;
         self.snapshot = meta.clone();
+        self.latest = meta.clone();
         self.pending_snapshot = Some(meta);
     }
 
@@ -278,19 +291,32 @@ impl RaftLog {
         self.pending_snapshot.take()
     }
 
-    /// Drops entries up to `meta.index`, which the application has captured
-    /// in a state-machine image. Returns false (and changes nothing) for a
-    /// stale snapshot or one that does not describe this log.
-    pub(crate) fn compact(&mut self, meta: SnapshotMeta) -> bool {
-        if meta.index <= self.snapshot.index
+    /// Records a state-machine image at `meta.index` (the application has
+    /// it durably) and drops entries up to `meta.index - keep_entries`, so
+    /// followers lagging by less than `keep_entries` still catch up from the
+    /// log. Returns false (and changes nothing) for a stale snapshot or one
+    /// that does not describe this log.
+    pub(crate) fn compact(&mut self, meta: SnapshotMeta, keep_entries: u64) -> bool {
+        if meta.index <= self.latest.index
             || meta.index > self.applied
             || !self.match_term(meta.index, meta.term)
         {
             return false;
         }
-        let drop = (meta.index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
-        self.snapshot = meta;
+        let cut = meta.index.saturating_sub(keep_entries);
+        if cut > self.snapshot.index {
+            let Some(cut_term) = self.term(cut) else {
+                unreachable!("{cut} is inside the log");
+            };
+            let drop = (cut - self.snapshot.index) as usize;
+            self.entries.drain(..drop);
+            self.snapshot = SnapshotMeta {
+                index: cut,
+                term: cut_term,
+                conf_state: meta.conf_state.clone(),
+            };
+        }
+        self.latest = meta;
         true
     }
 
@@ -301,6 +327,7 @@ impl RaftLog {
         assert!(self.apply_handed <= self.committed);
         assert!(self.committed <= self.last_index());
         assert!(self.persisted <= self.last_index());
+        assert!(self.latest.index >= self.snapshot.index);
         for (i, e) in self.entries.iter().enumerate() {
             assert_eq!(e.index, self.snapshot.index + 1 + i as u64);
         }
@@ -406,17 +433,40 @@ mod tests {
             term: 2,
             conf_state: Default::default(),
         };
-        assert!(!l.compact(SnapshotMeta {
-            term: 1,
-            ..meta.clone()
-        }));
-        assert!(l.compact(meta.clone()));
-        assert!(!l.compact(meta));
+        assert!(!l.compact(
+            SnapshotMeta {
+                term: 1,
+                ..meta.clone()
+            },
+            0
+        ));
+        assert!(l.compact(meta.clone(), 0));
+        assert!(!l.compact(meta, 0));
         assert_eq!(l.first_index(), 4);
         assert_eq!(l.term(3), Some(2));
         assert_eq!(l.term(2), None);
         assert_eq!(l.slice(3, 5, u64::MAX), Err(Compacted));
         assert_eq!(l.slice(4, 5, u64::MAX).map(|v| v.len()), Ok(1));
+        l.check();
+    }
+
+    #[test]
+    fn compact_keeps_a_catch_up_tail() {
+        let mut l = log_of(&[1, 1, 2, 2, 3, 3]);
+        l.commit_to(6);
+        l.apply_handed = 6;
+        l.applied_to(6);
+        let meta = |index, term| SnapshotMeta {
+            index,
+            term,
+            conf_state: Default::default(),
+        };
+        assert!(l.compact(meta(5, 3), 2));
+        assert_eq!((l.first_index(), l.term(3)), (4, Some(2)));
+        assert_eq!(l.latest_snapshot().index, 5);
+        assert!(!l.compact(meta(4, 2), 0), "older than the latest snapshot");
+        assert!(l.compact(meta(6, 3), 10), "a tail longer than the log keeps it all");
+        assert_eq!((l.first_index(), l.latest_snapshot().index), (4, 6));
         l.check();
     }
 

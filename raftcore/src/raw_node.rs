@@ -347,7 +347,7 @@ impl RawNode {
             .min()
             .unwrap_or(u64::MAX);
         let log = &mut self.raft.log;
-        let matches = log.match_term(index, term) || index <= log.snapshot().index;
+        let matches = log.match_term(index, term) || index <= log.compacted_index();
         let upto = index.min(cap).min(log.last_index());
         if matches && upto > log.persisted {
             log.persisted = upto;
@@ -363,10 +363,12 @@ impl RawNode {
 
     /// The application captured a state-machine image at `meta.index`
     /// (`<= applied`; `meta.conf_state` is the membership there). The log up
-    /// to it is dropped, and followers that need it get a `Snapshot` message
-    /// carrying `meta`. Stale or inconsistent metadata is ignored.
+    /// to `meta.index - snapshot_catch_up_entries` is dropped, and followers
+    /// that need dropped entries get a `Snapshot` message carrying `meta`.
+    /// Stale or inconsistent metadata is ignored.
     pub fn on_snapshot_taken(&mut self, meta: SnapshotMeta) {
-        self.raft.log.compact(meta);
+        let keep = self.raft.cfg.snapshot_catch_up_entries;
+        self.raft.log.compact(meta, keep);
     }
 
     /// The server's report on streaming a snapshot to `to`: failure makes

@@ -14,6 +14,7 @@ fn cfg() -> Config {
     Config {
         pre_vote: false,
         check_quorum: false,
+        snapshot_catch_up_entries: 0,
         ..Config::new(1)
     }
 }

@@ -80,6 +80,7 @@ impl Runner {
                 let mut cfg = Config {
                     pre_vote: false,
                     check_quorum: false,
+                    snapshot_catch_up_entries: 0,
                     ..Config::new(1)
                 };
                 let (mut voters, mut learners) = (Vec::new(), Vec::new());

@@ -196,7 +196,7 @@ impl Raft {
             if !pr.recent_active {
                 return false;
             }
-            let meta = self.log.snapshot().clone();
+            let meta = self.log.latest_snapshot().clone();
             pr.become_snapshot(meta.index);
             let mut m = Message::new(MessageKind::Snapshot, to);
             m.snapshot = Some(meta);

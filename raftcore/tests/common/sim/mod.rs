@@ -125,6 +125,7 @@ impl Sim {
             max_inflight_msgs: 1 + rng.below(8) as usize,
             max_size_per_msg_bytes: 30 + rng.below(200),
             max_uncommitted_bytes: 2000,
+            snapshot_catch_up_entries: rng.below(20),
             ..Config::new(1)
         };
         let faults = Faults {
@@ -693,9 +694,11 @@ impl Sim {
         if applied <= base + 3 {
             return;
         }
-        // The state machine's image must be durable with its log prefix.
+        // The image must cover only what is durable, and no write still in
+        // flight may touch the log below it (e.g. an unsynced snapshot
+        // install): take snapshots when the disk is idle.
         let persisted = base + n.disk.entries.len() as u64;
-        if applied > persisted {
+        if applied > persisted || !n.pending.is_empty() {
             return;
         }
         let meta = SnapshotMeta {
