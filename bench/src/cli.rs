@@ -254,6 +254,9 @@ pub struct CompareArgs {
     /// Parent of the servers' data dirs (same disk for both).
     #[arg(long, default_value = "/var/tmp")]
     pub data_root: PathBuf,
+    /// Members per system (1 or 3; clients spread over all members).
+    #[arg(long, default_value_t = 1)]
+    pub members: usize,
     /// Repetitions of each workload; the table shows the median run.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,

@@ -11,14 +11,13 @@ use crate::target::{self, Target};
 
 /// How long corekv's client URL gets to answer gRPC once its native port serves.
 const GATEWAY_PROBE_S: u64 = 3;
+use crate::cluster::{Cluster, find_binary, start_cluster};
 use crate::report::{RunInfo, Summary};
 use crate::workload::Outcome;
 use crate::workload::kv::{self, Common, RangeSpec};
 use crate::workload::watch::{self, WatchPlan};
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 /// Time a server gets to elect itself and answer Status.
@@ -116,12 +115,12 @@ struct Row {
 }
 
 async fn run_workload(
-    endpoint: &str,
+    endpoints: &[String],
     protocol: Protocol,
     w: &Workload,
     seed: u64,
 ) -> Result<Summary, BenchError> {
-    let endpoints = vec![endpoint.to_string()];
+    let endpoints = endpoints.to_vec();
     let target = Target::open(protocol, &endpoints, w.conns).await?;
     let common = Common {
         target: &target,
@@ -205,136 +204,13 @@ async fn run_workload(
     Ok(s)
 }
 
-fn free_port() -> Result<u16, BenchError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| BenchError::Io {
-        operation: "bind a free port",
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    })?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|source| BenchError::Io {
-            operation: "read bound port",
-            path: PathBuf::from("127.0.0.1:0"),
-            source,
-        })
-}
-
-/// Resident set size (VmRSS) and its peak (VmHWM) of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-fn find_binary(p: &Path) -> Option<PathBuf> {
-    if p.components().count() > 1 {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(p))
-        .chain(["/usr/bin", "/usr/local/bin"].map(|d| Path::new(d).join(p)))
-        .find(|c| c.is_file())
-}
-
-/// A single-member server started with etcd's flags, killed on drop.
-struct Server {
-    child: Child,
-    endpoint: String,
-    /// corekv's native address (`--listen-native-addr`), when asked for.
-    native: Option<String>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already-exited children make these fail, which is fine.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(
-    bin: &Path,
-    name: &str,
-    data_root: &Path,
-    with_native: bool,
-) -> Result<Server, BenchError> {
-    let data = tempfile::Builder::new()
-        .prefix(&format!("corekv-bench-{name}-"))
-        .tempdir_in(data_root)
-        .map_err(|source| BenchError::Io {
-            operation: "create data dir under",
-            path: data_root.to_path_buf(),
-            source,
-        })?;
-    let client = format!("http://127.0.0.1:{}", free_port()?);
-    let peer = format!("http://127.0.0.1:{}", free_port()?);
-    let log_path = data.path().join("server.log");
-    let log = std::fs::File::create(&log_path).map_err(|source| BenchError::Io {
-        operation: "create log",
-        path: log_path.clone(),
-        source,
-    })?;
-    let log2 = log.try_clone().map_err(|source| BenchError::Io {
-        operation: "clone log handle",
-        path: log_path.clone(),
-        source,
-    })?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("--name")
-        .arg(name)
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg("--listen-client-urls")
-        .arg(&client)
-        .arg("--advertise-client-urls")
-        .arg(&client)
-        .arg("--listen-peer-urls")
-        .arg(&peer)
-        .arg("--initial-advertise-peer-urls")
-        .arg(&peer)
-        .arg("--initial-cluster")
-        .arg(format!("{name}={peer}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2));
-    let native = if with_native {
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        cmd.arg("--listen-native-addr").arg(&addr);
-        Some(addr)
-    } else {
-        None
-    };
-    let child = cmd.spawn().map_err(|source| BenchError::Io {
-        operation: "spawn",
-        path: bin.to_path_buf(),
-        source,
-    })?;
-    Ok(Server {
-        child,
-        endpoint: client,
-        native,
-        _data: data,
-    })
-}
-
 /// Runs every workload against one endpoint and protocol, keeping the
 /// median of `repeat` runs.
 #[allow(clippy::too_many_arguments)]
 async fn bench_endpoint(
     label: &str,
-    server: &Server,
-    endpoint: &str,
+    cluster: &Cluster,
+    endpoints: &[String],
     protocol: Protocol,
     args: &CompareArgs,
     seed: u64,
@@ -350,7 +226,7 @@ async fn bench_endpoint(
                 rep + 1,
                 args.repeat.max(1)
             );
-            match run_workload(endpoint, protocol, &w, seed).await {
+            match run_workload(endpoints, protocol, &w, seed).await {
                 Ok(s) => runs.push(s),
                 Err(e) => {
                     notes.push(format!("{label}: {} failed: {e}", w.name));
@@ -367,7 +243,7 @@ async fn bench_endpoint(
             system: label.to_string(),
             workload: w.name,
             summary: median,
-            rss_kib: rss_kib(server.child.id()).map(|(rss, _)| rss),
+            rss_kib: cluster.rss_kib().map(|(rss, _)| rss),
         });
     }
 }
@@ -379,18 +255,21 @@ async fn bench_etcd(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> Result<Option<u64>, BenchError> {
-    let server = start_server(bin, "etcd", &args.data_root, false)?;
-    grpc::wait_ready(&server.endpoint, Duration::from_secs(START_TIMEOUT_S))
-        .await
-        .map_err(|e| BenchError::ServerStart {
-            what: format!("etcd ({})", bin.display()),
-            detail: format!("no gRPC Status with a leader within {START_TIMEOUT_S}s: {e}"),
-        })?;
-    eprintln!("etcd: serving on {}", server.endpoint);
+    let cluster = start_cluster(bin, "etcd", &args.data_root, args.members, false)?;
+    let endpoints = cluster.client_endpoints();
+    for ep in &endpoints {
+        grpc::wait_ready(ep, Duration::from_secs(START_TIMEOUT_S))
+            .await
+            .map_err(|e| BenchError::ServerStart {
+                what: format!("etcd ({}) at {ep}", bin.display()),
+                detail: format!("no gRPC Status with a leader within {START_TIMEOUT_S}s: {e}"),
+            })?;
+    }
+    eprintln!("etcd: serving on {}", endpoints.join(","));
     bench_endpoint(
-        "etcd grpc",
-        &server,
-        &server.endpoint,
+        &system_label("etcd grpc", args.members),
+        &cluster,
+        &endpoints,
         Protocol::Grpc,
         args,
         seed,
@@ -398,7 +277,15 @@ async fn bench_etcd(
         notes,
     )
     .await;
-    Ok(rss_kib(server.child.id()).map(|(_, peak)| peak))
+    Ok(cluster.rss_kib().map(|(_, peak)| peak))
+}
+
+fn system_label(base: &str, members: usize) -> String {
+    if members > 1 {
+        format!("{base} ({members} members)")
+    } else {
+        base.to_string()
+    }
 }
 
 /// corekv over native, then over gRPC when its client URL answers gRPC.
@@ -410,18 +297,20 @@ async fn bench_corekv(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> Result<Option<u64>, BenchError> {
-    let server = start_server(bin, "corekv", &args.data_root, true)?;
-    let native = server.native.clone().unwrap_or_default();
-    target::wait_native_ready(&native, Duration::from_secs(START_TIMEOUT_S))
-        .await
-        .map_err(|e| BenchError::ServerStart {
-            what: format!("corekv ({})", bin.display()),
-            detail: format!("no native Status with a leader within {START_TIMEOUT_S}s: {e}"),
-        })?;
-    eprintln!("corekv: serving native on {native}");
+    let cluster = start_cluster(bin, "corekv", &args.data_root, args.members, true)?;
+    let native = cluster.native_endpoints();
+    for ep in &native {
+        target::wait_native_ready(ep, Duration::from_secs(START_TIMEOUT_S))
+            .await
+            .map_err(|e| BenchError::ServerStart {
+                what: format!("corekv ({}) at {ep}", bin.display()),
+                detail: format!("no native Status with a leader within {START_TIMEOUT_S}s: {e}"),
+            })?;
+    }
+    eprintln!("corekv: serving native on {}", native.join(","));
     bench_endpoint(
-        "corekv native",
-        &server,
+        &system_label("corekv native", args.members),
+        &cluster,
         &native,
         Protocol::Native,
         args,
@@ -430,12 +319,13 @@ async fn bench_corekv(
         notes,
     )
     .await;
-    match grpc::wait_ready(&server.endpoint, Duration::from_secs(GATEWAY_PROBE_S)).await {
+    let endpoints = cluster.client_endpoints();
+    match grpc::wait_ready(&endpoints[0], Duration::from_secs(GATEWAY_PROBE_S)).await {
         Ok(()) => {
             bench_endpoint(
-                "corekv grpc",
-                &server,
-                &server.endpoint,
+                &system_label("corekv grpc", args.members),
+                &cluster,
+                &endpoints,
                 Protocol::Grpc,
                 args,
                 seed,
@@ -446,10 +336,10 @@ async fn bench_corekv(
         }
         Err(e) => notes.push(format!(
             "corekv grpc skipped: {} does not answer etcd gRPC ({e})",
-            server.endpoint
+            endpoints[0]
         )),
     }
-    Ok(rss_kib(server.child.id()).map(|(_, peak)| peak))
+    Ok(cluster.rss_kib().map(|(_, peak)| peak))
 }
 
 pub async fn run(args: &CompareArgs, seed: u64) -> Result<(), BenchError> {

@@ -2,6 +2,7 @@
 //! vocabulary (see `docs/benchmarks.md`).
 
 mod cli;
+mod cluster;
 mod compare;
 mod driver;
 mod error;
