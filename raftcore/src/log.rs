@@ -465,7 +465,10 @@ mod tests {
         assert_eq!((l.first_index(), l.term(3)), (4, Some(2)));
         assert_eq!(l.latest_snapshot().index, 5);
         assert!(!l.compact(meta(4, 2), 0), "older than the latest snapshot");
-        assert!(l.compact(meta(6, 3), 10), "a tail longer than the log keeps it all");
+        assert!(
+            l.compact(meta(6, 3), 10),
+            "a tail longer than the log keeps it all"
+        );
         assert_eq!((l.first_index(), l.latest_snapshot().index), (4, 6));
         l.check();
     }
