@@ -21,6 +21,7 @@ fn opts() -> WalOptions {
         read_chunk_bytes: 16 * 1024,
         zero_fill_segments: true,
         zero_fill_chunk_bytes: 16 * 1024,
+        prepare_next_segment: true,
     }
 }
 

@@ -197,6 +197,7 @@ fn wal_opts() -> WalOptions {
         read_chunk_bytes: 8 * 1024,
         zero_fill_segments: true,
         zero_fill_chunk_bytes: 32 * 1024,
+        prepare_next_segment: false,
     }
 }
 

@@ -11,7 +11,10 @@ use super::format::{
     entry_payload_bytes, frame_bytes, snapshot_payload_bytes,
 };
 use super::indexed::IndexedLog;
-use super::segment::{SegmentFile, SegmentStart, create_segment, sync_dir, write_all};
+use super::segment::{
+    PreparedFile, SegmentFile, SegmentStart, create_segment, prepare_segment_file, sync_dir,
+    write_all,
+};
 use super::state::{EntryPos, LogState};
 use super::{LogStorage, WalOptions};
 use crate::types::{Entry, HardState, SnapshotMeta};
@@ -59,6 +62,8 @@ pub struct Wal {
     pub(super) cache_bytes: usize,
     pub(super) failed: Option<String>,
     pub(super) stats: WalStats,
+    /// Background preparation of the next segment file, if enabled.
+    pub(super) next_segment: Option<glommio::Task<Result<PreparedFile, WalError>>>,
     #[cfg(test)]
     pub(crate) failpoint: Option<FailPoint>,
 }
@@ -359,8 +364,29 @@ impl Wal {
         }
     }
 
+    /// Starts preparing the file for the segment after the active one.
+    pub(super) fn start_preparing_next(&mut self) {
+        if self.opts.prepare_next_segment && self.next_segment.is_none() {
+            let seq = self.active_seq() + 1;
+            let task = glommio::spawn_local(prepare_segment_file(
+                self.dir.clone(),
+                self.opts.clone(),
+                seq,
+            ));
+            self.next_segment = Some(task);
+        }
+    }
+
     /// Closes the active segment. Everything acknowledged is already durable.
-    pub async fn close(self) -> Result<(), WalError> {
+    /// A half-prepared next segment is abandoned (its `.tmp` file is removed
+    /// by the next open).
+    pub async fn close(mut self) -> Result<(), WalError> {
+        if let Some(task) = self.next_segment.take() {
+            if let Ok(p) = task.await {
+                let _ = p.file.close().await;
+                let _ = std::fs::remove_file(&p.tmp);
+            }
+        }
         let path = self
             .segments
             .last()
@@ -403,6 +429,13 @@ impl Wal {
             self.sync().await?;
         }
         let seq = self.active_seq() + 1;
+        let prepared = match self.next_segment.take() {
+            Some(task) => match task.await {
+                Ok(p) => Some(p),
+                Err(e) => return Err(self.latch(e)),
+            },
+            None => None,
+        };
         let start = SegmentStart {
             seq,
             first_index: self.state.last_index() + 1,
@@ -410,7 +443,7 @@ impl Wal {
             hard_state: &self.state.hard_state,
             snapshot: self.state.snapshot.as_ref(),
         };
-        let created = create_segment(&self.dir, &self.opts, start).await;
+        let created = create_segment(&self.dir, &self.opts, start, prepared).await;
         let ns = match created {
             Ok(ns) => ns,
             Err(e) => return Err(self.latch(e)),
@@ -427,6 +460,7 @@ impl Wal {
         self.crc = ns.crc;
         self.seg_has_writes = false;
         self.stats.segments_created += 1;
+        self.start_preparing_next();
         if let Err(e) = old.close().await {
             return Err(self.latch(WalError::io("close full segment", old_path, e)));
         }

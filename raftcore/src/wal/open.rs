@@ -215,9 +215,12 @@ impl Wal {
             cache_bytes,
             failed: None,
             stats: WalStats::default(),
+            next_segment: None,
             #[cfg(test)]
             failpoint: None,
         };
+        let mut wal = wal;
+        wal.start_preparing_next();
         let recovered = Recovered {
             hard_state: wal.state.hard_state,
             snapshot: wal.state.snapshot.clone(),
@@ -236,7 +239,7 @@ impl Wal {
             hard_state: &hs,
             snapshot: None,
         };
-        let ns = create_segment(&dir, &opts, start).await?;
+        let ns = create_segment(&dir, &opts, start, None).await?;
         let wal = Wal {
             dir,
             opts,
@@ -255,9 +258,12 @@ impl Wal {
                 segments_created: 1,
                 ..WalStats::default()
             },
+            next_segment: None,
             #[cfg(test)]
             failpoint: None,
         };
+        let mut wal = wal;
+        wal.start_preparing_next();
         Ok((wal, Recovered::default()))
     }
 }

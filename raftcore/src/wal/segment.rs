@@ -39,8 +39,8 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 }
 
 /// Lists segments in `seq` order and deletes leftover `*.wal.tmp` files (a
-/// crash while a segment was being created; it never held acknowledged
-/// data).
+/// segment being prepared or created at a crash or close; it never held
+/// acknowledged data).
 pub fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
     let rd = std::fs::read_dir(dir).map_err(|e| WalError::io("list directory", dir, e))?;
     let mut out = Vec::new();
@@ -96,18 +96,24 @@ pub struct NewSegment {
     pub tail: Vec<u8>,
 }
 
-/// Creates `{name}.tmp`, preallocates and zero-fills it, writes the header
-/// and initial records, fdatasyncs, renames it into place and fsyncs the
-/// directory. Zero-filling up front means later appends overwrite already
-/// written blocks, so their fdatasync has no extent conversion to journal.
-pub async fn create_segment(
-    dir: &Path,
-    opts: &WalOptions,
-    start: SegmentStart<'_>,
-) -> Result<NewSegment, WalError> {
-    let name = segment_name(start.seq, start.first_index);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
+/// A preallocated, zero-filled file that will become segment `seq`; it has
+/// no header yet (that needs the chain value and state at roll time).
+pub struct PreparedFile {
+    pub seq: u64,
+    pub file: DmaFile,
+    pub tmp: PathBuf,
+}
+
+/// Creates `{seq:016x}.next.wal.tmp`, preallocates it to `segment_bytes`
+/// and zero-fills it. Zero-filling up front means later appends overwrite
+/// already written blocks, so their fdatasync has no extent conversion to
+/// journal. Runs in the background while the previous segment fills up.
+pub async fn prepare_segment_file(
+    dir: PathBuf,
+    opts: WalOptions,
+    seq: u64,
+) -> Result<PreparedFile, WalError> {
+    let tmp = dir.join(format!("{seq:016x}.next.wal.tmp"));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -120,7 +126,35 @@ pub async fn create_segment(
     file.pre_allocate(size, false)
         .await
         .map_err(|e| WalError::io("preallocate segment", &tmp, e))?;
+    if opts.zero_fill_segments {
+        let chunk = opts.zero_fill_chunk_bytes as u64;
+        let mut pos = 0;
+        while pos < size {
+            let n = chunk.min(size - pos);
+            let mut z = file.alloc_dma_buffer(n as usize);
+            z.as_bytes_mut().fill(0);
+            write_all(&file, z, pos, &tmp, "zero-fill segment").await?;
+            pos += n;
+        }
+    }
+    Ok(PreparedFile { seq, file, tmp })
+}
 
+/// Turns a prepared file (or a freshly prepared one) into segment
+/// `start.seq`: writes the header and opening records, fdatasyncs (which
+/// also covers the zero-fill), renames it into place and fsyncs the
+/// directory. A segment only ever has its final name with a durable header.
+pub async fn create_segment(
+    dir: &Path,
+    opts: &WalOptions,
+    start: SegmentStart<'_>,
+    prepared: Option<PreparedFile>,
+) -> Result<NewSegment, WalError> {
+    let PreparedFile { file, tmp, .. } = match prepared {
+        Some(p) if p.seq == start.seq => p,
+        _ => prepare_segment_file(dir.to_path_buf(), opts.clone(), start.seq).await?,
+    };
+    let path = dir.join(segment_name(start.seq, start.first_index));
     let head_bytes = SEGMENT_HEADER_BYTES
         + CRC_SEED_FRAME_BYTES
         + HARD_STATE_FRAME_BYTES
@@ -152,17 +186,6 @@ pub async fn create_segment(
     let block_start = end / BLOCK_BYTES * BLOCK_BYTES;
     let tail = head.as_bytes()[block_start..end].to_vec();
 
-    if opts.zero_fill_segments {
-        let chunk = opts.zero_fill_chunk_bytes as u64;
-        let mut pos = head_len as u64;
-        while pos < size {
-            let n = chunk.min(size - pos);
-            let mut z = file.alloc_dma_buffer(n as usize);
-            z.as_bytes_mut().fill(0);
-            write_all(&file, z, pos, &tmp, "zero-fill segment").await?;
-            pos += n;
-        }
-    }
     write_all(&file, head, 0, &tmp, "write segment header").await?;
     file.fdatasync()
         .await
