@@ -50,9 +50,6 @@ pub enum StorageError {
     /// A snapshot stream was malformed.
     #[error("invalid snapshot stream: {0}")]
     InvalidSnapshot(String),
-    /// A bounded resource (readers, dirty pages) hit its configured limit.
-    #[error("limit reached: {what} (limit {limit})")]
-    LimitReached { what: &'static str, limit: u64 },
 }
 
 impl StorageError {
