@@ -26,11 +26,14 @@ pub struct WalBenchOptions {
     pub entry_bytes: usize,
     /// One run per element: that many concurrent proposers.
     pub proposers: Vec<usize>,
-    /// Measured time per run, after the warm-up.
+    /// Measured time per proposer count, after the warm-up.
     pub duration_ms: u64,
     pub warmup_ms: u64,
-    /// Duration of the raw write + fdatasync loop.
+    /// Measured time of the raw write + fdatasync loop.
     pub raw_duration_ms: u64,
+    /// The raw loop and the proposer counts take turns in slices this long,
+    /// so a change in background disk load hits all of them alike.
+    pub slice_ms: u64,
     pub wal: WalOptions,
     pub group: GroupOptions,
     pub executor: ExecutorSettings,
@@ -45,6 +48,7 @@ impl Default for WalBenchOptions {
             duration_ms: 3000,
             warmup_ms: 300,
             raw_duration_ms: 3000,
+            slice_ms: 250,
             wal: WalOptions::default(),
             group: GroupOptions::default(),
             executor: ExecutorSettings::default(),
@@ -156,6 +160,15 @@ impl Histogram {
         }
     }
 
+    /// A placeholder without buckets, for swapping a histogram out.
+    fn empty() -> Self {
+        Self {
+            fine: Vec::new(),
+            coarse: Vec::new(),
+            count: 0,
+        }
+    }
+
     fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         if us < FINE_US {
@@ -189,8 +202,9 @@ impl Histogram {
     }
 }
 
-/// Runs the raw baseline, then one WAL run per proposer count, on a fresh
-/// executor thread. Blocks until done.
+/// Runs the raw baseline and one WAL configuration per proposer count, on
+/// a fresh executor thread, interleaved in slices of `slice_ms` so that all
+/// of them see the same background load. Blocks until done.
 pub fn run(opts: &WalBenchOptions) -> Result<WalBenchReport, WalError> {
     opts.wal.validate()?;
     if opts.proposers.is_empty() || opts.proposers.contains(&0) {
@@ -198,133 +212,210 @@ pub fn run(opts: &WalBenchOptions) -> Result<WalBenchReport, WalError> {
             "proposer counts must be positive".into(),
         ));
     }
+    if opts.slice_ms == 0 {
+        return Err(WalError::InvalidOptions("slice_ms must be positive".into()));
+    }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| WalError::io("create bench directory", &opts.dir, e))?;
     let o = opts.clone();
     run_on_new_executor("wal-bench", &opts.executor, move || async move {
-        let raw = raw_fsync_loop(&o).await?;
-        let mut runs = Vec::new();
-        for &n in &o.proposers {
-            runs.push(proposer_run(&o, n).await?);
-        }
-        Ok(WalBenchReport {
-            entry_bytes: o.entry_bytes,
-            raw,
-            runs,
-        })
+        run_slices(&o).await
     })?
 }
 
-async fn raw_fsync_loop(o: &WalBenchOptions) -> Result<RawFsyncResult, WalError> {
-    super::runtime::prime_io_poll_probe(&o.dir).await?;
-    let path = o.dir.join(format!("raw-{}.bin", std::process::id()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&path)
-        .await
-        .map_err(|e| WalError::io("create raw bench file", &path, e))?;
-    // Same preparation as a WAL segment: allocated and zero-filled, so the
-    // loop measures overwrites of written blocks.
-    const REGION_BYTES: u64 = 1 << 20;
-    let mut z = file.alloc_dma_buffer(REGION_BYTES as usize);
-    z.as_bytes_mut().fill(0);
-    write_all(&file, z, 0, &path, "zero-fill raw bench file").await?;
-    file.fdatasync()
-        .await
-        .map_err(|e| WalError::io("fdatasync", &path, e))?;
+/// Latencies and counts of one configuration, summed over its slices.
+struct Acc {
+    hist: Histogram,
+    ops: u64,
+    fsyncs: u64,
+    secs: f64,
+}
 
-    let mut hist = Histogram::new();
-    let mut ops = 0u64;
-    let start = Instant::now();
-    let deadline = start + Duration::from_millis(o.raw_duration_ms);
-    let mut pos = 0u64;
-    while Instant::now() < deadline {
-        let t = Instant::now();
-        let mut buf = file.alloc_dma_buffer(4096);
-        buf.as_bytes_mut().fill((ops % 251) as u8);
-        write_all(&file, buf, pos, &path, "raw write").await?;
-        file.fdatasync()
-            .await
-            .map_err(|e| WalError::io("fdatasync", &path, e))?;
-        hist.record(t.elapsed());
-        ops += 1;
-        pos = (pos + 4096) % REGION_BYTES;
+impl Acc {
+    fn new() -> Self {
+        Self {
+            hist: Histogram::new(),
+            ops: 0,
+            fsyncs: 0,
+            secs: 0.0,
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let _ = file.close().await;
-    let _ = std::fs::remove_file(&path);
-    Ok(RawFsyncResult {
-        ops,
-        ops_per_sec: ops as f64 / secs,
-        latency_us_p50: hist.percentile_us(50.0),
-        latency_us_p99: hist.percentile_us(99.0),
+}
+
+async fn run_slices(o: &WalBenchOptions) -> Result<WalBenchReport, WalError> {
+    let raw = RawFile::create(o).await?;
+    let mut wals = Vec::with_capacity(o.proposers.len());
+    for &n in &o.proposers {
+        let dir = o.dir.join(format!("wal-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open(&dir, o.wal.clone()).await?;
+        wals.push((dir, Rc::new(GroupCommitter::start(wal, 1, o.group.clone()))));
+    }
+    // Warm-up: one untimed slice of each.
+    let warm = Duration::from_millis(o.warmup_ms);
+    raw.slice(warm, &mut Acc::new()).await?;
+    for (k, &n) in o.proposers.iter().enumerate() {
+        proposer_slice(&wals[k].1, n, o.entry_bytes, warm, &mut Acc::new()).await?;
+    }
+
+    let mut raw_acc = Acc::new();
+    let mut accs: Vec<Acc> = o.proposers.iter().map(|_| Acc::new()).collect();
+    let slice = Duration::from_millis(o.slice_ms);
+    let rounds = o.duration_ms.div_ceil(o.slice_ms).max(1);
+    let raw_rounds = o.raw_duration_ms.div_ceil(o.slice_ms).max(1);
+    for round in 0..rounds.max(raw_rounds) {
+        if round < raw_rounds {
+            raw.slice(slice, &mut raw_acc).await?;
+        }
+        if round < rounds {
+            for (k, &n) in o.proposers.iter().enumerate() {
+                proposer_slice(&wals[k].1, n, o.entry_bytes, slice, &mut accs[k]).await?;
+            }
+        }
+    }
+    raw.remove().await;
+    for (dir, gc) in wals {
+        let gc = Rc::try_unwrap(gc)
+            .map_err(|_| WalError::Executor("a proposer still holds the committer".into()))?;
+        gc.close().await.close().await?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let raw = RawFsyncResult {
+        ops: raw_acc.ops,
+        ops_per_sec: raw_acc.ops as f64 / raw_acc.secs,
+        latency_us_p50: raw_acc.hist.percentile_us(50.0),
+        latency_us_p99: raw_acc.hist.percentile_us(99.0),
+    };
+    let runs = o
+        .proposers
+        .iter()
+        .zip(accs)
+        .map(|(&proposers, a)| ProposerRun {
+            proposers,
+            entries: a.ops,
+            entries_per_sec: a.ops as f64 / a.secs,
+            fsyncs: a.fsyncs,
+            fsyncs_per_sec: a.fsyncs as f64 / a.secs,
+            entries_per_fsync: a.ops as f64 / a.fsyncs.max(1) as f64,
+            latency_us_p50: a.hist.percentile_us(50.0),
+            latency_us_p99: a.hist.percentile_us(99.0),
+        })
+        .collect();
+    Ok(WalBenchReport {
+        entry_bytes: o.entry_bytes,
+        raw,
+        runs,
     })
 }
 
-async fn proposer_run(o: &WalBenchOptions, proposers: usize) -> Result<ProposerRun, WalError> {
-    let dir = o
-        .dir
-        .join(format!("wal-{}-{proposers}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (wal, _) = Wal::open(&dir, o.wal.clone()).await?;
-    let gc = Rc::new(GroupCommitter::start(wal, 1, o.group.clone()));
-    let hist = Rc::new(RefCell::new(Histogram::new()));
-    let begin = Instant::now();
-    let measure_from = begin + Duration::from_millis(o.warmup_ms);
-    let deadline = measure_from + Duration::from_millis(o.duration_ms);
+/// The raw baseline: 4 KiB O_DIRECT write + fdatasync, cycling over a
+/// zero-filled 1 MiB region (the same preparation as a WAL segment, so both
+/// overwrite written blocks).
+struct RawFile {
+    file: glommio::io::DmaFile,
+    path: PathBuf,
+    pos: std::cell::Cell<u64>,
+}
+
+const RAW_REGION_BYTES: u64 = 1 << 20;
+
+impl RawFile {
+    async fn create(o: &WalBenchOptions) -> Result<Self, WalError> {
+        super::runtime::prime_io_poll_probe(&o.dir).await?;
+        let path = o.dir.join(format!("raw-{}.bin", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| WalError::io("create raw bench file", &path, e))?;
+        let mut z = file.alloc_dma_buffer(RAW_REGION_BYTES as usize);
+        z.as_bytes_mut().fill(0);
+        write_all(&file, z, 0, &path, "zero-fill raw bench file").await?;
+        file.fdatasync()
+            .await
+            .map_err(|e| WalError::io("fdatasync", &path, e))?;
+        Ok(Self {
+            file,
+            path,
+            pos: std::cell::Cell::new(0),
+        })
+    }
+
+    async fn slice(&self, dur: Duration, acc: &mut Acc) -> Result<(), WalError> {
+        let start = Instant::now();
+        while start.elapsed() < dur {
+            let t = Instant::now();
+            let mut buf = self.file.alloc_dma_buffer(4096);
+            buf.as_bytes_mut().fill((acc.ops % 251) as u8);
+            let pos = self.pos.get();
+            write_all(&self.file, buf, pos, &self.path, "raw write").await?;
+            self.file
+                .fdatasync()
+                .await
+                .map_err(|e| WalError::io("fdatasync", &self.path, e))?;
+            acc.hist.record(t.elapsed());
+            acc.ops += 1;
+            acc.fsyncs += 1;
+            self.pos.set((pos + 4096) % RAW_REGION_BYTES);
+        }
+        acc.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    async fn remove(self) {
+        // Benchmark scratch file: failures to clean up change no result.
+        let _ = self.file.close().await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `proposers` tasks submit entries back to back for `dur`; every
+/// submit-to-durable latency is recorded.
+async fn proposer_slice(
+    gc: &Rc<GroupCommitter>,
+    proposers: usize,
+    entry_bytes: usize,
+    dur: Duration,
+    acc: &mut Acc,
+) -> Result<(), WalError> {
+    let hist = Rc::new(RefCell::new(std::mem::replace(
+        &mut acc.hist,
+        Histogram::empty(),
+    )));
+    let fsyncs_before = gc.stats().wal.fsyncs;
+    let start = Instant::now();
+    let deadline = start + dur;
     let mut tasks = Vec::with_capacity(proposers);
     for _ in 0..proposers {
-        let (gc, hist, bytes) = (gc.clone(), hist.clone(), o.entry_bytes);
+        let (gc, hist) = (gc.clone(), hist.clone());
         tasks.push(glommio::spawn_local(async move {
             let mut n = 0u64;
-            loop {
+            while Instant::now() < deadline {
                 let t = Instant::now();
-                if t >= deadline {
-                    return Ok::<u64, WalError>(n);
-                }
-                gc.submit(EntryKind::Normal, vec![0x5a; bytes]).await?;
-                if t >= measure_from {
-                    hist.borrow_mut().record(t.elapsed());
-                    n += 1;
-                }
+                gc.submit(EntryKind::Normal, vec![0x5a; entry_bytes])
+                    .await?;
+                hist.borrow_mut().record(t.elapsed());
+                n += 1;
             }
+            Ok::<u64, WalError>(n)
         }));
     }
-    // Fsync count at the start of the measured window.
-    glommio::timer::sleep(Duration::from_millis(o.warmup_ms)).await;
-    let fsyncs_before = gc.stats().wal.fsyncs;
-    let mut entries = 0;
     let mut first_err = None;
     for t in tasks {
         match t.await {
-            Ok(n) => entries += n,
+            Ok(n) => acc.ops += n,
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
-    let fsyncs = gc.stats().wal.fsyncs - fsyncs_before;
-    let secs = o.duration_ms as f64 / 1000.0;
-    let gc = Rc::try_unwrap(gc)
-        .map_err(|_| WalError::Executor("proposer tasks still hold the committer".into()))?;
-    let wal = gc.close().await;
-    wal.close().await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    let hist = hist.borrow();
-    Ok(ProposerRun {
-        proposers,
-        entries,
-        entries_per_sec: entries as f64 / secs,
-        fsyncs,
-        fsyncs_per_sec: fsyncs as f64 / secs,
-        entries_per_fsync: entries as f64 / fsyncs.max(1) as f64,
-        latency_us_p50: hist.percentile_us(50.0),
-        latency_us_p99: hist.percentile_us(99.0),
-    })
+    acc.secs += start.elapsed().as_secs_f64();
+    acc.fsyncs += gc.stats().wal.fsyncs - fsyncs_before;
+    acc.hist = Rc::try_unwrap(hist)
+        .map_err(|_| WalError::Executor("a proposer still holds the histogram".into()))?
+        .into_inner();
+    first_err.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -354,6 +445,7 @@ mod tests {
             duration_ms: 100,
             warmup_ms: 10,
             raw_duration_ms: 50,
+            slice_ms: 25,
             wal: WalOptions {
                 segment_bytes: 1 << 20,
                 ..WalOptions::default()
