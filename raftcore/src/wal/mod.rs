@@ -63,12 +63,15 @@ pub struct WalOptions {
     pub max_record_bytes: usize,
     /// Bytes of recent entries kept in memory for `read_entries`.
     pub cache_max_bytes: usize,
-    /// Largest single read when `read_entries` goes to disk.
+    /// Largest single read when `read_entries` goes to disk. Keep it at or
+    /// below the device's `max_sectors_kb`: glommio 0.9 reads above it can
+    /// hang on some kernels (glommio PR #635).
     pub read_chunk_bytes: usize,
     /// Write zeros over a new segment before use, so appends never convert
     /// unwritten extents (which makes every fdatasync a journal commit).
     pub zero_fill_segments: bool,
-    /// Size of each zero-fill write.
+    /// Size of each zero-fill write (kept at or below `max_sectors_kb`, see
+    /// `read_chunk_bytes`).
     pub zero_fill_chunk_bytes: usize,
     /// Prepare (preallocate and zero-fill) the next segment in a background
     /// task while the current one fills, so a roll costs one header write,
@@ -83,9 +86,9 @@ impl Default for WalOptions {
             max_batch_bytes: 1 << 20,
             max_record_bytes: 4 << 20,
             cache_max_bytes: 16 << 20,
-            read_chunk_bytes: 1 << 20,
+            read_chunk_bytes: 128 << 10,
             zero_fill_segments: true,
-            zero_fill_chunk_bytes: 1 << 20,
+            zero_fill_chunk_bytes: 128 << 10,
             prepare_next_segment: true,
         }
     }
