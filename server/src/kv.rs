@@ -17,6 +17,10 @@ pub fn storage_error(e: st::StorageError) -> ApiError {
         st::StorageError::NoSpace { .. } => ApiError::NoSpace,
         st::StorageError::InvalidSortOption => ApiError::InvalidSortOption,
         st::StorageError::KeyNotProvided => ApiError::EmptyKey,
+        st::StorageError::KeyTooLarge { .. } | st::StorageError::ValueTooLarge { .. } => {
+            ApiError::RequestTooLarge
+        }
+        st::StorageError::KeyNotFound => ApiError::KeyNotFound,
         other => ApiError::Internal(other.to_string()),
     }
 }

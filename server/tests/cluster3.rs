@@ -113,8 +113,18 @@ async fn leader_kill_under_writes_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_member_catches_up_by_snapshot() {
-    let mut cluster =
-        Cluster::start(3, &["--snapshot-count", "50", "--store-sync-entries", "20"]).await;
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--snapshot-count",
+            "50",
+            "--store-sync-entries",
+            "20",
+            "--snapshot-catchup-entries",
+            "10",
+        ],
+    )
+    .await;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let lagging = (leader + 1) % 3;
     cluster.members[lagging].stop();

@@ -22,7 +22,7 @@ mod pool;
 mod snapshot;
 mod watch;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +108,17 @@ impl GatewayOptions {
             ..ClientOptions::default()
         }
     }
+}
+
+/// The address the gateway dials for a native listener bound to `listen`:
+/// an unspecified listen IP (0.0.0.0, ::) is reached over loopback.
+pub fn native_connect_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 /// Binds `addr`, starts the gateway on its own thread (thread
@@ -206,4 +217,26 @@ async fn serve(
         .serve_with_incoming(incoming)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_native_listen_is_dialled_on_loopback() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(native_connect_addr(a("0.0.0.0:2378")), a("127.0.0.1:2378"));
+        assert_eq!(native_connect_addr(a("[::]:2378")), a("[::1]:2378"));
+        assert_eq!(native_connect_addr(a("10.1.2.3:9")), a("10.1.2.3:9"));
+    }
+
+    #[test]
+    fn grpc_limit_is_request_limit_plus_headroom() {
+        let o = GatewayOptions::default();
+        assert_eq!(o.grpc_max_recv_bytes(), 1_572_864 + 512 * 1024);
+        let c = o.client_options();
+        assert_eq!(c.limits.max_request_bytes, 1_572_864);
+        assert_eq!(c.limits.max_frame_bytes, o.grpc_max_recv_bytes());
+    }
 }

@@ -145,6 +145,7 @@ impl Core {
                 next_tick = (next_tick + tick).max(now);
                 self.expire(now);
                 self.publish_status();
+                self.compact_in_background()?;
             }
             self.start_read_round();
             while self.raw.has_ready() {
@@ -406,6 +407,18 @@ impl Core {
             let _ = reply.send(result);
         }
         METRICS.apply.observe(started.elapsed());
+        Ok(())
+    }
+
+    /// Physical compaction advances inside commits; when writes are idle,
+    /// one bounded step per tick finishes it (store's `compact_step`).
+    fn compact_in_background(&mut self) -> Result<(), String> {
+        let store = self.shared.store();
+        if store.compaction_pending() {
+            store
+                .compact_step()
+                .map_err(|e| self.fatal(format!("store compaction: {e}")))?;
+        }
         Ok(())
     }
 

@@ -189,6 +189,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         max_frame_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX)
             + corekv_wire::limits::DEFAULT_FRAME_HEADROOM_BYTES,
         max_txn_ops: cfg.max_txn_ops as usize,
+        // The store's key limit: longer keys are refused before they reach Raft.
+        max_key_bytes: corekv_storage::MAX_KEY_BYTES,
         ..WireLimits::default()
     };
     let shared = Arc::new(Shared {
@@ -210,8 +212,19 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let probe_shared = shared.clone();
     let probe: http::HealthProbe = Arc::new(move || health(&probe_shared));
-    let http_addr =
-        http::spawn(http_listen, probe).with_context(|| format!("listen {http_listen}"))?;
+    let gateway_opts = crate::gateway::GatewayOptions {
+        max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
+        max_txn_ops: cfg.max_txn_ops as usize,
+        request_timeout: cfg.request_timeout(),
+        ..Default::default()
+    };
+    let http_addr = crate::gateway::spawn(
+        http_listen,
+        crate::gateway::native_connect_addr(cfg.listen_native_addr),
+        probe,
+        gateway_opts,
+    )
+    .with_context(|| format!("listen {http_listen}"))?;
 
     let cores = match cfg.cores {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -315,6 +328,7 @@ fn raft_config(cfg: &Config, id: u64) -> corekv_raftcore::Config {
     rc.heartbeat_tick = 1;
     rc.pre_vote = true;
     rc.check_quorum = true;
+    rc.snapshot_catch_up_entries = cfg.snapshot_catchup_entries;
     rc.seed = id
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
