@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use corekv_raftcore::wal::Wal;
 use corekv_raftcore::{
-    Entry, EntryKind, Message, MessageKind, RaftError, RawNode, ReadState, Role, SnapshotMeta,
+    Entry, EntryKind, HardState, Message, MessageKind, RaftError, RawNode, ReadState, Role,
+    SnapshotMeta,
 };
 use corekv_storage::Store;
 use corekv_wire::ApiError;
@@ -69,6 +70,8 @@ pub struct Core {
     last_snapshot_index: u64,
     last_sync_applied: u64,
     last_leader: u64,
+    /// The hard state last written to the WAL.
+    durable_hs: HardState,
 }
 
 enum Event {
@@ -81,6 +84,7 @@ enum Event {
 impl Core {
     pub fn new(shared: Arc<Shared>, raw: RawNode, wal: Wal, peers: Peers, applied: u64) -> Core {
         let last_snapshot_index = wal.snapshot().map_or(0, |s| s.index);
+        let durable_hs = wal.hard_state();
         Core {
             shared,
             raw,
@@ -96,6 +100,7 @@ impl Core {
             last_snapshot_index,
             last_sync_applied: applied,
             last_leader: 0,
+            durable_hs,
         }
     }
 
@@ -285,13 +290,25 @@ impl Core {
                 .map_err(|e| self.fatal(format!("wal: {e}")))?;
             self.last_snapshot_index = meta.index;
         }
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+        // A hard state whose term and vote are unchanged only moved the
+        // commit index, which need not be durable (a restarted member learns
+        // it again from the leader): it rides along with the next entries
+        // instead of costing an fdatasync of its own.
+        let durable = self.durable_hs;
+        let vote_changed = rd
+            .hard_state
+            .is_some_and(|hs| hs.term != durable.term || hs.vote != durable.vote);
+        if !rd.entries.is_empty() || vote_changed {
             let started = Instant::now();
+            let hs = rd.hard_state;
             self.wal
-                .append(&rd.entries, rd.hard_state)
+                .append(&rd.entries, hs)
                 .await
                 .map_err(|e| self.fatal(format!("wal: {e}")))?;
             METRICS.wal_fsync.observe(started.elapsed());
+            if let Some(hs) = hs {
+                self.durable_hs = hs;
+            }
         }
         if let Some((index, term)) = rd.persisted_upto() {
             self.raw.on_persisted(index, term);
