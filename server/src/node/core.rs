@@ -351,8 +351,10 @@ impl Core {
         let mut answers: Vec<(WriteReply, Result<w::Response, ApiError>)> = Vec::new();
         let mut last = self.applied;
         let mut aligned = AlignedVec::<16>::new();
+        let mut last_term = 0;
         for e in entries {
             last = last.max(e.index);
+            last_term = e.term;
             if e.index <= store_applied {
                 continue; // already in the store (restart, or a newer snapshot image)
             }
@@ -403,6 +405,12 @@ impl Core {
                     }
                 }
             }
+        }
+        if last_term != 0 {
+            batch.put_meta(
+                super::start::APPLIED_TERM_META_KEY,
+                &last_term.to_le_bytes(),
+            );
         }
         let commit_started = Instant::now();
         let info = batch
@@ -501,6 +509,18 @@ impl Core {
             }
         };
         if restored.applied_index() > current.applied_index() {
+            // The image carries the leader's identity; this store is ours.
+            let applied = restored.applied_index();
+            let mut batch = restored
+                .write()
+                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
+            batch.put_meta(
+                super::start::MEMBER_META_KEY,
+                &self.shared.member_id.to_le_bytes(),
+            );
+            batch
+                .commit(applied, true)
+                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
             drop(restored);
             std::fs::rename(&staging, &db_path)
                 .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;

@@ -32,7 +32,10 @@ use crate::http;
 /// Store meta key holding the cluster's identity and membership (JSON).
 const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
 /// Store meta key holding this member's id.
-const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
+pub const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
+/// Store meta key holding the Raft term of the last applied entry (written
+/// with every apply commit, so it always matches the applied index).
+pub const APPLIED_TERM_META_KEY: &[u8] = b"corekv/applied_term";
 /// Peer messages queued for the Raft core.
 const PEER_IN_QUEUE_DEPTH: usize = 16_384;
 
@@ -173,6 +176,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         learners: cluster.learners(),
     };
     let applied = store.applied_index();
+    let applied_term = store
+        .read()
+        .get_meta(APPLIED_TERM_META_KEY)
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes);
     tracing::info!(
         name = %cfg.name,
         member = format_args!("{member_id:x}"),
@@ -253,12 +261,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 let (wal, recovered) = Wal::open(wal_dir(&shared.cfg.data_dir()), wal_opts)
                     .await
                     .map_err(|e| format!("open WAL: {e}"))?;
-                let restored = Restored {
-                    hard_state: recovered.hard_state,
-                    snapshot: recovered.snapshot,
-                    entries: recovered.entries,
-                    applied,
-                };
+                let wal_snapshot = recovered.snapshot.clone();
+                let restored = restore_state(recovered, applied, applied_term, &initial);
+                let mut wal = wal;
+                if restored.snapshot != wal_snapshot {
+                    // Make the WAL agree: its log now starts after the store.
+                    if let Some(meta) = &restored.snapshot {
+                        wal.save_snapshot_marker(meta)
+                            .await
+                            .map_err(|e| format!("WAL snapshot marker: {e}"))?;
+                    }
+                }
                 let raw =
                     RawNode::new(raft_cfg, initial, restored).map_err(|e| format!("raft: {e}"))?;
                 peer::listen(shared.clone(), peer_listen, peer_tx.clone())
@@ -320,6 +333,59 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     core_result.map_err(|e| anyhow!(e))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What Raft restarts from. Normally the WAL's state plus the store's applied
+/// index. A member that installed a leader's snapshot image can have a store
+/// ahead of its WAL (the image is newer than the snapshot's index and the
+/// entries in between had not reached the WAL yet): the store itself is then
+/// the snapshot, at its applied index and term, and the WAL entries it covers
+/// are dropped.
+fn restore_state(
+    recovered: corekv_raftcore::wal::Recovered,
+    applied: u64,
+    applied_term: u64,
+    initial: &ConfState,
+) -> Restored {
+    let last = recovered
+        .entries
+        .last()
+        .map(|e| e.index)
+        .or(recovered.snapshot.as_ref().map(|s| s.index))
+        .unwrap_or(0);
+    if applied <= last || applied_term == 0 {
+        return Restored {
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            entries: recovered.entries,
+            applied,
+        };
+    }
+    tracing::warn!(
+        applied,
+        wal_last = last,
+        "store is ahead of the WAL: restarting from the store as a snapshot"
+    );
+    let conf_state = recovered
+        .snapshot
+        .as_ref()
+        .map_or_else(|| initial.clone(), |s| s.conf_state.clone());
+    let mut hard_state = recovered.hard_state;
+    if hard_state.term < applied_term {
+        hard_state.term = applied_term;
+        hard_state.vote = 0;
+    }
+    hard_state.commit = hard_state.commit.max(applied);
+    Restored {
+        hard_state,
+        snapshot: Some(corekv_raftcore::SnapshotMeta {
+            index: applied,
+            term: applied_term,
+            conf_state,
+        }),
+        entries: Vec::new(),
+        applied,
+    }
 }
 
 fn raft_config(cfg: &Config, id: u64) -> corekv_raftcore::Config {
