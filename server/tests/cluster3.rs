@@ -180,4 +180,43 @@ async fn lagging_member_catches_up_by_snapshot() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The image came from the leader, but the member keeps its own identity,
+    // also across a restart.
+    let own_id = lc
+        .status(w::StatusRequest {})
+        .await
+        .unwrap()
+        .header
+        .member_id;
+    let leader_id = c
+        .status(w::StatusRequest {})
+        .await
+        .unwrap()
+        .header
+        .member_id;
+    assert_ne!(own_id, leader_id);
+    drop(lc);
+    cluster.members[lagging].kill();
+    cluster.members[lagging].start();
+    let lc = connect(&cluster.members[lagging].native_addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = w::RangeRequest {
+            serializable: true,
+            count_only: true,
+            ..range("\0", "\0")
+        };
+        let r = lc.range(all).await;
+        let status = lc.status(w::StatusRequest {}).await;
+        if r.as_ref().is_ok_and(|r| r.count >= 301)
+            && status.as_ref().is_ok_and(|s| s.header.member_id == own_id)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member did not come back as itself: {r:?} {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
