@@ -729,3 +729,22 @@ async fn etcdctl_drives_the_gateway() {
     let (ok, out) = run(&["alarm", "list"]).await.unwrap();
     assert!(ok && out.trim().is_empty(), "{out}");
 }
+
+/// The daemon itself serves the gateway on its client URL (wired in
+/// node/start.rs): gRPC and HTTP on `--listen-client-urls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_grpc_and_http_on_its_client_url() {
+    let cluster = Cluster::start(1, &[]).await;
+    let client_url: SocketAddr = format!("127.0.0.1:{}", cluster.members[0].spec.http)
+        .parse()
+        .unwrap();
+    let mut kv = KvClient::new(channel(client_url).await);
+    kv.put(put("via-daemon", "1")).await.unwrap();
+    let r = kv.range(get("via-daemon")).await.unwrap().into_inner();
+    assert_eq!(r.kvs[0].value, b("1"));
+    let (code, body) = http_get(client_url, "/health");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "{\"health\":\"true\",\"reason\":\"\"}")
+    );
+}
