@@ -748,3 +748,38 @@ async fn daemon_serves_grpc_and_http_on_its_client_url() {
         (200, "{\"health\":\"true\",\"reason\":\"\"}")
     );
 }
+
+/// Metadata `hasleader: true` on Watch: refused while the member has no
+/// leader (etcd's "etcdserver: no leader"); without it the stream opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_requiring_a_leader_is_refused_without_one() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let native: SocketAddr = cluster.members[0].native_addr().parse().unwrap();
+    let gw = gateway::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        native,
+        healthy(),
+        GatewayOptions::default(),
+    )
+    .unwrap();
+    let ch = channel(gw).await;
+    WatchSession::open(ch.clone(), true)
+        .await
+        .expect("a leader exists");
+    cluster.members[1].kill();
+    cluster.members[2].kill();
+    // Check-quorum makes a lone leader step down within an election timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let err = loop {
+        match WatchSession::open(ch.clone(), true).await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() > deadline => panic!("leader never lost"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "etcdserver: no leader");
+    WatchSession::open(ch, false)
+        .await
+        .expect("no leader required");
+}

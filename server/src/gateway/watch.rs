@@ -153,15 +153,17 @@ impl Session {
                 Some((id, item)) = self.watches.next(), if !self.watches.is_empty() => {
                     self.on_event(id, item).await
                 }
-                msg = input.message(), if input_open && self.control.len() < self.max_control => {
+                // `next()` (poll_next) is cancel-safe: a lost race leaves the
+                // partly read message in the stream's buffer.
+                msg = input.next(), if input_open && self.control.len() < self.max_control => {
                     match msg {
-                        Ok(Some(req)) => self.on_request(req),
+                        Some(Ok(req)) => self.on_request(req),
                         // A half-closed stream keeps delivering events, as etcd's does.
-                        Ok(None) => {
+                        None => {
                             input_open = false;
                             Ok(())
                         }
-                        Err(_) => Err(End::ClientGone),
+                        Some(Err(_)) => Err(End::ClientGone),
                     }
                 }
             };
