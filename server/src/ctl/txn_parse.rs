@@ -109,6 +109,33 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The key and range end of a `get`/`del` line: `key [range_end]`, or
+/// `--prefix` / `--from-key` ranges.
+fn key_and_end(
+    cmd: &str,
+    pos: &[&String],
+    has: &dyn Fn(&str) -> bool,
+    line: &str,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (key, end) = match pos {
+        [k] => (k.as_bytes().to_vec(), Vec::new()),
+        [k, e] => (k.as_bytes().to_vec(), e.as_bytes().to_vec()),
+        _ => {
+            return Err(format!(
+                "{cmd} needs a key and an optional range end: {line:?}"
+            ));
+        }
+    };
+    let end = if has("--prefix") {
+        prefix_end(&key)
+    } else if has("--from-key") {
+        vec![0]
+    } else {
+        end
+    };
+    Ok((key, end))
+}
+
 /// Parses one request line of a txn (`put`, `get`, `del`).
 pub fn parse_op(line: &str) -> Result<w::Op, String> {
     let words = split_words(line)?;
@@ -139,22 +166,7 @@ pub fn parse_op(line: &str) -> Result<w::Op, String> {
             }))
         }
         "get" => {
-            let (key, end) = match pos.as_slice() {
-                [k] => (k.as_bytes().to_vec(), Vec::new()),
-                [k, e] => (k.as_bytes().to_vec(), e.as_bytes().to_vec()),
-                _ => {
-                    return Err(format!(
-                        "get needs a key and an optional range end: {line:?}"
-                    ));
-                }
-            };
-            let end = if has("--prefix") {
-                prefix_end(&key)
-            } else if has("--from-key") {
-                vec![0]
-            } else {
-                end
-            };
+            let (key, end) = key_and_end("get", &pos, &has, line)?;
             let limit = match flag_value("--limit") {
                 Some(l) => l.parse().map_err(|_| format!("invalid --limit {l:?}"))?,
                 None => 0,
@@ -169,22 +181,7 @@ pub fn parse_op(line: &str) -> Result<w::Op, String> {
             }))
         }
         "del" | "delete" => {
-            let (key, end) = match pos.as_slice() {
-                [k] => (k.as_bytes().to_vec(), Vec::new()),
-                [k, e] => (k.as_bytes().to_vec(), e.as_bytes().to_vec()),
-                _ => {
-                    return Err(format!(
-                        "del needs a key and an optional range end: {line:?}"
-                    ));
-                }
-            };
-            let end = if has("--prefix") {
-                prefix_end(&key)
-            } else if has("--from-key") {
-                vec![0]
-            } else {
-                end
-            };
+            let (key, end) = key_and_end("del", &pos, &has, line)?;
             Ok(w::Op::DeleteRange(w::DeleteRangeRequest {
                 key,
                 range_end: end,
