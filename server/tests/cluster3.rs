@@ -198,9 +198,11 @@ async fn lagging_member_catches_up_by_snapshot() {
     drop(lc);
     cluster.members[lagging].kill();
     cluster.members[lagging].start();
-    let lc = connect(&cluster.members[lagging].native_addr()).await;
+    let addr = cluster.members[lagging].native_addr();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // A fresh connection per try: the member is restarting.
+        let lc = connect(&addr).await;
         let all = w::RangeRequest {
             serializable: true,
             count_only: true,
@@ -215,7 +217,8 @@ async fn lagging_member_catches_up_by_snapshot() {
         }
         assert!(
             Instant::now() < deadline,
-            "member did not come back as itself: {r:?} {status:?}"
+            "member did not come back as itself: {r:?} {status:?}\nlog:\n{}",
+            cluster.members[lagging].log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
