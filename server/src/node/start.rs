@@ -220,7 +220,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let probe_shared = shared.clone();
     let probe: http::HealthProbe = Arc::new(move || health(&probe_shared));
+    let cores = match cfg.cores {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let gateway_opts = crate::gateway::GatewayOptions {
+        // The gateway's gRPC work is CPU-bound: one tokio worker per core.
+        worker_threads: cores,
         max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
         max_txn_ops: cfg.max_txn_ops as usize,
         request_timeout: cfg.request_timeout(),
@@ -234,10 +240,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .with_context(|| format!("listen {http_listen}"))?;
 
-    let cores = match cfg.cores {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cores <= online;
     let placement = |i: usize| {
