@@ -151,8 +151,13 @@ async fn lagging_member_catches_up_by_snapshot() {
         }
         assert!(
             Instant::now() < deadline,
-            "lagging member did not catch up: {r:?}\nlog:\n{}",
-            cluster.members[lagging].log()
+            "lagging member did not catch up: {r:?}\nlogs:\n{}",
+            cluster
+                .members
+                .iter()
+                .map(|m| m.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -59,8 +59,12 @@ pub struct Core {
     /// map is in deadline order).
     waiters: BTreeMap<u64, Waiter>,
     next_proposal_id: u64,
-    /// Reads waiting for the next read-index round.
-    queued_reads: Vec<ReadReply>,
+    /// Reads waiting for the next read-index round (with their deadline).
+    queued_reads: Vec<(Instant, ReadReply)>,
+    /// Writes that arrived while no leader was known: proposed (or
+    /// forwarded) once one is, or answered "no leader" at their deadline,
+    /// as etcd does. Bounded by the client channel's depth.
+    parked: std::collections::VecDeque<(Instant, corekv_wire::OwnedFrame, WriteReply)>,
     /// Rounds in flight, by ctx.
     read_rounds: HashMap<u64, (Instant, Vec<ReadReply>)>,
     /// Confirmed read points waiting for apply to reach them.
@@ -93,6 +97,7 @@ impl Core {
             waiters: BTreeMap::new(),
             next_proposal_id: 1,
             queued_reads: Vec::new(),
+            parked: std::collections::VecDeque::new(),
             read_rounds: HashMap::new(),
             pending_reads: BTreeMap::new(),
             next_read_ctx: 1,
@@ -150,6 +155,7 @@ impl Core {
                 next_tick = (next_tick + tick).max(now);
                 self.expire(now);
                 self.publish_status();
+                self.unpark();
                 self.compact_in_background()?;
             }
             self.start_read_round();
@@ -164,35 +170,13 @@ impl Core {
     fn on_client(&mut self, m: CoreMsg) {
         match m {
             CoreMsg::Propose { frame, reply } => {
-                let id = self.next_proposal_id;
-                self.next_proposal_id += 1;
-                let data = entry::encode(self.shared.member_id, id, frame.payload());
-                match self.raw.propose(data.clone()) {
-                    Ok(_) => {
-                        METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
-                        let deadline = Instant::now() + self.shared.cfg.request_timeout();
-                        self.waiters.insert(id, Waiter { reply, deadline });
-                    }
-                    Err(RaftError::NotLeader {
-                        leader: Some(leader),
-                    }) => {
-                        // Forward; this member answers when it applies the entry.
-                        if self.peers.send(leader, PeerOut::Forward { data }) {
-                            METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
-                            let deadline = Instant::now() + self.shared.cfg.request_timeout();
-                            self.waiters.insert(id, Waiter { reply, deadline });
-                        } else {
-                            METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                            let _ = reply.send(Err(ApiError::TooManyRequests));
-                        }
-                    }
-                    Err(e) => {
-                        METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = reply.send(Err(raft_error(e)));
-                    }
-                }
+                let deadline = Instant::now() + self.shared.cfg.request_timeout();
+                self.propose(deadline, frame, reply);
             }
-            CoreMsg::ReadIndex { reply } => self.queued_reads.push(reply),
+            CoreMsg::ReadIndex { reply } => {
+                let deadline = Instant::now() + self.shared.cfg.request_timeout();
+                self.queued_reads.push((deadline, reply));
+            }
             CoreMsg::MoveLeader { target, reply } => {
                 let status = self.raw.status();
                 if status.role != Role::Leader {
@@ -232,6 +216,49 @@ impl Core {
         Ok(())
     }
 
+    /// Proposes a client write here (leader), forwards it (follower that
+    /// knows the leader), or parks it until a leader is known.
+    fn propose(&mut self, deadline: Instant, frame: corekv_wire::OwnedFrame, reply: WriteReply) {
+        let id = self.next_proposal_id;
+        let data = entry::encode(self.shared.member_id, id, frame.payload());
+        match self.raw.propose(data) {
+            Ok(_) => {}
+            Err(RaftError::NotLeader {
+                leader: Some(leader),
+            }) => {
+                // Forward; this member answers when it applies the entry.
+                let data = entry::encode(self.shared.member_id, id, frame.payload());
+                if !self.peers.send(leader, PeerOut::Forward { data }) {
+                    METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(ApiError::TooManyRequests));
+                    return;
+                }
+            }
+            Err(RaftError::NotLeader { leader: None }) => {
+                self.parked.push_back((deadline, frame, reply));
+                return;
+            }
+            Err(e) => {
+                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Err(raft_error(e)));
+                return;
+            }
+        }
+        self.next_proposal_id += 1;
+        METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
+        self.waiters.insert(id, Waiter { reply, deadline });
+    }
+
+    /// Retries parked writes once a leader is known.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() || self.shared.leader().is_none() {
+            return;
+        }
+        for (deadline, frame, reply) in std::mem::take(&mut self.parked) {
+            self.propose(deadline, frame, reply);
+        }
+    }
+
     /// All reads queued since the last round share one read-index round.
     fn start_read_round(&mut self) {
         if self.queued_reads.is_empty() {
@@ -239,14 +266,19 @@ impl Core {
         }
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        let batch = std::mem::take(&mut self.queued_reads);
         match self.raw.read_index(ctx) {
             Ok(()) => {
+                let batch = std::mem::take(&mut self.queued_reads)
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect();
                 self.read_rounds.insert(ctx, (Instant::now(), batch));
             }
+            // No leader yet: the reads wait (until their deadline) for one.
+            Err(RaftError::NotLeader { leader: None }) => {}
             Err(e) => {
                 let err = raft_error(e);
-                for r in batch {
+                for (_, r) in std::mem::take(&mut self.queued_reads) {
                     let _ = r.send(Err(err.clone()));
                 }
             }
@@ -555,6 +587,26 @@ impl Core {
             METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
             let _ = w.reply.send(Err(ApiError::Timeout));
         }
+        let no_leader = self.shared.leader().is_none();
+        let late = |deadline: &Instant| *deadline <= now;
+        let err = if no_leader {
+            ApiError::NoLeader
+        } else {
+            ApiError::Timeout
+        };
+        while self.parked.front().is_some_and(|(d, _, _)| late(d)) {
+            if let Some((_, _, reply)) = self.parked.pop_front() {
+                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+        let (expired_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued_reads)
+            .into_iter()
+            .partition(|(d, _)| late(d));
+        self.queued_reads = waiting;
+        for (_, r) in expired_reads {
+            let _ = r.send(Err(err.clone()));
+        }
         let timeout = self.shared.cfg.request_timeout();
         let expired: Vec<u64> = self
             .read_rounds
@@ -612,8 +664,11 @@ impl Core {
         for (_, w) in std::mem::take(&mut self.waiters) {
             let _ = w.reply.send(Err(err.clone()));
         }
-        for r in std::mem::take(&mut self.queued_reads) {
+        for (_, r) in std::mem::take(&mut self.queued_reads) {
             let _ = r.send(Err(err.clone()));
+        }
+        for (_, _, reply) in std::mem::take(&mut self.parked) {
+            let _ = reply.send(Err(err.clone()));
         }
         for (_, (_, batch)) in std::mem::take(&mut self.read_rounds) {
             for r in batch {
