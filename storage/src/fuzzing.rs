@@ -9,9 +9,21 @@ use crate::mvcc::{RangeRequest, SortOrder, SortTarget, Store, StoreOptions};
 
 /// Opens `data` as a store file and reads everything it can.
 pub fn open_and_read(data: &[u8]) {
+    open_and_read_with(data, true);
+}
+
+/// Like [`open_and_read`] with data-page checksums off, so that mutated
+/// pages reach the page parsers instead of stopping at the checksum (the
+/// meta pages are still checked). Used by the fuzz target.
+pub fn open_and_read_unverified(data: &[u8]) {
+    open_and_read_with(data, false);
+}
+
+fn open_and_read_with(data: &[u8], verify_checksums: bool) {
     let backend = Arc::new(MemBackend::from_bytes(data.to_vec()));
     let opts = StoreOptions {
         initial_mmap_bytes: 0,
+        verify_checksums,
         ..StoreOptions::default()
     };
     let Ok(store) = Store::open_with_backend(backend, opts) else {
