@@ -10,11 +10,19 @@ use corekv_storage::{DeleteRangeRequest, PutRequest, Store, StoreOptions};
 fn write_storage_fuzz_seeds() {
     let dir = std::env::var("COREKV_FUZZ_SEED_DIR").expect("set COREKV_FUZZ_SEED_DIR");
     std::fs::create_dir_all(&dir).expect("seed dir");
-    let tmp = tempfile::Builder::new().tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let tmp = tempfile::Builder::new()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir");
     for (n, keys) in [(0, 0usize), (1, 3), (2, 40), (3, 400)] {
         let path = tmp.path().join(format!("seed{n}"));
-        let store = Store::open(&path, StoreOptions { initial_mmap_bytes: 0, ..StoreOptions::default() })
-            .expect("open");
+        let store = Store::open(
+            &path,
+            StoreOptions {
+                initial_mmap_bytes: 0,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
         let mut batch = store.write().expect("write");
         for i in 0..keys {
             let put = PutRequest {
@@ -25,7 +33,10 @@ fn write_storage_fuzz_seeds() {
             batch.put(&put).expect("put");
         }
         if keys > 2 {
-            let del = DeleteRangeRequest { key: b"key0001".to_vec(), ..Default::default() };
+            let del = DeleteRangeRequest {
+                key: b"key0001".to_vec(),
+                ..Default::default()
+            };
             batch.delete_range(&del).expect("delete");
             batch.compact(2).expect("compact");
         }
