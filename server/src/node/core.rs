@@ -55,8 +55,7 @@ pub struct Core {
     raw: RawNode,
     wal: Wal,
     peers: Peers,
-    /// Client writes proposed here, by proposal id (ids grow with time, so the
-    /// map is in deadline order).
+    /// Client writes proposed or forwarded by this member, by proposal id.
     waiters: BTreeMap<u64, Waiter>,
     next_proposal_id: u64,
     /// Reads waiting for the next read-index round (with their deadline).
@@ -578,14 +577,21 @@ impl Core {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(entry) = self.waiters.first_entry() {
-            if entry.get().deadline > now {
-                break;
+        // Ids do not follow deadlines (a parked write keeps its deadline and
+        // gets a new id when retried), so scan; waiters are bounded by the
+        // proposal queue depth.
+        let expired: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(w) = self.waiters.remove(&id) {
+                METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = w.reply.send(Err(ApiError::Timeout));
             }
-            let w = entry.remove();
-            METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
-            METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-            let _ = w.reply.send(Err(ApiError::Timeout));
         }
         let no_leader = self.shared.leader().is_none();
         let late = |deadline: &Instant| *deadline <= now;
