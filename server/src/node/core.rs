@@ -209,7 +209,6 @@ impl Core {
                 }
             }
             PeerIn::Snapshot { path, msg } => self.install_snapshot(&path, msg)?,
-            PeerIn::Unreachable(id) => self.raw.report_unreachable(id),
             PeerIn::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
         }
         Ok(())

@@ -68,7 +68,6 @@ pub enum PeerIn {
     Raft(Message),
     Forward { data: Vec<u8> },
     Snapshot { path: PathBuf, msg: Message },
-    Unreachable(NodeId),
     SnapshotSent { to: NodeId, ok: bool },
 }
 
