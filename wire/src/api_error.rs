@@ -3,140 +3,100 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// An error answered by the server for one request. Clients (and the gRPC
-/// gateway) match on `message()` and `grpc_code()`, exactly like etcd's.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-#[non_exhaustive]
-pub enum ApiError {
-    EmptyKey,
-    KeyNotFound,
-    ValueProvided,
-    LeaseProvided,
-    TooManyOps,
-    DuplicateKey,
-    InvalidSortOption,
-    Compacted,
-    FutureRev,
-    NoSpace,
-    LeaseNotFound,
-    LeaseExist,
-    LeaseTtlTooLarge,
-    MemberExist,
-    PeerUrlExist,
-    MemberNotEnoughStarted,
-    MemberBadUrls,
-    MemberNotFound,
-    MemberNotLearner,
-    LearnerNotReady,
-    TooManyLearners,
-    RequestTooLarge,
-    TooManyRequests,
-    RootUserNotExist,
-    RootRoleNotExist,
-    UserAlreadyExist,
-    UserEmpty,
-    UserNotFound,
-    RoleAlreadyExist,
-    RoleNotFound,
-    RoleEmpty,
-    AuthFailed,
-    PermissionDenied,
-    RoleNotGranted,
-    PermissionNotGranted,
-    AuthNotEnabled,
-    InvalidAuthToken,
-    InvalidAuthMgmt,
-    NoLeader,
+/// Defines `ApiError` from one list of (kind, etcd message), so the enum,
+/// `message()` and `all_kinds()` cannot drift apart. Variant order is the
+/// archived discriminant order: append new kinds at the end of the list.
+macro_rules! api_errors {
+    ($($(#[$doc:meta])* $kind:ident $({ $field:ident: $ty:ty })? => $msg:literal,)*) => {
+        /// An error answered by the server for one request. Clients (and the gRPC
+        /// gateway) match on `message()` and `grpc_code()`, exactly like etcd's.
+        #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+        #[rkyv(derive(Debug, PartialEq, Eq))]
+        #[non_exhaustive]
+        pub enum ApiError {
+            $($(#[$doc])* $kind $({ $field: $ty })?,)*
+            /// corekv-only: a native request whose structure cannot come from any
+            /// etcd request (e.g. a nested-txn index that does not form a tree).
+            MalformedRequest(String),
+            /// Catch-all for server-side failures with no etcd equivalent.
+            Internal(String),
+        }
+
+        impl ApiError {
+            /// etcd's exact error text ("etcdserver: ...").
+            #[allow(clippy::unneeded_struct_pattern)]
+            pub fn message(&self) -> &str {
+                match self {
+                    $(ApiError::$kind { .. } => $msg,)*
+                    ApiError::MalformedRequest(m) | ApiError::Internal(m) => m,
+                }
+            }
+
+            /// Every fixed-message kind, for tests and for mapping etcd messages
+            /// back (`from_message`). Kinds carrying data get default data.
+            pub fn all_kinds() -> Vec<ApiError> {
+                vec![$(ApiError::$kind $({ $field: <$ty>::default() })?,)*]
+            }
+        }
+    };
+}
+
+api_errors! {
+    EmptyKey => "etcdserver: key is not provided",
+    KeyNotFound => "etcdserver: key not found",
+    ValueProvided => "etcdserver: value is provided",
+    LeaseProvided => "etcdserver: lease is provided",
+    TooManyOps => "etcdserver: too many operations in txn request",
+    DuplicateKey => "etcdserver: duplicate key given in txn request",
+    InvalidSortOption => "etcdserver: invalid sort option",
+    Compacted => "etcdserver: mvcc: required revision has been compacted",
+    FutureRev => "etcdserver: mvcc: required revision is a future revision",
+    NoSpace => "etcdserver: mvcc: database space exceeded",
+    LeaseNotFound => "etcdserver: requested lease not found",
+    LeaseExist => "etcdserver: lease already exists",
+    LeaseTtlTooLarge => "etcdserver: too large lease TTL",
+    MemberExist => "etcdserver: member ID already exist",
+    PeerUrlExist => "etcdserver: Peer URLs already exists",
+    MemberNotEnoughStarted => "etcdserver: re-configuration failed due to not enough started members",
+    MemberBadUrls => "etcdserver: given member URLs are invalid",
+    MemberNotFound => "etcdserver: member not found",
+    MemberNotLearner => "etcdserver: can only promote a learner member",
+    LearnerNotReady => "etcdserver: can only promote a learner member which is in sync with leader",
+    TooManyLearners => "etcdserver: too many learner members in cluster",
+    RequestTooLarge => "etcdserver: request is too large",
+    TooManyRequests => "etcdserver: too many requests",
+    RootUserNotExist => "etcdserver: root user does not exist",
+    RootRoleNotExist => "etcdserver: root user does not have root role",
+    UserAlreadyExist => "etcdserver: user name already exists",
+    UserEmpty => "etcdserver: user name is empty",
+    UserNotFound => "etcdserver: user name not found",
+    RoleAlreadyExist => "etcdserver: role name already exists",
+    RoleNotFound => "etcdserver: role name not found",
+    RoleEmpty => "etcdserver: role name is empty",
+    AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
+    PermissionDenied => "etcdserver: permission denied",
+    RoleNotGranted => "etcdserver: role is not granted to the user",
+    PermissionNotGranted => "etcdserver: permission is not granted to the role",
+    AuthNotEnabled => "etcdserver: authentication is not enabled",
+    InvalidAuthToken => "etcdserver: invalid auth token",
+    InvalidAuthMgmt => "etcdserver: invalid auth management",
+    NoLeader => "etcdserver: no leader",
     /// This member is not the leader; `leader_hint` is the leader's member id
     /// when known (0 = unknown). The hint is a corekv addition.
-    NotLeader {
-        leader_hint: u64,
-    },
-    LeaderChanged,
-    NotCapable,
-    Stopped,
-    Timeout,
-    TimeoutDueToLeaderFail,
-    TimeoutDueToConnectionLost,
-    Unhealthy,
-    Corrupt,
-    NotSupportedForLearner,
-    BadLeaderTransferee,
-    /// corekv-only: a native request whose structure cannot come from any
-    /// etcd request (e.g. a nested-txn index that does not form a tree).
-    MalformedRequest(String),
-    /// Catch-all for server-side failures with no etcd equivalent.
-    Internal(String),
+    NotLeader { leader_hint: u64 } => "etcdserver: not leader",
+    LeaderChanged => "etcdserver: leader changed",
+    NotCapable => "etcdserver: not capable",
+    Stopped => "etcdserver: server stopped",
+    Timeout => "etcdserver: request timed out",
+    TimeoutDueToLeaderFail => "etcdserver: request timed out, possibly due to previous leader failure",
+    TimeoutDueToConnectionLost => "etcdserver: request timed out, possibly due to connection lost",
+    Unhealthy => "etcdserver: unhealthy cluster",
+    Corrupt => "etcdserver: corrupt cluster",
+    NotSupportedForLearner => "etcdserver: rpc not supported for learner",
+    BadLeaderTransferee => "etcdserver: bad leader transferee",
 }
 
 impl ApiError {
-    /// etcd's exact error text ("etcdserver: ...").
-    pub fn message(&self) -> &str {
-        use ApiError::*;
-        match self {
-            EmptyKey => "etcdserver: key is not provided",
-            KeyNotFound => "etcdserver: key not found",
-            ValueProvided => "etcdserver: value is provided",
-            LeaseProvided => "etcdserver: lease is provided",
-            TooManyOps => "etcdserver: too many operations in txn request",
-            DuplicateKey => "etcdserver: duplicate key given in txn request",
-            InvalidSortOption => "etcdserver: invalid sort option",
-            Compacted => "etcdserver: mvcc: required revision has been compacted",
-            FutureRev => "etcdserver: mvcc: required revision is a future revision",
-            NoSpace => "etcdserver: mvcc: database space exceeded",
-            LeaseNotFound => "etcdserver: requested lease not found",
-            LeaseExist => "etcdserver: lease already exists",
-            LeaseTtlTooLarge => "etcdserver: too large lease TTL",
-            MemberExist => "etcdserver: member ID already exist",
-            PeerUrlExist => "etcdserver: Peer URLs already exists",
-            MemberNotEnoughStarted => {
-                "etcdserver: re-configuration failed due to not enough started members"
-            }
-            MemberBadUrls => "etcdserver: given member URLs are invalid",
-            MemberNotFound => "etcdserver: member not found",
-            MemberNotLearner => "etcdserver: can only promote a learner member",
-            LearnerNotReady => {
-                "etcdserver: can only promote a learner member which is in sync with leader"
-            }
-            TooManyLearners => "etcdserver: too many learner members in cluster",
-            RequestTooLarge => "etcdserver: request is too large",
-            TooManyRequests => "etcdserver: too many requests",
-            RootUserNotExist => "etcdserver: root user does not exist",
-            RootRoleNotExist => "etcdserver: root user does not have root role",
-            UserAlreadyExist => "etcdserver: user name already exists",
-            UserEmpty => "etcdserver: user name is empty",
-            UserNotFound => "etcdserver: user name not found",
-            RoleAlreadyExist => "etcdserver: role name already exists",
-            RoleNotFound => "etcdserver: role name not found",
-            RoleEmpty => "etcdserver: role name is empty",
-            AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
-            PermissionDenied => "etcdserver: permission denied",
-            RoleNotGranted => "etcdserver: role is not granted to the user",
-            PermissionNotGranted => "etcdserver: permission is not granted to the role",
-            AuthNotEnabled => "etcdserver: authentication is not enabled",
-            InvalidAuthToken => "etcdserver: invalid auth token",
-            InvalidAuthMgmt => "etcdserver: invalid auth management",
-            NoLeader => "etcdserver: no leader",
-            NotLeader { .. } => "etcdserver: not leader",
-            LeaderChanged => "etcdserver: leader changed",
-            NotCapable => "etcdserver: not capable",
-            Stopped => "etcdserver: server stopped",
-            Timeout => "etcdserver: request timed out",
-            TimeoutDueToLeaderFail => {
-                "etcdserver: request timed out, possibly due to previous leader failure"
-            }
-            TimeoutDueToConnectionLost => {
-                "etcdserver: request timed out, possibly due to connection lost"
-            }
-            Unhealthy => "etcdserver: unhealthy cluster",
-            Corrupt => "etcdserver: corrupt cluster",
-            NotSupportedForLearner => "etcdserver: rpc not supported for learner",
-            BadLeaderTransferee => "etcdserver: bad leader transferee",
-            MalformedRequest(m) | Internal(m) => m,
-        }
-    }
-
     /// The gRPC status code etcd answers this error with.
     pub fn grpc_code(&self) -> tonic::Code {
         use ApiError::*;
@@ -180,64 +140,6 @@ impl ApiError {
             Corrupt => Code::DataLoss,
             Internal(_) => Code::Internal,
         }
-    }
-
-    /// Every fixed-message kind, for tests and for mapping etcd messages back
-    /// (`from_message`). Kinds carrying data are listed with default data.
-    pub fn all_kinds() -> Vec<ApiError> {
-        use ApiError::*;
-        vec![
-            EmptyKey,
-            KeyNotFound,
-            ValueProvided,
-            LeaseProvided,
-            TooManyOps,
-            DuplicateKey,
-            InvalidSortOption,
-            Compacted,
-            FutureRev,
-            NoSpace,
-            LeaseNotFound,
-            LeaseExist,
-            LeaseTtlTooLarge,
-            MemberExist,
-            PeerUrlExist,
-            MemberNotEnoughStarted,
-            MemberBadUrls,
-            MemberNotFound,
-            MemberNotLearner,
-            LearnerNotReady,
-            TooManyLearners,
-            RequestTooLarge,
-            TooManyRequests,
-            RootUserNotExist,
-            RootRoleNotExist,
-            UserAlreadyExist,
-            UserEmpty,
-            UserNotFound,
-            RoleAlreadyExist,
-            RoleNotFound,
-            RoleEmpty,
-            AuthFailed,
-            PermissionDenied,
-            RoleNotGranted,
-            PermissionNotGranted,
-            AuthNotEnabled,
-            InvalidAuthToken,
-            InvalidAuthMgmt,
-            NoLeader,
-            NotLeader { leader_hint: 0 },
-            LeaderChanged,
-            NotCapable,
-            Stopped,
-            Timeout,
-            TimeoutDueToLeaderFail,
-            TimeoutDueToConnectionLost,
-            Unhealthy,
-            Corrupt,
-            NotSupportedForLearner,
-            BadLeaderTransferee,
-        ]
     }
 
     /// Maps one of etcd's exact messages back to its kind (for a gateway in
