@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::backend::{Backend, Mapped};
 use crate::error::{Result, StorageError};
 use crate::freelist::{self, FreeList};
-use crate::node::{NodeRef, PageView, ValRef};
+use crate::node::{KeyRef, NodeRef, PageView, ValRef};
 use crate::page::{FIRST_DATA_PAGE, Meta, PAGE_SIZE, TYPE_OVERFLOW};
 use crate::tree::{self, MAX_DEPTH, TreeRead};
 use crate::txn::TreeTxn;
@@ -554,10 +554,29 @@ impl Db {
                 let NodeRef::Page(p) = snap.node(id)? else {
                     return Err(StorageError::corrupted(id, "unexpected dirty node"));
                 };
+                // Whole keys (long keys read from their chains, which are
+                // checked against their stubs and counted here: every entry
+                // owns its own key chain).
+                let mut keys = Vec::with_capacity(p.len());
+                for i in 0..p.len() {
+                    let kr = p.key(i)?;
+                    if let KeyRef::Stub { len, chain, .. } = kr {
+                        let len = u32::try_from(len)
+                            .map_err(|_| StorageError::corrupted(id, "key length"))?;
+                        for c in tree::overflow_pages(&snap, chain, len)? {
+                            mark(c, "key overflow")?;
+                            report.overflow_pages += 1;
+                        }
+                    }
+                    keys.push(tree::load_key(&snap, kr)?);
+                }
                 let mut prev: Option<&[u8]> = None;
                 for i in 0..p.len() {
-                    let k = p.key(i)?;
+                    let k: &[u8] = &keys[i];
                     let is_first_branch = !p.leaf && i == 0;
+                    if is_first_branch && !k.is_empty() {
+                        return Err(StorageError::corrupted(id, "branch entry 0 has a key"));
+                    }
                     if !is_first_branch {
                         if prev.is_some_and(|pk| pk >= k) {
                             return Err(StorageError::corrupted(id, "keys not sorted"));
@@ -583,7 +602,7 @@ impl Db {
                     } else {
                         let clo = if i == 0 { lo.clone() } else { Some(k.to_vec()) };
                         let chi = if i + 1 < p.len() {
-                            Some(p.key(i + 1)?.to_vec())
+                            Some(keys[i + 1].to_vec())
                         } else {
                             hi.clone()
                         };

@@ -134,8 +134,14 @@ fn relocate(
     if depth > MAX_DEPTH {
         return Err(StorageError::corrupted(id, "tree too deep"));
     }
-    let (children, overflow): (Vec<u64>, Vec<(usize, u64, u32)>) = {
+    let (children, overflow, key_chains): (Vec<u64>, Vec<Chain<u32>>, Vec<Chain<usize>>) = {
         let n = txn.node(id)?;
+        let mut kc = Vec::new();
+        for i in 0..n.len() {
+            if let Some((chain, len)) = n.key_chain(i)? {
+                kc.push((i, chain, len));
+            }
+        }
         if n.is_leaf() {
             let mut ov = Vec::new();
             for i in 0..n.len() {
@@ -143,11 +149,12 @@ fn relocate(
                     ov.push((i, page, len));
                 }
             }
-            (Vec::new(), ov)
+            (Vec::new(), ov, kc)
         } else {
             (
                 (0..n.len()).map(|i| n.child(i)).collect::<Result<_>>()?,
                 Vec::new(),
+                kc,
             )
         }
     };
@@ -180,13 +187,33 @@ fn relocate(
         *left -= value.len().div_ceil(crate::page::OVERFLOW_CAP).max(1);
         val_updates.push((i, new));
     }
+    // Key chains (leaf keys and long branch separators) move like value
+    // chains: the entry's key keeps its bytes and points at the new chain.
+    let mut key_updates = Vec::new();
+    for (i, chain_first, len) in key_chains {
+        let chain = tree::overflow_pages(&*txn, chain_first, chain_len(chain_first, len)?)?;
+        if !chain.iter().any(|p| *p >= target) {
+            continue;
+        }
+        if *left < chain.len() || txn.pool.len() < chain.len() {
+            *complete = false;
+            continue;
+        }
+        let key = tree::load_key(&*txn, txn.node(id)?.key(i)?)?.into_owned();
+        let new = txn.write_chain(&key)?;
+        for p in &chain {
+            txn.w.free.free(*p, txn.txid);
+        }
+        *left -= chain.len();
+        key_updates.push((i, new));
+    }
     let is_dirty = matches!(txn.node(id)?, NodeRef::Owned(_));
     let must_move = id >= target && !is_dirty;
     if must_move && (*left == 0 || txn.pool.is_empty()) {
         *complete = false;
     }
     let moving = must_move && *left > 0 && !txn.pool.is_empty();
-    if !moving && child_updates.is_empty() && val_updates.is_empty() {
+    if !moving && child_updates.is_empty() && val_updates.is_empty() && key_updates.is_empty() {
         return Ok(id);
     }
     let new_id = txn.cow(id)?;
@@ -198,10 +225,16 @@ fn relocate(
             for (i, c) in child_updates {
                 entries[i].1 = c;
             }
+            for (i, c) in key_updates {
+                entries[i].0.chain = c;
+            }
         }
         Some(Node::Leaf(entries)) => {
             for (i, v) in val_updates {
                 entries[i].1 = v;
+            }
+            for (i, c) in key_updates {
+                entries[i].0.chain = c;
             }
         }
         None => return Err(StorageError::corrupted(new_id, "dirty node vanished")),
@@ -223,6 +256,11 @@ fn max_reachable(txn: &TreeTxn<'_>) -> Result<u64> {
         max = max.max(id);
         let n = txn.node(id)?;
         for i in 0..n.len() {
+            if let Some((first, len)) = n.key_chain(i)? {
+                for p in tree::overflow_pages(txn, first, chain_len(first, len)?)? {
+                    max = max.max(p);
+                }
+            }
             if n.is_leaf() {
                 if let ValRef::Overflow { page, len } = n.val(i)? {
                     for p in tree::overflow_pages(txn, page, len)? {
@@ -235,4 +273,11 @@ fn max_reachable(txn: &TreeTxn<'_>) -> Result<u64> {
         }
     }
     Ok(max)
+}
+
+/// `(entry index, first chain page, length)` of a value or key chain.
+type Chain<L> = (usize, u64, L);
+
+fn chain_len(first: u64, len: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| StorageError::corrupted(first, "chain length"))
 }

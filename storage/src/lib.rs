@@ -52,7 +52,10 @@ pub use page::{FORMAT_VERSION, PAGE_SIZE};
 #[cfg(test)]
 mod tree_tests;
 
-/// Largest user key (keys are stored inline in tree pages).
-pub const MAX_KEY_BYTES: usize = 960;
+/// Largest user key: etcd's default request limit (`--max-request-bytes`,
+/// 1.5 MiB), which bounds a key in etcd. The server's request-size limit
+/// bounds key + value further. Keys longer than ~1 KiB are stored as
+/// stubs with a key chain (see `docs/storage-format.md`).
+pub const MAX_KEY_BYTES: usize = 1_572_864;
 /// Largest value (stored in overflow pages above ~2 KiB).
 pub const MAX_VALUE_BYTES: usize = 2 << 20;

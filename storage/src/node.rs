@@ -2,20 +2,86 @@
 //! for readers.
 //!
 //! Leaf page: header, `count` u16 slot offsets, entries
-//! `[klen u16][kind u8: 0 inline, 1 overflow][vlen u32][key][value | first overflow page u64]`.
-//! Branch page: header, slots, entries `[klen u16][child u64][key]`; the key
-//! of entry 0 is empty (it covers everything below entry 1's key).
+//! `[klen u16][kind u8: 0 inline, 1 overflow][vlen u32][key | stub][value | first overflow page u64]`.
+//! Branch page: header, slots, entries `[klen u16][child u64][key | stub]`;
+//! the key of entry 0 is empty (it covers everything below entry 1's key).
+//!
+//! A key of at most [`KEY_INLINE_MAX`] bytes is stored inline (`klen` is its
+//! length). A longer key has `klen = KEY_STUB` and a fixed-size stub
+//! `[first KEY_PREFIX_BYTES bytes][total length u32][first chain page u64]`;
+//! the chain (overflow pages, like value chains) holds the whole key. Readers
+//! compare against the prefix and load the chain only when the prefix ties.
 
 use crate::error::{Result, StorageError};
 use crate::page::{self, HEADER, PAGE_SIZE, PageBuf, TYPE_BRANCH, TYPE_LEAF};
+use crate::tree::{self, TreeRead};
 
-/// Largest tree key (MVCC keys are escaped user keys plus 17 bytes).
-pub const MAX_TREE_KEY: usize = 1940;
-/// A value is stored inline when `klen + vlen` is at most this.
+/// Longest key stored inline in a page; longer keys get a stub and a chain.
+/// Large enough that real Kubernetes keys (well under 1 KiB) stay inline.
+pub const KEY_INLINE_MAX: usize = 1024;
+/// Bytes of a long key kept inline in its stub (comparison fast path).
+pub const KEY_PREFIX_BYTES: usize = 256;
+/// `klen` value marking a stub entry.
+pub const KEY_STUB: u16 = u16::MAX;
+/// On-page size of a stub: prefix, total length u32, chain page u64.
+pub const STUB_BYTES: usize = KEY_PREFIX_BYTES + 4 + 8;
+/// Largest tree key: an MVCC key entry of a maximal user key whose bytes are
+/// all 0x00 (escaped to two bytes each) plus table byte, terminator and
+/// revision. Longer lengths read from disk are corruption.
+pub const MAX_TREE_KEY: usize = 2 * crate::MAX_KEY_BYTES + 64;
+/// A value is stored inline when on-page key bytes + `vlen` is at most this.
 pub const INLINE_LIMIT: usize = 1990;
 const LEAF_FIXED: usize = 2 + 7;
 const BRANCH_FIXED: usize = 2 + 10;
 pub const NODE_CAP: usize = PAGE_SIZE - HEADER;
+
+const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= KEY_INLINE_MAX);
+// Every inline leaf entry (<= LEAF_FIXED + INLINE_LIMIT + 8) and branch entry
+// fits twice in a page, so byte-based splits always produce fitting pieces.
+const _: () = assert!(2 * (LEAF_FIXED + INLINE_LIMIT + 8) <= NODE_CAP);
+const _: () = assert!(2 * (BRANCH_FIXED + KEY_INLINE_MAX) <= NODE_CAP);
+const _: () = assert!(MAX_TREE_KEY <= u32::MAX as usize);
+
+/// On-page bytes of a key of `len` bytes (inline bytes or a stub).
+pub fn key_page_len(len: usize) -> usize {
+    if len > KEY_INLINE_MAX {
+        STUB_BYTES
+    } else {
+        len
+    }
+}
+
+/// A key held by the writer: the full bytes, plus the first page of its
+/// chain when it is longer than [`KEY_INLINE_MAX`] (0 otherwise).
+/// Invariant for stored entries: `chain != 0` iff `bytes.len() > KEY_INLINE_MAX`.
+/// The entry holding a `Key` owns its chain (see `txn.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Key {
+    pub bytes: Vec<u8>,
+    pub chain: u64,
+}
+
+#[cfg(test)]
+impl Key {
+    /// A key that needs no chain (at most `KEY_INLINE_MAX` bytes).
+    pub fn inline(bytes: Vec<u8>) -> Key {
+        debug_assert!(bytes.len() <= KEY_INLINE_MAX);
+        Key { bytes, chain: 0 }
+    }
+}
+
+/// A key as found on a page: the whole key, or a long key's stub.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyRef<'a> {
+    Full(&'a [u8]),
+    Stub {
+        /// The first `KEY_PREFIX_BYTES` bytes.
+        prefix: &'a [u8],
+        /// Total key length (> `KEY_INLINE_MAX`).
+        len: usize,
+        chain: u64,
+    },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Val {
@@ -40,21 +106,41 @@ impl ValRef<'_> {
 
 #[derive(Clone, Debug)]
 pub enum Node {
-    Leaf(Vec<(Vec<u8>, Val)>),
-    Branch(Vec<(Vec<u8>, u64)>),
+    Leaf(Vec<(Key, Val)>),
+    Branch(Vec<(Key, u64)>),
 }
 
-pub fn leaf_entry_size(key: &[u8], val: &Val) -> usize {
+pub fn leaf_entry_size(key: &Key, val: &Val) -> usize {
     LEAF_FIXED
-        + key.len()
+        + key_page_len(key.bytes.len())
         + match val {
             Val::Inline(v) => v.len(),
             Val::Overflow { .. } => 8,
         }
 }
 
-pub fn branch_entry_size(key: &[u8]) -> usize {
-    BRANCH_FIXED + key.len()
+pub fn branch_entry_size(key: &Key) -> usize {
+    BRANCH_FIXED + key_page_len(key.bytes.len())
+}
+
+/// Writes `[klen u16]` at `p[at..]` and the key bytes or stub at `p[kat..]`;
+/// returns the on-page key size.
+fn encode_key(p: &mut [u8], at: usize, kat: usize, k: &Key) -> usize {
+    let len = k.bytes.len();
+    if len > KEY_INLINE_MAX {
+        assert!(k.chain != 0, "long key without chain: invariant broken");
+        p[at..at + 2].copy_from_slice(&KEY_STUB.to_le_bytes());
+        p[kat..kat + KEY_PREFIX_BYTES].copy_from_slice(&k.bytes[..KEY_PREFIX_BYTES]);
+        let mut o = kat + KEY_PREFIX_BYTES;
+        p[o..o + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        o += 4;
+        p[o..o + 8].copy_from_slice(&k.chain.to_le_bytes());
+        STUB_BYTES
+    } else {
+        p[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+        p[kat..kat + len].copy_from_slice(&k.bytes);
+        len
+    }
 }
 
 impl Node {
@@ -87,16 +173,13 @@ impl Node {
                 for (i, (k, v)) in entries.iter().enumerate() {
                     p[HEADER + 2 * i..HEADER + 2 * i + 2]
                         .copy_from_slice(&(off as u16).to_le_bytes());
-                    p[off..off + 2].copy_from_slice(&(k.len() as u16).to_le_bytes());
                     let (kind, vlen) = match v {
                         Val::Inline(v) => (0u8, v.len() as u32),
                         Val::Overflow { len, .. } => (1u8, *len),
                     };
                     p[off + 2] = kind;
                     p[off + 3..off + 7].copy_from_slice(&vlen.to_le_bytes());
-                    off += 7;
-                    p[off..off + k.len()].copy_from_slice(k);
-                    off += k.len();
+                    off += 7 + encode_key(&mut p[..], off, off + 7, k);
                     match v {
                         Val::Inline(v) => {
                             p[off..off + v.len()].copy_from_slice(v);
@@ -114,11 +197,8 @@ impl Node {
                 for (i, (k, child)) in entries.iter().enumerate() {
                     p[HEADER + 2 * i..HEADER + 2 * i + 2]
                         .copy_from_slice(&(off as u16).to_le_bytes());
-                    p[off..off + 2].copy_from_slice(&(k.len() as u16).to_le_bytes());
                     p[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
-                    off += 10;
-                    p[off..off + k.len()].copy_from_slice(k);
-                    off += k.len();
+                    off += 10 + encode_key(&mut p[..], off, off + 10, k);
                 }
             }
         }
@@ -176,14 +256,17 @@ impl<'a> PageView<'a> {
         self.count
     }
 
+    fn fixed(&self) -> usize {
+        if self.leaf { 7 } else { 10 }
+    }
+
     fn entry(&self, i: usize) -> Result<usize> {
         if i >= self.count {
             return Err(corrupt(self.id, "entry index out of range"));
         }
         let s = HEADER + 2 * i;
         let off = u16::from_le_bytes([self.bytes[s], self.bytes[s + 1]]) as usize;
-        let fixed = if self.leaf { 7 } else { 10 };
-        if off < HEADER + 2 * self.count || off + fixed > PAGE_SIZE {
+        if off < HEADER + 2 * self.count || off + self.fixed() > PAGE_SIZE {
             return Err(corrupt(self.id, "slot offset out of range"));
         }
         Ok(off)
@@ -195,11 +278,44 @@ impl<'a> PageView<'a> {
             .ok_or_else(|| corrupt(self.id, "entry overruns page"))
     }
 
-    pub fn key(&self, i: usize) -> Result<&'a [u8]> {
+    /// On-page key size of the entry at `off` (inline length or stub size).
+    fn key_span(&self, off: usize) -> Result<usize> {
+        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
+        if klen == KEY_STUB {
+            Ok(STUB_BYTES)
+        } else if klen as usize > KEY_INLINE_MAX {
+            Err(corrupt(self.id, "inline key too long"))
+        } else {
+            Ok(klen as usize)
+        }
+    }
+
+    pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
         let off = self.entry(i)?;
-        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) as usize;
-        let fixed = if self.leaf { 7 } else { 10 };
-        self.get(off + fixed, klen)
+        let at = off + self.fixed();
+        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
+        if klen != KEY_STUB {
+            if klen as usize > KEY_INLINE_MAX {
+                return Err(corrupt(self.id, "inline key too long"));
+            }
+            return Ok(KeyRef::Full(self.get(at, klen as usize)?));
+        }
+        let stub = self.get(at, STUB_BYTES)?;
+        let len = u32::from_le_bytes([
+            stub[KEY_PREFIX_BYTES],
+            stub[KEY_PREFIX_BYTES + 1],
+            stub[KEY_PREFIX_BYTES + 2],
+            stub[KEY_PREFIX_BYTES + 3],
+        ]) as usize;
+        let chain = page::le_u64(stub, KEY_PREFIX_BYTES + 4);
+        if len <= KEY_INLINE_MAX || len > MAX_TREE_KEY || chain == 0 {
+            return Err(corrupt(self.id, "bad long-key stub"));
+        }
+        Ok(KeyRef::Stub {
+            prefix: &stub[..KEY_PREFIX_BYTES],
+            len,
+            chain,
+        })
     }
 
     pub fn child(&self, i: usize) -> Result<u64> {
@@ -215,7 +331,6 @@ impl<'a> PageView<'a> {
             return Err(corrupt(self.id, "value of a branch"));
         }
         let off = self.entry(i)?;
-        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) as usize;
         let kind = self.bytes[off + 2];
         let vlen = u32::from_le_bytes([
             self.bytes[off + 3],
@@ -223,7 +338,7 @@ impl<'a> PageView<'a> {
             self.bytes[off + 5],
             self.bytes[off + 6],
         ]);
-        let at = off + 7 + klen;
+        let at = off + 7 + self.key_span(off)?;
         match kind {
             0 => Ok(ValRef::Inline(self.get(at, vlen as usize)?)),
             1 => {
@@ -237,17 +352,50 @@ impl<'a> PageView<'a> {
         }
     }
 
-    pub fn to_node(self) -> Result<Node> {
+    /// Bytes the entries need, as [`Node::size`] of the decoded node, without
+    /// loading long keys.
+    pub fn size(&self) -> Result<usize> {
+        let mut total = 0;
+        for i in 0..self.count {
+            let off = self.entry(i)?;
+            let k = self.key_span(off)?;
+            total += if self.leaf {
+                LEAF_FIXED
+                    + k
+                    + match self.val(i)? {
+                        ValRef::Inline(v) => v.len(),
+                        ValRef::Overflow { .. } => 8,
+                    }
+            } else {
+                BRANCH_FIXED + k
+            };
+        }
+        Ok(total)
+    }
+
+    /// Decodes the page for the writer, loading the chains of long keys.
+    pub fn to_node<T: TreeRead + ?Sized>(self, t: &T) -> Result<Node> {
+        let key = |i: usize| -> Result<Key> {
+            let r = self.key(i)?;
+            let chain = match r {
+                KeyRef::Full(_) => 0,
+                KeyRef::Stub { chain, .. } => chain,
+            };
+            Ok(Key {
+                bytes: tree::load_key(t, r)?.into_owned(),
+                chain,
+            })
+        };
         if self.leaf {
             let mut v = Vec::with_capacity(self.count);
             for i in 0..self.count {
-                v.push((self.key(i)?.to_vec(), self.val(i)?.to_owned_val()));
+                v.push((key(i)?, self.val(i)?.to_owned_val()));
             }
             Ok(Node::Leaf(v))
         } else {
             let mut v = Vec::with_capacity(self.count);
             for i in 0..self.count {
-                v.push((self.key(i)?.to_vec(), self.child(i)?));
+                v.push((key(i)?, self.child(i)?));
             }
             Ok(Node::Branch(v))
         }
@@ -274,12 +422,27 @@ impl<'a> NodeRef<'a> {
             NodeRef::Owned(n) => n.len(),
         }
     }
-    pub fn key(&self, i: usize) -> Result<&'a [u8]> {
+    /// The key of entry `i`: owned nodes always hold whole keys.
+    pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
         match self {
             NodeRef::Page(p) => p.key(i),
-            NodeRef::Owned(Node::Leaf(e)) => Ok(&e[i].0),
-            NodeRef::Owned(Node::Branch(e)) => Ok(&e[i].0),
+            NodeRef::Owned(Node::Leaf(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
+            NodeRef::Owned(Node::Branch(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
         }
+    }
+    /// The key chain of entry `i` as `(first page, key length)`, if it has one.
+    pub fn key_chain(&self, i: usize) -> Result<Option<(u64, usize)>> {
+        let k = match self {
+            NodeRef::Page(p) => {
+                return Ok(match p.key(i)? {
+                    KeyRef::Full(_) => None,
+                    KeyRef::Stub { len, chain, .. } => Some((chain, len)),
+                });
+            }
+            NodeRef::Owned(Node::Leaf(e)) => &e[i].0,
+            NodeRef::Owned(Node::Branch(e)) => &e[i].0,
+        };
+        Ok((k.chain != 0).then_some((k.chain, k.bytes.len())))
     }
     pub fn child(&self, i: usize) -> Result<u64> {
         match self {
@@ -301,54 +464,123 @@ impl<'a> NodeRef<'a> {
             NodeRef::Owned(Node::Branch(_)) => Err(corrupt(0, "value of a branch")),
         }
     }
-
-    /// Branch: index of the child covering `key`. Leaf: first index with
-    /// entry key >= `key` (may be `len()`).
-    pub fn search(&self, key: &[u8]) -> Result<usize> {
-        let (mut lo, mut hi) = (0usize, self.len());
-        // first index with entry key > key (branch) / >= key (leaf)
-        let leaf = self.is_leaf();
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let k = self.key(mid)?;
-            let go_right = if leaf { k < key } else { k <= key };
-            if go_right {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(if leaf { lo } else { lo.saturating_sub(1) })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn k(b: &[u8]) -> Key {
+        Key::inline(b.to_vec())
+    }
+
     #[test]
     fn leaf_roundtrip() {
         let n = Node::Leaf(vec![
-            (b"a".to_vec(), Val::Inline(b"1".to_vec())),
-            (b"b".to_vec(), Val::Overflow { page: 9, len: 5000 }),
+            (k(b"a"), Val::Inline(b"1".to_vec())),
+            (k(b"b"), Val::Overflow { page: 9, len: 5000 }),
         ]);
         let p = n.encode();
         let v = PageView::new(&p[..], 3, true).unwrap();
-        assert_eq!(v.key(1).unwrap(), b"b");
+        assert!(matches!(v.key(1).unwrap(), KeyRef::Full(b"b")));
         assert!(matches!(
             v.val(1).unwrap(),
             ValRef::Overflow { page: 9, len: 5000 }
         ));
-        assert_eq!(NodeRef::Page(v).search(b"b").unwrap(), 1);
-        assert_eq!(NodeRef::Page(v).search(b"c").unwrap(), 2);
+        assert_eq!(v.size().unwrap(), n.size());
+    }
+
+    #[test]
+    fn long_key_stub_roundtrip() {
+        let long: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let n = Node::Leaf(vec![
+            (k(b"a"), Val::Inline(b"1".to_vec())),
+            (
+                Key {
+                    bytes: long.clone(),
+                    chain: 77,
+                },
+                Val::Inline(vec![3; 1700]),
+            ),
+            (k(&[0xFF; KEY_INLINE_MAX]), Val::Inline(vec![4; 900])),
+        ]);
+        assert!(n.size() <= NODE_CAP);
+        let p = n.encode();
+        let v = PageView::new(&p[..], 3, true).unwrap();
+        match v.key(1).unwrap() {
+            KeyRef::Stub { prefix, len, chain } => {
+                assert_eq!(prefix, &long[..KEY_PREFIX_BYTES]);
+                assert_eq!((len, chain), (5000, 77));
+            }
+            KeyRef::Full(_) => panic!("long key stored inline"),
+        }
+        assert!(matches!(v.val(1).unwrap(), ValRef::Inline(b) if b == [3; 1700]));
+        assert!(matches!(v.key(2).unwrap(), KeyRef::Full(b) if b.len() == KEY_INLINE_MAX));
+        assert!(matches!(v.val(2).unwrap(), ValRef::Inline(b) if b == [4; 900]));
+        assert_eq!(v.size().unwrap(), n.size());
+        let b = Node::Branch(vec![
+            (Key::default(), 5),
+            (
+                Key {
+                    bytes: long.clone(),
+                    chain: 78,
+                },
+                6,
+            ),
+        ]);
+        let p = b.encode();
+        let v = PageView::new(&p[..], 4, true).unwrap();
+        assert_eq!(v.child(1).unwrap(), 6);
+        assert!(matches!(
+            v.key(1).unwrap(),
+            KeyRef::Stub {
+                len: 5000,
+                chain: 78,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_stub_is_corrupted() {
+        let long = vec![7u8; 3000];
+        let n = Node::Branch(vec![
+            (Key::default(), 5),
+            (
+                Key {
+                    bytes: long,
+                    chain: 78,
+                },
+                6,
+            ),
+        ]);
+        let mut p = n.encode();
+        // Entry 1 sits right after entry 0 (12 bytes); its stub length field
+        // follows the 256-byte prefix.
+        let off = u16::from_le_bytes([p[HEADER + 2], p[HEADER + 3]]) as usize;
+        let len_at = off + 10 + KEY_PREFIX_BYTES;
+        for bad in [0u32, KEY_INLINE_MAX as u32, u32::MAX] {
+            p[len_at..len_at + 4].copy_from_slice(&bad.to_le_bytes());
+            let v = PageView::new(&p[..], 4, false).unwrap();
+            assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
+        }
+        p[len_at..len_at + 4].copy_from_slice(&3000u32.to_le_bytes());
+        p[len_at + 4..len_at + 12].copy_from_slice(&0u64.to_le_bytes());
+        let v = PageView::new(&p[..], 4, false).unwrap();
+        assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
+        // An inline length above the limit is corruption too.
+        p[off..off + 2].copy_from_slice(&((KEY_INLINE_MAX + 1) as u16).to_le_bytes());
+        let v = PageView::new(&p[..], 4, false).unwrap();
+        assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
     }
 
     #[test]
     fn garbage_pages_do_not_panic() {
-        let mut p = Node::Branch(vec![(vec![], 5), (b"m".to_vec(), 6)]).encode();
+        let mut p = Node::Branch(vec![(Key::default(), 5), (k(b"m"), 6)]).encode();
         for i in 0..PAGE_SIZE {
             p[i] = p[i].wrapping_mul(31).wrapping_add(i as u8);
             if let Ok(v) = PageView::new(&p[..], 1, false) {
+                let _ = v.size();
                 for j in 0..v.len() {
                     let _ = v.key(j);
                     let _ = v.child(j);

@@ -9,8 +9,9 @@ pub const PAGE_SIZE: usize = 4096;
 pub const HEADER: usize = 16;
 /// Page ids 0 and 1 are the two meta pages.
 pub const FIRST_DATA_PAGE: u64 = 2;
-/// On-disk format version byte, stored in the meta pages.
-pub const FORMAT_VERSION: u8 = 1;
+/// On-disk format version byte, stored in the meta pages. Version 2: long
+/// keys as stubs with key chains (version 1 stored keys inline only).
+pub const FORMAT_VERSION: u8 = 2;
 pub const MAGIC: &[u8; 4] = b"CKVS";
 
 pub const TYPE_LEAF: u8 = 1;
@@ -135,7 +136,10 @@ impl Meta {
         if page[20] != FORMAT_VERSION {
             return Err(StorageError::corrupted(
                 id,
-                format!("unknown format version {}", page[20]),
+                format!(
+                    "unsupported format version {} (this build reads version {FORMAT_VERSION} only)",
+                    page[20]
+                ),
             ));
         }
         if u32::from_le_bytes([page[24], page[25], page[26], page[27]]) != PAGE_SIZE as u32 {
@@ -194,5 +198,22 @@ mod tests {
             Meta::decode(&bad[..], 0),
             Err(StorageError::Corrupted { .. })
         ));
+    }
+
+    #[test]
+    fn format_version_1_is_refused() {
+        let m = Meta {
+            txid: 1,
+            page_count: 2,
+            current_revision: 1,
+            ..Meta::default()
+        };
+        let mut p = m.encode();
+        p[20] = 1;
+        seal(&mut p[..]);
+        match Meta::decode(&p[..], 0) {
+            Err(StorageError::Corrupted { .. }) => {}
+            other => panic!("version 1 accepted: {other:?}"),
+        }
     }
 }

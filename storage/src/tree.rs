@@ -2,9 +2,10 @@
 //! shared by reader snapshots and the writer's own transaction.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use crate::error::{Result, StorageError};
-use crate::node::{NodeRef, ValRef};
+use crate::node::{KeyRef, MAX_TREE_KEY, NodeRef, ValRef};
 use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
 
 /// Maximum tree depth; a deeper path means a cycle or corruption.
@@ -12,6 +13,12 @@ pub const MAX_DEPTH: usize = 32;
 /// Largest tree value (an MVCC record holding a maximal value); larger
 /// lengths read from disk are corruption.
 pub const MAX_STORED_VALUE: usize = crate::MAX_VALUE_BYTES + 64;
+/// Largest overflow chain payload (a value or a long key).
+pub const MAX_CHAIN_BYTES: usize = if MAX_STORED_VALUE > MAX_TREE_KEY {
+    MAX_STORED_VALUE
+} else {
+    MAX_TREE_KEY
+};
 
 pub trait TreeRead {
     fn root(&self) -> u64;
@@ -20,45 +27,117 @@ pub trait TreeRead {
     fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>>;
 }
 
+/// Reads the `len` payload bytes of the overflow chain starting at `first`
+/// (`max`: largest valid length).
+fn read_chain<T: TreeRead + ?Sized>(t: &T, first: u64, len: usize, max: usize) -> Result<Vec<u8>> {
+    if len > max {
+        return Err(StorageError::corrupted(
+            first,
+            "overflow value length too large",
+        ));
+    }
+    let mut out = Vec::with_capacity(len);
+    let mut id = first;
+    let max_pages = len.div_ceil(OVERFLOW_CAP).max(1);
+    for _ in 0..max_pages {
+        if id == 0 || out.len() >= len {
+            break;
+        }
+        let bytes = t.page_bytes(id)?;
+        let (used, next) = page::check(&bytes, id, TYPE_OVERFLOW)?;
+        let used = used as usize;
+        if used > OVERFLOW_CAP || out.len() + used > len {
+            return Err(StorageError::corrupted(id, "overflow length mismatch"));
+        }
+        out.extend_from_slice(&bytes[page::HEADER..page::HEADER + used]);
+        id = next;
+    }
+    if out.len() != len {
+        return Err(StorageError::corrupted(first, "overflow chain too short"));
+    }
+    Ok(out)
+}
+
 /// Reads a value, following its overflow chain if needed.
 pub fn load_value<'a, T: TreeRead + ?Sized>(t: &'a T, v: ValRef<'a>) -> Result<Cow<'a, [u8]>> {
     match v {
         ValRef::Inline(b) => Ok(Cow::Borrowed(b)),
-        ValRef::Overflow { page, len } => {
-            let len = len as usize;
-            if len > MAX_STORED_VALUE {
+        ValRef::Overflow { page, len } => Ok(Cow::Owned(read_chain(
+            t,
+            page,
+            len as usize,
+            MAX_STORED_VALUE,
+        )?)),
+    }
+}
+
+/// The whole key: borrowed for inline keys, read from the chain for stubs
+/// (checked against the stub's prefix).
+pub fn load_key<'a, T: TreeRead + ?Sized>(t: &'a T, k: KeyRef<'a>) -> Result<Cow<'a, [u8]>> {
+    match k {
+        KeyRef::Full(b) => Ok(Cow::Borrowed(b)),
+        KeyRef::Stub { prefix, len, chain } => {
+            let key = read_chain(t, chain, len, MAX_TREE_KEY)?;
+            if !key.starts_with(prefix) {
                 return Err(StorageError::corrupted(
-                    page,
-                    "overflow value length too large",
+                    chain,
+                    "long key chain does not match its stub",
                 ));
             }
-            let mut out = Vec::with_capacity(len);
-            let mut id = page;
-            let max_pages = len.div_ceil(OVERFLOW_CAP).max(1);
-            for _ in 0..max_pages {
-                if id == 0 || out.len() >= len {
-                    break;
-                }
-                let bytes = t.page_bytes(id)?;
-                let (used, next) = page::check(&bytes, id, TYPE_OVERFLOW)?;
-                let used = used as usize;
-                if used > OVERFLOW_CAP || out.len() + used > len {
-                    return Err(StorageError::corrupted(id, "overflow length mismatch"));
-                }
-                out.extend_from_slice(&bytes[page::HEADER..page::HEADER + used]);
-                id = next;
-            }
-            if out.len() != len {
-                return Err(StorageError::corrupted(page, "overflow chain too short"));
-            }
-            Ok(Cow::Owned(out))
+            Ok(Cow::Owned(key))
         }
     }
 }
 
-/// Ids of an overflow chain's pages.
+/// Compares an entry key with `key`; a stub's chain is read only when its
+/// prefix ties with `key`.
+pub fn cmp_key<T: TreeRead + ?Sized>(t: &T, k: KeyRef<'_>, key: &[u8]) -> Result<Ordering> {
+    match k {
+        KeyRef::Full(b) => Ok(b.cmp(key)),
+        KeyRef::Stub { prefix, .. } => {
+            let n = prefix.len().min(key.len());
+            match prefix.cmp(&key[..n]) {
+                Ordering::Equal if key.len() <= prefix.len() => {
+                    // `key` is a prefix of the stub's prefix; the entry key is longer.
+                    Ok(Ordering::Greater)
+                }
+                Ordering::Equal => Ok(load_key(t, k)?.as_ref().cmp(key)),
+                o => Ok(o),
+            }
+        }
+    }
+}
+
+/// Branch: index of the child covering `key`. Leaf: first index with
+/// entry key >= `key` (may be `len()`).
+pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Result<usize> {
+    let (mut lo, mut hi) = (0usize, n.len());
+    // first index with entry key > key (branch) / >= key (leaf)
+    let leaf = n.is_leaf();
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let ord = match n.key(mid)? {
+            // Fast path without a call through the chain reader.
+            KeyRef::Full(k) => k.cmp(key),
+            stub => cmp_key(t, stub, key)?,
+        };
+        let go_right = if leaf {
+            ord == Ordering::Less
+        } else {
+            ord != Ordering::Greater
+        };
+        if go_right {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(if leaf { lo } else { lo.saturating_sub(1) })
+}
+
+/// Ids of an overflow chain's pages (a value's or a long key's).
 pub fn overflow_pages<T: TreeRead + ?Sized>(t: &T, first: u64, len: u32) -> Result<Vec<u64>> {
-    if len as usize > MAX_STORED_VALUE {
+    if len as usize > MAX_CHAIN_BYTES {
         return Err(StorageError::corrupted(
             first,
             "overflow value length too large",
@@ -87,9 +166,9 @@ pub fn get<'a, T: TreeRead + ?Sized>(t: &'a T, key: &[u8]) -> Result<Option<ValR
     }
     for _ in 0..MAX_DEPTH {
         let n = t.node(id)?;
-        let i = n.search(key)?;
+        let i = search(t, &n, key)?;
         if n.is_leaf() {
-            if i < n.len() && n.key(i)? == key {
+            if i < n.len() && cmp_key(t, n.key(i)?, key)? == Ordering::Equal {
                 return Ok(Some(n.val(i)?));
             }
             return Ok(None);
@@ -101,6 +180,7 @@ pub fn get<'a, T: TreeRead + ?Sized>(t: &'a T, key: &[u8]) -> Result<Option<ValR
 
 /// Visits entries with `start <= key < end` (`end = None`: unbounded) in
 /// ascending order, or descending when `reverse`; stops when `f` returns false.
+/// The key passed to `f` lives only for the call (see [`scan_keys`]).
 pub fn scan<'a, T, F>(
     t: &'a T,
     start: &[u8],
@@ -110,7 +190,23 @@ pub fn scan<'a, T, F>(
 ) -> Result<()>
 where
     T: TreeRead + ?Sized,
-    F: FnMut(&'a [u8], ValRef<'a>) -> Result<bool>,
+    F: FnMut(&[u8], ValRef<'a>) -> Result<bool>,
+{
+    scan_keys(t, start, end, reverse, |k, v| f(&k, v))
+}
+
+/// Like [`scan`], passing each whole key as a `Cow`: borrowed from the page
+/// for inline keys (zero-copy), owned for long keys read from their chain.
+pub fn scan_keys<'a, T, F>(
+    t: &'a T,
+    start: &[u8],
+    end: Option<&[u8]>,
+    reverse: bool,
+    mut f: F,
+) -> Result<()>
+where
+    T: TreeRead + ?Sized,
+    F: FnMut(Cow<'a, [u8]>, ValRef<'a>) -> Result<bool>,
 {
     let root = t.root();
     if root == 0 {
@@ -126,11 +222,11 @@ where
         let n = t.node(id)?;
         let i = if reverse {
             match end {
-                Some(e) => n.search(e)?,
+                Some(e) => search(t, &n, e)?,
                 None => n.len(),
             }
         } else {
-            n.search(start)?
+            search(t, &n, start)?
         };
         if n.is_leaf() {
             stack.push((n, i));
@@ -144,7 +240,7 @@ where
         stack.push((n, i));
         id = n.child(i)?;
     }
-    let mut last: Option<&'a [u8]> = None;
+    let mut last: Option<Cow<'a, [u8]>> = None;
     loop {
         let Some(&mut (leaf, ref mut idx)) = stack.last_mut() else {
             return Ok(());
@@ -157,20 +253,21 @@ where
                 continue;
             }
             *idx -= 1;
-            let k = leaf.key(*idx)?;
+            let i = *idx;
+            let k = load_key(t, leaf.key(i)?)?;
             // Keys must strictly decrease: a repeated or misordered subtree
             // (corruption) is reported instead of being walked forever.
-            if last.is_some_and(|l| k >= l) {
+            if last.as_deref().is_some_and(|l| *k >= *l) {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }
-            last = Some(k);
-            if k < start {
+            last = Some(k.clone());
+            if *k < *start {
                 return Ok(());
             }
-            if end.is_some_and(|e| k >= e) {
+            if end.is_some_and(|e| *k >= *e) {
                 continue;
             }
-            if !f(k, leaf.val(*idx)?)? {
+            if !f(k, leaf.val(i)?)? {
                 return Ok(());
             }
         } else {
@@ -180,19 +277,20 @@ where
                 }
                 continue;
             }
-            let k = leaf.key(*idx)?;
+            let i = *idx;
             *idx += 1;
-            if last.is_some_and(|l| k <= l) {
+            let k = load_key(t, leaf.key(i)?)?;
+            if last.as_deref().is_some_and(|l| *k <= *l) {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }
-            last = Some(k);
-            if end.is_some_and(|e| k >= e) {
+            last = Some(k.clone());
+            if end.is_some_and(|e| *k >= *e) {
                 return Ok(());
             }
-            if k < start {
+            if *k < *start {
                 continue;
             }
-            if !f(k, leaf.val(*idx - 1)?)? {
+            if !f(k, leaf.val(i)?)? {
                 return Ok(());
             }
         }

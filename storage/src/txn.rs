@@ -3,13 +3,23 @@
 //! Invariant: a page reachable from the last committed root is never written;
 //! modifying it copies it to a freshly allocated page (kept in `dirty` until
 //! commit) and frees the original at this transaction's txid.
+//!
+//! Key chains (keys longer than `KEY_INLINE_MAX`): the entry holding a key
+//! owns its chain. A leaf entry's chain is written when the key is inserted
+//! and freed when the entry is deleted (a put replacing the value keeps it).
+//! A branch separator that is long after truncation gets its own chain,
+//! freed when the branch entry is dropped (leaf merge, empty-child removal,
+//! clearing entry 0's key, root collapse). Copy-on-write copies the stub:
+//! old and new page versions share the immutable chain, like value chains.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::db::Writer;
 use crate::error::{Result, StorageError};
-use crate::node::{self, INLINE_LIMIT, MAX_TREE_KEY, NODE_CAP, Node, NodeRef, PageView, Val};
+use crate::node::{
+    self, INLINE_LIMIT, KEY_INLINE_MAX, Key, MAX_TREE_KEY, NODE_CAP, Node, NodeRef, PageView, Val,
+};
 use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
 use crate::tree::{self, MAX_DEPTH, TreeRead};
 
@@ -81,11 +91,35 @@ impl TreeTxn<'_> {
 
     fn free_val(&mut self, v: &Val) -> Result<()> {
         if let Val::Overflow { page, len } = *v {
-            for id in tree::overflow_pages(self, page, len)? {
-                self.w.free.free(id, self.txid);
-            }
+            self.free_chain(page, len as usize)?;
         }
         Ok(())
+    }
+
+    fn free_chain(&mut self, first: u64, len: usize) -> Result<()> {
+        let len = u32::try_from(len).map_err(|_| StorageError::corrupted(first, "chain length"))?;
+        for id in tree::overflow_pages(self, first, len)? {
+            self.w.free.free(id, self.txid);
+        }
+        Ok(())
+    }
+
+    /// Frees the chain owned by a key that is being dropped.
+    pub(crate) fn free_key(&mut self, k: &Key) -> Result<()> {
+        if k.chain != 0 {
+            self.free_chain(k.chain, k.bytes.len())?;
+        }
+        Ok(())
+    }
+
+    /// A key for a new entry, with a freshly written chain if it is long.
+    pub(crate) fn make_key(&mut self, bytes: Vec<u8>) -> Result<Key> {
+        let chain = if bytes.len() > KEY_INLINE_MAX {
+            self.write_chain(&bytes)?
+        } else {
+            0
+        };
+        Ok(Key { bytes, chain })
     }
 
     /// Copies a committed node into a dirty one; returns its (new) id.
@@ -94,7 +128,7 @@ impl TreeTxn<'_> {
             return Ok(id);
         }
         let node = match self.node(id)? {
-            NodeRef::Page(p) => p.to_node()?,
+            NodeRef::Page(p) => p.to_node(self)?,
             NodeRef::Owned(n) => n.clone(),
         };
         if node.size() > NODE_CAP {
@@ -109,11 +143,19 @@ impl TreeTxn<'_> {
     fn node_size(&self, id: u64) -> Result<usize> {
         Ok(match self.node(id)? {
             NodeRef::Owned(n) => n.size(),
-            NodeRef::Page(p) => p.to_node()?.size(),
+            NodeRef::Page(p) => p.size()?,
         })
     }
 
     pub(crate) fn write_overflow(&mut self, value: &[u8]) -> Result<Val> {
+        Ok(Val::Overflow {
+            page: self.write_chain(value)?,
+            len: value.len() as u32,
+        })
+    }
+
+    /// Writes `value` to a new overflow chain; returns its first page.
+    pub(crate) fn write_chain(&mut self, value: &[u8]) -> Result<u64> {
         let chunks: Vec<&[u8]> = value.chunks(OVERFLOW_CAP).collect();
         let mut ids = Vec::with_capacity(chunks.len());
         for _ in 0..chunks.len() {
@@ -127,10 +169,7 @@ impl TreeTxn<'_> {
             page::seal(&mut p[..]);
             self.w.write_page(ids[i], &p[..])?;
         }
-        Ok(Val::Overflow {
-            page: ids[0],
-            len: value.len() as u32,
-        })
+        Ok(ids[0])
     }
 
     /// Inserts or replaces `key`.
@@ -141,14 +180,15 @@ impl TreeTxn<'_> {
                 max: MAX_TREE_KEY,
             });
         }
-        let val = if key.len() + value.len() > INLINE_LIMIT {
+        let val = if node::key_page_len(key.len()) + value.len() > INLINE_LIMIT {
             self.write_overflow(value)?
         } else {
             Val::Inline(value.to_vec())
         };
         if self.root == 0 {
+            let k = self.make_key(key.to_vec())?;
             let id = self.alloc()?;
-            self.dirty.insert(id, Node::Leaf(vec![(key.to_vec(), val)]));
+            self.dirty.insert(id, Node::Leaf(vec![(k, val)]));
             self.root = id;
             return Ok(());
         }
@@ -160,10 +200,12 @@ impl TreeTxn<'_> {
         Ok(())
     }
 
-    fn new_root(&mut self, mut pieces: Vec<(Vec<u8>, u64)>) -> Result<u64> {
+    fn new_root(&mut self, mut pieces: Pieces) -> Result<u64> {
         while pieces.len() > 1 {
             let id = self.alloc()?;
-            pieces[0].0.clear();
+            // Piece 0's separator is empty (split never makes one for it).
+            let first = std::mem::take(&mut pieces[0].0);
+            self.free_key(&first)?;
             self.dirty.insert(id, Node::Branch(pieces));
             pieces = self.split(id, false)?;
         }
@@ -181,17 +223,10 @@ impl TreeTxn<'_> {
             return Err(StorageError::corrupted(id, "tree too deep"));
         }
         let id = self.cow(id)?;
-        let child = match self.dirty.get_mut(&id) {
+        let (i, child_id) = match self.dirty.get(&id) {
             Some(Node::Leaf(entries)) => {
-                let (old, at) = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                    Ok(i) => (Some(std::mem::replace(&mut entries[i].1, val)), i),
-                    Err(i) => {
-                        entries.insert(i, (key.to_vec(), val));
-                        (None, i)
-                    }
-                };
-                let append = at + 1 == entries.len();
-                return Ok((self.split(id, append)?, old));
+                let found = entries.binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key));
+                return self.insert_leaf(id, found, key, val);
             }
             Some(Node::Branch(entries)) => {
                 let i = branch_index(entries, key);
@@ -199,7 +234,6 @@ impl TreeTxn<'_> {
             }
             None => return Err(StorageError::corrupted(id, "dirty node vanished")),
         };
-        let (i, child_id) = child;
         let (pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
         let mut append = false;
         if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
@@ -213,16 +247,48 @@ impl TreeTxn<'_> {
         Ok((self.split(id, append)?, old))
     }
 
-    /// Splits an oversized dirty node; returns `(separator, id)` pieces.
+    /// Puts `key` into dirty leaf `id` at `found` (a binary search result):
+    /// a replaced entry keeps its key (and key chain).
+    fn insert_leaf(
+        &mut self,
+        id: u64,
+        found: std::result::Result<usize, usize>,
+        key: &[u8],
+        val: Val,
+    ) -> Result<(Pieces, Option<Val>)> {
+        let new_key = match found {
+            Ok(_) => None,
+            Err(_) => Some(self.make_key(key.to_vec())?),
+        };
+        let Some(Node::Leaf(entries)) = self.dirty.get_mut(&id) else {
+            return Err(StorageError::corrupted(id, "dirty node vanished"));
+        };
+        let (old, at) = match (found, new_key) {
+            (Ok(i), _) => (Some(std::mem::replace(&mut entries[i].1, val)), i),
+            (Err(i), Some(k)) => {
+                entries.insert(i, (k, val));
+                (None, i)
+            }
+            (Err(_), None) => unreachable!("new key made above"),
+        };
+        let append = at + 1 == entries.len();
+        Ok((self.split(id, append)?, old))
+    }
+
+    /// Splits an oversized dirty node; returns `(separator, id)` pieces
+    /// (piece 0's separator is empty: the parent keeps its own key for it).
+    /// Leaf pieces get the shortest separator that is greater than the left
+    /// piece's last key and at most the right piece's first key; branch
+    /// pieces move their first key (and its chain) up unchanged.
     /// `append`: the insert went to the node's end (ascending keys, like the
     /// revision table), so left pieces are filled up instead of halved.
-    fn split(&mut self, id: u64, append: bool) -> Result<Vec<(Vec<u8>, u64)>> {
+    fn split(&mut self, id: u64, append: bool) -> Result<Pieces> {
         let Some(node) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
         };
         let size = node.size();
         if size <= NODE_CAP {
-            return Ok(vec![(Vec::new(), id)]);
+            return Ok(vec![(Key::default(), id)]);
         }
         let n_pieces = size.div_ceil(NODE_CAP * 7 / 8).max(2);
         let target = if append {
@@ -234,8 +300,18 @@ impl TreeTxn<'_> {
         let mut out = Vec::new();
         match node {
             Node::Leaf(entries) => {
-                for piece in cut(entries, target, |(k, v)| node::leaf_entry_size(k, v)) {
-                    let sep = piece[0].0.clone();
+                let pieces = cut(entries, target, |(k, v)| node::leaf_entry_size(k, v));
+                let mut prev_last: Option<&[u8]> = None;
+                let mut seps = Vec::with_capacity(pieces.len());
+                for piece in &pieces {
+                    seps.push(prev_last.map(|l| separator(l, &piece[0].0.bytes).to_vec()));
+                    prev_last = piece.last().map(|(k, _)| k.bytes.as_slice());
+                }
+                for (piece, sep) in pieces.into_iter().zip(seps) {
+                    let sep = match sep {
+                        Some(s) => self.make_key(s)?,
+                        None => Key::default(),
+                    };
                     out.push((sep, Node::Leaf(piece)));
                 }
             }
@@ -260,7 +336,8 @@ impl TreeTxn<'_> {
         if tree::get(self, key)?.is_none() {
             return Ok(false);
         }
-        let (new_root, old) = self.delete_rec(self.root, key, 0)?;
+        let (new_root, (old_key, old)) = self.delete_rec(self.root, key, 0)?;
+        self.free_key(&old_key)?;
         self.free_val(&old)?;
         self.root = new_root;
         // Collapse the root.
@@ -283,7 +360,7 @@ impl TreeTxn<'_> {
         Ok(true)
     }
 
-    fn delete_rec(&mut self, id: u64, key: &[u8], depth: usize) -> Result<(u64, Val)> {
+    fn delete_rec(&mut self, id: u64, key: &[u8], depth: usize) -> Result<(u64, (Key, Val))> {
         if depth > MAX_DEPTH {
             return Err(StorageError::corrupted(id, "tree too deep"));
         }
@@ -291,10 +368,9 @@ impl TreeTxn<'_> {
         let (i, child_id) = match self.dirty.get_mut(&id) {
             Some(Node::Leaf(entries)) => {
                 let i = entries
-                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                    .binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key))
                     .map_err(|_| StorageError::corrupted(id, "key vanished during delete"))?;
-                let (_, v) = entries.remove(i);
-                return Ok((id, v));
+                return Ok((id, entries.remove(i)));
             }
             Some(Node::Branch(entries)) => {
                 let i = branch_index(entries, key);
@@ -307,11 +383,15 @@ impl TreeTxn<'_> {
         let child_empty = self.dirty.get(&new_child).is_some_and(|n| n.is_empty());
         if child_empty {
             self.free_page(new_child);
+            let mut dropped = Vec::with_capacity(2);
             if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
-                entries.remove(i);
+                dropped.push(entries.remove(i).0);
                 if let Some(first) = entries.first_mut() {
-                    first.0.clear();
+                    dropped.push(std::mem::take(&mut first.0));
                 }
+            }
+            for k in &dropped {
+                self.free_key(k)?;
             }
         } else if self
             .dirty
@@ -342,10 +422,11 @@ impl TreeTxn<'_> {
             return Ok(());
         };
         let (lid, rid, sep) = (entries[l].1, entries[r].1, entries[r].0.clone());
-        let sep_cost = if self.node(lid)?.is_leaf() {
+        let leaves = self.node(lid)?.is_leaf();
+        let sep_cost = if leaves {
             0
         } else {
-            sep.len()
+            node::key_page_len(sep.bytes.len())
         };
         if self.node_size(lid)? + self.node_size(rid)? + sep_cost > NODE_CAP {
             return Ok(());
@@ -353,13 +434,15 @@ impl TreeTxn<'_> {
         let lid = self.cow(lid)?;
         self.set_child(parent, l, lid);
         let right = match self.node(rid)? {
-            NodeRef::Page(p) => p.to_node()?,
+            NodeRef::Page(p) => p.to_node(self)?,
             NodeRef::Owned(n) => n.clone(),
         };
         self.free_page(rid);
         match (self.dirty.get_mut(&lid), right) {
             (Some(Node::Leaf(le)), Node::Leaf(re)) => le.extend(re),
             (Some(Node::Branch(le)), Node::Branch(mut re)) => {
+                // The separator (and its chain) moves down into the merged
+                // node; right's entry 0 key is empty.
                 if let Some(first) = re.first_mut() {
                     first.0 = sep;
                 }
@@ -367,20 +450,33 @@ impl TreeTxn<'_> {
             }
             _ => return Err(StorageError::corrupted(lid, "siblings of different kinds")),
         }
-        if let Some(Node::Branch(entries)) = self.dirty.get_mut(&parent) {
-            entries.remove(r);
+        let removed = match self.dirty.get_mut(&parent) {
+            Some(Node::Branch(entries)) => Some(entries.remove(r).0),
+            _ => None,
+        };
+        if leaves && let Some(k) = removed {
+            // Leaves merged: the separator between them is gone.
+            self.free_key(&k)?;
         }
         Ok(())
     }
 }
 
 /// `(separator key, page)` pieces replacing one child after a split.
-type Pieces = Vec<(Vec<u8>, u64)>;
+type Pieces = Vec<(Key, u64)>;
+
+/// Shortest prefix of `right` that is greater than `left` (requires
+/// `left < right`): the separator of two adjacent leaves.
+pub(crate) fn separator<'r>(left: &[u8], right: &'r [u8]) -> &'r [u8] {
+    debug_assert!(left < right);
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    &right[..(common + 1).min(right.len())]
+}
 
 /// Index of the child of a branch covering `key` (entry 0 covers everything below entry 1).
-fn branch_index(entries: &[(Vec<u8>, u64)], key: &[u8]) -> usize {
+fn branch_index(entries: &[(Key, u64)], key: &[u8]) -> usize {
     entries
-        .partition_point(|(k, _)| k.as_slice() <= key)
+        .partition_point(|(k, _)| k.bytes.as_slice() <= key)
         .saturating_sub(1)
         .min(entries.len() - 1)
 }

@@ -26,7 +26,8 @@ pub fn key_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// A user-key version found by a scan.
 pub struct Found<'a> {
-    pub prefix: &'a [u8],
+    /// Borrowed from the page, owned for a long key read from its chain.
+    pub prefix: Cow<'a, [u8]>,
     pub main: i64,
     pub val: ValRef<'a>,
 }
@@ -63,7 +64,7 @@ impl<'a> Found<'a> {
     ) -> Result<(Record, KeyValue)> {
         let (r, v) = self.load(t)?;
         let kv = KeyValue {
-            key: keys::unescape_prefix(self.prefix)?,
+            key: keys::unescape_prefix(&self.prefix)?,
             create_revision: r.create,
             mod_revision: self.main,
             version: r.version,
@@ -82,6 +83,20 @@ fn short() -> StorageError {
     StorageError::corrupted(0, "empty mvcc record")
 }
 
+/// `keys::split_key_entry` keeping the prefix borrowed when the key is.
+fn split_entry(k: Cow<'_, [u8]>) -> Result<(Cow<'_, [u8]>, i64)> {
+    match k {
+        Cow::Borrowed(b) => {
+            let (prefix, main, _) = keys::split_key_entry(b)?;
+            Ok((Cow::Borrowed(prefix), main))
+        }
+        Cow::Owned(b) => {
+            let (prefix, main, _) = keys::split_key_entry(&b)?;
+            Ok((Cow::Owned(prefix.to_vec()), main))
+        }
+    }
+}
+
 /// Calls `f` with the newest version `<= rev` of every key in the bounds
 /// whose newest version is not a tombstone, in key order.
 pub fn for_each_live<'a, T, F>(
@@ -97,8 +112,8 @@ where
 {
     let mut best: Option<Found<'a>> = None;
     let mut stop = false;
-    tree::scan(t, start, end, false, |k, v| {
-        let (prefix, main, _) = keys::split_key_entry(k)?;
+    tree::scan_keys(t, start, end, false, |k, v| {
+        let (prefix, main) = split_entry(k)?;
         if let Some(b) = &best
             && b.prefix != prefix
         {
@@ -136,8 +151,8 @@ pub fn latest<'a, T: TreeRead + ?Sized>(
     let mut end = start.clone();
     end.extend_from_slice(&keys::rev_bytes(rev.saturating_add(1), 0));
     let mut out = None;
-    tree::scan(t, &start, Some(&end), true, |k, v| {
-        let (prefix, main, _) = keys::split_key_entry(k)?;
+    tree::scan_keys(t, &start, Some(&end), true, |k, v| {
+        let (prefix, main) = split_entry(k)?;
         out = Some(Found {
             prefix,
             main,
@@ -296,7 +311,7 @@ pub fn prev_version<T: TreeRead + ?Sized>(
     tree::scan(t, prefix, Some(&end), true, |k, v| {
         let (p, m, _) = keys::split_key_entry(k)?;
         let f = Found {
-            prefix: p,
+            prefix: Cow::Borrowed(p),
             main: m,
             val: v,
         };
@@ -352,7 +367,7 @@ pub fn events_since<T: TreeRead + ?Sized>(
         };
         let prefix = keys::key_prefix(&user_key);
         let f = Found {
-            prefix: &prefix,
+            prefix: Cow::Borrowed(&prefix),
             main,
             val,
         };
@@ -381,7 +396,7 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
     let mut crc = 0u32;
     // Per key: versions in ascending order; the newest one <= compacted is
     // kept only if it is not a tombstone, older ones never.
-    let mut group: Option<&[u8]> = None;
+    let mut group: Option<Cow<'_, [u8]>> = None;
     let mut pending_base: Option<(Vec<u8>, Vec<u8>)> = None;
     let flush = |crc: &mut u32, base: &mut Option<(Vec<u8>, Vec<u8>)>| {
         if let Some((k, v)) = base.take() {
@@ -389,14 +404,15 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             *crc = crate::checksum::crc32c_append(*crc, &v);
         }
     };
-    tree::scan(
+    tree::scan_keys(
         t,
         &[keys::T_KEY],
         Some(&[keys::T_KEY + 1]),
         false,
         |k, v| {
-            let (prefix, main, _) = keys::split_key_entry(k)?;
-            if group != Some(prefix) {
+            // Cloning a borrowed key is free; only long keys are owned.
+            let (prefix, main) = split_entry(k.clone())?;
+            if group.as_deref() != Some(&*prefix) {
                 flush(&mut crc, &mut pending_base);
                 group = Some(prefix);
             }
@@ -413,7 +429,7 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
                 };
             } else {
                 flush(&mut crc, &mut pending_base);
-                crc = crate::checksum::crc32c_append(crc, k);
+                crc = crate::checksum::crc32c_append(crc, &k);
                 crc = crate::checksum::crc32c_append(crc, &value);
             }
             Ok(true)
