@@ -13,7 +13,14 @@ fn write_storage_fuzz_seeds() {
     let tmp = tempfile::Builder::new()
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("tempdir");
-    for (n, keys) in [(0, 0usize), (1, 3), (2, 40), (3, 400)] {
+    // Seed 4 holds long keys (format v2 stubs, key chains, long separators).
+    for (n, keys, long) in [
+        (0, 0usize, false),
+        (1, 3, false),
+        (2, 40, false),
+        (3, 400, false),
+        (4, 24, true),
+    ] {
         let path = tmp.path().join(format!("seed{n}"));
         let store = Store::open(
             &path,
@@ -25,8 +32,12 @@ fn write_storage_fuzz_seeds() {
         .expect("open");
         let mut batch = store.write().expect("write");
         for i in 0..keys {
+            let mut key = format!("key{i:04}").into_bytes();
+            if long {
+                key.splice(3..3, std::iter::repeat_n(b'/', 1100 + i % 3 * 1000));
+            }
             let put = PutRequest {
-                key: format!("key{i:04}").into_bytes(),
+                key,
                 value: vec![b'v'; (i % 7) * 300],
                 ..Default::default()
             };

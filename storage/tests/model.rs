@@ -20,8 +20,27 @@ enum Op {
     Read(u8, Option<u8>, i64, u8),
 }
 
+/// Twelve one-byte keys and four long ones (format v2 key chains): long
+/// keys sharing a 3001-byte prefix (one a prefix of the others, one ~64 KiB)
+/// force long separators, and a key of zero bytes doubles when escaped.
 fn key(k: u8) -> Vec<u8> {
-    vec![b'a' + k % 12]
+    let shared = |tail: &[u8]| {
+        let mut v = vec![b'c'];
+        v.extend(std::iter::repeat_n(b'x', 3000));
+        v.extend_from_slice(tail);
+        v
+    };
+    match k % 16 {
+        12 => shared(b""),
+        13 => shared(b"y"),
+        14 => shared(&[b'z'; 61_000]),
+        15 => {
+            let mut v = vec![b'f'];
+            v.extend(std::iter::repeat_n(0u8, 2000));
+            v
+        }
+        i => vec![b'a' + i],
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,7 +100,11 @@ impl Model {
 fn bounds(k: u8, e: Option<u8>) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
     let start = key(k);
     match e {
-        None => (start.clone(), vec![], Some(vec![start[0], 0])),
+        None => {
+            let mut end = start.clone();
+            end.push(0);
+            (start, vec![], Some(end))
+        }
         Some(e) => {
             let end = key(e);
             (start, end.clone(), Some(end))
