@@ -51,13 +51,79 @@ pub fn key_page_len(len: usize) -> usize {
     }
 }
 
+/// Keys up to this many bytes are held without a heap allocation.
+const SMALL_KEY: usize = 30;
+
+/// Key bytes held by the writer. The writer decodes a whole page on every
+/// copy-on-write, so short keys (truncated separators, revision-table keys)
+/// avoid one allocation each.
+#[derive(Clone)]
+pub enum KeyBuf {
+    Small(u8, [u8; SMALL_KEY]),
+    Heap(Vec<u8>),
+}
+
+impl KeyBuf {
+    pub fn from_slice(b: &[u8]) -> KeyBuf {
+        if b.len() <= SMALL_KEY {
+            let mut a = [0u8; SMALL_KEY];
+            a[..b.len()].copy_from_slice(b);
+            KeyBuf::Small(b.len() as u8, a)
+        } else {
+            KeyBuf::Heap(b.to_vec())
+        }
+    }
+
+    pub fn from_vec(v: Vec<u8>) -> KeyBuf {
+        if v.len() <= SMALL_KEY {
+            KeyBuf::from_slice(&v)
+        } else {
+            KeyBuf::Heap(v)
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBuf::Small(n, a) => &a[..*n as usize],
+            KeyBuf::Heap(v) => v,
+        }
+    }
+}
+
+impl Default for KeyBuf {
+    fn default() -> KeyBuf {
+        KeyBuf::Small(0, [0; SMALL_KEY])
+    }
+}
+
+impl std::ops::Deref for KeyBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for KeyBuf {
+    fn eq(&self, other: &KeyBuf) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for KeyBuf {}
+
+impl std::fmt::Debug for KeyBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
 /// A key held by the writer: the full bytes, plus the first page of its
 /// chain when it is longer than [`KEY_INLINE_MAX`] (0 otherwise).
 /// Invariant for stored entries: `chain != 0` iff `bytes.len() > KEY_INLINE_MAX`.
 /// The entry holding a `Key` owns its chain (see `txn.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Key {
-    pub bytes: Vec<u8>,
+    pub bytes: KeyBuf,
     pub chain: u64,
 }
 
@@ -66,7 +132,17 @@ impl Key {
     /// A key that needs no chain (at most `KEY_INLINE_MAX` bytes).
     pub fn inline(bytes: Vec<u8>) -> Key {
         debug_assert!(bytes.len() <= KEY_INLINE_MAX);
-        Key { bytes, chain: 0 }
+        Key {
+            bytes: KeyBuf::from_vec(bytes),
+            chain: 0,
+        }
+    }
+
+    pub fn with_chain(bytes: Vec<u8>, chain: u64) -> Key {
+        Key {
+            bytes: KeyBuf::from_vec(bytes),
+            chain,
+        }
     }
 }
 
@@ -260,6 +336,7 @@ impl<'a> PageView<'a> {
         if self.leaf { 7 } else { 10 }
     }
 
+    #[inline]
     fn entry(&self, i: usize) -> Result<usize> {
         if i >= self.count {
             return Err(corrupt(self.id, "entry index out of range"));
@@ -272,6 +349,7 @@ impl<'a> PageView<'a> {
         Ok(off)
     }
 
+    #[inline]
     fn get(&self, from: usize, len: usize) -> Result<&'a [u8]> {
         from.checked_add(len)
             .and_then(|end| self.bytes.get(from..end))
@@ -290,7 +368,8 @@ impl<'a> PageView<'a> {
         }
     }
 
-    pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
+    /// Entry `i`: its offset, its key, and where the bytes after the key start.
+    fn parse(&self, i: usize) -> Result<(usize, KeyRef<'a>, usize)> {
         let off = self.entry(i)?;
         let at = off + self.fixed();
         let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
@@ -298,7 +377,8 @@ impl<'a> PageView<'a> {
             if klen as usize > KEY_INLINE_MAX {
                 return Err(corrupt(self.id, "inline key too long"));
             }
-            return Ok(KeyRef::Full(self.get(at, klen as usize)?));
+            let k = self.get(at, klen as usize)?;
+            return Ok((off, KeyRef::Full(k), at + k.len()));
         }
         let stub = self.get(at, STUB_BYTES)?;
         let len = u32::from_le_bytes([
@@ -311,11 +391,24 @@ impl<'a> PageView<'a> {
         if len <= KEY_INLINE_MAX || len > MAX_TREE_KEY || chain == 0 {
             return Err(corrupt(self.id, "bad long-key stub"));
         }
-        Ok(KeyRef::Stub {
+        let k = KeyRef::Stub {
             prefix: &stub[..KEY_PREFIX_BYTES],
             len,
             chain,
-        })
+        };
+        Ok((off, k, at + STUB_BYTES))
+    }
+
+    /// The key of entry `i` (the readers' binary-search hot path: inline
+    /// keys take the short branch).
+    #[inline]
+    pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
+        let off = self.entry(i)?;
+        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) as usize;
+        if klen <= KEY_INLINE_MAX {
+            return Ok(KeyRef::Full(self.get(off + self.fixed(), klen)?));
+        }
+        Ok(self.parse(i)?.1)
     }
 
     pub fn child(&self, i: usize) -> Result<u64> {
@@ -330,7 +423,12 @@ impl<'a> PageView<'a> {
         if !self.leaf {
             return Err(corrupt(self.id, "value of a branch"));
         }
-        let off = self.entry(i)?;
+        let (off, _, at) = self.parse(i)?;
+        self.val_at(off, at)
+    }
+
+    /// The value of the leaf entry at `off` whose key ends at `at`.
+    fn val_at(&self, off: usize, at: usize) -> Result<ValRef<'a>> {
         let kind = self.bytes[off + 2];
         let vlen = u32::from_le_bytes([
             self.bytes[off + 3],
@@ -338,7 +436,6 @@ impl<'a> PageView<'a> {
             self.bytes[off + 5],
             self.bytes[off + 6],
         ]);
-        let at = off + 7 + self.key_span(off)?;
         match kind {
             0 => Ok(ValRef::Inline(self.get(at, vlen as usize)?)),
             1 => {
@@ -375,27 +472,31 @@ impl<'a> PageView<'a> {
 
     /// Decodes the page for the writer, loading the chains of long keys.
     pub fn to_node<T: TreeRead + ?Sized>(self, t: &T) -> Result<Node> {
-        let key = |i: usize| -> Result<Key> {
-            let r = self.key(i)?;
-            let chain = match r {
-                KeyRef::Full(_) => 0,
-                KeyRef::Stub { chain, .. } => chain,
-            };
-            Ok(Key {
-                bytes: tree::load_key(t, r)?.into_owned(),
-                chain,
+        // One parse per entry: this is the writer's copy-on-write hot path.
+        let key = |k: KeyRef<'a>| -> Result<Key> {
+            Ok(match k {
+                KeyRef::Full(b) => Key {
+                    bytes: KeyBuf::from_slice(b),
+                    chain: 0,
+                },
+                KeyRef::Stub { chain, .. } => Key {
+                    bytes: KeyBuf::from_vec(tree::load_key(t, k)?.into_owned()),
+                    chain,
+                },
             })
         };
         if self.leaf {
             let mut v = Vec::with_capacity(self.count);
             for i in 0..self.count {
-                v.push((key(i)?, self.val(i)?.to_owned_val()));
+                let (off, k, at) = self.parse(i)?;
+                v.push((key(k)?, self.val_at(off, at)?.to_owned_val()));
             }
             Ok(Node::Leaf(v))
         } else {
             let mut v = Vec::with_capacity(self.count);
             for i in 0..self.count {
-                v.push((key(i)?, self.child(i)?));
+                let (off, k, _) = self.parse(i)?;
+                v.push((key(k)?, page::le_u64(self.bytes, off + 2)));
             }
             Ok(Node::Branch(v))
         }
@@ -496,10 +597,7 @@ mod tests {
         let n = Node::Leaf(vec![
             (k(b"a"), Val::Inline(b"1".to_vec())),
             (
-                Key {
-                    bytes: long.clone(),
-                    chain: 77,
-                },
+                Key::with_chain(long.clone(), 77),
                 Val::Inline(vec![3; 1700]),
             ),
             (k(&[0xFF; KEY_INLINE_MAX]), Val::Inline(vec![4; 900])),
@@ -520,13 +618,7 @@ mod tests {
         assert_eq!(v.size().unwrap(), n.size());
         let b = Node::Branch(vec![
             (Key::default(), 5),
-            (
-                Key {
-                    bytes: long.clone(),
-                    chain: 78,
-                },
-                6,
-            ),
+            (Key::with_chain(long.clone(), 78), 6),
         ]);
         let p = b.encode();
         let v = PageView::new(&p[..], 4, true).unwrap();
@@ -544,16 +636,7 @@ mod tests {
     #[test]
     fn bad_stub_is_corrupted() {
         let long = vec![7u8; 3000];
-        let n = Node::Branch(vec![
-            (Key::default(), 5),
-            (
-                Key {
-                    bytes: long,
-                    chain: 78,
-                },
-                6,
-            ),
-        ]);
+        let n = Node::Branch(vec![(Key::default(), 5), (Key::with_chain(long, 78), 6)]);
         let mut p = n.encode();
         // Entry 1 sits right after entry 0 (12 bytes); its stub length field
         // follows the 256-byte prefix.

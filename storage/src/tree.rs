@@ -254,7 +254,10 @@ where
             }
             *idx -= 1;
             let i = *idx;
-            let k = load_key(t, leaf.key(i)?)?;
+            let k = match leaf.key(i)? {
+                KeyRef::Full(b) => Cow::Borrowed(b),
+                stub => load_key(t, stub)?,
+            };
             // Keys must strictly decrease: a repeated or misordered subtree
             // (corruption) is reported instead of being walked forever.
             if last.as_deref().is_some_and(|l| *k >= *l) {
@@ -279,7 +282,10 @@ where
             }
             let i = *idx;
             *idx += 1;
-            let k = load_key(t, leaf.key(i)?)?;
+            let k = match leaf.key(i)? {
+                KeyRef::Full(b) => Cow::Borrowed(b),
+                stub => load_key(t, stub)?,
+            };
             if last.as_deref().is_some_and(|l| *k <= *l) {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use crate::db::Writer;
 use crate::error::{Result, StorageError};
 use crate::node::{
-    self, INLINE_LIMIT, KEY_INLINE_MAX, Key, MAX_TREE_KEY, NODE_CAP, Node, NodeRef, PageView, Val,
+    self, INLINE_LIMIT, KEY_INLINE_MAX, Key, KeyBuf, MAX_TREE_KEY, NODE_CAP, Node, NodeRef,
+    PageView, Val,
 };
 use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
 use crate::tree::{self, MAX_DEPTH, TreeRead};
@@ -113,13 +114,16 @@ impl TreeTxn<'_> {
     }
 
     /// A key for a new entry, with a freshly written chain if it is long.
-    pub(crate) fn make_key(&mut self, bytes: Vec<u8>) -> Result<Key> {
+    pub(crate) fn make_key(&mut self, bytes: &[u8]) -> Result<Key> {
         let chain = if bytes.len() > KEY_INLINE_MAX {
-            self.write_chain(&bytes)?
+            self.write_chain(bytes)?
         } else {
             0
         };
-        Ok(Key { bytes, chain })
+        Ok(Key {
+            bytes: KeyBuf::from_slice(bytes),
+            chain,
+        })
     }
 
     /// Copies a committed node into a dirty one; returns its (new) id.
@@ -186,7 +190,7 @@ impl TreeTxn<'_> {
             Val::Inline(value.to_vec())
         };
         if self.root == 0 {
-            let k = self.make_key(key.to_vec())?;
+            let k = self.make_key(key)?;
             let id = self.alloc()?;
             self.dirty.insert(id, Node::Leaf(vec![(k, val)]));
             self.root = id;
@@ -235,6 +239,12 @@ impl TreeTxn<'_> {
             None => return Err(StorageError::corrupted(id, "dirty node vanished")),
         };
         let (pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
+        if pieces.len() == 1 {
+            // Only the child pointer changed: the node's size did not, so it
+            // cannot need a split (saves summing a wide branch per put).
+            self.set_child(id, i, pieces[0].1);
+            return Ok((pieces_of(id), old));
+        }
         let mut append = false;
         if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
             let added = pieces.len() - 1;
@@ -258,7 +268,7 @@ impl TreeTxn<'_> {
     ) -> Result<(Pieces, Option<Val>)> {
         let new_key = match found {
             Ok(_) => None,
-            Err(_) => Some(self.make_key(key.to_vec())?),
+            Err(_) => Some(self.make_key(key)?),
         };
         let Some(Node::Leaf(entries)) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
@@ -288,7 +298,7 @@ impl TreeTxn<'_> {
         };
         let size = node.size();
         if size <= NODE_CAP {
-            return Ok(vec![(Key::default(), id)]);
+            return Ok(pieces_of(id));
         }
         let n_pieces = size.div_ceil(NODE_CAP * 7 / 8).max(2);
         let target = if append {
@@ -309,7 +319,7 @@ impl TreeTxn<'_> {
                 }
                 for (piece, sep) in pieces.into_iter().zip(seps) {
                     let sep = match sep {
-                        Some(s) => self.make_key(s)?,
+                        Some(s) => self.make_key(&s)?,
                         None => Key::default(),
                     };
                     out.push((sep, Node::Leaf(piece)));
@@ -464,6 +474,11 @@ impl TreeTxn<'_> {
 
 /// `(separator key, page)` pieces replacing one child after a split.
 type Pieces = Vec<(Key, u64)>;
+
+/// The pieces of a node that did not split.
+fn pieces_of(id: u64) -> Pieces {
+    vec![(Key::default(), id)]
+}
 
 /// Shortest prefix of `right` that is greater than `left` (requires
 /// `left < right`): the separator of two adjacent leaves.
