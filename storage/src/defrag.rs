@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::db::Db;
 use crate::error::{Result, StorageError};
-use crate::node::{Node, NodeRef, ValRef};
+use crate::node::{Node, ValRef};
 use crate::page::FIRST_DATA_PAGE;
 use crate::tree::{self, MAX_DEPTH, TreeRead};
 use crate::txn::TreeTxn;
@@ -207,7 +207,7 @@ fn relocate(
         *left -= chain.len();
         key_updates.push((i, new));
     }
-    let is_dirty = matches!(txn.node(id)?, NodeRef::Owned(_));
+    let is_dirty = txn.dirty.contains_key(&id);
     let must_move = id >= target && !is_dirty;
     if must_move && (*left == 0 || txn.pool.is_empty()) {
         *complete = false;
@@ -220,6 +220,7 @@ fn relocate(
     if moving {
         *left -= 1;
     }
+    txn.materialize(new_id)?;
     match txn.dirty.get_mut(&new_id) {
         Some(Node::Branch(entries)) => {
             for (i, c) in child_updates {
@@ -237,7 +238,9 @@ fn relocate(
                 entries[i].0.chain = c;
             }
         }
-        None => return Err(StorageError::corrupted(new_id, "dirty node vanished")),
+        Some(Node::RawBranch { .. }) | None => {
+            return Err(StorageError::corrupted(new_id, "dirty node vanished"));
+        }
     }
     Ok(new_id)
 }

@@ -184,6 +184,29 @@ impl ValRef<'_> {
 pub enum Node {
     Leaf(Vec<(Key, Val)>),
     Branch(Vec<(Key, u64)>),
+    /// A branch copied byte for byte from its validated page by
+    /// copy-on-write, without decoding: the common change to a branch is one
+    /// child pointer, patched in place ([`raw_set_child`]). It is decoded
+    /// into `Branch` (`TreeTxn::materialize`) before any other change, so
+    /// wide branches (truncated separators) stay cheap to copy.
+    /// `size`: as [`Node::size`] of the decoded node.
+    RawBranch {
+        page: PageBuf,
+        size: usize,
+    },
+}
+
+/// Points entry `i` of a raw branch page at `child` (slot validated when the
+/// page was copied).
+pub fn raw_set_child(page: &mut PageBuf, i: usize, child: u64) {
+    let count = u16::from_le_bytes([page[6], page[7]]) as usize;
+    assert!(
+        i < count,
+        "raw branch entry {i} of {count}: invariant broken"
+    );
+    let s = HEADER + 2 * i;
+    let off = u16::from_le_bytes([page[s], page[s + 1]]) as usize;
+    page[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
 }
 
 pub fn leaf_entry_size(key: &Key, val: &Val) -> usize {
@@ -224,6 +247,7 @@ impl Node {
         match self {
             Node::Leaf(e) => e.len(),
             Node::Branch(e) => e.len(),
+            Node::RawBranch { page, .. } => u16::from_le_bytes([page[6], page[7]]) as usize,
         }
     }
 
@@ -236,10 +260,16 @@ impl Node {
         match self {
             Node::Leaf(e) => e.iter().map(|(k, v)| leaf_entry_size(k, v)).sum(),
             Node::Branch(e) => e.iter().map(|(k, _)| branch_entry_size(k)).sum(),
+            Node::RawBranch { size, .. } => *size,
         }
     }
 
     pub fn encode(&self) -> PageBuf {
+        if let Node::RawBranch { page, .. } = self {
+            let mut p = page.clone();
+            page::seal(&mut p[..]);
+            return p;
+        }
         let mut p = page::new_page();
         let n = self.len();
         let mut off = HEADER + 2 * n;
@@ -277,6 +307,7 @@ impl Node {
                     off += 10 + encode_key(&mut p[..], off, off + 10, k);
                 }
             }
+            Node::RawBranch { .. } => unreachable!("returned above"),
         }
         assert!(
             off <= PAGE_SIZE,
@@ -449,6 +480,18 @@ impl<'a> PageView<'a> {
         }
     }
 
+    /// A branch page copied without decoding, for the writer
+    /// (validates every entry's extent first).
+    pub fn to_raw_branch(self) -> Result<Node> {
+        if self.leaf {
+            return Err(corrupt(self.id, "raw copy of a leaf"));
+        }
+        let size = self.size()?;
+        let mut page = page::new_page();
+        page.copy_from_slice(self.bytes);
+        Ok(Node::RawBranch { page, size })
+    }
+
     /// Bytes the entries need, as [`Node::size`] of the decoded node, without
     /// loading long keys.
     pub fn size(&self) -> Result<usize> {
@@ -529,6 +572,9 @@ impl<'a> NodeRef<'a> {
             NodeRef::Page(p) => p.key(i),
             NodeRef::Owned(Node::Leaf(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
             NodeRef::Owned(Node::Branch(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
+            NodeRef::Owned(Node::RawBranch { page, .. }) => {
+                PageView::new(&page[..], 0, false)?.key(i)
+            }
         }
     }
     /// The key chain of entry `i` as `(first page, key length)`, if it has one.
@@ -542,6 +588,9 @@ impl<'a> NodeRef<'a> {
             }
             NodeRef::Owned(Node::Leaf(e)) => &e[i].0,
             NodeRef::Owned(Node::Branch(e)) => &e[i].0,
+            NodeRef::Owned(Node::RawBranch { page, .. }) => {
+                return NodeRef::Page(PageView::new(&page[..], 0, false)?).key_chain(i);
+            }
         };
         Ok((k.chain != 0).then_some((k.chain, k.bytes.len())))
     }
@@ -549,6 +598,9 @@ impl<'a> NodeRef<'a> {
         match self {
             NodeRef::Page(p) => p.child(i),
             NodeRef::Owned(Node::Branch(e)) => Ok(e[i].1),
+            NodeRef::Owned(Node::RawBranch { page, .. }) => {
+                PageView::new(&page[..], 0, false)?.child(i)
+            }
             NodeRef::Owned(Node::Leaf(_)) => Err(corrupt(0, "child of a leaf")),
         }
     }
@@ -562,7 +614,9 @@ impl<'a> NodeRef<'a> {
                     len: *len,
                 },
             }),
-            NodeRef::Owned(Node::Branch(_)) => Err(corrupt(0, "value of a branch")),
+            NodeRef::Owned(Node::Branch(_) | Node::RawBranch { .. }) => {
+                Err(corrupt(0, "value of a branch"))
+            }
         }
     }
 }

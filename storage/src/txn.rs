@@ -40,8 +40,13 @@ impl TreeRead for TreeTxn<'_> {
     }
 
     fn node(&self, id: u64) -> Result<NodeRef<'_>> {
-        if let Some(n) = self.dirty.get(&id) {
-            return Ok(NodeRef::Owned(n));
+        match self.dirty.get(&id) {
+            // Read raw branches in place, like clean pages.
+            Some(Node::RawBranch { page, .. }) => {
+                return Ok(NodeRef::Page(PageView::new(&page[..], id, false)?));
+            }
+            Some(n) => return Ok(NodeRef::Owned(n)),
+            None => {}
         }
         let bytes = tree::page_offset(id)
             .and_then(|off| self.w.map.slice(off, PAGE_SIZE))
@@ -132,6 +137,7 @@ impl TreeTxn<'_> {
             return Ok(id);
         }
         let node = match self.node(id)? {
+            NodeRef::Page(p) if !p.leaf => p.to_raw_branch()?,
             NodeRef::Page(p) => p.to_node(self)?,
             NodeRef::Owned(n) => n.clone(),
         };
@@ -142,6 +148,48 @@ impl TreeTxn<'_> {
         self.w.free.free(id, self.txid);
         self.dirty.insert(new, node);
         Ok(new)
+    }
+
+    /// Decodes dirty node `id` if it is a raw branch (before changes other
+    /// than child pointers). No-op otherwise.
+    pub(crate) fn materialize(&mut self, id: u64) -> Result<()> {
+        if !matches!(self.dirty.get(&id), Some(Node::RawBranch { .. })) {
+            return Ok(());
+        }
+        let Some(raw) = self.dirty.remove(&id) else {
+            return Err(StorageError::corrupted(id, "dirty node vanished"));
+        };
+        let Node::RawBranch { page, .. } = &raw else {
+            return Err(StorageError::corrupted(id, "dirty node changed kind"));
+        };
+        let decoded = PageView::new(&page[..], id, false).and_then(|v| v.to_node(self));
+        match decoded {
+            Ok(n) => {
+                self.dirty.insert(id, n);
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.insert(id, raw);
+                Err(e)
+            }
+        }
+    }
+
+    /// Child index and id covering `key` in dirty branch `id`.
+    fn descend(&self, id: u64, key: &[u8]) -> Result<(usize, u64)> {
+        match self.dirty.get(&id) {
+            Some(Node::Branch(entries)) => {
+                let i = branch_index(entries, key);
+                Ok((i, entries[i].1))
+            }
+            Some(Node::RawBranch { .. }) => {
+                let n = self.node(id)?;
+                let i = tree::search(self, &n, key)?;
+                Ok((i, n.child(i)?))
+            }
+            Some(Node::Leaf(_)) => Err(StorageError::corrupted(id, "descending into a leaf")),
+            None => Err(StorageError::corrupted(id, "dirty node vanished")),
+        }
     }
 
     fn node_size(&self, id: u64) -> Result<usize> {
@@ -227,17 +275,11 @@ impl TreeTxn<'_> {
             return Err(StorageError::corrupted(id, "tree too deep"));
         }
         let id = self.cow(id)?;
-        let (i, child_id) = match self.dirty.get(&id) {
-            Some(Node::Leaf(entries)) => {
-                let found = entries.binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key));
-                return self.insert_leaf(id, found, key, val);
-            }
-            Some(Node::Branch(entries)) => {
-                let i = branch_index(entries, key);
-                (i, entries[i].1)
-            }
-            None => return Err(StorageError::corrupted(id, "dirty node vanished")),
-        };
+        if let Some(Node::Leaf(entries)) = self.dirty.get(&id) {
+            let found = entries.binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key));
+            return self.insert_leaf(id, found, key, val);
+        }
+        let (i, child_id) = self.descend(id, key)?;
         let (pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
         if pieces.len() == 1 {
             // Only the child pointer changed: the node's size did not, so it
@@ -245,6 +287,7 @@ impl TreeTxn<'_> {
             self.set_child(id, i, pieces[0].1);
             return Ok((pieces_of(id), old));
         }
+        self.materialize(id)?;
         let mut append = false;
         if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
             let added = pieces.len() - 1;
@@ -309,6 +352,9 @@ impl TreeTxn<'_> {
         let node = std::mem::replace(node, Node::Leaf(Vec::new()));
         let mut out = Vec::new();
         match node {
+            Node::RawBranch { .. } => {
+                unreachable!("raw branches are copies of pages: they never exceed one")
+            }
             Node::Leaf(entries) => {
                 let pieces = cut(entries, target, |(k, v)| node::leaf_entry_size(k, v));
                 let mut prev_last: Option<&[u8]> = None;
@@ -353,6 +399,7 @@ impl TreeTxn<'_> {
         // Collapse the root.
         loop {
             let root = self.root;
+            self.materialize(root)?;
             let replace = match self.dirty.get(&root) {
                 Some(Node::Leaf(e)) if e.is_empty() => Some(0),
                 Some(Node::Branch(e)) if e.is_empty() => Some(0),
@@ -375,24 +422,19 @@ impl TreeTxn<'_> {
             return Err(StorageError::corrupted(id, "tree too deep"));
         }
         let id = self.cow(id)?;
-        let (i, child_id) = match self.dirty.get_mut(&id) {
-            Some(Node::Leaf(entries)) => {
-                let i = entries
-                    .binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key))
-                    .map_err(|_| StorageError::corrupted(id, "key vanished during delete"))?;
-                return Ok((id, entries.remove(i)));
-            }
-            Some(Node::Branch(entries)) => {
-                let i = branch_index(entries, key);
-                (i, entries[i].1)
-            }
-            None => return Err(StorageError::corrupted(id, "dirty node vanished")),
-        };
+        if let Some(Node::Leaf(entries)) = self.dirty.get_mut(&id) {
+            let i = entries
+                .binary_search_by(|(k, _)| k.bytes.as_slice().cmp(key))
+                .map_err(|_| StorageError::corrupted(id, "key vanished during delete"))?;
+            return Ok((id, entries.remove(i)));
+        }
+        let (i, child_id) = self.descend(id, key)?;
         let (new_child, old) = self.delete_rec(child_id, key, depth + 1)?;
         self.set_child(id, i, new_child);
         let child_empty = self.dirty.get(&new_child).is_some_and(|n| n.is_empty());
         if child_empty {
             self.free_page(new_child);
+            self.materialize(id)?;
             let mut dropped = Vec::with_capacity(2);
             if let Some(Node::Branch(entries)) = self.dirty.get_mut(&id) {
                 dropped.push(entries.remove(i).0);
@@ -414,13 +456,16 @@ impl TreeTxn<'_> {
     }
 
     fn set_child(&mut self, parent: u64, i: usize, child: u64) {
-        if let Some(Node::Branch(entries)) = self.dirty.get_mut(&parent) {
-            entries[i].1 = child;
+        match self.dirty.get_mut(&parent) {
+            Some(Node::Branch(entries)) => entries[i].1 = child,
+            Some(Node::RawBranch { page, .. }) => node::raw_set_child(page, i, child),
+            _ => {}
         }
     }
 
     /// Merges child `i` of dirty branch `parent` with a neighbour if both fit one page.
     fn try_merge(&mut self, parent: u64, i: usize) -> Result<()> {
+        self.materialize(parent)?;
         let Some(Node::Branch(entries)) = self.dirty.get(&parent) else {
             return Ok(());
         };
@@ -442,6 +487,7 @@ impl TreeTxn<'_> {
             return Ok(());
         }
         let lid = self.cow(lid)?;
+        self.materialize(lid)?;
         self.set_child(parent, l, lid);
         let right = match self.node(rid)? {
             NodeRef::Page(p) => p.to_node(self)?,
