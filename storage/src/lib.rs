@@ -39,6 +39,7 @@ mod node;
 mod page;
 mod tree;
 mod txn;
+mod txn_bulk;
 mod verified;
 
 pub use backend::{Backend, FileBackend, Mapped, MemBackend};

@@ -237,6 +237,26 @@ impl<'a> PageView<'a> {
         }
     }
 
+    /// Bytes the entries use, as [`Node::size`] would report after
+    /// decoding (merge decisions without decoding).
+    pub fn used_bytes(&self) -> Result<usize> {
+        let mut n = 0;
+        for i in 0..self.count {
+            let k = self.key(i)?;
+            n += if self.leaf {
+                LEAF_FIXED
+                    + k.len()
+                    + match self.val(i)? {
+                        ValRef::Inline(v) => v.len(),
+                        ValRef::Overflow { .. } => 8,
+                    }
+            } else {
+                branch_entry_size(k)
+            };
+        }
+        Ok(n)
+    }
+
     pub fn to_node(self) -> Result<Node> {
         if self.leaf {
             let mut v = Vec::with_capacity(self.count);
@@ -341,6 +361,20 @@ mod tests {
         ));
         assert_eq!(NodeRef::Page(v).search(b"b").unwrap(), 1);
         assert_eq!(NodeRef::Page(v).search(b"c").unwrap(), 2);
+    }
+
+    #[test]
+    fn used_bytes_matches_size() {
+        let leaf = Node::Leaf(vec![
+            (b"a".to_vec(), Val::Inline(b"123".to_vec())),
+            (b"bb".to_vec(), Val::Overflow { page: 9, len: 5000 }),
+        ]);
+        let branch = Node::Branch(vec![(vec![], 5), (b"m".to_vec(), 6)]);
+        for n in [leaf, branch] {
+            let p = n.encode();
+            let v = PageView::new(&p[..], 3, true).unwrap();
+            assert_eq!(v.used_bytes().unwrap(), n.size());
+        }
     }
 
     #[test]

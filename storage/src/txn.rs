@@ -79,7 +79,7 @@ impl TreeTxn<'_> {
         }
     }
 
-    fn free_val(&mut self, v: &Val) -> Result<()> {
+    pub(crate) fn free_val(&mut self, v: &Val) -> Result<()> {
         if let Val::Overflow { page, len } = *v {
             for id in tree::overflow_pages(self, page, len)? {
                 self.w.free.free(id, self.txid);
@@ -216,7 +216,7 @@ impl TreeTxn<'_> {
     /// Splits an oversized dirty node; returns `(separator, id)` pieces.
     /// `append`: the insert went to the node's end (ascending keys, like the
     /// revision table), so left pieces are filled up instead of halved.
-    fn split(&mut self, id: u64, append: bool) -> Result<Vec<(Vec<u8>, u64)>> {
+    pub(crate) fn split(&mut self, id: u64, append: bool) -> Result<Vec<(Vec<u8>, u64)>> {
         let Some(node) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
         };

@@ -23,8 +23,14 @@ pub struct StoreOptions {
     pub max_growth_bytes: u64,
     /// Verify page checksums on every read (integrity checks always verify).
     pub verify_checksums: bool,
-    /// Revision entries physically compacted per commit at most (about).
+    /// Revision entries (about, whole revisions) one [`Store::compact_step`]
+    /// processes: sized so a step stays around 10 ms, since writers wait
+    /// for it (etcd uses 1000 revisions per batch).
     pub compaction_batch_entries: usize,
+    /// Revision entries compacted inside each write commit while a pass is
+    /// pending (0 = none: only `compact_step` compacts). Small, so a commit's
+    /// latency barely changes.
+    pub compaction_commit_entries: usize,
     /// Pages relocated per defragmentation step (one write transaction).
     pub defrag_batch_pages: usize,
     /// Entries per write transaction when restoring a snapshot.
@@ -40,7 +46,8 @@ impl Default for StoreOptions {
             initial_mmap_bytes: 4 << 20,
             max_growth_bytes: 64 << 20,
             verify_checksums: true,
-            compaction_batch_entries: 10_000,
+            compaction_batch_entries: 1000,
+            compaction_commit_entries: 100,
             defrag_batch_pages: 4096,
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
