@@ -37,6 +37,7 @@ mod mapping;
 mod mvcc;
 mod node;
 mod page;
+mod repack;
 mod tree;
 mod txn;
 mod txn_bulk;

@@ -160,7 +160,7 @@ impl TreeTxn<'_> {
         Ok(())
     }
 
-    fn new_root(&mut self, mut pieces: Vec<(Vec<u8>, u64)>) -> Result<u64> {
+    pub(crate) fn new_root(&mut self, mut pieces: Vec<(Vec<u8>, u64)>) -> Result<u64> {
         while pieces.len() > 1 {
             let id = self.alloc()?;
             pieces[0].0.clear();

@@ -20,9 +20,10 @@ use crate::tree::{MAX_DEPTH, TreeRead};
 use crate::txn::TreeTxn;
 
 /// A dirty node is merged with an adjacent sibling when both together fit in
-/// this many bytes: the result keeps 1/16 of a page free, so a few inserts fit
-/// before it splits again.
-pub(crate) const MERGE_FILL: usize = NODE_CAP * 15 / 16;
+/// this many bytes: the result keeps 1/32 of a page free, so an insert or two
+/// fit before it splits again. (With 1/16, two halves of nodes that appends
+/// filled to 15/16 would never merge.)
+pub(crate) const MERGE_FILL: usize = NODE_CAP * 31 / 32;
 
 /// What to remove from a subtree.
 #[derive(Clone, Copy)]
@@ -317,3 +318,7 @@ impl TreeTxn<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "txn_bulk_tests.rs"]
+mod tests;
