@@ -168,7 +168,10 @@ fn replace_child(entries: &mut Vec<(Vec<u8>, u64)>, i: usize, pieces: Pieces) {
 fn pack_children(txn: &mut TreeTxn<'_>, parent: u64, pass: &mut Pass) -> Result<Pieces> {
     let n = txn.node(parent)?;
     if n.is_leaf() {
-        return Err(StorageError::corrupted(parent, "leaves at different depths"));
+        return Err(StorageError::corrupted(
+            parent,
+            "leaves at different depths",
+        ));
     }
     let entries: Vec<(Vec<u8>, u64)> = (0..n.len())
         .map(|i| Ok((n.key(i)?.to_vec(), n.child(i)?)))
@@ -192,7 +195,12 @@ fn pack_children(txn: &mut TreeTxn<'_>, parent: u64, pass: &mut Pass) -> Result<
         let mut j = i;
         let mut total = 0;
         while j < entries.len() && sizes[j] < UNDER_FILLED {
-            total += sizes[j] + if leaves || j == i { 0 } else { entries[j].0.len() };
+            total += sizes[j]
+                + if leaves || j == i {
+                    0
+                } else {
+                    entries[j].0.len()
+                };
             j += 1;
         }
         if j - i >= 2 && total.div_ceil(PACK_TARGET) < j - i {
@@ -217,7 +225,12 @@ fn pack_children(txn: &mut TreeTxn<'_>, parent: u64, pass: &mut Pass) -> Result<
                     }
                     le.extend(re);
                 }
-                _ => return Err(StorageError::corrupted(first, "siblings of different kinds")),
+                _ => {
+                    return Err(StorageError::corrupted(
+                        first,
+                        "siblings of different kinds",
+                    ));
+                }
             }
         }
         let pieces = txn.split(first, true)?;

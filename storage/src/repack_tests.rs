@@ -70,7 +70,10 @@ fn repack_keeps_content_and_frees_pages() {
             .map(|(k, v)| 9 + k.len() + if v.len() > 1000 { 8 } else { v.len() })
             .sum();
         let want = (bytes * 100).div_ceil(crate::node::NODE_CAP * 85) as u64 + 3;
-        assert!(after <= want, "batch {batch}: {pages} -> {after} (want <= {want}), {r:?}");
+        assert!(
+            after <= want,
+            "batch {batch}: {pages} -> {after} (want <= {want}), {r:?}"
+        );
         assert!(r.nodes_saved > 0);
         if batch == 7 {
             // The budget is checked between parents: several passes.
