@@ -31,6 +31,11 @@ pub struct StoreOptions {
     /// pending (0 = none: only `compact_step` compacts). Small, so a commit's
     /// latency barely changes.
     pub compaction_commit_entries: usize,
+    /// A compaction pass sweeps the key table in key order (each leaf with
+    /// obsolete versions rewritten once) instead of following the revision
+    /// entries (about one leaf rewritten per revision) when the revisions to
+    /// compact times this ratio reach the pages in use. 0 = never sweep.
+    pub compaction_sweep_ratio: u64,
     /// Pages relocated per defragmentation step (one write transaction).
     pub defrag_batch_pages: usize,
     /// Entries per write transaction when restoring a snapshot.
@@ -48,6 +53,7 @@ impl Default for StoreOptions {
             verify_checksums: true,
             compaction_batch_entries: 1000,
             compaction_commit_entries: 100,
+            compaction_sweep_ratio: 16,
             defrag_batch_pages: 4096,
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
@@ -61,6 +67,19 @@ pub(crate) struct StoreInner {
     pub(crate) durable_applied: AtomicU64,
     /// Serialises defragmentation runs.
     pub(crate) defrag_lock: std::sync::Mutex<()>,
+    /// Compaction sweep in progress; only read and written by the holder of
+    /// the writer lock (a batch takes a copy and stores it back on commit).
+    pub(crate) sweep: std::sync::Mutex<Option<super::compact::Sweep>>,
+}
+
+impl StoreInner {
+    fn sweep(&self) -> Option<super::compact::Sweep> {
+        self.sweep.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_sweep(&self, s: Option<super::compact::Sweep>) {
+        *self.sweep.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
 }
 
 /// The MVCC store. `Send + Sync`; share it with `Arc<Store>` or clone it
@@ -100,6 +119,7 @@ impl Store {
                 opts,
                 durable_applied: AtomicU64::new(applied),
                 defrag_lock: std::sync::Mutex::new(()),
+                sweep: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -122,6 +142,7 @@ impl Store {
             compacted: m.compacted_revision,
             compact_done: m.compact_done_revision,
             events: Vec::new(),
+            sweep: self.inner.sweep(),
             deferred_err: None,
         })
     }
@@ -181,6 +202,7 @@ impl Store {
             rev,
             compacted,
             compact_done,
+            sweep,
             ..
         } = b;
         self.inner.db.commit(
@@ -193,6 +215,7 @@ impl Store {
             },
             false,
         )?;
+        self.inner.set_sweep(sweep);
         Ok(more)
     }
 

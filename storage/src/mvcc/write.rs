@@ -24,6 +24,9 @@ pub struct WriteBatch<'a> {
     pub(crate) compacted: i64,
     pub(crate) compact_done: i64,
     pub(crate) events: Vec<Event>,
+    /// Compaction sweep state (see `compact.rs`), stored back into the
+    /// store only when this batch commits.
+    pub(crate) sweep: Option<super::compact::Sweep>,
     /// First error of an infallible-signature call (`put_meta`), returned by `commit`.
     pub(crate) deferred_err: Option<StorageError>,
 }
@@ -373,8 +376,14 @@ impl<'a> WriteBatch<'a> {
     /// Returns true when work remains.
     pub(crate) fn compact_step(&mut self, budget: usize) -> Result<bool> {
         if self.compact_done < self.compacted && budget > 0 {
-            self.compact_done =
-                super::compact::step(&mut self.txn, self.compact_done, self.compacted, budget)?;
+            self.compact_done = super::compact::step(
+                &mut self.txn,
+                self.compact_done,
+                self.compacted,
+                budget,
+                self.store.opts.compaction_sweep_ratio,
+                &mut self.sweep,
+            )?;
         }
         Ok(self.compact_done < self.compacted)
     }
@@ -419,6 +428,7 @@ impl<'a> WriteBatch<'a> {
             compacted,
             compact_done,
             events,
+            sweep,
             ..
         } = self;
         store.db.commit(
@@ -431,6 +441,7 @@ impl<'a> WriteBatch<'a> {
             },
             durable,
         )?;
+        store.set_sweep(sweep);
         if durable {
             store
                 .durable_applied
