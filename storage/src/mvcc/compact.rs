@@ -1,19 +1,23 @@
-//! Physical MVCC compaction: one bounded step.
+//! Physical MVCC compaction: bounded steps, in revision mode or sweep mode
+//! (docs/storage-format.md, "MVCC encoding", has the full argument).
 //!
-//! A step takes the next revision entries after `compact_done` (whole main
-//! revisions, about `budget` entries), collects their user keys, and visits
-//! the keys in key order: one seek per key, walking its versions up to the
-//! step's end. Deletions in key order land in the same, already dirty,
-//! leaves; they are applied with one bulk delete (`txn_bulk.rs`).
+//! Revision mode: a step takes the next revision entries after
+//! `compact_done` (whole main revisions, about `budget` entries), collects
+//! their user keys, and visits the keys in key order: one seek per key,
+//! walking its versions up to the step's end. Deletions in key order land in
+//! the same, already dirty, leaves; they are applied with one bulk delete
+//! (`txn_bulk.rs`).
 //!
-//! Revision entries: events at or below the compacted revision C are never
-//! served except those at exactly C (`events_since(C)` is allowed), so a
-//! step deletes every `r` entry below `min(end, C - 1) + 1` with one range
-//! delete at the left edge of the `r` table, and at C only the entries of
-//! removed versions. Invariant after a step ending at `end`: every `r`
-//! entry with main <= `end` has main == C' for some target C' that a pass
-//! ended at, and points at a surviving version (such entries are removed by
-//! the next pass's range delete).
+//! Sweep mode (many revisions to compact): the `k` table is walked in key
+//! order from an in-memory cursor, so each leaf with obsolete versions is
+//! rewritten once per pass instead of about once per revision.
+//!
+//! Revision entries: events below the compacted revision C are never served
+//! and those at exactly C only for surviving versions, so every `r` entry
+//! below `min(end, C - 1) + 1` goes with a range delete at the left edge of
+//! the `r` table, and at C only the entries of removed versions. Invariant
+//! after every step: no `r` entry below `compact_done`; entries at
+//! `compact_done` point at surviving versions.
 
 use super::keys;
 use super::read::Found;
@@ -25,7 +29,7 @@ use crate::txn::TreeTxn;
 /// Sweep mode scans this many `k` entries per unit of step budget (a sweep
 /// step reads sequentially and rewrites each leaf with obsolete versions
 /// once, so it affords more entries than a revision step).
-pub(crate) const SWEEP_ENTRIES_PER_BUDGET: usize = 8;
+pub(crate) const SWEEP_ENTRIES_PER_BUDGET: usize = 4;
 
 /// A key-order sweep in progress (writer-only, in memory: after a restart
 /// the pass resumes in either mode from `compact_done`, which a sweep only
@@ -207,8 +211,7 @@ fn revision_step(txn: &mut TreeTxn<'_>, done: i64, target: i64, budget: usize) -
     user_keys.dedup();
 
     // Per key, in key order: the versions <= end a compaction at `target`
-    // removes. Keys are distinct and the encoding preserves order, so
-    // `dead_k` comes out strictly ascending.
+    // removes.
     let mut dead_k: Vec<Vec<u8>> = Vec::new();
     let mut dead_r_at_target: Vec<Vec<u8>> = Vec::new();
     let mut versions: Vec<(Vec<u8>, i64, i64)> = Vec::new();
@@ -244,6 +247,10 @@ fn revision_step(txn: &mut TreeTxn<'_>, done: i64, target: i64, budget: usize) -
             dead_k.push(entry);
         }
     }
+    // Already in tree order when the key encoding preserves user-key order;
+    // sorting keeps `delete_sorted`'s precondition independent of that.
+    dead_k.sort_unstable();
+    dead_k.dedup();
     txn.delete_sorted(&dead_k)?;
     // Every revision entry below min(end, target - 1) + 1 goes (left edge of
     // the `r` table: whole leaves are freed without being copied).

@@ -51,7 +51,7 @@ impl Default for StoreOptions {
             initial_mmap_bytes: 4 << 20,
             max_growth_bytes: 64 << 20,
             verify_checksums: true,
-            compaction_batch_entries: 1000,
+            compaction_batch_entries: 500,
             compaction_commit_entries: 100,
             compaction_sweep_ratio: 16,
             defrag_batch_pages: 4096,
