@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench -p corekv-storage --bench storage_vs_redb`
 //! Knobs (env): `CKV_BENCH_N` keys (default 1,000,000), `CKV_BENCH_DIR`
-//! data directory (default /var/tmp).
+//! data directory (default /var/tmp), `CKV_BENCH_SWEEP_RATIO` (corekv's
+//! `compaction_sweep_ratio`; 0 forces revision-mode compaction).
 //!
 //! Workload: N keys of 64 B with 256 B values in commits of 1000 (durable),
 //! single-put commits (non-durable and durable), random point gets, ranges of
@@ -95,10 +96,15 @@ fn file_size(p: &Path) -> u64 {
 fn run_corekv(n: u64, dir: &Path) -> Out {
     let mut out = Out(BTreeMap::new());
     let path = dir.join("corekv.db");
+    let defaults = StoreOptions::default();
     let opts = StoreOptions {
         quota_bytes: 64 << 30,
         initial_mmap_bytes: 64 << 20,
-        ..StoreOptions::default()
+        compaction_sweep_ratio: std::env::var("CKV_BENCH_SWEEP_RATIO")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.compaction_sweep_ratio),
+        ..defaults
     };
     let store = Store::open(&path, opts.clone()).unwrap();
     let mut applied = 0u64;

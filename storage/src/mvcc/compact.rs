@@ -29,7 +29,7 @@ use crate::txn::TreeTxn;
 /// Sweep mode scans this many `k` entries per unit of step budget (a sweep
 /// step reads sequentially and rewrites each leaf with obsolete versions
 /// once, so it affords more entries than a revision step).
-pub(crate) const SWEEP_ENTRIES_PER_BUDGET: usize = 4;
+pub(crate) const SWEEP_ENTRIES_PER_BUDGET: usize = 8;
 
 /// A key-order sweep in progress (writer-only, in memory: after a restart
 /// the pass resumes in either mode from `compact_done`, which a sweep only
