@@ -3,18 +3,20 @@
 //!
 //! Run: `cargo bench -p corekv-storage --bench storage_vs_redb`
 //! Knobs (env): `CKV_BENCH_N` keys (default 1,000,000), `CKV_BENCH_DIR`
-//! data directory (default /var/tmp).
+//! data directory (default /var/tmp), `CKV_BENCH_SWEEP_RATIO` (corekv's
+//! `compaction_sweep_ratio`; 0 forces revision-mode compaction).
 //!
 //! Workload: N keys of 64 B with 256 B values in commits of 1000 (durable),
 //! single-put commits (non-durable and durable), random point gets, ranges of
 //! about 1000 keys, overwrite of all keys then compaction of the N old
-//! revisions (corekv only: redb keeps no history), file size after
+//! revisions (corekv only: redb keeps no history) interleaved with single-put
+//! commits (step and commit latency percentiles), file size after
 //! defragmentation/compaction, open time, peak and post-restart RSS.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corekv_storage::{PutRequest, RangeRequest, Store, StoreOptions};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -74,6 +76,19 @@ impl Out {
     }
 }
 
+/// `p`-th percentile (100 = max) of the samples.
+fn pct(v: &mut [Duration], p: usize) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) * p / 100).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -81,10 +96,15 @@ fn file_size(p: &Path) -> u64 {
 fn run_corekv(n: u64, dir: &Path) -> Out {
     let mut out = Out(BTreeMap::new());
     let path = dir.join("corekv.db");
+    let defaults = StoreOptions::default();
     let opts = StoreOptions {
         quota_bytes: 64 << 30,
         initial_mmap_bytes: 64 << 20,
-        ..StoreOptions::default()
+        compaction_sweep_ratio: std::env::var("CKV_BENCH_SWEEP_RATIO")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.compaction_sweep_ratio),
+        ..defaults
     };
     let store = Store::open(&path, opts.clone()).unwrap();
     let mut applied = 0u64;
@@ -186,11 +206,47 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     let rev = b.revision();
     b.compact(rev).unwrap();
     b.commit(applied, false).unwrap();
-    while store.compact_step().unwrap() {}
+    // Interleave one single-put commit (which also runs its small commit-time
+    // step) with one `compact_step`, as a server does under load.
+    let mut steps = Vec::new();
+    let mut puts = Vec::new();
+    let mut j = 0u64;
+    loop {
+        let i = mix(j + 11) % n;
+        j += 1;
+        let tp = Instant::now();
+        let mut b = store.write().unwrap();
+        b.put(&PutRequest {
+            key: key(i),
+            value: value(i, 4),
+            ..Default::default()
+        })
+        .unwrap();
+        applied += 1;
+        b.commit(applied, false).unwrap();
+        puts.push(tp.elapsed());
+        let ts = Instant::now();
+        let more = store.compact_step().unwrap();
+        steps.push(ts.elapsed());
+        if !more {
+            break;
+        }
+    }
     store.sync().unwrap();
     out.set(
         "7 compaction of N old revisions (s)",
         format!("{:.2}", t.elapsed().as_secs_f64()),
+    );
+    out.set("7a compact_step count", steps.len());
+    out.set("7b compact_step p99 (ms)", ms(pct(&mut steps, 99)));
+    out.set("7c compact_step max (ms)", ms(pct(&mut steps, 100)));
+    out.set(
+        "7d 1-put commit during compaction p99 (ms)",
+        ms(pct(&mut puts, 99)),
+    );
+    out.set(
+        "7e 1-put commit during compaction max (ms)",
+        ms(pct(&mut puts, 100)),
     );
     let t = Instant::now();
     let rep = store.defragment_report().unwrap();

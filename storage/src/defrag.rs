@@ -27,6 +27,9 @@ pub struct DefragReport {
     pub pages_after: u64,
     pub relocated_pages: u64,
     pub passes: u32,
+    /// Repacking (before relocation): nodes rewritten and nodes fewer after.
+    pub repacked_nodes: u64,
+    pub repack_saved_nodes: u64,
     /// False when long-lived readers kept relocated pages pinned; a later
     /// run finishes the cut.
     pub truncated: bool,
@@ -41,7 +44,11 @@ pub fn defragment(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
 
 fn defragment_inner(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
     db.sync()?;
-    let (pages_before, target) = {
+    let pages_at_start = db.lock_writer().meta.page_count;
+    // Repack under-filled nodes first: relocation then moves fewer, full pages.
+    let packed = crate::repack::repack(db, opts.batch_pages)?;
+    db.sync()?;
+    let (pages_now, target) = {
         let w = db.lock_writer();
         let pc = w.meta.page_count;
         let live = pc
@@ -50,20 +57,25 @@ fn defragment_inner(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
         (pc, FIRST_DATA_PAGE + live + live / 32 + 64)
     };
     let mut report = DefragReport {
-        pages_before,
-        pages_after: pages_before,
+        pages_before: pages_at_start,
+        pages_after: pages_now,
+        passes: packed.passes,
+        repacked_nodes: packed.nodes_rewritten,
+        repack_saved_nodes: packed.nodes_saved,
         ..DefragReport::default()
     };
-    if target >= pages_before {
+    if target >= report.pages_after {
         return Ok(report);
     }
     // Concurrent writers get pages below the target while any exist.
     db.lock_writer().free.set_park_at(Some(target));
     // Bounded: each pass moves up to batch_pages pages or proves nothing is left.
-    let max_passes = (pages_before / opts.batch_pages.max(1) as u64 + 16) as u32 * 4;
+    let max_passes = (pages_now / opts.batch_pages.max(1) as u64 + 16) as u32 * 4;
+    let mut relocation_passes = 0u32;
     let mut attempts = 0u32;
     loop {
-        while report.passes < max_passes {
+        while relocation_passes < max_passes {
+            relocation_passes += 1;
             report.passes += 1;
             let (moved, complete) = relocation_pass(db, target, opts.batch_pages)?;
             report.relocated_pages += moved;

@@ -37,8 +37,10 @@ mod mapping;
 mod mvcc;
 mod node;
 mod page;
+mod repack;
 mod tree;
 mod txn;
+mod txn_bulk;
 mod verified;
 
 pub use backend::{Backend, FileBackend, Mapped, MemBackend};

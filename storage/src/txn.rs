@@ -95,14 +95,14 @@ impl TreeTxn<'_> {
         }
     }
 
-    fn free_val(&mut self, v: &Val) -> Result<()> {
+    pub(crate) fn free_val(&mut self, v: &Val) -> Result<()> {
         if let Val::Overflow { page, len } = *v {
             self.free_chain(page, len as usize)?;
         }
         Ok(())
     }
 
-    fn free_chain(&mut self, first: u64, len: usize) -> Result<()> {
+    pub(crate) fn free_chain(&mut self, first: u64, len: usize) -> Result<()> {
         let len = u32::try_from(len).map_err(|_| StorageError::corrupted(first, "chain length"))?;
         for id in tree::overflow_pages(self, first, len)? {
             self.w.free.free(id, self.txid);
@@ -252,7 +252,7 @@ impl TreeTxn<'_> {
         Ok(())
     }
 
-    fn new_root(&mut self, mut pieces: Pieces) -> Result<u64> {
+    pub(crate) fn new_root(&mut self, mut pieces: Pieces) -> Result<u64> {
         while pieces.len() > 1 {
             let id = self.alloc()?;
             // Piece 0's separator is empty (split never makes one for it).
@@ -335,7 +335,7 @@ impl TreeTxn<'_> {
     /// pieces move their first key (and its chain) up unchanged.
     /// `append`: the insert went to the node's end (ascending keys, like the
     /// revision table), so left pieces are filled up instead of halved.
-    fn split(&mut self, id: u64, append: bool) -> Result<Pieces> {
+    pub(crate) fn split(&mut self, id: u64, append: bool) -> Result<Pieces> {
         let Some(node) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
         };
@@ -519,7 +519,7 @@ impl TreeTxn<'_> {
 }
 
 /// `(separator key, page)` pieces replacing one child after a split.
-type Pieces = Vec<(Key, u64)>;
+pub(crate) type Pieces = Vec<(Key, u64)>;
 
 /// The pieces of a node that did not split.
 fn pieces_of(id: u64) -> Pieces {

@@ -186,3 +186,75 @@ fn defrag_under_load_shrinks_and_keeps_data() {
         500 + writes.min(100) as usize
     );
 }
+
+#[test]
+fn repack_under_load_with_readers_and_writer() {
+    let dir = tempdir();
+    let opts = StoreOptions {
+        defrag_batch_pages: 16,
+        ..small_opts()
+    };
+    let store = Store::open(&dir.path().join("db"), opts).unwrap();
+    // Keys in scattered order leave leaves partly filled.
+    let key = |i: u32| format!("key{:06}", i.wrapping_mul(7919) % 4000).into_bytes();
+    let mut b = store.write().unwrap();
+    for i in 0..4000u32 {
+        b.put(&PutRequest {
+            key: key(i),
+            value: vec![1; 150],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    b.commit(1, true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The writer overwrites keys inside the ranges being repacked.
+    let writer = {
+        let s = store.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut b = s.write().unwrap();
+                b.put(&PutRequest {
+                    key: key(i * 13),
+                    value: vec![2; 150],
+                    ..Default::default()
+                })
+                .unwrap();
+                b.commit(10 + i as u64, i % 10 == 0).unwrap();
+                i += 1;
+                thread::sleep(std::time::Duration::from_micros(200));
+            }
+            i
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = store.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = s.read();
+                    assert_eq!(range_all(&v, 0).len(), 4000);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let report = store.defragment_report().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(writes > 0);
+    assert!(report.repacked_nodes > 0 && report.passes > 1, "{report:?}");
+    store.check_integrity().unwrap();
+    let v = store.read();
+    let all = range_all(&v, 0);
+    assert_eq!(all.len(), 4000);
+    assert!(all.iter().all(|kv| kv.value.len() == 150));
+}

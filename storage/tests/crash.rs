@@ -223,3 +223,176 @@ fn crash_during_defragmentation() {
         }
     }
 }
+
+/// Options for passes spanning many commits, in revision or sweep mode.
+fn slow_compaction(sweep: bool) -> StoreOptions {
+    StoreOptions {
+        compaction_batch_entries: 2,
+        compaction_commit_entries: 1,
+        compaction_sweep_ratio: if sweep { u64::MAX } else { 0 },
+        ..small_opts()
+    }
+}
+
+/// Writes with compaction passes in progress: targets at batches 4 and 8
+/// (the second arrives mid-pass), `compact_step` commits in between, durable
+/// commits and syncs. Returns like [`workload`].
+fn compaction_workload(store: &Store, seed: u64) -> (Expect, Option<Expect>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut durable = expect_of(store);
+    for batch in 0..14u64 {
+        let Ok(mut b) = store.write() else {
+            return (durable, None);
+        };
+        for _ in 0..rng.random_range(3..10) {
+            let k = format!("key{:02}", rng.random_range(0..30)).into_bytes();
+            let r = if rng.random_bool(0.2) {
+                b.delete_range(&DeleteRangeRequest {
+                    key: k,
+                    ..Default::default()
+                })
+                .map(|_| ())
+            } else {
+                let len = if rng.random_bool(0.05) { 6000 } else { 100 };
+                b.put(&PutRequest {
+                    key: k,
+                    value: vec![batch as u8; len],
+                    ..Default::default()
+                })
+                .map(|_| ())
+            };
+            if r.is_err() {
+                return (durable, None);
+            }
+        }
+        if batch == 4 || batch == 8 {
+            let rev = b.revision() - 2;
+            let _ = b.compact(rev);
+        }
+        let is_durable = batch % 3 == 1;
+        let Ok(after) = b
+            .range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            })
+            .map(|r| Expect {
+                revision: b.revision(),
+                applied: batch + 1,
+                kvs: r.kvs,
+            })
+        else {
+            return (durable, None);
+        };
+        match b.commit(batch + 1, is_durable) {
+            Ok(_) if is_durable => durable = after,
+            Ok(_) => {}
+            Err(_) => return (durable, is_durable.then_some(after)),
+        }
+        for _ in 0..2 {
+            if store.compact_step().is_err() {
+                return (durable, None);
+            }
+        }
+        if batch % 4 == 3 {
+            let pending = expect_of(store);
+            match store.sync() {
+                Ok(()) => durable = pending,
+                Err(_) => return (durable, Some(pending)),
+            }
+        }
+    }
+    (durable, None)
+}
+
+#[test]
+fn crash_during_compaction_passes() {
+    for sweep in [false, true] {
+        let opts = slow_compaction(sweep);
+        let probe = MemBackend::new();
+        {
+            let store = Store::open_with_backend(Arc::new(probe.clone()), opts.clone()).unwrap();
+            compaction_workload(&store, 5);
+            assert!(store.compacted_revision() > 0);
+        }
+        let total = probe.op_count();
+        assert!(total > 50);
+        for n in 0..total {
+            let partial = n % 2 == 1;
+            let backend = MemBackend::new();
+            let store = Store::open_with_backend(Arc::new(backend.clone()), opts.clone()).unwrap();
+            backend.fail_after(n);
+            let (durable, in_flight) = compaction_workload(&store, 5);
+            drop(store);
+            if partial {
+                backend.crash_partial(n);
+            } else {
+                backend.crash();
+            }
+            let store = Store::open_with_backend(Arc::new(backend.clone()), opts.clone())
+                .unwrap_or_else(|e| panic!("sweep {sweep} crash at io {n}: reopen: {e}"));
+            store
+                .check_integrity()
+                .unwrap_or_else(|e| panic!("sweep {sweep} crash at io {n}: integrity: {e}"));
+            let got = expect_of(&store);
+            assert!(
+                got == durable || (partial && in_flight.as_ref() == Some(&got)),
+                "sweep {sweep} crash at io {n}: {got:?}\nwant {durable:?}\nor {in_flight:?}"
+            );
+            // The pass (if any) finishes after the reopen.
+            while store.compact_step().unwrap() {}
+            store.check_integrity().unwrap();
+            assert_eq!(expect_of(&store), got);
+        }
+    }
+}
+
+#[test]
+fn crash_during_repack() {
+    // Keys inserted in random order leave leaves partly filled; repacking
+    // (the first phase of defragmentation) rewrites them.
+    let build = || {
+        let backend = MemBackend::new();
+        let opts = StoreOptions {
+            defrag_batch_pages: 6,
+            ..small_opts()
+        };
+        let store = Store::open_with_backend(Arc::new(backend.clone()), opts).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut b = store.write().unwrap();
+        for _ in 0..700 {
+            let k = format!("k{:05}", rng.random_range(0..100_000u32));
+            let len = if rng.random_bool(0.02) { 5000 } else { 120 };
+            b.put(&PutRequest {
+                key: k.into_bytes(),
+                value: vec![3; len],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        b.commit(1, true).unwrap();
+        (store, backend)
+    };
+    let (store, probe) = build();
+    let want = expect_of(&store);
+    let before = probe.op_count();
+    let report = store.defragment_report().unwrap();
+    assert!(report.repacked_nodes > 0, "{report:?}");
+    let total = probe.op_count() - before;
+    for n in 0..total {
+        let (store, backend) = build();
+        backend.fail_after(n);
+        let _ = store.defragment();
+        drop(store);
+        if n % 2 == 1 {
+            backend.crash_partial(n);
+        } else {
+            backend.crash();
+        }
+        let store = Store::open_with_backend(Arc::new(backend), small_opts()).unwrap();
+        store
+            .check_integrity()
+            .unwrap_or_else(|e| panic!("repack crash at io {n}: {e}"));
+        assert_eq!(expect_of(&store), want, "repack crash at io {n}");
+    }
+}

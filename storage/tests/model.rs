@@ -113,8 +113,12 @@ fn bounds(k: u8, e: Option<u8>) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
 }
 
 fn run(ops: Vec<Op>) {
+    run_with(ops, small_opts());
+}
+
+fn run_with(ops: Vec<Op>, opts: StoreOptions) {
     let backend = MemBackend::new();
-    let mut store = Store::open_with_backend(Arc::new(backend.clone()), small_opts()).unwrap();
+    let mut store = Store::open_with_backend(Arc::new(backend.clone()), opts.clone()).unwrap();
     let mut m = Model {
         rev: 1,
         ..Model::default()
@@ -244,7 +248,7 @@ fn run(ops: Vec<Op>) {
         if durable && m.rev % 3 == 0 {
             // Reopen from the file content.
             drop(store);
-            store = Store::open_with_backend(Arc::new(backend.clone()), small_opts()).unwrap();
+            store = Store::open_with_backend(Arc::new(backend.clone()), opts.clone()).unwrap();
             assert_eq!(store.current_revision(), m.rev);
         }
     }
@@ -262,18 +266,20 @@ fn run(ops: Vec<Op>) {
     let from = m.compacted + 1;
     let (events, next) = view.events_since(from, &[0], &[0], usize::MAX).unwrap();
     let want: Vec<Event> = all_events
-        .into_iter()
+        .iter()
         .filter(|e| e.kv.mod_revision >= from)
+        .cloned()
         .collect();
     assert_eq!(events, want);
     assert_eq!(next, m.rev + 1);
+    check_events_at_compacted(&view, &m, &all_events);
     // Snapshot round trip preserves every readable revision and the hash.
     let mut buf = Vec::new();
     store.write_snapshot(&mut buf).unwrap();
     let restored = Store::restore_snapshot_with_backend(
         Arc::new(MemBackend::new()),
         &mut buf.as_slice(),
-        small_opts(),
+        opts.clone(),
     )
     .unwrap();
     restored.check_integrity().unwrap();
@@ -287,6 +293,43 @@ fn run(ops: Vec<Op>) {
             "restored range at {rev}"
         );
     }
+    check_events_at_compacted(&rview, &m, &all_events);
+    // Same physical content: versions kept and revision entries from the
+    // compacted revision on.
+    assert_eq!(
+        restored.check_integrity().unwrap().keys,
+        store.check_integrity().unwrap().keys
+    );
+}
+
+/// After a complete compaction at C, watching from C yields the events at
+/// C of surviving versions (puts; tombstones at C are gone, and with them
+/// older versions, so prev_kv may be missing) and every later event.
+fn check_events_at_compacted(view: &ReadView, m: &Model, all_events: &[Event]) {
+    if m.compacted < 1 {
+        return;
+    }
+    let c = m.compacted;
+    let (events, next) = view.events_since(c, &[0], &[0], usize::MAX).unwrap();
+    assert_eq!(next, m.rev + 1);
+    let strip = |e: &Event| (e.kind, e.kv.clone());
+    let want: Vec<_> = all_events
+        .iter()
+        .filter(|e| e.kv.mod_revision == c && e.kind == EventKind::Put)
+        .map(strip)
+        .collect();
+    let got: Vec<_> = events
+        .iter()
+        .filter(|e| e.kv.mod_revision == c)
+        .map(strip)
+        .collect();
+    assert_eq!(got, want, "events at the compacted revision {c}");
+    let later: Vec<&Event> = events.iter().filter(|e| e.kv.mod_revision > c).collect();
+    let want_later: Vec<&Event> = all_events
+        .iter()
+        .filter(|e| e.kv.mod_revision > c)
+        .collect();
+    assert_eq!(later, want_later);
 }
 
 proptest! {
@@ -294,5 +337,29 @@ proptest! {
     #[test]
     fn store_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
         run(ops);
+    }
+}
+
+/// Compaction passes spanning many commits (tiny budgets), in revision mode
+/// (sweep ratio 0) or sweep mode (always): writes interleave with the pass,
+/// and new targets arrive while one is in progress.
+fn slow_compaction_opts(sweep: bool, budget: usize) -> StoreOptions {
+    StoreOptions {
+        compaction_batch_entries: budget,
+        compaction_commit_entries: budget / 2,
+        compaction_sweep_ratio: if sweep { u64::MAX } else { 0 },
+        ..small_opts()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, .. ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model_with_slow_compaction(
+        ops in proptest::collection::vec(op(), 1..160),
+        sweep in any::<bool>(),
+        budget in 1usize..6,
+    ) {
+        run_with(ops, slow_compaction_opts(sweep, budget));
     }
 }

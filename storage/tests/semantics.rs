@@ -299,12 +299,10 @@ fn compaction_semantics() {
     let (ev, next) = v.events_since(6, &[0], &[0], 100).unwrap();
     assert_eq!((ev.len(), next), (1, 7));
     s.check_integrity().unwrap();
-    // Only revision entries of live versions survive: a@3, c@6.
+    // Key versions a@3 and c@6 survive; revision entries only above the
+    // compacted revision (c@6): none below it, and b's tombstone at 5 went.
     let r = s.check_integrity().unwrap();
-    assert_eq!(
-        r.keys, 4,
-        "two key versions and their two revision entries remain"
-    );
+    assert_eq!(r.keys, 3, "two key versions and one revision entry remain");
     let after = v.hash_kv(6).unwrap();
     assert_eq!(after.1, 5);
     assert_ne!(before, after.0, "hash is computed against the compaction");
@@ -312,9 +310,14 @@ fn compaction_semantics() {
 
 #[test]
 fn hash_is_independent_of_physical_progress() {
-    let (s1, _) = mem_store();
+    let fast_opts = StoreOptions {
+        compaction_commit_entries: 1_000_000,
+        ..small_opts()
+    };
+    let s1 = Store::open_with_backend(std::sync::Arc::new(MemBackend::new()), fast_opts).unwrap();
     let slow_opts = StoreOptions {
         compaction_batch_entries: 3,
+        compaction_commit_entries: 3,
         ..small_opts()
     };
     let s2 = Store::open_with_backend(std::sync::Arc::new(MemBackend::new()), slow_opts).unwrap();
@@ -489,4 +492,127 @@ fn txn_validation_errors_leave_the_batch_unchanged() {
         panic!("txn response expected")
     };
     assert!(inner.succeeded);
+}
+
+/// History for the compaction-pass tests: 30 filler keys (revisions 2..=31),
+/// then a@32 b@33 a@34 b-deleted@35 c@36 a@37 c@38 d@39.
+fn compaction_history(s: &Store) -> i64 {
+    let mut b = s.write().unwrap();
+    for i in 0..30 {
+        put(&mut b, &format!("f{i:02}"), "x");
+    }
+    let base = b.revision();
+    put(&mut b, "a", "1");
+    put(&mut b, "b", "1");
+    put(&mut b, "a", "2");
+    b.delete_range(&DeleteRangeRequest {
+        key: b"b".to_vec(),
+        ..Default::default()
+    })
+    .unwrap();
+    put(&mut b, "c", "1");
+    put(&mut b, "a", "3");
+    put(&mut b, "c", "2");
+    put(&mut b, "d", "1");
+    b.commit(1, false).unwrap();
+    base
+}
+
+fn compact_to(s: &Store, rev: i64) {
+    let mut b = s.write().unwrap();
+    b.compact(rev).unwrap();
+    b.commit(2, false).unwrap();
+}
+
+fn slow(sweep: bool) -> Store {
+    let opts = StoreOptions {
+        compaction_batch_entries: 1,
+        compaction_commit_entries: 0,
+        compaction_sweep_ratio: if sweep { u64::MAX } else { 0 },
+        ..small_opts()
+    };
+    Store::open_with_backend(std::sync::Arc::new(MemBackend::new()), opts).unwrap()
+}
+
+#[test]
+fn new_target_during_a_pass_continues_it_in_both_modes() {
+    for sweep in [false, true] {
+        let direct = slow(sweep);
+        let base = compaction_history(&direct);
+        let (c1, c2) = (base + 4, base + 6);
+        compact_to(&direct, c2);
+        while direct.compact_step().unwrap() {}
+
+        let s = slow(sweep);
+        compaction_history(&s);
+        compact_to(&s, c1);
+        assert!(
+            s.compact_step().unwrap(),
+            "one step does not finish the pass"
+        );
+        assert!(s.compaction_pending());
+        compact_to(&s, c2);
+        let mut steps = 0;
+        while s.compact_step().unwrap() {
+            steps += 1;
+            assert!(steps < 1000, "pass does not finish");
+        }
+        assert!(!s.compaction_pending());
+        let (v, dv) = (s.read(), direct.read());
+        assert_eq!(v.hash_kv(0).unwrap(), dv.hash_kv(0).unwrap());
+        for rev in c2..=base + 8 {
+            assert_eq!(
+                range_all(&v, rev),
+                range_all(&dv, rev),
+                "sweep {sweep} rev {rev}"
+            );
+        }
+        // Kept versions: 30 fillers, a@37, c@36, c@38, d@39 (b's tombstone
+        // went); revision entries only from the compacted revision on, for
+        // surviving versions: a@37, c@38, d@39.
+        assert_eq!(s.check_integrity().unwrap().keys, 34 + 3, "sweep {sweep}");
+        assert_eq!(direct.check_integrity().unwrap().keys, 34 + 3);
+        let (ev, next) = v.events_since(c2, &[0], &[0], 100).unwrap();
+        let revs: Vec<i64> = ev.iter().map(|e| e.kv.mod_revision).collect();
+        assert_eq!(revs, vec![c2, base + 7, base + 8]);
+        assert_eq!(next, base + 9);
+        assert!(ev[0].prev_kv.is_none(), "a's older versions are compacted");
+        assert!(v.events_since(c2 - 1, &[0], &[0], 100).is_err());
+    }
+}
+
+#[test]
+fn compaction_at_a_tombstone_drops_its_event_and_revision_entry() {
+    for sweep in [false, true] {
+        let s = slow(sweep);
+        let base = compaction_history(&s);
+        let c = base + 4; // b's delete
+        compact_to(&s, c);
+        while s.compact_step().unwrap() {}
+        let v = s.read();
+        let (ev, _) = v.events_since(c, &[0], &[0], 100).unwrap();
+        assert!(
+            ev.iter().all(|e| e.kv.mod_revision > c),
+            "sweep {sweep}: {ev:?}"
+        );
+        assert_eq!(ev.len(), 4);
+        // Kept: 30 fillers, a@34, and c@36, a@37, c@38, d@39 above C (35
+        // versions); revision entries only for the four above C.
+        assert_eq!(s.check_integrity().unwrap().keys, 35 + 4, "sweep {sweep}");
+        // Snapshot restore rebuilds the same revision entries.
+        let mut buf = Vec::new();
+        s.write_snapshot(&mut buf).unwrap();
+        let r = Store::restore_snapshot_with_backend(
+            std::sync::Arc::new(MemBackend::new()),
+            &mut buf.as_slice(),
+            small_opts(),
+        )
+        .unwrap();
+        assert_eq!(r.check_integrity().unwrap().keys, 35 + 4);
+        assert_eq!(r.read().hash_kv(0).unwrap(), v.hash_kv(0).unwrap());
+        assert_eq!(
+            r.read().events_since(c, &[0], &[0], 100).unwrap(),
+            (ev, base + 9)
+        );
+    }
 }

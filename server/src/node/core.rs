@@ -41,6 +41,8 @@ use crate::metrics::METRICS;
 /// Most channel messages taken per loop turn, so a flood of proposals cannot
 /// delay ticks and Raft traffic unboundedly.
 const MAX_DRAIN_PER_TURN: usize = 4096;
+/// Time per tick spent on physical compaction steps (writes wait meanwhile).
+const COMPACTION_TICK_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
 
 type WriteReply = oneshot::Sender<Result<w::Response, ApiError>>;
 type ReadReply = oneshot::Sender<Result<(), ApiError>>;
@@ -465,11 +467,13 @@ impl Core {
         Ok(())
     }
 
-    /// Physical compaction advances inside commits; when writes are idle,
-    /// one bounded step per tick finishes it (store's `compact_step`).
+    /// Physical compaction advances a little inside commits; each tick runs
+    /// bounded steps (store's `compact_step`, ~10 ms each) for up to
+    /// `COMPACTION_TICK_BUDGET`, so a pass finishes without long stalls.
     fn compact_in_background(&mut self) -> Result<(), String> {
         let store = self.shared.store();
-        if store.compaction_pending() {
+        let started = Instant::now();
+        while store.compaction_pending() && started.elapsed() < COMPACTION_TICK_BUDGET {
             store
                 .compact_step()
                 .map_err(|e| self.fatal(format!("store compaction: {e}")))?;

@@ -1,5 +1,6 @@
 //! The MVCC store (etcd semantics) on top of the B+ tree.
 
+mod compact;
 mod keys;
 mod read;
 mod snapshot;

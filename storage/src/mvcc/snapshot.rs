@@ -7,7 +7,8 @@
 //! trailer tag u8 = 0 | entries u64 | crc32c u32 of every byte before it
 //! ```
 //! Only versions a compaction at `compacted` keeps are written; revision
-//! index entries are rebuilt on restore from the key versions.
+//! index entries are rebuilt on restore from the key versions at or above
+//! `compacted` (the compacted state has none below it).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -250,7 +251,11 @@ pub(crate) fn restore_into(
                 let user_key =
                     keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
                 txn.put(&k, &v)?;
-                txn.put(&keys::rev_entry(main, sub), &user_key)?;
+                // Revision entries exist only from the compacted revision
+                // on (compaction removes older ones, see `mvcc/compact.rs`).
+                if main >= compacted {
+                    txn.put(&keys::rev_entry(main, sub), &user_key)?;
+                }
             }
             TAG_META if k.first() == Some(&keys::T_META) => txn.put(&k, &v)?,
             _ => return Err(invalid(format!("unknown entry tag {tag}"))),

@@ -24,6 +24,9 @@ pub struct WriteBatch<'a> {
     pub(crate) compacted: i64,
     pub(crate) compact_done: i64,
     pub(crate) events: Vec<Event>,
+    /// Compaction sweep state (see `compact.rs`), stored back into the
+    /// store only when this batch commits.
+    pub(crate) sweep: Option<super::compact::Sweep>,
     /// First error of an infallible-signature call (`put_meta`), returned by `commit`.
     pub(crate) deferred_err: Option<StorageError>,
 }
@@ -347,7 +350,8 @@ impl<'a> WriteBatch<'a> {
     }
 
     /// Records a compaction target; old versions are removed a bounded
-    /// number per commit (see `StoreOptions::compaction_batch_entries`).
+    /// number per commit (`StoreOptions::compaction_commit_entries`) and by
+    /// [`super::Store::compact_step`].
     pub fn compact(&mut self, revision: i64) -> Result<()> {
         if revision <= self.compacted {
             return Err(StorageError::Compacted {
@@ -362,61 +366,25 @@ impl<'a> WriteBatch<'a> {
             });
         }
         self.compacted = revision;
-        // Versions kept by an earlier target can be obsolete under this one:
-        // the physical pass starts over from the first revision.
-        self.compact_done = 0;
+        // A pass in progress continues from `compact_done` (see
+        // docs/storage-format.md, "MVCC encoding": every key with a version
+        // the new target obsoletes has a revision entry above it).
         Ok(())
     }
 
-    /// Physically removes versions made obsolete by the compaction target,
-    /// scanning at most about `budget` revision entries (whole revisions).
+    /// One bounded step of physical compaction (see `compact.rs`).
     /// Returns true when work remains.
     pub(crate) fn compact_step(&mut self, budget: usize) -> Result<bool> {
-        if self.compact_done >= self.compacted {
-            return Ok(false);
+        if self.compact_done < self.compacted && budget > 0 {
+            self.compact_done = super::compact::step(
+                &mut self.txn,
+                self.compact_done,
+                self.compacted,
+                budget,
+                self.store.opts.compaction_sweep_ratio,
+                &mut self.sweep,
+            )?;
         }
-        let target = self.compacted;
-        let from = keys::rev_entry(self.compact_done + 1, 0);
-        let to = keys::rev_entry(target + 1, 0);
-        let mut batch: Vec<(i64, i64, Vec<u8>)> = Vec::new();
-        let mut done_upto = target;
-        tree::scan(&self.txn, &from, Some(&to), false, |k, v| {
-            let (main, sub) = keys::parse_rev(&k[1..])?;
-            if batch.len() >= budget.max(1) && batch.last().is_some_and(|l| l.0 != main) {
-                done_upto = main - 1;
-                return Ok(false);
-            }
-            batch.push((main, sub, tree::load_value(&self.txn, v)?.into_owned()));
-            Ok(true)
-        })?;
-        for (main, sub, user_key) in batch {
-            let prefix = keys::key_prefix(&user_key);
-            let entry = keys::key_entry(&user_key, main, sub);
-            // Is there a newer version of the key at or below the target?
-            let mut newer_within = false;
-            let mut upper = prefix.clone();
-            upper.extend_from_slice(&[0xFF; 17]);
-            let mut after = entry.clone();
-            after.push(0);
-            tree::scan(&self.txn, &after, Some(&upper), false, |k, _| {
-                let (_, m, _) = keys::split_key_entry(k)?;
-                newer_within = m <= target;
-                Ok(false)
-            })?;
-            let remove = newer_within || {
-                match tree::get(&self.txn, &entry)? {
-                    Some(v) => {
-                        tree::load_value(&self.txn, v)?.first() == Some(&keys::KIND_TOMBSTONE)
-                    }
-                    None => false,
-                }
-            };
-            if remove {
-                self.txn.delete(&entry)?;
-                self.txn.delete(&keys::rev_entry(main, sub))?;
-            }
-        }
-        self.compact_done = done_upto;
         Ok(self.compact_done < self.compacted)
     }
 
@@ -451,7 +419,7 @@ impl<'a> WriteBatch<'a> {
         if let Some(e) = self.deferred_err.take() {
             return Err(e);
         }
-        let budget = self.store.opts.compaction_batch_entries;
+        let budget = self.store.opts.compaction_commit_entries;
         self.compact_step(budget)?;
         let WriteBatch {
             txn,
@@ -460,6 +428,7 @@ impl<'a> WriteBatch<'a> {
             compacted,
             compact_done,
             events,
+            sweep,
             ..
         } = self;
         store.db.commit(
@@ -472,6 +441,7 @@ impl<'a> WriteBatch<'a> {
             },
             durable,
         )?;
+        store.set_sweep(sweep);
         if durable {
             store
                 .durable_applied
