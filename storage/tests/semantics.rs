@@ -31,7 +31,7 @@ fn revisions_start_at_one_and_each_put_bumps() {
     assert_eq!(s.durable_applied_index(), 0);
     s.sync().unwrap();
     assert_eq!(s.durable_applied_index(), 7);
-    let kv = get(&s.read(), "a").unwrap();
+    let kv = get(&s.read().unwrap(), "a").unwrap();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
 }
 
@@ -66,11 +66,11 @@ fn delete_semantics() {
             .count(),
         2
     );
-    let kv = get(&s.read(), "a").unwrap();
+    let kv = get(&s.read().unwrap(), "a").unwrap();
     assert_eq!((kv.create_revision, kv.version), (6, 1));
     // History is still readable.
-    assert_eq!(get_at(&s.read(), "b", 4).unwrap().value, b"2");
-    assert!(get_at(&s.read(), "b", 5).is_none());
+    assert_eq!(get_at(&s.read().unwrap(), "b", 4).unwrap().value, b"2");
+    assert!(get_at(&s.read().unwrap(), "b", 5).is_none());
 }
 
 fn get_at(v: &ReadView, k: &str, rev: i64) -> Option<KeyValue> {
@@ -94,7 +94,7 @@ fn range_end_forms_limit_sort_count() {
     }
     put(&mut b, "\u{1}", "x");
     b.commit(1, false).unwrap();
-    let v = s.read();
+    let v = s.read().unwrap();
     let all = v
         .range(&RangeRequest {
             key: vec![0],
@@ -277,13 +277,13 @@ fn compaction_semantics() {
     .unwrap(); // 5
     put(&mut b, "c", "1"); // 6
     b.commit(1, false).unwrap();
-    let before = s.read().hash_kv(6).unwrap().0;
+    let before = s.read().unwrap().hash_kv(6).unwrap().0;
     let mut b = s.write().unwrap();
     b.compact(5).unwrap();
     assert!(matches!(b.compact(5), Err(StorageError::Compacted { .. })));
     b.commit(2, false).unwrap();
     assert!(!s.compaction_pending());
-    let v = s.read();
+    let v = s.read().unwrap();
     assert_eq!(v.compacted_revision(), 5);
     assert!(matches!(
         v.range(&RangeRequest {
@@ -328,13 +328,19 @@ fn hash_is_independent_of_physical_progress() {
     }
     assert!(!s1.compaction_pending());
     assert!(s2.compaction_pending());
-    assert_eq!(s1.read().hash_kv(0).unwrap(), s2.read().hash_kv(0).unwrap());
     assert_eq!(
-        s1.read().hash_kv(170).unwrap(),
-        s2.read().hash_kv(170).unwrap()
+        s1.read().unwrap().hash_kv(0).unwrap(),
+        s2.read().unwrap().hash_kv(0).unwrap()
+    );
+    assert_eq!(
+        s1.read().unwrap().hash_kv(170).unwrap(),
+        s2.read().unwrap().hash_kv(170).unwrap()
     );
     while s2.compact_step().unwrap() {}
-    assert_eq!(s1.read().hash_kv(0).unwrap(), s2.read().hash_kv(0).unwrap());
+    assert_eq!(
+        s1.read().unwrap().hash_kv(0).unwrap(),
+        s2.read().unwrap().hash_kv(0).unwrap()
+    );
     assert_eq!(
         s1.check_integrity().unwrap().keys,
         s2.check_integrity().unwrap().keys
@@ -355,11 +361,11 @@ fn meta_and_big_values() {
     })
     .unwrap();
     b.commit(1, true).unwrap();
-    assert_eq!(s.read().get_meta(b"members").unwrap(), b"[1,2,3]");
-    assert_eq!(get(&s.read(), "big").unwrap().value, big);
+    assert_eq!(s.read().unwrap().get_meta(b"members").unwrap(), b"[1,2,3]");
+    assert_eq!(get(&s.read().unwrap(), "big").unwrap().value, big);
     drop(s);
     let s = Store::open_with_backend(std::sync::Arc::new(b0), small_opts()).unwrap();
-    assert_eq!(get(&s.read(), "big").unwrap().value, big);
+    assert_eq!(get(&s.read().unwrap(), "big").unwrap().value, big);
     s.check_integrity().unwrap();
     let too_long = vec![b'x'; MAX_KEY_BYTES + 1];
     let mut b = s.write().unwrap();
