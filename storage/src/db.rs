@@ -499,22 +499,14 @@ impl Db {
         let w = &mut *txn.w;
         let mut ids: Vec<u64> = dirty.keys().copied().collect();
         ids.sort_unstable();
-        // Coalesce runs of adjacent pages into one write each.
-        let mut i = 0;
-        while i < ids.len() {
-            let mut j = i + 1;
-            while j < ids.len() && ids[j] == ids[j - 1] + 1 && j - i < 64 {
-                j += 1;
-            }
-            let mut buf = Vec::with_capacity((j - i) * PAGE_SIZE);
-            for id in &ids[i..j] {
-                buf.extend_from_slice(&dirty[id].encode()[..]);
-            }
-            for id in &ids[i..j] {
-                w.verified.clear(*id);
-            }
-            w.backend.write_at(ids[i] * PAGE_SIZE as u64, &buf)?;
-            i = j;
+        // One `pwrite` per page, in file order, deliberately not coalesced:
+        // the page cache sizes a folio by the write that creates it, and a
+        // later one-page rewrite dirties (and writeback rewrites) the whole
+        // folio. Coalesced 256 KiB writes made every fdatasync write back
+        // about 9x the bytes the commit changed (measured, docs "Benchmark").
+        for id in ids {
+            let page = dirty[&id].encode();
+            w.write_page(id, &page[..])?;
         }
         for id in std::mem::take(&mut txn.pool) {
             w.free.free_own(id);

@@ -51,6 +51,7 @@ impl FileMap {
             });
         }
         let raw = MmapOptions::new().len(capacity).map_raw_read_only(file)?;
+        raw.advise(memmap2::Advice::Random)?;
         Ok(FileMap {
             raw: Some(raw),
             capacity,
