@@ -183,9 +183,8 @@ impl<'a> WriteBatch<'a> {
         req: &DeleteRangeRequest,
         r: &mut OpRev,
     ) -> Result<DeleteRangeResponse> {
-        let (start, end) = read::key_bounds(&req.key, &req.range_end);
         let mut victims = Vec::new();
-        read::for_each_live(&self.txn, &start, end.as_deref(), i64::MAX, |f| {
+        read::for_each_live_in(&self.txn, &req.key, &req.range_end, i64::MAX, |f| {
             victims.push(f.to_kv(&self.txn, true)?.1);
             Ok(true)
         })?;
