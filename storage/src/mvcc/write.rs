@@ -136,13 +136,16 @@ impl<'a> WriteBatch<'a> {
             lease,
         };
         r.sub += 1;
+        // The event owns the previous version; the response gets a copy
+        // only when asked for it.
+        let prev_kv = if req.prev_kv { prev.clone() } else { None };
         self.events.push(Event {
             kind: EventKind::Put,
             kv,
-            prev_kv: prev.clone(),
+            prev_kv: prev,
         });
         Ok(PutResponse {
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv,
             revision: r.main,
         })
     }
