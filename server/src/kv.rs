@@ -21,6 +21,9 @@ pub fn storage_error(e: st::StorageError) -> ApiError {
             ApiError::RequestTooLarge
         }
         st::StorageError::KeyNotFound => ApiError::KeyNotFound,
+        // Readers pin too many distinct snapshots: back off like etcd does
+        // under overload ("etcdserver: too many requests", ResourceExhausted).
+        st::StorageError::TooManyReaders { .. } => ApiError::TooManyRequests,
         other => ApiError::Internal(other.to_string()),
     }
 }

@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 use corekv_storage::{PutRequest, RangeRequest, Store, StoreOptions};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
+// Production parity: every corekv binary runs on mimalloc; both engines'
+// children get it here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const BATCH: usize = 1000;
 const VALUE_BYTES: usize = 256;
@@ -154,7 +159,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     }
     out.rate("3 put, batch 1, durable (ops/s)", 1000, t);
     let gets = n.min(1_000_000);
-    let view = store.read();
+    let view = store.read().unwrap();
     let t = Instant::now();
     for j in 0..gets {
         let r = view
@@ -262,6 +267,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     let store = Store::open(&path, opts).unwrap();
     let r = store
         .read()
+        .unwrap()
         .range(&RangeRequest {
             key: key(1),
             ..Default::default()

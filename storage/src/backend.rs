@@ -8,17 +8,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Result, StorageError};
-use crate::mapping::FileMap;
+use crate::mapping::{self, FileMap};
 
 /// Read-only view of a prefix of the file, used by readers.
 pub trait Mapped: Send + Sync {
-    /// Bytes `[offset, offset + len)` or `None` if beyond the mapped length.
+    /// Bytes `[offset, offset + len)` or `None` if beyond the readable length.
     fn slice(&self, offset: usize, len: usize) -> Option<&[u8]>;
-    /// Mapped length in bytes.
+    /// Readable length in bytes.
     fn len(&self) -> usize;
-    /// True when nothing is mapped.
+    /// True when nothing is readable.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Bytes the mapping could cover without being replaced (>= `len`).
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+    /// Changes the readable length within the capacity; the caller
+    /// guarantees the file is at least that long until the next change.
+    /// Returns false (nothing changed) when the mapping cannot do it: `len`
+    /// beyond the capacity, or a mapping that is a copy.
+    fn set_readable_len(&self, len: usize) -> bool {
+        let _ = len;
+        false
     }
 }
 
@@ -28,13 +40,23 @@ pub trait Backend: Send + Sync {
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Sets the file length exactly (creation, truncation).
     fn set_len(&self, len: u64) -> Result<()>;
+    /// Extends the file from `from` to `to` bytes (`from` = current length),
+    /// allocating the blocks where the file system can, so first writes of
+    /// the new pages do not allocate. Default: `set_len(to)`.
+    fn grow(&self, from: u64, to: u64) -> Result<()> {
+        let _ = from;
+        self.set_len(to)
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
     /// Makes every previous write durable.
     fn sync(&self) -> Result<()>;
-    /// Maps the first `len` bytes (`len <= self.len()`).
-    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>>;
+    /// Maps the first `len` bytes (`len <= self.len()`), reserving room for
+    /// `capacity` bytes (>= `len`) so that growth up to it needs no new
+    /// mapping ([`Mapped::set_readable_len`]); a backend may map less.
+    fn map(&self, len: u64, capacity: u64) -> Result<Arc<dyn Mapped>>;
     /// True when writes at offsets below a mapping's length become visible
     /// through that mapping (shared mmap); false when a mapping is a copy.
     fn coherent_map(&self) -> bool;
@@ -48,6 +70,12 @@ impl Mapped for FileMap {
     }
     fn len(&self) -> usize {
         FileMap::len(self)
+    }
+    fn capacity(&self) -> usize {
+        FileMap::capacity(self)
+    }
+    fn set_readable_len(&self, len: usize) -> bool {
+        FileMap::set_valid(self, len)
     }
 }
 
@@ -94,6 +122,17 @@ impl Backend for FileBackend {
             .set_len(len)
             .map_err(|e| io_err("set_len", &self.path, e))
     }
+    fn grow(&self, from: u64, to: u64) -> Result<()> {
+        if to <= from {
+            return self.set_len(to);
+        }
+        match mapping::allocate(&self.file, from, to - from) {
+            Ok(true) => Ok(()),
+            // No fallocate here (e.g. some network file systems): sparse growth.
+            Ok(false) => self.set_len(to),
+            Err(e) => Err(io_err("fallocate", &self.path, e)),
+        }
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.file
             .read_exact_at(buf, offset)
@@ -109,7 +148,7 @@ impl Backend for FileBackend {
             .sync_data()
             .map_err(|e| io_err("fdatasync", &self.path, e))
     }
-    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>> {
+    fn map(&self, len: u64, capacity: u64) -> Result<Arc<dyn Mapped>> {
         let len = usize::try_from(len).map_err(|_| {
             io_err(
                 "mmap",
@@ -117,8 +156,10 @@ impl Backend for FileBackend {
                 std::io::Error::other("length exceeds address space"),
             )
         })?;
+        // A reservation the address space cannot hold shrinks to the file.
+        let capacity = usize::try_from(capacity).unwrap_or(len).max(len);
         Ok(Arc::new(
-            FileMap::new(&self.file, len).map_err(|e| io_err("mmap", &self.path, e))?,
+            FileMap::new(&self.file, len, capacity).map_err(|e| io_err("mmap", &self.path, e))?,
         ))
     }
     fn coherent_map(&self) -> bool {
@@ -329,7 +370,8 @@ impl Backend for MemBackend {
         s.log.clear();
         Ok(())
     }
-    fn map(&self, len: u64) -> Result<Arc<dyn Mapped>> {
+    fn map(&self, len: u64, _capacity: u64) -> Result<Arc<dyn Mapped>> {
+        // A copy cannot follow later writes: no reservation.
         let s = self.lock();
         let len = usize::try_from(len)
             .unwrap_or(usize::MAX)
@@ -358,6 +400,78 @@ mod tests {
         let mut buf = [0u8; 4];
         b.read_at(0, &mut buf).unwrap();
         assert_eq!(&buf, b"abcd");
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("corekv-backend")
+            // Unit tests get no CARGO_TARGET_TMPDIR; a real disk, not tmpfs.
+            .tempdir_in("/var/tmp")
+            .unwrap()
+    }
+
+    #[test]
+    fn file_grow_allocates_blocks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempdir();
+        let b = FileBackend::open(&dir.path().join("f")).unwrap();
+        b.set_len(4096).unwrap();
+        b.grow(4096, 1 << 20).unwrap();
+        assert_eq!(b.len().unwrap(), 1 << 20);
+        // Allocated, not sparse (ext4/xfs/tmpfs support fallocate).
+        let blocks = std::fs::metadata(dir.path().join("f")).unwrap().blocks();
+        assert!(blocks * 512 >= (1 << 20) - 4096, "{blocks} blocks");
+        // The new range reads as zeros and is writable.
+        let mut buf = [1u8; 16];
+        b.read_at((1 << 20) - 16, &mut buf).unwrap();
+        assert_eq!(buf, [0u8; 16]);
+        b.write_at((1 << 20) - 16, &[7u8; 16]).unwrap();
+        // Growing to a shorter length is an exact set_len.
+        b.grow(1 << 20, 8192).unwrap();
+        assert_eq!(b.len().unwrap(), 8192);
+    }
+
+    #[test]
+    fn mem_grow_extends_and_crash_keeps_synced_length() {
+        let b = MemBackend::new();
+        b.set_len(4096).unwrap();
+        b.sync().unwrap();
+        b.grow(4096, 16384).unwrap();
+        assert_eq!(b.len().unwrap(), 16384);
+        b.crash();
+        assert_eq!(b.len().unwrap(), 4096);
+    }
+
+    #[test]
+    fn file_map_reservation_follows_readable_length() {
+        let dir = tempdir();
+        let b = FileBackend::open(&dir.path().join("f")).unwrap();
+        b.set_len(8192).unwrap();
+        b.write_at(4096, &[5u8; 4096]).unwrap();
+        let m = b.map(8192, 1 << 20).unwrap();
+        assert_eq!((m.len(), m.capacity()), (8192, 1 << 20));
+        assert_eq!(m.slice(4096, 4096).unwrap()[0], 5);
+        // Beyond the readable length: refused, not a fault.
+        assert!(m.slice(8192, 4096).is_none());
+        // The file grows; the same mapping shows the new bytes.
+        b.grow(8192, 16384).unwrap();
+        b.write_at(12288, &[9u8; 4096]).unwrap();
+        assert!(m.set_readable_len(16384));
+        assert_eq!(m.slice(12288, 4096).unwrap()[4095], 9);
+        // Not beyond the reservation.
+        assert!(!m.set_readable_len(2 << 20));
+        assert_eq!(m.len(), 16384);
+        // Shrink: lower first, then cut the file.
+        assert!(m.set_readable_len(8192));
+        b.set_len(8192).unwrap();
+        assert!(m.slice(12288, 4096).is_none());
+        assert_eq!(m.slice(4096, 4096).unwrap()[0], 5);
+        // A copy (MemBackend) cannot follow.
+        let mb = MemBackend::new();
+        mb.set_len(8192).unwrap();
+        let mm = mb.map(8192, 1 << 20).unwrap();
+        assert_eq!(mm.capacity(), 8192);
+        assert!(!mm.set_readable_len(4096));
     }
 
     #[test]

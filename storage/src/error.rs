@@ -47,6 +47,10 @@ pub enum StorageError {
     /// A previous IO error latched the store (fail-stop); reopen it.
     #[error("store failed earlier and must be reopened: {0}")]
     Failed(String),
+    /// `Store::read` refused a new reader: readers already hold `live`
+    /// distinct older snapshots, the limit (`StoreOptions::max_live_snapshots`).
+    #[error("too many live read snapshots ({live}, limit {max})")]
+    TooManyReaders { live: usize, max: usize },
     /// A snapshot stream was malformed.
     #[error("invalid snapshot stream: {0}")]
     InvalidSnapshot(String),

@@ -30,7 +30,9 @@ fn open_and_read_with(data: &[u8], verify_checksums: bool) {
         return;
     };
     let _ = store.check_integrity();
-    let v = store.read();
+    let Ok(v) = store.read() else {
+        return;
+    };
     let all = RangeRequest {
         key: vec![0],
         range_end: vec![0],

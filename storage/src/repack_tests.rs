@@ -15,6 +15,7 @@ fn opts() -> DbOptions {
         verify_checksums: true,
         initial_file_bytes: 0,
         max_growth_bytes: 1 << 20,
+        max_live_snapshots: 1024,
     }
 }
 
@@ -99,7 +100,7 @@ fn long_keys_survive_bulk_deletes_and_repack() {
     };
     let mut txn = db.begin().unwrap();
     for i in 0..600 {
-        txn.put(&key(i), &vec![i as u8; 100]).unwrap();
+        txn.put(&key(i), &[i as u8; 100]).unwrap();
     }
     db.commit(txn, |_| {}, true).unwrap();
     db.check_integrity().unwrap();

@@ -15,6 +15,7 @@ fn opts() -> DbOptions {
         verify_checksums: true,
         initial_file_bytes: 0,
         max_growth_bytes: 1 << 20,
+        max_live_snapshots: 1024,
     }
 }
 

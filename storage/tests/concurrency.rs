@@ -34,7 +34,7 @@ fn readers_see_whole_commits_while_writer_runs() {
             let mut held: Vec<(ReadView, Vec<KeyValue>)> = Vec::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let v = s.read();
+                let v = s.read().unwrap();
                 check_consistent(&v);
                 // Keep some snapshots for a while: their pages must stay intact.
                 if n % 7 == 0 {
@@ -138,7 +138,7 @@ fn defrag_under_load_shrinks_and_keeps_data() {
         thread::spawn(move || {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                let v = s.read();
+                let v = s.read().unwrap();
                 let r = v
                     .range(&RangeRequest {
                         key: b"key03500".to_vec(),
@@ -165,7 +165,7 @@ fn defrag_under_load_shrinks_and_keeps_data() {
         size_after < size_before / 2,
         "{size_before} -> {size_after} ({report:?})"
     );
-    let v = store.read();
+    let v = store.read().unwrap();
     let r = v
         .range(&RangeRequest {
             key: b"key".to_vec(),
@@ -182,7 +182,7 @@ fn defrag_under_load_shrinks_and_keeps_data() {
     let store = Store::open(&path, small_opts()).unwrap();
     store.check_integrity().unwrap();
     assert_eq!(
-        range_all(&store.read(), 0).len(),
+        range_all(&store.read().unwrap(), 0).len(),
         500 + writes.min(100) as usize
     );
 }
@@ -236,7 +236,7 @@ fn repack_under_load_with_readers_and_writer() {
             thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let v = s.read();
+                    let v = s.read().unwrap();
                     assert_eq!(range_all(&v, 0).len(), 4000);
                     n += 1;
                 }
@@ -253,7 +253,7 @@ fn repack_under_load_with_readers_and_writer() {
     assert!(writes > 0);
     assert!(report.repacked_nodes > 0 && report.passes > 1, "{report:?}");
     store.check_integrity().unwrap();
-    let v = store.read();
+    let v = store.read().unwrap();
     let all = range_all(&v, 0);
     assert_eq!(all.len(), 4000);
     assert!(all.iter().all(|kv| kv.value.len() == 150));

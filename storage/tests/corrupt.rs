@@ -205,7 +205,7 @@ fn corrupted_key_stubs_are_detected() {
             );
             if leaf {
                 // Reading every key loads every leaf key.
-                let r = store.read().range(&RangeRequest {
+                let r = store.read().unwrap().range(&RangeRequest {
                     key: vec![0],
                     range_end: vec![0],
                     ..RangeRequest::default()

@@ -18,7 +18,7 @@ struct Expect {
 }
 
 fn expect_of(store: &Store) -> Expect {
-    let v = store.read();
+    let v = store.read().unwrap();
     Expect {
         revision: v.revision(),
         applied: v.applied_index(),

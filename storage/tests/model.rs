@@ -254,7 +254,7 @@ fn run_with(ops: Vec<Op>, opts: StoreOptions) {
     }
     while store.compact_step().unwrap() {}
     store.check_integrity().unwrap();
-    let view = store.read();
+    let view = store.read().unwrap();
     for rev in m.compacted.max(1)..=m.rev {
         assert_eq!(
             range_all(&view, rev),
@@ -283,7 +283,7 @@ fn run_with(ops: Vec<Op>, opts: StoreOptions) {
     )
     .unwrap();
     restored.check_integrity().unwrap();
-    let rview = restored.read();
+    let rview = restored.read().unwrap();
     assert_eq!(rview.revision(), m.rev);
     assert_eq!(rview.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
     for rev in m.compacted.max(1)..=m.rev {

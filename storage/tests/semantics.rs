@@ -31,7 +31,7 @@ fn revisions_start_at_one_and_each_put_bumps() {
     assert_eq!(s.durable_applied_index(), 0);
     s.sync().unwrap();
     assert_eq!(s.durable_applied_index(), 7);
-    let kv = get(&s.read(), "a").unwrap();
+    let kv = get(&s.read().unwrap(), "a").unwrap();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
 }
 
@@ -66,11 +66,11 @@ fn delete_semantics() {
             .count(),
         2
     );
-    let kv = get(&s.read(), "a").unwrap();
+    let kv = get(&s.read().unwrap(), "a").unwrap();
     assert_eq!((kv.create_revision, kv.version), (6, 1));
     // History is still readable.
-    assert_eq!(get_at(&s.read(), "b", 4).unwrap().value, b"2");
-    assert!(get_at(&s.read(), "b", 5).is_none());
+    assert_eq!(get_at(&s.read().unwrap(), "b", 4).unwrap().value, b"2");
+    assert!(get_at(&s.read().unwrap(), "b", 5).is_none());
 }
 
 fn get_at(v: &ReadView, k: &str, rev: i64) -> Option<KeyValue> {
@@ -94,7 +94,7 @@ fn range_end_forms_limit_sort_count() {
     }
     put(&mut b, "\u{1}", "x");
     b.commit(1, false).unwrap();
-    let v = s.read();
+    let v = s.read().unwrap();
     let all = v
         .range(&RangeRequest {
             key: vec![0],
@@ -277,13 +277,13 @@ fn compaction_semantics() {
     .unwrap(); // 5
     put(&mut b, "c", "1"); // 6
     b.commit(1, false).unwrap();
-    let before = s.read().hash_kv(6).unwrap().0;
+    let before = s.read().unwrap().hash_kv(6).unwrap().0;
     let mut b = s.write().unwrap();
     b.compact(5).unwrap();
     assert!(matches!(b.compact(5), Err(StorageError::Compacted { .. })));
     b.commit(2, false).unwrap();
     assert!(!s.compaction_pending());
-    let v = s.read();
+    let v = s.read().unwrap();
     assert_eq!(v.compacted_revision(), 5);
     assert!(matches!(
         v.range(&RangeRequest {
@@ -331,13 +331,19 @@ fn hash_is_independent_of_physical_progress() {
     }
     assert!(!s1.compaction_pending());
     assert!(s2.compaction_pending());
-    assert_eq!(s1.read().hash_kv(0).unwrap(), s2.read().hash_kv(0).unwrap());
     assert_eq!(
-        s1.read().hash_kv(170).unwrap(),
-        s2.read().hash_kv(170).unwrap()
+        s1.read().unwrap().hash_kv(0).unwrap(),
+        s2.read().unwrap().hash_kv(0).unwrap()
+    );
+    assert_eq!(
+        s1.read().unwrap().hash_kv(170).unwrap(),
+        s2.read().unwrap().hash_kv(170).unwrap()
     );
     while s2.compact_step().unwrap() {}
-    assert_eq!(s1.read().hash_kv(0).unwrap(), s2.read().hash_kv(0).unwrap());
+    assert_eq!(
+        s1.read().unwrap().hash_kv(0).unwrap(),
+        s2.read().unwrap().hash_kv(0).unwrap()
+    );
     assert_eq!(
         s1.check_integrity().unwrap().keys,
         s2.check_integrity().unwrap().keys
@@ -358,11 +364,11 @@ fn meta_and_big_values() {
     })
     .unwrap();
     b.commit(1, true).unwrap();
-    assert_eq!(s.read().get_meta(b"members").unwrap(), b"[1,2,3]");
-    assert_eq!(get(&s.read(), "big").unwrap().value, big);
+    assert_eq!(s.read().unwrap().get_meta(b"members").unwrap(), b"[1,2,3]");
+    assert_eq!(get(&s.read().unwrap(), "big").unwrap().value, big);
     drop(s);
     let s = Store::open_with_backend(std::sync::Arc::new(b0), small_opts()).unwrap();
-    assert_eq!(get(&s.read(), "big").unwrap().value, big);
+    assert_eq!(get(&s.read().unwrap(), "big").unwrap().value, big);
     s.check_integrity().unwrap();
     let too_long = vec![b'x'; MAX_KEY_BYTES + 1];
     let mut b = s.write().unwrap();
@@ -558,7 +564,7 @@ fn new_target_during_a_pass_continues_it_in_both_modes() {
             assert!(steps < 1000, "pass does not finish");
         }
         assert!(!s.compaction_pending());
-        let (v, dv) = (s.read(), direct.read());
+        let (v, dv) = (s.read().unwrap(), direct.read().unwrap());
         assert_eq!(v.hash_kv(0).unwrap(), dv.hash_kv(0).unwrap());
         for rev in c2..=base + 8 {
             assert_eq!(
@@ -589,7 +595,7 @@ fn compaction_at_a_tombstone_drops_its_event_and_revision_entry() {
         let c = base + 4; // b's delete
         compact_to(&s, c);
         while s.compact_step().unwrap() {}
-        let v = s.read();
+        let v = s.read().unwrap();
         let (ev, _) = v.events_since(c, &[0], &[0], 100).unwrap();
         assert!(
             ev.iter().all(|e| e.kv.mod_revision > c),
@@ -609,9 +615,9 @@ fn compaction_at_a_tombstone_drops_its_event_and_revision_entry() {
         )
         .unwrap();
         assert_eq!(r.check_integrity().unwrap().keys, 35 + 4);
-        assert_eq!(r.read().hash_kv(0).unwrap(), v.hash_kv(0).unwrap());
+        assert_eq!(r.read().unwrap().hash_kv(0).unwrap(), v.hash_kv(0).unwrap());
         assert_eq!(
-            r.read().events_since(c, &[0], &[0], 100).unwrap(),
+            r.read().unwrap().events_since(c, &[0], &[0], 100).unwrap(),
             (ev, base + 9)
         );
     }

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use corekv_storage::ReadView;
 use corekv_wire::messages as w;
 use corekv_wire::{
     ApiError, Frame, FrameDecoder, FrameFlags, encode_frame, encode_frame_flags,
@@ -231,7 +230,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     // buffer, without a task.
     match req {
         w::ArchivedRequest::Range(r) if r.serializable => {
-            return answer(outbox, id, kind, range(shared, &shared.store().read(), r));
+            return answer(outbox, id, kind, range(shared, r));
         }
         w::ArchivedRequest::Status(_) => return answer(outbox, id, kind, Ok(status(shared))),
         w::ArchivedRequest::MemberList(_) => {
@@ -307,7 +306,7 @@ async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Respo
     match req {
         w::ArchivedRequest::Range(r) => {
             read_barrier(shared).await?;
-            range(shared, &shared.store().read(), r)
+            range(shared, r)
         }
         w::ArchivedRequest::MoveLeader(m) => {
             let (reply, rx) = oneshot::channel();
@@ -338,11 +337,8 @@ async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Respo
     }
 }
 
-fn range(
-    shared: &Shared,
-    view: &ReadView,
-    r: &w::ArchivedRangeRequest,
-) -> Result<w::Response, ApiError> {
+fn range(shared: &Shared, r: &w::ArchivedRangeRequest) -> Result<w::Response, ApiError> {
+    let view = shared.store().read().map_err(kv::storage_error)?;
     let resp = view
         .range(&kv::range_request(r))
         .map_err(kv::storage_error)?;
@@ -396,7 +392,7 @@ fn member_list(shared: &Shared) -> w::Response {
 }
 
 fn hash_kv(shared: &Shared, revision: i64) -> Result<w::Response, ApiError> {
-    let view = shared.store().read();
+    let view = shared.store().read().map_err(kv::storage_error)?;
     let (hash, compact_revision) = view.hash_kv(revision).map_err(kv::storage_error)?;
     let hash_revision = if revision == 0 {
         view.revision()

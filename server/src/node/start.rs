@@ -69,7 +69,7 @@ fn wal_options(cfg: &Config) -> WalOptions {
 /// Loads the cluster identity from the store, or bootstraps it from the
 /// flags on first start and records it in the same store.
 fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64)> {
-    let view = store.read();
+    let view = store.read().context("reading the cluster identity")?;
     if let (Some(cluster), Some(member)) = (
         view.get_meta(CLUSTER_META_KEY),
         view.get_meta(MEMBER_META_KEY),
@@ -178,6 +178,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let applied = store.applied_index();
     let applied_term = store
         .read()
+        .context("reading the applied term")?
         .get_meta(APPLIED_TERM_META_KEY)
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map_or(0, u64::from_le_bytes);

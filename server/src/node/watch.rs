@@ -39,6 +39,9 @@ use crate::metrics::METRICS;
 pub const WATCH_BROADCAST_DEPTH: usize = 1024;
 /// Events read from history per catch-up step.
 const CATCH_UP_EVENTS: usize = 1000;
+/// Pause before a catch-up retries when the store refused a reader
+/// (`TooManyReaders`).
+const CATCH_UP_RETRY: Duration = Duration::from_millis(20);
 /// Most events in one watch response frame.
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
 /// Answers a connection may have queued before its watchers are moved to
@@ -309,7 +312,19 @@ fn spawn_catch_up(shared: Arc<Shared>, hub: Rc<Hub>, w: Rc<Watcher>) {
             while w.outbox.pending_bytes() > MAX_OUTBOX_BYTES / 2 && !w.canceled.get() {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
-            let view = shared.store().read();
+            let view = match shared.store().read() {
+                Ok(v) => v,
+                // Readers pin too many snapshots: catch up a little later
+                // instead of cancelling the watch.
+                Err(StorageError::TooManyReaders { .. }) => {
+                    glommio::timer::sleep(CATCH_UP_RETRY).await;
+                    continue;
+                }
+                Err(e) => {
+                    w.cancel(&shared, 0, &e.to_string());
+                    return;
+                }
+            };
             match view.events_since(w.next_rev.get(), &w.key, &w.range_end, CATCH_UP_EVENTS) {
                 Err(StorageError::Compacted { .. }) => {
                     w.cancel(

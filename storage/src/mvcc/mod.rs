@@ -8,6 +8,6 @@ mod store;
 mod types;
 mod write;
 
-pub use store::{ReadView, Store, StoreOptions};
+pub use store::{DEFAULT_MAX_LIVE_SNAPSHOTS, ReadView, Store, StoreOptions};
 pub use types::*;
 pub use write::WriteBatch;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::keys::{self, Record};
 use super::types::*;
 use crate::error::{Result, StorageError};
-use crate::node::ValRef;
+use crate::node::{KeyRef, ValRef};
 use crate::tree::{self, TreeRead};
 
 /// Tree bounds `[start, end)` of a user-key range with etcd semantics:
@@ -142,16 +142,61 @@ where
 }
 
 /// Newest version of `key` with main revision <= `rev` (tombstones included).
+///
+/// One root-to-leaf descent towards `end = prefix(key) ++ rev(rev + 1, 0)`:
+/// in the leaf covering `end`, the entry just before the first key >= `end`
+/// is the greatest tree key below `end`; it is a version of `key` exactly
+/// when it starts with the prefix (every key in `[prefix, end)` does). Only
+/// when that entry would sit in the previous leaf (`end` sorts before the
+/// whole leaf) does it fall back to a reverse scan.
 pub fn latest<'a, T: TreeRead + ?Sized>(
     t: &'a T,
     key: &[u8],
     rev: i64,
 ) -> Result<Option<Found<'a>>> {
-    let start = keys::key_prefix(key);
-    let mut end = start.clone();
+    let mut end = keys::key_prefix(key);
+    let plen = end.len();
     end.extend_from_slice(&keys::rev_bytes(rev.saturating_add(1), 0));
+    let mut id = t.root();
+    if id == 0 {
+        return Ok(None);
+    }
+    for _ in 0..tree::MAX_DEPTH {
+        let n = t.node(id)?;
+        let i = tree::search(t, &n, &end)?;
+        if !n.is_leaf() {
+            id = n.child(i)?;
+            continue;
+        }
+        if i == 0 {
+            return latest_by_scan(t, &end, plen);
+        }
+        // Inline keys are borrowed from the page; long ones read their chain.
+        let k = match n.key(i - 1)? {
+            KeyRef::Full(b) => Cow::Borrowed(b),
+            stub => tree::load_key(t, stub)?,
+        };
+        if !k.starts_with(&end[..plen]) {
+            return Ok(None);
+        }
+        let (prefix, main) = split_entry(k)?;
+        return Ok(Some(Found {
+            prefix,
+            main,
+            val: n.val(i - 1)?,
+        }));
+    }
+    Err(StorageError::corrupted(id, "tree too deep"))
+}
+
+/// [`latest`] by a reverse scan of `[end[..plen], end)`.
+fn latest_by_scan<'a, T: TreeRead + ?Sized>(
+    t: &'a T,
+    end: &[u8],
+    plen: usize,
+) -> Result<Option<Found<'a>>> {
     let mut out = None;
-    tree::scan_keys(t, &start, Some(&end), true, |k, v| {
+    tree::scan_keys(t, &end[..plen], Some(end), true, |k, v| {
         let (prefix, main) = split_entry(k)?;
         out = Some(Found {
             prefix,
@@ -161,6 +206,32 @@ pub fn latest<'a, T: TreeRead + ?Sized>(
         Ok(false)
     })?;
     Ok(out)
+}
+
+/// Calls `f` with the newest live version `<= rev` of every key of an etcd
+/// key range (`range_end` as in [`key_bounds`]), in key order. A single key
+/// (empty `range_end`) is one descent ([`latest`]) instead of a scan.
+pub fn for_each_live_in<'a, T, F>(
+    t: &'a T,
+    key: &[u8],
+    range_end: &[u8],
+    rev: i64,
+    mut f: F,
+) -> Result<()>
+where
+    T: TreeRead + ?Sized,
+    F: FnMut(&Found<'a>) -> Result<bool>,
+{
+    if range_end.is_empty() {
+        if let Some(found) = latest(t, key, rev)?
+            && !found.is_tombstone(t)?
+        {
+            f(&found)?;
+        }
+        return Ok(());
+    }
+    let (start, end) = key_bounds(key, range_end);
+    for_each_live(t, &start, end.as_deref(), rev, f)
 }
 
 /// The live KeyValue of `key` at `rev`, if any.
@@ -208,10 +279,9 @@ pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Resul
     } else {
         usize::MAX
     };
-    let (start, end) = key_bounds(&req.key, &req.range_end);
     let mut count = 0i64;
     let mut kvs = Vec::new();
-    for_each_live(t, &start, end.as_deref(), rev, |f| {
+    for_each_live_in(t, &req.key, &req.range_end, rev, |f| {
         count += 1;
         if req.count_only || kvs.len() >= fetch {
             return Ok(true);
@@ -262,11 +332,10 @@ pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Resul
 /// etcd 3.4+ compare: every key in the range must satisfy it; a missing key
 /// compares as zero, except a value compare, which fails.
 pub fn compare<T: TreeRead + ?Sized>(t: &T, c: &Compare, rev: i64) -> Result<bool> {
-    let (start, end) = key_bounds(&c.key, &c.range_end);
     let mut any = false;
     let mut ok = true;
     let with_value = matches!(c.target, CompareTarget::Value(_));
-    for_each_live(t, &start, end.as_deref(), rev, |f| {
+    for_each_live_in(t, &c.key, &c.range_end, rev, |f| {
         any = true;
         let (_, kv) = f.to_kv(t, with_value)?;
         ok = compare_kv(c, &kv);

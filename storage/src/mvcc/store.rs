@@ -13,6 +13,9 @@ use crate::db::{Db, DbOptions, IntegrityReport, Snapshot};
 use crate::error::{Result, StorageError};
 use crate::tree;
 
+/// Default of [`StoreOptions::max_live_snapshots`].
+pub const DEFAULT_MAX_LIVE_SNAPSHOTS: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Puts fail with `NoSpace` once the file's used pages reach this size.
@@ -44,6 +47,10 @@ pub struct StoreOptions {
     pub restore_batch_entries: usize,
     /// Shrink attempts (20 ms apart) while old readers pin relocated pages.
     pub defrag_truncate_attempts: u32,
+    /// Distinct older snapshots readers may pin at once: [`Store::read`]
+    /// fails with `TooManyReaders` beyond it. Bounds the reader registry
+    /// (at most this + 1 entries) and the pages old readers keep from reuse.
+    pub max_live_snapshots: usize,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +66,7 @@ impl Default for StoreOptions {
             defrag_batch_pages: 4096,
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
+            max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
         }
     }
 }
@@ -112,9 +120,10 @@ impl Store {
                 verify_checksums: opts.verify_checksums,
                 initial_file_bytes: opts.initial_mmap_bytes,
                 max_growth_bytes: opts.max_growth_bytes,
+                max_live_snapshots: opts.max_live_snapshots,
             },
         )?;
-        let applied = db.snapshot().meta().applied_index;
+        let applied = db.latest_meta().applied_index;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 db,
@@ -126,11 +135,13 @@ impl Store {
         })
     }
 
-    /// Snapshot of the last commit.
-    pub fn read(&self) -> ReadView {
-        ReadView {
-            snap: self.inner.db.snapshot(),
-        }
+    /// Snapshot of the last commit. Fails with `TooManyReaders` when
+    /// readers already hold [`StoreOptions::max_live_snapshots`] distinct
+    /// older snapshots (views of the latest commit are always granted).
+    pub fn read(&self) -> Result<ReadView> {
+        Ok(ReadView {
+            snap: self.inner.db.read_snapshot()?,
+        })
     }
 
     /// Starts the (exclusive) write batch; blocks while another is open.
@@ -150,15 +161,15 @@ impl Store {
     }
 
     pub fn current_revision(&self) -> i64 {
-        self.inner.db.snapshot().meta().current_revision
+        self.inner.db.latest_meta().current_revision
     }
 
     pub fn compacted_revision(&self) -> i64 {
-        self.inner.db.snapshot().meta().compacted_revision
+        self.inner.db.latest_meta().compacted_revision
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.inner.db.snapshot().meta().applied_index
+        self.inner.db.latest_meta().applied_index
     }
 
     pub fn durable_applied_index(&self) -> u64 {
@@ -187,7 +198,7 @@ impl Store {
 
     /// True when a compaction target has not been fully applied yet.
     pub fn compaction_pending(&self) -> bool {
-        let m = *self.inner.db.snapshot().meta();
+        let m = self.inner.db.latest_meta();
         m.compact_done_revision < m.compacted_revision
     }
 
@@ -224,7 +235,7 @@ impl Store {
     /// Streams a consistent snapshot of the last commit (see `snapshot.rs`
     /// for the format). Reads and writes continue meanwhile.
     pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
-        super::snapshot::write_snapshot(&self.read(), out)
+        super::snapshot::write_snapshot(&self.read()?, out)
     }
 
     /// Creates a store at `path` (which must not exist or be empty) from a

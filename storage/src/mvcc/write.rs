@@ -139,13 +139,16 @@ impl<'a> WriteBatch<'a> {
             lease,
         };
         r.sub += 1;
+        // The event owns the previous version; the response gets a copy
+        // only when asked for it.
+        let prev_kv = if req.prev_kv { prev.clone() } else { None };
         self.events.push(Event {
             kind: EventKind::Put,
             kv,
-            prev_kv: prev.clone(),
+            prev_kv: prev,
         });
         Ok(PutResponse {
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv,
             revision: r.main,
         })
     }
@@ -186,9 +189,8 @@ impl<'a> WriteBatch<'a> {
         req: &DeleteRangeRequest,
         r: &mut OpRev,
     ) -> Result<DeleteRangeResponse> {
-        let (start, end) = read::key_bounds(&req.key, &req.range_end);
         let mut victims = Vec::new();
-        read::for_each_live(&self.txn, &start, end.as_deref(), i64::MAX, |f| {
+        read::for_each_live_in(&self.txn, &req.key, &req.range_end, i64::MAX, |f| {
             victims.push(f.to_kv(&self.txn, true)?.1);
             Ok(true)
         })?;

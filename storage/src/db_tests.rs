@@ -1,0 +1,118 @@
+//! The pager's mapping: growth inside the reservation, replacement beyond
+//! it, verified-page state across both, and truncation lowering every
+//! live mapping's readable length.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::FileBackend;
+use crate::tree;
+
+fn opts() -> DbOptions {
+    DbOptions {
+        verify_checksums: true,
+        initial_file_bytes: 0,
+        max_growth_bytes: 1 << 20,
+        max_live_snapshots: 1024,
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("corekv-db")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+fn put_range(db: &Db, keys: std::ops::Range<u32>) {
+    let mut t = db.begin().unwrap();
+    for i in keys {
+        t.put(format!("key{i:06}").as_bytes(), &[i as u8; 500])
+            .unwrap();
+    }
+    db.commit(t, |_| {}, false).unwrap();
+}
+
+fn count(s: &Snapshot) -> usize {
+    let mut n = 0;
+    tree::scan(s, b"", None, false, |_, _| {
+        n += 1;
+        Ok(true)
+    })
+    .unwrap();
+    n
+}
+
+#[test]
+fn growth_inside_the_reservation_keeps_mapping_and_verified_pages() {
+    let dir = tempdir();
+    let backend = Arc::new(FileBackend::open(&dir.path().join("db")).unwrap());
+    let db = Db::open(backend, opts()).unwrap();
+    put_range(&db, 0..100);
+    let old = db.snapshot();
+    assert_eq!(count(&old), 100);
+    let (map0, verified0, len0) = {
+        let w = db.lock_writer();
+        (w.map.clone(), w.verified.clone(), w.file_len)
+    };
+    assert!(map0.capacity() as u64 >= MIN_MAP_RESERVE_BYTES);
+    assert!(verified0.get(old.meta.root), "the scan verified the root");
+    for r in 1..20 {
+        put_range(&db, r * 500..(r + 1) * 500);
+    }
+    let w = db.lock_writer();
+    assert!(w.file_len > 4 * len0, "{} -> {}", len0, w.file_len);
+    assert!(Arc::ptr_eq(&w.map, &map0), "no new mapping");
+    assert!(Arc::ptr_eq(&w.verified, &verified0), "no new verified set");
+    assert_eq!(w.map.len() as u64, w.file_len);
+    drop(w);
+    // Pages are rewritten copy-on-write, the old snapshot still reads its state.
+    assert_eq!(count(&old), 100);
+    assert_eq!(count(&db.snapshot()), 9600);
+    db.check_integrity().unwrap();
+}
+
+#[test]
+fn beyond_the_reservation_a_new_mapping_and_truncation_shrinks_old_ones() {
+    let dir = tempdir();
+    let backend = Arc::new(FileBackend::open(&dir.path().join("db")).unwrap());
+    let db = Db::open(backend, opts()).unwrap();
+    put_range(&db, 0..100);
+    let mut w = db.lock_writer();
+    // A mapping without room to grow, as if the reservation were used up.
+    let len = w.file_len;
+    w.map = w.backend.map(len, len).unwrap();
+    w.verified = Arc::new(Verified::new(len / PAGE_SIZE as u64));
+    let small = w.map.clone();
+    w.verified.set(FIRST_DATA_PAGE);
+    let grown = len + 16 * PAGE_SIZE as u64;
+    w.backend.grow(len, grown).unwrap();
+    w.file_len = grown;
+    assert!(!small.set_readable_len(grown as usize));
+    w.remap().unwrap();
+    assert!(!Arc::ptr_eq(&w.map, &small), "replaced beyond its capacity");
+    assert!(w.map.capacity() as u64 >= MIN_MAP_RESERVE_BYTES);
+    assert_eq!(w.map.len() as u64, grown);
+    assert_eq!(small.len() as u64, len, "the old mapping is unchanged");
+    assert!(
+        w.verified.get(FIRST_DATA_PAGE),
+        "verified bits carried over"
+    );
+    assert_eq!(w.old_maps.len(), 1);
+    // A truncation lowers the readable length of every live mapping.
+    let cut = len / 2;
+    w.shrink_mappings(cut);
+    assert_eq!(small.len() as u64, cut);
+    assert_eq!(w.map.len() as u64, cut);
+    assert!(small.slice(cut as usize, PAGE_SIZE).is_none());
+    // This test did not really cut the file: restore.
+    assert!(w.map.set_readable_len(grown as usize));
+    // A dropped mapping is forgotten at the next replacement or truncation.
+    drop(small);
+    w.shrink_mappings(grown);
+    assert!(w.old_maps.is_empty());
+    drop(w);
+    put_range(&db, 100..3000);
+    assert_eq!(count(&db.snapshot()), 3000);
+    db.check_integrity().unwrap();
+}
