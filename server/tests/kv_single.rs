@@ -289,3 +289,82 @@ async fn restart_keeps_acknowledged_writes() {
     let status = cluster.members[0].stop().expect("was running");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Keys far longer than a page (stored as overflow keys) work end to end up
+/// to the request limit, as in etcd: put, prev_kv, prefix range, history,
+/// delete, and they survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_keys_up_to_the_request_limit() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let c = cluster.client(0).await;
+    // Five 100 KB keys sharing a 100 KB prefix: separators between them are
+    // long too.
+    let base = "k".repeat(100_000);
+    let long: Vec<String> = (0..5).map(|i| format!("{base}{i}")).collect();
+    let mut first_rev = Vec::new();
+    for (i, k) in long.iter().enumerate() {
+        first_rev.push(
+            c.put(put(k, &format!("v{i}")))
+                .await
+                .unwrap()
+                .header
+                .revision,
+        );
+    }
+    let r = c
+        .put(w::PutRequest {
+            prev_kv: true,
+            ..put(&long[2], "v2b")
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.prev_kv.unwrap().value, b"v2");
+    let r = c.range(range(&long[2], "")).await.unwrap();
+    assert_eq!(
+        (r.kvs[0].value.as_slice(), r.kvs[0].version),
+        (&b"v2b"[..], 2)
+    );
+    let r = c
+        .range(w::RangeRequest {
+            revision: first_rev[2],
+            ..range(&long[2], "")
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.kvs[0].value, b"v2", "history of a long key");
+
+    let prefix_end = format!("{}l", "k".repeat(99_999));
+    let r = c.range(range(&base, &prefix_end)).await.unwrap();
+    assert_eq!(keys(&r), long, "prefix range in key order");
+    assert_eq!(r.count, 5);
+    let r = c
+        .range(w::RangeRequest {
+            sort_order: w::SortOrder::Descend,
+            ..range(&base, &prefix_end)
+        })
+        .await
+        .unwrap();
+    let mut rev_keys = long.clone();
+    rev_keys.reverse();
+    assert_eq!(keys(&r), rev_keys, "descending");
+
+    c.delete_range(w::DeleteRangeRequest {
+        key: long[0].clone().into_bytes(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A 1 MiB key: inside the default 1.5 MiB request limit, like etcd.
+    let huge = "h".repeat(1 << 20);
+    c.put(put(&huge, "big-key")).await.unwrap();
+    drop(c);
+
+    cluster.members[0].stop();
+    cluster.members[0].start();
+    let c = cluster.client(0).await;
+    let r = c.range(range(&base, &prefix_end)).await.unwrap();
+    assert_eq!(keys(&r), long[1..].to_vec(), "after delete and restart");
+    let r = c.range(range(&huge, "")).await.unwrap();
+    assert_eq!(r.kvs[0].key.len(), 1 << 20);
+    assert_eq!(r.kvs[0].value, b"big-key");
+}

@@ -662,6 +662,9 @@ impl Db {
                 let mut prev: Option<&[u8]> = None;
                 for i in 0..p.len() {
                     let k: &[u8] = &keys[i];
+                    if p.head(i) != Some(crate::node::key_head(k)) {
+                        return Err(StorageError::corrupted(id, "slot head does not match key"));
+                    }
                     let is_first_branch = !p.leaf && i == 0;
                     if is_first_branch && !k.is_empty() {
                         return Err(StorageError::corrupted(id, "branch entry 0 has a key"));

@@ -1,10 +1,16 @@
 //! B+ tree node encoding: owned nodes for the writer, zero-copy page views
 //! for readers.
 //!
-//! Leaf page: header, `count` u16 slot offsets, entries
+//! Leaf page: header, `count` slots, entries
 //! `[klen u16][kind u8: 0 inline, 1 overflow][vlen u32][key | stub][value | first overflow page u64]`.
 //! Branch page: header, slots, entries `[klen u16][child u64][key | stub]`;
 //! the key of entry 0 is empty (it covers everything below entry 1's key).
+//!
+//! Slot ([`SLOT`] bytes): `[entry offset u16][head u64 BE]`, where the head is
+//! the key's first 8 bytes, zero-padded. Binary search compares heads inside
+//! the contiguous slot array and reads an entry's key only when the heads tie
+//! (different heads order keys exactly as the keys do), so a probe costs one
+//! cache line of the slot array instead of a miss on a random entry.
 //!
 //! A key of at most [`KEY_INLINE_MAX`] bytes is stored inline (`klen` is its
 //! length). A longer key has `klen = KEY_STUB` and a fixed-size stub
@@ -31,8 +37,10 @@ pub const STUB_BYTES: usize = KEY_PREFIX_BYTES + 4 + 8;
 pub const MAX_TREE_KEY: usize = 2 * crate::MAX_KEY_BYTES + 64;
 /// A value is stored inline when on-page key bytes + `vlen` is at most this.
 pub const INLINE_LIMIT: usize = 1990;
-const LEAF_FIXED: usize = 2 + 7;
-const BRANCH_FIXED: usize = 2 + 10;
+/// Bytes of one slot: entry offset u16 + key head u64.
+pub const SLOT: usize = 10;
+const LEAF_FIXED: usize = SLOT + 7;
+const BRANCH_FIXED: usize = SLOT + 10;
 pub const NODE_CAP: usize = PAGE_SIZE - HEADER;
 
 const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= KEY_INLINE_MAX);
@@ -41,6 +49,23 @@ const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= 
 const _: () = assert!(2 * (LEAF_FIXED + INLINE_LIMIT + 8) <= NODE_CAP);
 const _: () = assert!(2 * (BRANCH_FIXED + KEY_INLINE_MAX) <= NODE_CAP);
 const _: () = assert!(MAX_TREE_KEY <= u32::MAX as usize);
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian number: for
+/// two keys with different heads, head order is key order.
+#[inline]
+pub fn key_head(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// Writes slot `i`: the entry offset and the key head.
+fn write_slot(p: &mut [u8], i: usize, off: usize, key: &[u8]) {
+    let s = HEADER + SLOT * i;
+    p[s..s + 2].copy_from_slice(&(off as u16).to_le_bytes());
+    p[s + 2..s + 10].copy_from_slice(&key_head(key).to_be_bytes());
+}
 
 /// On-page bytes of a key of `len` bytes (inline bytes or a stub).
 pub fn key_page_len(len: usize) -> usize {
@@ -204,7 +229,7 @@ pub fn raw_set_child(page: &mut PageBuf, i: usize, child: u64) {
         i < count,
         "raw branch entry {i} of {count}: invariant broken"
     );
-    let s = HEADER + 2 * i;
+    let s = HEADER + SLOT * i;
     let off = u16::from_le_bytes([page[s], page[s + 1]]) as usize;
     page[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
 }
@@ -272,13 +297,12 @@ impl Node {
         }
         let mut p = page::new_page();
         let n = self.len();
-        let mut off = HEADER + 2 * n;
+        let mut off = HEADER + SLOT * n;
         match self {
             Node::Leaf(entries) => {
                 page::write_header(&mut p[..], TYPE_LEAF, n as u16, 0);
                 for (i, (k, v)) in entries.iter().enumerate() {
-                    p[HEADER + 2 * i..HEADER + 2 * i + 2]
-                        .copy_from_slice(&(off as u16).to_le_bytes());
+                    write_slot(&mut p[..], i, off, &k.bytes);
                     let (kind, vlen) = match v {
                         Val::Inline(v) => (0u8, v.len() as u32),
                         Val::Overflow { len, .. } => (1u8, *len),
@@ -301,8 +325,7 @@ impl Node {
             Node::Branch(entries) => {
                 page::write_header(&mut p[..], TYPE_BRANCH, n as u16, 0);
                 for (i, (k, child)) in entries.iter().enumerate() {
-                    p[HEADER + 2 * i..HEADER + 2 * i + 2]
-                        .copy_from_slice(&(off as u16).to_le_bytes());
+                    write_slot(&mut p[..], i, off, &k.bytes);
                     p[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
                     off += 10 + encode_key(&mut p[..], off, off + 10, k);
                 }
@@ -348,7 +371,7 @@ impl<'a> PageView<'a> {
             page::check_unsummed(bytes, id, ty)?
         };
         let count = count as usize;
-        if count == 0 || HEADER + 2 * count > PAGE_SIZE {
+        if count == 0 || HEADER + SLOT * count > PAGE_SIZE {
             return Err(corrupt(id, "bad entry count"));
         }
         Ok(PageView {
@@ -372,9 +395,9 @@ impl<'a> PageView<'a> {
         if i >= self.count {
             return Err(corrupt(self.id, "entry index out of range"));
         }
-        let s = HEADER + 2 * i;
+        let s = HEADER + SLOT * i;
         let off = u16::from_le_bytes([self.bytes[s], self.bytes[s + 1]]) as usize;
-        if off < HEADER + 2 * self.count || off + self.fixed() > PAGE_SIZE {
+        if off < HEADER + SLOT * self.count || off + self.fixed() > PAGE_SIZE {
             return Err(corrupt(self.id, "slot offset out of range"));
         }
         Ok(off)
@@ -440,6 +463,18 @@ impl<'a> PageView<'a> {
             return Ok(KeyRef::Full(self.get(off + self.fixed(), klen)?));
         }
         Ok(self.parse(i)?.1)
+    }
+
+    /// The head stored in slot `i` (see the module docs); `None` when `i`
+    /// is out of range.
+    #[inline]
+    pub fn head(&self, i: usize) -> Option<u64> {
+        if i >= self.count {
+            return None;
+        }
+        let s = HEADER + SLOT * i + 2;
+        let b: [u8; 8] = self.bytes.get(s..s + 8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(b))
     }
 
     pub fn child(&self, i: usize) -> Result<u64> {
@@ -694,7 +729,7 @@ mod tests {
         let mut p = n.encode();
         // Entry 1 sits right after entry 0 (12 bytes); its stub length field
         // follows the 256-byte prefix.
-        let off = u16::from_le_bytes([p[HEADER + 2], p[HEADER + 3]]) as usize;
+        let off = u16::from_le_bytes([p[HEADER + SLOT], p[HEADER + SLOT + 1]]) as usize;
         let len_at = off + 10 + KEY_PREFIX_BYTES;
         for bad in [0u32, KEY_INLINE_MAX as u32, u32::MAX] {
             p[len_at..len_at + 4].copy_from_slice(&bad.to_le_bytes());
@@ -709,6 +744,73 @@ mod tests {
         p[off..off + 2].copy_from_slice(&((KEY_INLINE_MAX + 1) as u16).to_le_bytes());
         let v = PageView::new(&p[..], 4, false).unwrap();
         assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
+    }
+
+    #[test]
+    fn different_heads_order_keys_like_the_keys() {
+        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![0, 1], vec![1]];
+        let mut x = 7u64;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let len = (x >> 60) as usize;
+            // Bytes drawn from {0, 1, 0xFF} so prefixes and padding collide often.
+            keys.push(
+                (0..len)
+                    .map(|j| [0u8, 1, 0xFF][((x >> (j * 3)) % 3) as usize])
+                    .collect(),
+            );
+        }
+        for a in &keys {
+            for b in keys.iter().take(300) {
+                let (ha, hb) = (key_head(a), key_head(b));
+                if ha != hb {
+                    assert_eq!(ha.cmp(&hb), a.cmp(b), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    /// A tree reader for pages without long keys (no chain is ever read).
+    struct NoChains;
+
+    impl TreeRead for NoChains {
+        fn root(&self) -> u64 {
+            0
+        }
+        fn node(&self, id: u64) -> Result<NodeRef<'_>> {
+            Err(corrupt(id, "no pages"))
+        }
+        fn page_bytes(&self, id: u64) -> Result<std::borrow::Cow<'_, [u8]>> {
+            Err(corrupt(id, "no pages"))
+        }
+    }
+
+    #[test]
+    fn search_uses_heads_and_ties_fall_back_to_keys() {
+        // Keys sharing their first 8 bytes (equal heads) and keys that differ early.
+        let ks: Vec<Vec<u8>> = vec![
+            b"aaaaaaaa1".to_vec(),
+            b"aaaaaaaa2".to_vec(),
+            b"aaaaaaab".to_vec(),
+            b"b".to_vec(),
+            b"b\0".to_vec(),
+            b"b\0\0".to_vec(),
+        ];
+        let n = Node::Leaf(ks.iter().map(|x| (k(x), Val::Inline(vec![1]))).collect());
+        let p = n.encode();
+        let v = PageView::new(&p[..], 3, true).unwrap();
+        for (i, key) in ks.iter().enumerate() {
+            assert_eq!(v.head(i), Some(key_head(key)));
+        }
+        let t = NoChains;
+        for (i, key) in ks.iter().enumerate() {
+            assert_eq!(tree::search(&t, &NodeRef::Page(v), key).unwrap(), i);
+        }
+        assert_eq!(
+            tree::search(&t, &NodeRef::Page(v), b"aaaaaaaa15").unwrap(),
+            1
+        );
+        assert_eq!(tree::search(&t, &NodeRef::Page(v), b"c").unwrap(), 6);
     }
 
     #[test]

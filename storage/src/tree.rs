@@ -114,12 +114,25 @@ pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Resul
     let (mut lo, mut hi) = (0usize, n.len());
     // first index with entry key > key (branch) / >= key (leaf)
     let leaf = n.is_leaf();
+    let page = match n {
+        NodeRef::Page(p) => Some(p),
+        NodeRef::Owned(_) => None,
+    };
+    let head = crate::node::key_head(key);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let ord = match n.key(mid)? {
-            // Fast path without a call through the chain reader.
-            KeyRef::Full(k) => k.cmp(key),
-            stub => cmp_key(t, stub, key)?,
+        // Pages: different slot heads decide without touching the entry.
+        let by_head = page
+            .and_then(|p| p.head(mid))
+            .filter(|h| *h != head)
+            .map(|h| h.cmp(&head));
+        let ord = match by_head {
+            Some(o) => o,
+            None => match n.key(mid)? {
+                // Fast path without a call through the chain reader.
+                KeyRef::Full(k) => k.cmp(key),
+                stub => cmp_key(t, stub, key)?,
+            },
         };
         let go_right = if leaf {
             ord == Ordering::Less

@@ -120,7 +120,7 @@ fn find_stubs(file: &[u8]) -> Vec<(usize, bool, usize)> {
         let base = p * PAGE_SIZE;
         let leaf = file[base + 4] == 1;
         for i in 0..u16_at(base + 6) {
-            let off = base + u16_at(base + 16 + 2 * i);
+            let off = base + u16_at(base + 16 + 10 * i);
             if !leaf {
                 stack.push(u64_at(off + 2) as usize);
             }
