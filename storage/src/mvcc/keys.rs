@@ -105,18 +105,16 @@ pub fn unescape_prefix(prefix: &[u8]) -> Result<Vec<u8>> {
         .get(1..prefix.len().saturating_sub(2))
         .ok_or_else(|| bad("prefix"))?;
     let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        out.push(b);
-        if b == 0 {
-            if body.get(i + 1) != Some(&0xFF) {
-                return Err(bad("bad escape"));
-            }
-            i += 1;
+    // Copy runs between escaped zero bytes whole (most keys have none).
+    let mut rest = body;
+    while let Some(z) = rest.iter().position(|&b| b == 0) {
+        if rest.get(z + 1) != Some(&0xFF) {
+            return Err(bad("bad escape"));
         }
-        i += 1;
+        out.extend_from_slice(&rest[..=z]);
+        rest = &rest[z + 2..];
     }
+    out.extend_from_slice(rest);
     Ok(out)
 }
 
@@ -191,5 +189,13 @@ mod tests {
             }
             assert!(key_bound(k) <= key_entry(k, 0, 0));
         }
+    }
+
+    #[test]
+    fn bad_escapes_are_corrupted() {
+        for bad in [&b"ka\0\x01\0\0"[..], b"k\0\0\0", b"kab\0\0\0"] {
+            assert!(unescape_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(unescape_prefix(b"ka\0\xFFb\0\0").unwrap(), b"a\0b");
     }
 }

@@ -261,6 +261,9 @@ pub fn resolve_rev(requested: i64, current: i64, compacted: i64) -> Result<i64> 
 }
 
 /// etcd Range at an already resolved revision.
+/// Most result entries a range reserves up front.
+const RANGE_RESERVE_MAX: usize = 256;
+
 pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Result<RangeResponse> {
     if req.key.is_empty() {
         return Err(StorageError::KeyNotProvided);
@@ -280,7 +283,15 @@ pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Resul
         usize::MAX
     };
     let mut count = 0i64;
-    let mut kvs = Vec::new();
+    // A single key reserves one entry, a range at most its limit and at most
+    // RANGE_RESERVE_MAX entries; growth beyond that is by doubling.
+    let mut kvs = Vec::with_capacity(if req.count_only {
+        0
+    } else if req.range_end.is_empty() {
+        1
+    } else {
+        fetch.min(RANGE_RESERVE_MAX)
+    });
     for_each_live_in(t, &req.key, &req.range_end, rev, |f| {
         count += 1;
         if req.count_only || kvs.len() >= fetch {
