@@ -98,6 +98,23 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Puts keys `0..n` (values of `round`) in commits of `BATCH`.
+fn put_all(store: &Store, n: u64, round: u8, durable: bool, applied: &mut u64) {
+    for chunk in 0..n.div_ceil(BATCH as u64) {
+        let mut b = store.write().unwrap();
+        for i in chunk * BATCH as u64..((chunk + 1) * BATCH as u64).min(n) {
+            b.put(&PutRequest {
+                key: key(i),
+                value: value(i, round),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        *applied += 1;
+        b.commit(*applied, durable).unwrap();
+    }
+}
+
 fn run_corekv(n: u64, dir: &Path) -> Out {
     let mut out = Out(BTreeMap::new());
     let path = dir.join("corekv.db");
@@ -114,19 +131,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     let store = Store::open(&path, opts.clone()).unwrap();
     let mut applied = 0u64;
     let t = Instant::now();
-    for chunk in 0..n.div_ceil(BATCH as u64) {
-        let mut b = store.write().unwrap();
-        for i in chunk * BATCH as u64..((chunk + 1) * BATCH as u64).min(n) {
-            b.put(&PutRequest {
-                key: key(i),
-                value: value(i, 0),
-                ..Default::default()
-            })
-            .unwrap();
-        }
-        applied += 1;
-        b.commit(applied, true).unwrap();
-    }
+    put_all(&store, n, 0, true, &mut applied);
     out.rate("1 put, batch 1000, durable (ops/s)", n, t);
     let singles = (n / 10).clamp(1000, 100_000);
     let t = Instant::now();
@@ -191,19 +196,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     out.set("5b keys per range (avg)", seen as u64 / ranges);
     drop(view);
     // Overwrite every key once, then compact the N superseded revisions.
-    for chunk in 0..n.div_ceil(BATCH as u64) {
-        let mut b = store.write().unwrap();
-        for i in chunk * BATCH as u64..((chunk + 1) * BATCH as u64).min(n) {
-            b.put(&PutRequest {
-                key: key(i),
-                value: value(i, 3),
-                ..Default::default()
-            })
-            .unwrap();
-        }
-        applied += 1;
-        b.commit(applied, false).unwrap();
-    }
+    put_all(&store, n, 3, false, &mut applied);
     store.sync().unwrap();
     out.set("6 file MB before compaction", file_size(&path) >> 20);
     let t = Instant::now();

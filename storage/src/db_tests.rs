@@ -8,14 +8,7 @@ use super::*;
 use crate::backend::FileBackend;
 use crate::tree;
 
-fn opts() -> DbOptions {
-    DbOptions {
-        verify_checksums: true,
-        initial_file_bytes: 0,
-        max_growth_bytes: 1 << 20,
-        max_live_snapshots: 1024,
-    }
-}
+use crate::test_util::opts;
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

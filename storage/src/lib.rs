@@ -52,6 +52,8 @@ pub use mvcc::*;
 pub use page::{FORMAT_VERSION, PAGE_SIZE};
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tree_tests;
 
 /// Largest user key: etcd's default request limit (`--max-request-bytes`,

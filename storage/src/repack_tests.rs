@@ -7,27 +7,11 @@ use rand::{Rng, SeedableRng};
 
 use super::repack;
 use crate::backend::MemBackend;
-use crate::db::{Db, DbOptions};
-use crate::tree::{self, TreeRead};
+use crate::db::Db;
 
-fn opts() -> DbOptions {
-    DbOptions {
-        verify_checksums: true,
-        initial_file_bytes: 0,
-        max_growth_bytes: 1 << 20,
-        max_live_snapshots: 1024,
-    }
-}
+use crate::test_util::opts;
 
-fn all<T: TreeRead>(t: &T) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    tree::scan(t, b"", None, false, |k, v| {
-        out.push((k.to_vec(), tree::load_value(t, v)?.into_owned()));
-        Ok(true)
-    })
-    .unwrap();
-    out
-}
+use crate::test_util::all;
 
 /// A tree of 30k keys (some with overflow values) thinned to ~1/4 by
 /// single deletes, which leave most leaves a quarter full.

@@ -6,33 +6,13 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::MemBackend;
-use crate::db::{Db, DbOptions};
+use crate::db::Db;
 use crate::node;
 use crate::tree::{self, TreeRead};
 
-fn opts() -> DbOptions {
-    DbOptions {
-        verify_checksums: true,
-        initial_file_bytes: 0,
-        max_growth_bytes: 1 << 20,
-        max_live_snapshots: 1024,
-    }
-}
+use crate::test_util::opts;
 
-fn collect<T: TreeRead>(
-    t: &T,
-    start: &[u8],
-    end: Option<&[u8]>,
-    rev: bool,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    tree::scan(t, start, end, rev, |k, v| {
-        out.push((k.to_vec(), tree::load_value(t, v)?.into_owned()));
-        Ok(true)
-    })
-    .unwrap();
-    out
-}
+use crate::test_util::collect;
 
 #[test]
 fn random_ops_match_model_and_survive_reopen() {

@@ -7,27 +7,11 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::MemBackend;
-use crate::db::{Db, DbOptions};
-use crate::tree::{self, TreeRead};
+use crate::db::Db;
 
-fn opts() -> DbOptions {
-    DbOptions {
-        verify_checksums: true,
-        initial_file_bytes: 0,
-        max_growth_bytes: 1 << 20,
-        max_live_snapshots: 1024,
-    }
-}
+use crate::test_util::opts;
 
-fn all<T: TreeRead>(t: &T) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    tree::scan(t, b"", None, false, |k, v| {
-        out.push((k.to_vec(), tree::load_value(t, v)?.into_owned()));
-        Ok(true)
-    })
-    .unwrap();
-    out
-}
+use crate::test_util::all;
 
 fn k(i: u32) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
