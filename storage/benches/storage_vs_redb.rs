@@ -98,6 +98,19 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Puts key `i` (value of `round`) in a commit of its own.
+fn put_one(store: &Store, i: u64, round: u8, durable: bool, applied: &mut u64) {
+    let mut b = store.write().unwrap();
+    b.put(&PutRequest {
+        key: key(i),
+        value: value(i, round),
+        ..Default::default()
+    })
+    .unwrap();
+    *applied += 1;
+    b.commit(*applied, durable).unwrap();
+}
+
 /// Puts keys `0..n` (values of `round`) in commits of `BATCH`.
 fn put_all(store: &Store, n: u64, round: u8, durable: bool, applied: &mut u64) {
     for chunk in 0..n.div_ceil(BATCH as u64) {
@@ -136,31 +149,13 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     let singles = (n / 10).clamp(1000, 100_000);
     let t = Instant::now();
     for j in 0..singles {
-        let i = mix(j) % n;
-        let mut b = store.write().unwrap();
-        b.put(&PutRequest {
-            key: key(i),
-            value: value(i, 1),
-            ..Default::default()
-        })
-        .unwrap();
-        applied += 1;
-        b.commit(applied, false).unwrap();
+        put_one(&store, mix(j) % n, 1, false, &mut applied);
     }
     store.sync().unwrap();
     out.rate("2 put, batch 1, no sync (ops/s)", singles, t);
     let t = Instant::now();
     for j in 0..1000 {
-        let i = mix(j + 7) % n;
-        let mut b = store.write().unwrap();
-        b.put(&PutRequest {
-            key: key(i),
-            value: value(i, 2),
-            ..Default::default()
-        })
-        .unwrap();
-        applied += 1;
-        b.commit(applied, true).unwrap();
+        put_one(&store, mix(j + 7) % n, 2, true, &mut applied);
     }
     out.rate("3 put, batch 1, durable (ops/s)", 1000, t);
     let gets = n.min(1_000_000);
