@@ -362,7 +362,10 @@ async fn long_keys_up_to_the_request_limit() {
     cluster.members[0].stop();
     cluster.members[0].start();
     let c = cluster.client(0).await;
-    let r = c.range(range(&base, &prefix_end)).await.unwrap();
+    let r = match c.range(range(&base, &prefix_end)).await {
+        Ok(r) => r,
+        Err(e) => panic!("{e}\nLOG:\n{}", cluster.members[0].log()),
+    };
     assert_eq!(keys(&r), long[1..].to_vec(), "after delete and restart");
     let r = c.range(range(&huge, "")).await.unwrap();
     assert_eq!(r.kvs[0].key.len(), 1 << 20);

@@ -15,9 +15,33 @@ use corekv_wire::{Client, ClientOptions, WireError};
 pub const HEARTBEAT_MS: u64 = 50;
 pub const ELECTION_MS: u64 = 500;
 
+/// Ports handed to members come from below Linux's ephemeral range
+/// (32768-60999 by default). An ephemeral port can be taken by any outgoing
+/// connection while its member is down for a restart, and a client dialling a
+/// stopped member's ephemeral port can even be connected to itself (TCP
+/// simultaneous open), which then looks like a reset by the member.
+const MEMBER_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port in [`MEMBER_PORTS`] that is free now (picked at run time).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let span = u64::from(MEMBER_PORTS.end - MEMBER_PORTS.start);
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let x = seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .rotate_left(17);
+        let port = MEMBER_PORTS.start + (x % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {MEMBER_PORTS:?}");
 }
 
 pub struct MemberSpec {
@@ -206,11 +230,16 @@ pub async fn try_connect(addr: &str) -> Result<Client, WireError> {
     Client::connect(addr, opts).await
 }
 
-/// Connects, retrying while the member starts.
+/// Connects, retrying while the member starts; the connection is returned
+/// once the member has answered a status request on it.
 pub async fn connect(addr: &str) -> Client {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match try_connect(addr).await {
+        let answered = match try_connect(addr).await {
+            Ok(c) => c.status(w::StatusRequest {}).await.map(|_| c),
+            Err(e) => Err(e),
+        };
+        match answered {
             Ok(c) => return c,
             Err(e) if Instant::now() > deadline => panic!("connect {addr}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
