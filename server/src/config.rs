@@ -188,6 +188,22 @@ pub struct Config {
     /// below the last checkpoint may be released.
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
+
+    /// Most leases the leader revokes by expiry per second (etcd's
+    /// leaseRevokeRate); a mass expiry is spread out at this rate.
+    #[arg(long, env = "COREKV_LEASE_REVOKE_RATE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_revoke_rate: u32,
+
+    /// How often the leader checkpoints each long lease's remaining TTL
+    /// through Raft (persisted, so leader changes and full restarts resume
+    /// from it; etcd's lease checkpoint + checkpoint-persist). 0 disables.
+    #[arg(
+        long,
+        env = "COREKV_LEASE_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub lease_checkpoint_interval_ms: u64,
 }
 
 impl Config {

@@ -33,6 +33,7 @@ use rkyv::util::AlignedVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::entry;
+use super::lease::{self, LeaseDriver};
 use super::peer::{PeerIn, PeerOut, Peers};
 use super::{CoreMsg, Shared};
 use crate::kv;
@@ -77,6 +78,8 @@ pub struct Core {
     last_leader: u64,
     /// The hard state last written to the WAL.
     durable_hs: HardState,
+    /// Leases: lessor, expiry and checkpoints (leader), forwarded asks.
+    lease: LeaseDriver,
 }
 
 enum Event {
@@ -87,10 +90,20 @@ enum Event {
 }
 
 impl Core {
-    pub fn new(shared: Arc<Shared>, raw: RawNode, wal: Wal, peers: Peers, applied: u64) -> Core {
+    pub fn new(
+        shared: Arc<Shared>,
+        raw: RawNode,
+        wal: Wal,
+        peers: Peers,
+        applied: u64,
+    ) -> Result<Core, String> {
         let last_snapshot_index = wal.snapshot().map_or(0, |s| s.index);
         let durable_hs = wal.hard_state();
-        Core {
+        let lease = LeaseDriver::open(
+            lease::LeaseConfig::from_config(&shared.cfg),
+            &shared.store(),
+        )?;
+        Ok(Core {
             shared,
             raw,
             wal,
@@ -107,7 +120,8 @@ impl Core {
             last_sync_applied: applied,
             last_leader: 0,
             durable_hs,
-        }
+            lease,
+        })
     }
 
     pub async fn run(
@@ -156,6 +170,10 @@ impl Core {
                 next_tick = (next_tick + tick).max(now);
                 self.expire(now);
                 self.publish_status();
+                self.lease
+                    .set_leader(self.raw.status().role == Role::Leader, now);
+                let actions = self.lease.on_tick(now, self.shared.leader());
+                self.lease_actions(actions);
                 self.unpark();
                 self.compact_in_background()?;
             }
@@ -193,6 +211,28 @@ impl Core {
                     let _ = reply.send(Ok(()));
                 }
             }
+            CoreMsg::Lease(ask) => {
+                let actions = self.lease.on_ask(ask, self.shared.leader(), Instant::now());
+                self.lease_actions(actions);
+            }
+        }
+    }
+
+    /// Carries out what the lease driver asked for: peer messages and
+    /// internal proposals (a lost proposal is retried by the lessor).
+    fn lease_actions(&mut self, actions: Vec<lease::Action>) {
+        for a in actions {
+            match a {
+                lease::Action::Send { to, msg } => {
+                    let _ = self.peers.send(to, PeerOut::Lease(msg));
+                }
+                lease::Action::Propose(body) => {
+                    let data = entry::encode_internal(self.shared.member_id, &body);
+                    if let Err(e) = self.raw.propose(data) {
+                        tracing::debug!(error = %e, "internal lease proposal dropped");
+                    }
+                }
+            }
         }
     }
 
@@ -212,6 +252,10 @@ impl Core {
             }
             PeerIn::Snapshot { path, msg } => self.install_snapshot(&path, msg)?,
             PeerIn::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
+            PeerIn::Lease { from, msg } => {
+                let actions = self.lease.on_peer(from, msg, Instant::now());
+                self.lease_actions(actions);
+            }
         }
         Ok(())
     }
@@ -384,6 +428,7 @@ impl Core {
         let mut last = self.applied;
         let mut aligned = AlignedVec::<16>::new();
         let mut last_term = 0;
+        let now = Instant::now();
         for e in entries {
             last = last.max(e.index);
             last_term = e.term;
@@ -399,11 +444,33 @@ impl Core {
                             return Err(self.fatal(format!("entry {}: {reason}", e.index)));
                         }
                     };
+                    if decoded.kind == entry::KIND_INTERNAL {
+                        let lessor = &mut self.lease.lessor;
+                        match lease::apply::internal(lessor, &mut batch, decoded.body, now) {
+                            Ok(()) => {}
+                            Err(lease::apply::InternalError::Malformed(reason)) => {
+                                tracing::warn!(index = e.index, %reason, "internal entry refused");
+                            }
+                            Err(lease::apply::InternalError::Store(err)) => {
+                                return Err(
+                                    self.fatal(format!("apply of entry {}: {err}", e.index))
+                                );
+                            }
+                        }
+                        continue;
+                    }
                     aligned.clear();
                     aligned.extend_from_slice(decoded.body);
+                    let mut ctx = ApplyCtx {
+                        shared: &self.shared,
+                        batch: &mut batch,
+                        lease: &mut self.lease,
+                        index: e.index,
+                        now,
+                    };
                     let result =
                         match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned) {
-                            Ok(req) => apply_request(&self.shared, &mut batch, req),
+                            Ok(req) => apply_request(&mut ctx, req),
                             Err(e) => {
                                 Err(Applied::Refused(ApiError::MalformedRequest(e.to_string())))
                             }
@@ -565,6 +632,9 @@ impl Core {
             self.shared
                 .applied_index
                 .store(self.applied, Ordering::Release);
+            self.lease
+                .reload(&store)
+                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
             self.shared.replace_store(Arc::new(store));
             tracing::info!(
                 applied = self.applied,
@@ -670,6 +740,7 @@ impl Core {
     }
 
     fn fail_all(&mut self, err: ApiError) {
+        self.lease.fail_all(&err);
         for (_, w) in std::mem::take(&mut self.waiters) {
             let _ = w.reply.send(Err(err.clone()));
         }
@@ -760,12 +831,23 @@ impl From<corekv_storage::StorageError> for Applied {
     }
 }
 
+/// What applying one request may use besides the request itself.
+struct ApplyCtx<'a, 'b> {
+    shared: &'a Shared,
+    batch: &'a mut corekv_storage::WriteBatch<'b>,
+    lease: &'a mut LeaseDriver,
+    /// Raft index of the entry (server-chosen lease ids derive from it).
+    index: u64,
+    now: Instant,
+}
+
 /// Executes one replicated client request on the write batch.
 fn apply_request(
-    shared: &Shared,
-    batch: &mut corekv_storage::WriteBatch<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
     req: &w::ArchivedRequest,
 ) -> Result<w::Response, Applied> {
+    let shared = ctx.shared;
+    let batch = &mut *ctx.batch;
     let header = |rev: i64| shared.header(rev);
     Ok(match req {
         w::ArchivedRequest::Put(p) => {
@@ -786,6 +868,13 @@ fn apply_request(
                 header: header(batch.revision()),
             })
         }
+        w::ArchivedRequest::LeaseGrant(g) => {
+            let lessor = &mut ctx.lease.lessor;
+            lease::apply::grant(lessor, batch, g, ctx.index, ctx.now, header(0))?
+        }
+        w::ArchivedRequest::LeaseRevoke(r) => {
+            lease::apply::revoke(&mut ctx.lease.lessor, batch, r.id.to_native(), header(0))?
+        }
         other => {
             let reason = format!("{} is not a replicated request", other.name());
             return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
@@ -801,5 +890,7 @@ pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
             | w::ArchivedRequest::DeleteRange(_)
             | w::ArchivedRequest::Txn(_)
             | w::ArchivedRequest::Compact(_)
+            | w::ArchivedRequest::LeaseGrant(_)
+            | w::ArchivedRequest::LeaseRevoke(_)
     )
 }

@@ -240,6 +240,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
             return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
         }
         w::ArchivedRequest::Alarm(a) => return answer(outbox, id, kind, alarm(shared, a)),
+        w::ArchivedRequest::LeaseLeases(_) => {
+            return answer(outbox, id, kind, super::lease::serve::leases(shared));
+        }
         w::ArchivedRequest::WatchCreate(c) => {
             if let Err(e) = watch_create(conn, id, c) {
                 answer(outbox, id, kind, Err(e));
@@ -331,7 +334,13 @@ async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Respo
                 header: shared.header(shared.store().current_revision()),
             }))
         }
-        // Not built yet: watch, leases, membership changes, snapshot
+        w::ArchivedRequest::LeaseKeepAlive(k) => {
+            super::lease::serve::keep_alive(shared, k.id.to_native()).await
+        }
+        w::ArchivedRequest::LeaseTimeToLive(t) => {
+            super::lease::serve::time_to_live(shared, t.id.to_native(), t.keys).await
+        }
+        // Not built yet: watch, membership changes, snapshot
         // streaming (see README "Status"). Refused plainly, never faked.
         _ => Err(ApiError::NotCapable),
     }

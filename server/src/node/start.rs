@@ -284,7 +284,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                         .map_err(|e| format!("listen native {native}: {e}"))?;
                 }
                 let peers = Peers::start(shared.clone(), peer_addrs, peer_tx);
-                Core::new(shared.clone(), raw, wal, peers, applied)
+                Core::new(shared.clone(), raw, wal, peers, applied)?
                     .run(core_rx, peer_rx)
                     .await
             }
