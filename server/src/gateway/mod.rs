@@ -194,8 +194,11 @@ async fn serve(
                 .max_decoding_message_size(recv_limit),
         )
         .add_service(
-            pb::lease_server::LeaseServer::new(lease::LeaseService)
-                .max_decoding_message_size(recv_limit),
+            pb::lease_server::LeaseServer::new(lease::LeaseService::new(
+                pool.clone(),
+                opts.grpc_stream_buffer_responses,
+            ))
+            .max_decoding_message_size(recv_limit),
         )
         .add_service(
             pb::auth_server::AuthServer::new(auth::AuthService::new(pool.clone()))
