@@ -93,6 +93,17 @@ pub struct LeaseConfig {
     pub ask_timeout: Duration,
 }
 
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            lessor: LessorConfig::default(),
+            promote_extension: Duration::from_secs(1),
+            max_forwarded_asks: MAX_FORWARDED_ASKS,
+            ask_timeout: Duration::from_secs(7),
+        }
+    }
+}
+
 impl LeaseConfig {
     pub fn from_config(cfg: &crate::config::Config) -> LeaseConfig {
         let election = Duration::from_millis(cfg.election_timeout);
@@ -138,14 +149,24 @@ pub struct LeaseDriver {
 }
 
 impl LeaseDriver {
-    /// Loads every lease from the store: O(leases), no key scan.
-    pub fn open(cfg: LeaseConfig, store: &Store) -> Result<LeaseDriver, String> {
-        let mut d = LeaseDriver {
+    /// No leases yet (a replica without a store to load from).
+    pub fn empty() -> LeaseDriver {
+        let cfg = LeaseConfig::default();
+        LeaseDriver {
             lessor: Lessor::new(cfg.lessor.clone()),
             cfg,
             leader: false,
             next_ask: 1,
             forwarded: HashMap::new(),
+        }
+    }
+
+    /// Loads every lease from the store: O(leases), no key scan.
+    pub fn open(cfg: LeaseConfig, store: &Store) -> Result<LeaseDriver, String> {
+        let mut d = LeaseDriver {
+            lessor: Lessor::new(cfg.lessor.clone()),
+            cfg,
+            ..LeaseDriver::empty()
         };
         d.reload(store)?;
         Ok(d)
