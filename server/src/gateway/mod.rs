@@ -14,6 +14,7 @@
 mod auth;
 mod cluster;
 mod convert;
+mod coord;
 mod http_routes;
 mod kv;
 mod lease;
@@ -198,6 +199,18 @@ async fn serve(
                 pool.clone(),
                 opts.grpc_stream_buffer_responses,
             ))
+            .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            corekv_wire::proto::v3lockpb::lock_server::LockServer::new(coord::LockService::new(
+                pool.clone(),
+            ))
+            .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            corekv_wire::proto::v3electionpb::election_server::ElectionServer::new(
+                coord::ElectionService::new(pool.clone(), opts.grpc_stream_buffer_responses),
+            )
             .max_decoding_message_size(recv_limit),
         )
         .add_service(
