@@ -12,10 +12,18 @@ use crate::metrics::METRICS;
 use crate::node::route::Api;
 
 pub async fn dispatch(api: &Api, req: http::Request<Incoming>) -> http::Response<Body> {
+    let path = req.uri().path();
+    let known = matches!(
+        path,
+        "/health" | "/readyz" | "/livez" | "/metrics" | "/version"
+    );
+    if !known {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
+    match path {
         "/health" | "/readyz" => health(api).await,
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/metrics" => respond(

@@ -1,8 +1,8 @@
 //! etcd's client API on the client URL (`--listen-client-urls`), served by
 //! every serve shard: the v3 gRPC services (KV, Watch, Maintenance, Cluster,
-//! Lease, Auth, `grpc.health.v1.Health`) and plain HTTP (`/health`,
-//! `/readyz`, `/livez`, `/metrics`, `/version`) on one port, HTTP/1.1 and
-//! HTTP/2 (h2c) alike.
+//! Lease, Auth, `grpc.health.v1.Health`), etcd's HTTP/JSON gateway
+//! (`POST /v3/...`, `json`) and plain HTTP (`/health`, `/readyz`, `/livez`,
+//! `/metrics`, `/version`) on one port, HTTP/1.1 and HTTP/2 (h2c) alike.
 //!
 //! Each shard binds the client address with SO_REUSEPORT (as it does the
 //! native one) and runs hyper on glommio (`rt`): a connection, its HTTP/2
@@ -18,6 +18,7 @@ mod cluster;
 mod convert;
 mod grpc;
 mod http_routes;
+mod json;
 mod kv;
 mod lease;
 mod maintenance;
@@ -160,7 +161,8 @@ async fn serve_connection(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: glommi
     }
 }
 
-/// gRPC by content type, everything else is plain HTTP.
+/// gRPC by content type; POST /v3/... is the JSON gateway; the rest is
+/// plain HTTP.
 async fn handle(
     api: Rc<Api>,
     opts: Rc<GatewayOptions>,
@@ -171,9 +173,13 @@ async fn handle(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if is_grpc {
-        grpc::dispatch(api, &opts, req).await
-    } else {
-        http_routes::dispatch(&api, req).await
+        return grpc::dispatch(api, &opts, req).await;
+    }
+    match json::JsonRoute::from_path(req.uri().path()) {
+        Some(route) if req.method() == http::Method::POST => {
+            json::dispatch(api, &opts, route, req).await
+        }
+        _ => http_routes::dispatch(&api, req).await,
     }
 }
 

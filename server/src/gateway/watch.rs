@@ -21,6 +21,7 @@ use std::rc::Rc;
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
 use corekv_wire::{ApiError, OwnedFrame, validate_owned_frame};
+use futures::{Stream, StreamExt};
 use hyper::body::Incoming;
 use prost::Message;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -32,7 +33,7 @@ use super::{GatewayOptions, convert, status};
 use crate::node::route::{Api, Route, WatchOp};
 use crate::node::watch::{WatchSession, WatchSink};
 
-type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+pub type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 pub async fn serve(
     api: Rc<Api>,
@@ -61,7 +62,7 @@ pub async fn serve(
     // `Handoff::call` ran inside `streaming`; without an input (the request
     // was refused before the call) there is no session.
     if let Ok(input) = input_rx.try_recv() {
-        glommio::spawn_local(session(api, input, out_tx)).detach();
+        spawn_session(api, input, out_tx);
     }
     resp
 }
@@ -118,7 +119,20 @@ impl WatchSink for StreamSink {
     }
 }
 
-async fn session(api: Rc<Api>, input: Streaming<pb::WatchRequest>, out: Out) {
+/// Runs one watch stream: requests from `input` (gRPC, or the HTTP/JSON
+/// gateway's decoded body), responses into `out`, until `out`'s receiver
+/// is dropped (the client is gone).
+pub fn spawn_session<S>(api: Rc<Api>, input: S, out: Out)
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + 'static,
+{
+    glommio::spawn_local(session(api, input, out)).detach();
+}
+
+async fn session<S>(api: Rc<Api>, input: S, out: Out)
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + 'static,
+{
     let sink = Rc::new(StreamSink::default());
     let watches = Rc::new(WatchSession::default());
     let reader = glommio::spawn_local(read_requests(
@@ -165,14 +179,16 @@ async fn forward(sink: &StreamSink, out: &Out) {
 
 /// Reads the client's requests. A half-closed request stream ends this
 /// task but not the watches (etcd keeps delivering).
-async fn read_requests(
+async fn read_requests<S>(
     api: Rc<Api>,
-    mut input: Streaming<pb::WatchRequest>,
+    mut input: S,
     watches: Rc<WatchSession>,
     sink: Rc<StreamSink>,
-) {
+) where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+{
     let progress_waiters = Rc::new(Cell::new(0usize));
-    while let Ok(Some(req)) = input.message().await {
+    while let Some(Ok(req)) = input.next().await {
         use pb::watch_request::RequestUnion as U;
         let native = match req.request_union {
             Some(U::CreateRequest(c)) => w::Request::WatchCreate(convert::watch_create(c)),

@@ -138,13 +138,20 @@ impl Watcher {
         self.next_rev.set(self.next_rev.get().max(upto + 1));
     }
 
-    /// The final frame of this watch on its create request id.
+    /// The watch's final response. A compaction cancel
+    /// (`compact_revision != 0`) carries header revision 0, as etcd's does
+    /// (its response is not at any revision); others the current one.
     pub fn cancel(&self, shared: &Shared, compact_revision: i64, reason: &str) {
         if self.canceled.replace(true) {
             return;
         }
+        let revision = if compact_revision != 0 {
+            0
+        } else {
+            shared.store().current_revision()
+        };
         let resp = w::WatchResponse {
-            header: shared.header(shared.store().current_revision()),
+            header: shared.header(revision),
             watch_id: self.watch_id,
             canceled: true,
             compact_revision,
