@@ -11,6 +11,7 @@
 pub mod core;
 pub mod entry;
 pub mod peer;
+pub mod replica;
 pub mod route;
 pub mod serve;
 pub mod start;
