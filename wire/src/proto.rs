@@ -39,6 +39,11 @@ pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
 
+/// The serialized `FileDescriptorSet` of every message above (for a
+/// descriptor-driven proto3 JSON mapping, e.g. the HTTP/JSON gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb as pb;

@@ -13,6 +13,7 @@ pub mod entry;
 pub mod lease;
 pub mod peer;
 pub mod replica;
+pub mod route;
 pub mod serve;
 pub mod start;
 pub mod watch;
