@@ -2,13 +2,12 @@
 //! server runs it): the leader of election `name` is the oldest key under
 //! `name/`; its value is the leader's proclamation.
 
-use corekv_wire::Client;
 use corekv_wire::messages as w;
 use tokio::sync::mpsc;
 
 use super::{
-    CoordError, Result, contender_key, create_revision_is, key_range, owner_range, prefix_end,
-    range_of,
+    CoordError, CoordKv, EventStream, Result, contender_key, create_revision_is, key_range,
+    owner_range, prefix_end, range_of,
 };
 
 /// Leadership held: etcd's `LeaderKey`.
@@ -23,7 +22,7 @@ pub struct LeaderKey {
 
 /// Waits until `lease` leads election `name`, proclaiming `value`.
 pub async fn campaign(
-    c: &Client,
+    c: &impl CoordKv,
     name: &[u8],
     lease: i64,
     value: &[u8],
@@ -67,7 +66,7 @@ pub async fn campaign(
 }
 
 /// Replaces the leader's value; `NotLeader` unless `lk` still leads.
-pub async fn proclaim(c: &Client, lk: &LeaderKey, value: &[u8]) -> Result<w::ResponseHeader> {
+pub async fn proclaim(c: &impl CoordKv, lk: &LeaderKey, value: &[u8]) -> Result<w::ResponseHeader> {
     let txn = w::TxnRequest {
         compare: vec![create_revision_is(&lk.key, lk.rev)],
         success: vec![w::RequestOp::Put(w::PutRequest {
@@ -87,7 +86,7 @@ pub async fn proclaim(c: &Client, lk: &LeaderKey, value: &[u8]) -> Result<w::Res
 }
 
 /// Gives leadership up (a no-op if `lk` no longer leads).
-pub async fn resign(c: &Client, lk: &LeaderKey) -> Result<w::ResponseHeader> {
+pub async fn resign(c: &impl CoordKv, lk: &LeaderKey) -> Result<w::ResponseHeader> {
     let txn = w::TxnRequest {
         compare: vec![create_revision_is(&lk.key, lk.rev)],
         success: vec![w::RequestOp::DeleteRange(w::DeleteRangeRequest {
@@ -101,7 +100,7 @@ pub async fn resign(c: &Client, lk: &LeaderKey) -> Result<w::ResponseHeader> {
 }
 
 /// The current leader's key-value; `NoLeader` when nobody campaigns.
-pub async fn leader(c: &Client, name: &[u8]) -> Result<(w::KeyValue, w::ResponseHeader)> {
+pub async fn leader(c: &impl CoordKv, name: &[u8]) -> Result<(w::KeyValue, w::ResponseHeader)> {
     let (pfx, _) = contender_key(name, 0);
     let r = c.range(owner_range(&pfx)).await?;
     let kv = r.kvs.into_iter().next().ok_or(CoordError::NoLeader)?;
@@ -112,7 +111,7 @@ pub async fn leader(c: &Client, name: &[u8]) -> Result<(w::KeyValue, w::Response
 /// leader's value, each new value it proclaims, then its successor's, until
 /// `out` is closed or a watch fails (etcd's `Observe`).
 pub async fn observe(
-    c: &Client,
+    c: &impl CoordKv,
     name: &[u8],
     out: mpsc::Sender<(w::KeyValue, w::ResponseHeader)>,
 ) -> Result<()> {
@@ -137,10 +136,9 @@ pub async fn observe(
             })
             .await?;
         'leader: loop {
-            let Some(frame) = ws.next().await? else {
+            let Some(resp) = ws.next().await? else {
                 return Err(ended(&key, "stream closed"));
             };
-            let resp = frame.to_owned_watch()?;
             if resp.canceled {
                 return Err(ended(&key, &resp.cancel_reason));
             }
@@ -159,7 +157,7 @@ pub async fn observe(
 /// Waits for the first put under `pfx` after `revision` (an election with
 /// no candidate yet).
 async fn first_put(
-    c: &Client,
+    c: &impl CoordKv,
     pfx: &[u8],
     revision: i64,
 ) -> Result<(w::KeyValue, w::ResponseHeader)> {
@@ -173,10 +171,9 @@ async fn first_put(
         })
         .await?;
     loop {
-        let Some(frame) = ws.next().await? else {
+        let Some(resp) = ws.next().await? else {
             return Err(ended(pfx, "stream closed"));
         };
-        let resp = frame.to_owned_watch()?;
         if resp.canceled {
             return Err(ended(pfx, &resp.cancel_reason));
         }

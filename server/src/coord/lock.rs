@@ -1,11 +1,11 @@
 //! The lock recipe (etcd's `concurrency.Mutex`, as its `v3lock` server
 //! runs it): the holder of lock `name` is the oldest key under `name/`.
 
-use corekv_wire::Client;
 use corekv_wire::messages as w;
 
 use super::{
-    CoordError, Result, contender_key, create_revision_is, key_range, owner_range, range_of,
+    CoordError, CoordKv, Result, contender_key, create_revision_is, key_range, owner_range,
+    range_of,
 };
 
 /// A held lock: the key that exists while it is held, and the header of
@@ -18,7 +18,7 @@ pub struct Held {
 
 /// Waits until `lease` holds lock `name`. Locking twice with one lease is
 /// one acquisition (the same key). If the wait fails the key is deleted.
-pub async fn lock(c: &Client, name: &[u8], lease: i64) -> Result<Held> {
+pub async fn lock(c: &impl CoordKv, name: &[u8], lease: i64) -> Result<Held> {
     let (pfx, key) = contender_key(name, lease);
     let txn = w::TxnRequest {
         compare: vec![create_revision_is(&key, 0)],
@@ -61,19 +61,13 @@ pub async fn lock(c: &Client, name: &[u8], lease: i64) -> Result<Held> {
         }
     };
     // The lease may have expired while waiting: then the key is gone.
-    if c.get(&key).await?.is_none() {
+    if c.range(key_range(&key)).await?.kvs.is_empty() {
         return Err(CoordError::SessionExpired);
     }
     Ok(Held { key, header })
 }
 
 /// Releases a lock by deleting its key.
-pub async fn unlock(c: &Client, key: &[u8]) -> Result<w::ResponseHeader> {
-    let r = c
-        .delete_range(w::DeleteRangeRequest {
-            key: key.to_vec(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(r.header)
+pub async fn unlock(c: &impl CoordKv, key: &[u8]) -> Result<w::ResponseHeader> {
+    c.delete(key).await
 }

@@ -1,8 +1,10 @@
 //! Coordination recipes on top of leases, txns and watches: locks and
 //! elections, as etcd's `clientv3/concurrency` does them (and as etcd's
 //! `v3lock`/`v3election` servers run them on the server side). They speak
-//! the native protocol (`corekv_wire::Client`), so the gRPC services
-//! (`gateway::coord`) and `corekvctl lock`/`elect` share one implementation.
+//! any [`CoordKv`]: the shard's in-process request layer (`local.rs`, for the
+//! gRPC services in `gateway::coord`) or a native-protocol client
+//! (`corekv_wire::Client`, for `corekvctl`), so both share one
+//! implementation.
 //!
 //! Layout, shared by both recipes: a contender for `name` owns the key
 //! `name/<lease id in hex>`, put with its lease; the owner is the key under
@@ -17,16 +19,73 @@
 //! key's create revision.
 
 pub mod election;
+pub mod local;
 pub mod lock;
 
 use corekv_wire::messages as w;
-use corekv_wire::{Client, WireError};
+use corekv_wire::{ApiError, Client, WireError};
+
+/// What the recipes need from a member.
+#[allow(async_fn_in_trait)]
+pub trait CoordKv {
+    type Events: EventStream;
+    async fn txn(&self, t: w::TxnRequest) -> Result<w::TxnResponse>;
+    async fn range(&self, r: w::RangeRequest) -> Result<w::RangeResponse>;
+    async fn delete(&self, key: &[u8]) -> Result<w::ResponseHeader>;
+    /// Starts a watch; its responses (created, events, canceled) follow.
+    async fn watch(&self, req: w::WatchCreateRequest) -> Result<Self::Events>;
+}
+
+/// The responses of one watch.
+#[allow(async_fn_in_trait)]
+pub trait EventStream {
+    /// The next response; `None` once the watch ended.
+    async fn next(&mut self) -> Result<Option<w::WatchResponse>>;
+}
+
+impl CoordKv for Client {
+    type Events = corekv_wire::WatchStream;
+
+    async fn txn(&self, t: w::TxnRequest) -> Result<w::TxnResponse> {
+        Ok(Client::txn(self, t).await?)
+    }
+
+    async fn range(&self, r: w::RangeRequest) -> Result<w::RangeResponse> {
+        Ok(Client::range(self, r).await?)
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<w::ResponseHeader> {
+        let r = self
+            .delete_range(w::DeleteRangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(r.header)
+    }
+
+    async fn watch(&self, req: w::WatchCreateRequest) -> Result<Self::Events> {
+        Ok(Client::watch(self, req).await?)
+    }
+}
+
+impl EventStream for corekv_wire::WatchStream {
+    async fn next(&mut self) -> Result<Option<w::WatchResponse>> {
+        match corekv_wire::WatchStream::next(self).await? {
+            Some(frame) => Ok(Some(frame.to_owned_watch()?)),
+            None => Ok(None),
+        }
+    }
+}
 
 /// Why a recipe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The in-process request layer refused a request.
+    #[error("{}", .0.message())]
+    Api(ApiError),
     /// The contender's key vanished while it waited (its lease expired or
     /// was revoked). etcd: `concurrency.ErrSessionExpired`.
     #[error("session expired")]
@@ -120,7 +179,7 @@ fn range_of(op: Option<&w::ResponseOp>) -> Option<&w::RangeResponse> {
 /// `max_create_revision` is deleted, one predecessor at a time (etcd's
 /// `waitDeletes`). Returns the header of the last range.
 pub async fn wait_deletes(
-    c: &Client,
+    c: &impl CoordKv,
     pfx: &[u8],
     max_create_revision: i64,
 ) -> Result<w::ResponseHeader> {
@@ -134,7 +193,7 @@ pub async fn wait_deletes(
 }
 
 /// Waits for a delete of `key` after `revision`.
-async fn wait_delete(c: &Client, key: &[u8], revision: i64) -> Result<()> {
+async fn wait_delete(c: &impl CoordKv, key: &[u8], revision: i64) -> Result<()> {
     let mut ws = c
         .watch(w::WatchCreateRequest {
             key: key.to_vec(),
@@ -148,10 +207,9 @@ async fn wait_delete(c: &Client, key: &[u8], revision: i64) -> Result<()> {
         reason,
     };
     loop {
-        let Some(frame) = ws.next().await? else {
+        let Some(resp) = ws.next().await? else {
             return Err(ended("stream closed".into()));
         };
-        let resp = frame.to_owned_watch()?;
         if resp.canceled {
             return Err(ended(resp.cancel_reason));
         }

@@ -16,6 +16,7 @@
 mod auth;
 mod cluster;
 mod convert;
+mod coord;
 mod grpc;
 mod http_routes;
 mod json;
