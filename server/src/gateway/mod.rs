@@ -89,7 +89,7 @@ pub fn status(e: ApiError) -> Status {
 /// One request through the shard's request layer: archived as the native
 /// request (the Raft entry body of a write), validated, routed, answered.
 async fn call(api: &Api, req: w::Request) -> Result<w::Response, Status> {
-    let frame = OwnedFrame::encode(0, &req)
+    let frame = OwnedFrame::encode_request(0, &req)
         .map_err(|e| Status::internal(format!("corekv: encoding {}: {e}", req.name())))?;
     api.call(frame).await.map_err(status)
 }

@@ -202,7 +202,7 @@ async fn read_requests<S>(
         let refused = |reason: &str| {
             sink.push(refusal(&api, reason), false);
         };
-        let frame = match OwnedFrame::encode(0, &native) {
+        let frame = match OwnedFrame::encode_request(0, &native) {
             Ok(f) => f,
             Err(e) => {
                 refused(&e.to_string());
