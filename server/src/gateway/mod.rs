@@ -52,7 +52,7 @@ pub struct GatewayOptions {
     pub grpc_headroom_bytes: usize,
     /// Responses queued in the channel towards one gRPC stream's HTTP/2
     /// body (Watch, Snapshot); beyond it a watch stream's queue grows up to
-    /// `node::watch::MAX_OUTBOX_BYTES`, then its watchers catch up from the
+    /// `--watch-max-pending-bytes`, then its watchers catch up from the
     /// store.
     pub grpc_stream_buffer_responses: usize,
     /// HTTP/2 streams per client connection.
