@@ -60,6 +60,15 @@ pub struct GatewayOptions {
     /// Client-URL connections per shard (etcd has no such bound; ours is
     /// `--max-conns-per-core`, shared with the native port's rule).
     pub max_conns: usize,
+    /// HTTP/2 flow-control windows. h2 answers a peer that has more small
+    /// DATA frames buffered than a budget of half the connection window with
+    /// GOAWAY ENHANCE_YOUR_CALM; a gRPC client sending a burst of small
+    /// messages (thousands of watch creates on one stream) hit it with
+    /// hyper's 1 MiB default. The connection window is large so the budget
+    /// covers a full stream window of the smallest messages several times
+    /// over; the stream window bounds what one stream may have buffered.
+    pub h2_connection_window_bytes: u32,
+    pub h2_stream_window_bytes: u32,
 }
 
 impl GatewayOptions {
@@ -70,6 +79,8 @@ impl GatewayOptions {
             grpc_stream_buffer_responses: 128,
             max_concurrent_streams: 1024,
             max_conns: cfg.max_conns_per_core,
+            h2_connection_window_bytes: 16 * 1024 * 1024,
+            h2_stream_window_bytes: 256 * 1024,
         }
     }
 
@@ -151,7 +162,9 @@ async fn serve_connection(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: glommi
     let mut builder = hyper_util::server::conn::auto::Builder::new(rt::LocalExec);
     builder
         .http2()
-        .max_concurrent_streams(opts.max_concurrent_streams);
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .initial_connection_window_size(opts.h2_connection_window_bytes)
+        .initial_stream_window_size(opts.h2_stream_window_bytes);
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let (api, opts) = (api.clone(), opts.clone());
         async move { Ok::<_, Infallible>(handle(api, opts, req).await) }
