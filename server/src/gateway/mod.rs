@@ -26,7 +26,6 @@ mod rt;
 pub mod snapshot;
 mod watch;
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -40,6 +39,7 @@ use tonic::Status;
 
 use crate::config::Config;
 use crate::node::route::Api;
+use crate::node::serve::accept_loop;
 
 /// Every bound of the client-URL front-end.
 #[derive(Debug, Clone)]
@@ -57,9 +57,6 @@ pub struct GatewayOptions {
     pub grpc_stream_buffer_responses: usize,
     /// HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
-    /// Client-URL connections per shard (etcd has no such bound; ours is
-    /// `--max-conns-per-core`, shared with the native port's rule).
-    pub max_conns: usize,
     /// HTTP/2 flow-control windows. h2 answers a peer that has more small
     /// DATA frames buffered than a budget of half the connection window with
     /// GOAWAY ENHANCE_YOUR_CALM; a gRPC client sending a burst of small
@@ -78,7 +75,6 @@ impl GatewayOptions {
             grpc_headroom_bytes: DEFAULT_FRAME_HEADROOM_BYTES,
             grpc_stream_buffer_responses: 128,
             max_concurrent_streams: 1024,
-            max_conns: cfg.max_conns_per_core,
             h2_connection_window_bytes: 16 * 1024 * 1024,
             h2_stream_window_bytes: 256 * 1024,
         }
@@ -129,32 +125,9 @@ pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let opts = Rc::new(GatewayOptions::from_config(&api.shared.cfg));
-    glommio::spawn_local(async move {
-        let active = Rc::new(Cell::new(0usize));
-        while !api.shared.stopping() {
-            let stream = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "client URL accept failed");
-                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if active.get() >= opts.max_conns {
-                tracing::warn!("refusing a client URL connection: --max-conns-per-core reached");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            active.set(active.get() + 1);
-            let (api, opts, active) = (api.clone(), opts.clone(), active.clone());
-            glommio::spawn_local(async move {
-                serve_connection(api, opts, stream).await;
-                active.set(active.get() - 1);
-            })
-            .detach();
-        }
-    })
-    .detach();
+    accept_loop(listener, api.clone(), "client URL", move |stream| {
+        serve_connection(api.clone(), opts.clone(), stream)
+    });
     Ok(bound)
 }
 
