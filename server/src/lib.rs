@@ -5,6 +5,7 @@ pub mod config;
 pub mod ctl;
 pub mod gateway;
 pub mod http;
+pub mod inspect;
 pub mod kv;
 pub mod metrics;
 pub mod node;
