@@ -492,19 +492,20 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             if main > rev {
                 return Ok(true);
             }
-            // Hashed in the canonical record layout (independent of the
-            // file format).
+            // Hashed in the canonical key and record encodings
+            // (independent of the file format).
             let loaded = tree::load_value(t, v)?;
             let value = keys::record_to_stream(&loaded, main)?;
+            let stream_key = keys::key_entry_to_stream(&k)?;
             if main <= compacted {
                 pending_base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value))
+                    Some((stream_key, value))
                 };
             } else {
                 flush(&mut crc, &mut pending_base);
-                crc = crate::checksum::crc32c_append(crc, &k);
+                crc = crate::checksum::crc32c_append(crc, &stream_key);
                 crc = crate::checksum::crc32c_append(crc, &value);
             }
             Ok(true)
