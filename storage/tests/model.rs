@@ -43,7 +43,10 @@ fn key(k: u8) -> Vec<u8> {
         }
         8..=11 => {
             let mut v = vec![b'g'];
-            v.extend(std::iter::repeat_n(0u8, [0, 1, 127, 130][k as usize % 16 - 8]));
+            v.extend(std::iter::repeat_n(
+                0u8,
+                [0, 1, 127, 130][k as usize % 16 - 8],
+            ));
             if k % 16 == 11 {
                 v.push(1);
             }

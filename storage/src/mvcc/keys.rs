@@ -2,7 +2,8 @@
 //!
 //! One tree holds three tables, told apart by the first byte:
 //! - `k` + enc(user key) + main (8 B big-endian) + sub (8 B BE) -> record
-//! - `r` + main + sub -> user key (revision order, for watches and compaction)
+//! - `r` + main + sub -> enc(user key) (revision order, for watches and
+//!   compaction; `k` + the value is the prefix of the version's `k` entry)
 //! - `m` + name -> value (server metadata such as membership or lease state)
 //!
 //! enc() (format version 3) copies non-zero bytes and writes zero runs as
@@ -101,6 +102,26 @@ pub fn key_prefix(key: &[u8]) -> Vec<u8> {
     v.push(T_KEY);
     enc_into(&mut v, key);
     v
+}
+
+/// The `k` prefix of a user key stored as enc(key) (an `r` entry's value).
+pub fn prefix_from_enc(enc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(enc.len() + 17);
+    v.push(T_KEY);
+    v.extend_from_slice(enc);
+    v
+}
+
+/// The `k` entry of version (main, sub) of a user key stored as enc(key).
+pub fn key_entry_from_enc(enc: &[u8], main: i64, sub: i64) -> Vec<u8> {
+    let mut v = prefix_from_enc(enc);
+    v.extend_from_slice(&rev_bytes(main, sub));
+    v
+}
+
+/// enc(user key) inside a `k` entry built by [`key_entry`] (the `r` value).
+pub fn enc_of_entry(entry: &[u8]) -> &[u8] {
+    &entry[1..entry.len() - 16]
 }
 
 /// Canonical (stream) encoding: `00` bytes stuffed as `00 FF`, `00 00` terminator.

@@ -420,25 +420,26 @@ pub fn events_since<T: TreeRead + ?Sized>(
             return Ok(false);
         }
         scanned += 1;
-        let user_key = tree::load_value(t, v)?;
-        let entry = keys::key_entry(&user_key, main, sub);
+        // The value is enc(user key): `k` + it is the version's prefix.
+        let enc = tree::load_value(t, v)?;
+        let entry = keys::key_entry_from_enc(&enc, main, sub);
         let in_range = entry.as_slice() >= kstart.as_slice()
             && kend.as_deref().is_none_or(|e| entry.as_slice() < e);
         if in_range {
-            found.push((main, sub, user_key.into_owned()));
+            found.push((main, sub, enc.into_owned()));
         }
         Ok(true)
     })?;
     let mut events = Vec::with_capacity(found.len());
-    for (main, sub, user_key) in found {
-        let entry = keys::key_entry(&user_key, main, sub);
+    for (main, sub, enc) in found {
+        let entry = keys::key_entry_from_enc(&enc, main, sub);
         let Some(val) = tree::get(t, &entry)? else {
             return Err(StorageError::corrupted(
                 0,
                 "revision index points at a missing key entry",
             ));
         };
-        let prefix = keys::key_prefix(&user_key);
+        let prefix = keys::prefix_from_enc(&enc);
         let f = Found {
             prefix: Cow::Borrowed(&prefix),
             main,

@@ -253,14 +253,12 @@ pub(crate) fn restore_into(
                 }
                 let (rec, value) =
                     keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
-                txn.put(
-                    &keys::key_entry(&user_key, main, sub),
-                    &keys::encode_record(&rec, main, value),
-                )?;
+                let entry = keys::key_entry(&user_key, main, sub);
+                txn.put(&entry, &keys::encode_record(&rec, main, value))?;
                 // Revision entries exist only from the compacted revision
                 // on (compaction removes older ones, see `mvcc/compact.rs`).
                 if main >= compacted {
-                    txn.put(&keys::rev_entry(main, sub), &user_key)?;
+                    txn.put(&keys::rev_entry(main, sub), keys::enc_of_entry(&entry))?;
                 }
             }
             TAG_META if k.first() == Some(&keys::T_META) => txn.put(&k, &v)?,

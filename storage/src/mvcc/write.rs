@@ -161,11 +161,11 @@ impl<'a> WriteBatch<'a> {
         rec: &Record,
         value: &[u8],
     ) -> Result<()> {
-        self.txn.put(
-            &keys::key_entry(key, main, sub),
-            &keys::encode_record(rec, main, value),
-        )?;
-        self.txn.put(&keys::rev_entry(main, sub), key)
+        let entry = keys::key_entry(key, main, sub);
+        self.txn
+            .put(&entry, &keys::encode_record(rec, main, value))?;
+        self.txn
+            .put(&keys::rev_entry(main, sub), keys::enc_of_entry(&entry))
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
