@@ -11,6 +11,7 @@
 pub mod core;
 pub mod entry;
 pub mod peer;
+pub mod replica;
 pub mod serve;
 pub mod start;
 pub mod watch;
