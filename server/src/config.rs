@@ -30,8 +30,9 @@ pub struct Config {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// URLs to listen on for client HTTP traffic (/health, /metrics, /version).
-    /// The etcd gRPC gateway is not built yet; see README.
+    /// URLs to listen on for etcd's gRPC API and HTTP (/health, /readyz,
+    /// /livez, /metrics, /version), HTTP/2 (h2c) and HTTP/1.1 on one port,
+    /// served by every serve core (SO_REUSEPORT). Only the first URL is bound.
     #[arg(
         long,
         env = "ETCD_LISTEN_CLIENT_URLS",
@@ -162,9 +163,16 @@ pub struct Config {
     #[arg(long, env = "COREKV_MAX_REQUESTS_PER_CONN", default_value_t = 4096)]
     pub max_requests_per_conn: usize,
 
-    /// Upper bound of client connections per serve core.
+    /// Upper bound of client connections per serve core, on the native port
+    /// and on the client URL each.
     #[arg(long, env = "COREKV_MAX_CONNS_PER_CORE", default_value_t = 10_000)]
     pub max_conns_per_core: usize,
+
+    /// Upper bound of client writes and linearizable reads waiting in the
+    /// Raft core (proposed, forwarded, parked or waiting for a read index);
+    /// beyond it requests get "too many requests".
+    #[arg(long, env = "COREKV_MAX_PENDING_REQUESTS", default_value_t = 65_536)]
+    pub max_pending_requests: usize,
 
     /// Time a client write or linearizable read may wait before
     /// "etcdserver: request timed out".
@@ -180,6 +188,17 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval_ms: u64,
 
+    /// Bytes of watch responses a client connection or gRPC watch stream may
+    /// have queued before its watchers stop taking live events and catch up
+    /// from the store instead (slow consumers never lose events, and server
+    /// memory per client stays bounded); catch-up resumes below half of it.
+    #[arg(
+        long,
+        env = "COREKV_WATCH_MAX_PENDING_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub watch_max_pending_bytes: usize,
+
     /// Size of one preallocated WAL segment file.
     #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
@@ -188,6 +207,22 @@ pub struct Config {
     /// below the last checkpoint may be released.
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
+
+    /// Most leases the leader revokes by expiry per second (etcd's
+    /// leaseRevokeRate); a mass expiry is spread out at this rate.
+    #[arg(long, env = "COREKV_LEASE_REVOKE_RATE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_revoke_rate: u32,
+
+    /// How often the leader checkpoints each long lease's remaining TTL
+    /// through Raft (persisted, so leader changes and full restarts resume
+    /// from it; etcd's lease checkpoint + checkpoint-persist). 0 disables.
+    #[arg(
+        long,
+        env = "COREKV_LEASE_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub lease_checkpoint_interval_ms: u64,
 }
 
 impl Config {
@@ -245,6 +280,29 @@ impl Config {
         if self.snapshot_count == 0 {
             return Err("--snapshot-count must be > 0".into());
         }
+        self.validate_limits()
+    }
+
+    /// Every bound must admit at least one item: a zero queue depth or cap
+    /// would panic (a channel of depth 0), hang (no request ever admitted)
+    /// or refuse everything.
+    fn validate_limits(&self) -> Result<(), String> {
+        let limits: [(&str, u64); 9] = [
+            ("--proposal-queue-depth", self.proposal_queue_depth as u64),
+            ("--max-requests-per-conn", self.max_requests_per_conn as u64),
+            ("--max-conns-per-core", self.max_conns_per_core as u64),
+            ("--max-pending-requests", self.max_pending_requests as u64),
+            ("--max-request-bytes", self.max_request_bytes),
+            ("--wal-batch-max-bytes", self.wal_batch_max_bytes),
+            ("--wal-segment-bytes", self.wal_segment_bytes),
+            ("--store-sync-entries", self.store_sync_entries),
+            ("--request-timeout-ms", self.request_timeout_ms),
+        ];
+        for (flag, value) in limits {
+            if value == 0 {
+                return Err(format!("{flag} must be > 0"));
+            }
+        }
         Ok(())
     }
 }
@@ -263,4 +321,26 @@ pub fn url_to_addr(url: &str) -> Result<SocketAddr, String> {
         .find(|a| a.is_ipv4())
         .or_else(|| hostport.to_socket_addrs().ok().and_then(|mut a| a.next()))
         .ok_or_else(|| format!("cannot resolve {url}: no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_are_refused_at_start() {
+        assert_eq!(Config::parse_from(["corekv"]).validate(), Ok(()));
+        for flag in [
+            "--proposal-queue-depth",
+            "--max-requests-per-conn",
+            "--max-conns-per-core",
+            "--max-pending-requests",
+            "--wal-batch-max-bytes",
+            "--store-sync-entries",
+            "--request-timeout-ms",
+        ] {
+            let cfg = Config::parse_from(["corekv", flag, "0"]);
+            assert_eq!(cfg.validate(), Err(format!("{flag} must be > 0")), "{flag}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod coord;
 pub mod ctl;
 pub mod gateway;
 pub mod http;

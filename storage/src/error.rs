@@ -60,6 +60,12 @@ pub enum StorageError {
     /// distinct older snapshots, the limit (`StoreOptions::max_live_snapshots`).
     #[error("too many live read snapshots ({live}, limit {max})")]
     TooManyReaders { live: usize, max: usize },
+    /// A put or revoke named a lease the store does not hold.
+    #[error("lease {id:x} not found")]
+    LeaseNotFound { id: i64 },
+    /// A grant named a lease id that is taken.
+    #[error("lease {id:x} already exists")]
+    LeaseExists { id: i64 },
     /// A snapshot stream was malformed.
     #[error("invalid snapshot stream: {0}")]
     InvalidSnapshot(String),

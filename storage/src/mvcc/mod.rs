@@ -2,12 +2,14 @@
 
 mod compact;
 pub(crate) mod keys;
+mod lease;
 mod read;
 mod snapshot;
 mod store;
 mod types;
 mod write;
 
+pub use lease::{LeaseRecord, LeaseRevokeResult};
 pub use store::{DEFAULT_MAX_LIVE_SNAPSHOTS, ReadView, Store, StoreOptions};
 pub use types::*;
 pub use write::WriteBatch;

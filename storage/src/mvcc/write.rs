@@ -91,7 +91,8 @@ impl<'a> WriteBatch<'a> {
                 max: MAX_VALUE_BYTES,
             });
         }
-        self.check_quota()
+        self.check_quota()?;
+        self.check_lease(req)
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
@@ -130,6 +131,7 @@ impl<'a> WriteBatch<'a> {
         };
         let value = value.to_vec();
         self.write_version(&req.key, r.main, r.sub, &rec, &value)?;
+        self.reattach(&req.key, prev.as_ref().map_or(0, |p| p.lease), lease)?;
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: create,
@@ -209,6 +211,7 @@ impl<'a> WriteBatch<'a> {
         let mut prev_kvs = Vec::new();
         for prev in victims {
             self.write_version(&prev.key, r.main, r.sub, &rec, &[])?;
+            self.reattach(&prev.key, prev.lease, 0)?;
             r.sub += 1;
             let kv = KeyValue {
                 key: prev.key.clone(),
