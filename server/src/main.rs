@@ -7,6 +7,10 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
+    // `corekv inspect ...`: offline byte budget of a store file.
+    if std::env::args().nth(1).as_deref() == Some("inspect") {
+        std::process::exit(corekv_server::inspect::main(std::env::args().skip(1)));
+    }
     // FAILPOINTS=name=action;... (docs/reliability.md); lives until exit.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();

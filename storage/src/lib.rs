@@ -34,6 +34,7 @@ pub mod failpoint;
 mod freelist;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inspect;
 mod mapping;
 mod mvcc;
 mod node;
@@ -49,6 +50,7 @@ pub use checksum::crc32c as checksum_crc32c;
 pub use db::IntegrityReport;
 pub use defrag::DefragReport;
 pub use error::StorageError;
+pub use inspect::{Budget, LevelBudget, TableBudget, inspect};
 pub use mvcc::*;
 pub use page::{FORMAT_VERSION, PAGE_SIZE};
 
