@@ -188,6 +188,17 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval_ms: u64,
 
+    /// Bytes of watch responses a client connection or gRPC watch stream may
+    /// have queued before its watchers stop taking live events and catch up
+    /// from the store instead (slow consumers never lose events, and server
+    /// memory per client stays bounded); catch-up resumes below half of it.
+    #[arg(
+        long,
+        env = "COREKV_WATCH_MAX_PENDING_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub watch_max_pending_bytes: usize,
+
     /// Size of one preallocated WAL segment file.
     #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,

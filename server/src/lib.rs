@@ -6,6 +6,7 @@ pub mod coord;
 pub mod ctl;
 pub mod gateway;
 pub mod http;
+pub mod inspect;
 pub mod kv;
 pub mod metrics;
 pub mod node;

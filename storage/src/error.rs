@@ -36,6 +36,15 @@ pub enum StorageError {
     /// On-disk bytes failed validation.
     #[error("corrupted data at page {page}: {what}")]
     Corrupted { page: u64, what: String },
+    /// The file's meta pages are valid but of another on-disk format
+    /// version. Upgrade: `Store::write_snapshot` with the build that wrote
+    /// the file (the stream format does not depend on the file format),
+    /// then `Store::restore_snapshot` with this one.
+    #[error(
+        "unsupported store format version {found} (this build reads version {supported}; \
+         move the data with a snapshot from the old build)"
+    )]
+    UnsupportedFormat { found: u8, supported: u8 },
     /// An IO call failed; the store latches into the failed state afterwards.
     #[error("io error during {op} on {}: {source}", path.display())]
     Io {

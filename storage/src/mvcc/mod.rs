@@ -1,7 +1,7 @@
 //! The MVCC store (etcd semantics) on top of the B+ tree.
 
 mod compact;
-mod keys;
+pub(crate) mod keys;
 mod lease;
 mod read;
 mod snapshot;

@@ -165,7 +165,7 @@ impl<'a> WriteBatch<'a> {
     ) -> Result<()> {
         self.txn.put(
             &keys::key_entry(key, main, sub),
-            &keys::encode_record(rec, value),
+            &keys::encode_record(rec, main, value),
         )?;
         self.txn.put(&keys::rev_entry(main, sub), key)
     }
