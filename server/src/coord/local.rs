@@ -17,7 +17,7 @@ use crate::node::watch::{Hub, WatchSession, WatchSink};
 
 impl Api {
     async fn coord_call(&self, req: w::Request) -> Result<w::Response> {
-        let frame = OwnedFrame::encode(0, &req)
+        let frame = OwnedFrame::encode_request(0, &req)
             .map_err(|e| CoordError::Api(ApiError::Internal(format!("encoding: {e}"))))?;
         self.call(frame).await.map_err(CoordError::Api)
     }
