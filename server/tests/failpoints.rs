@@ -9,104 +9,45 @@
 #![cfg(feature = "failpoints")]
 
 mod common;
+#[path = "crash/load.rs"]
+mod load;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Member, put};
-use corekv_wire::messages as w;
+use common::{Cluster, Member};
+use load::{Acked, Extra, Until};
 
 /// Flags that make every persistence step happen often: small WAL
 /// segments (from common), a store sync every 50 entries, a WAL snapshot
 /// marker every 100.
 const FLAGS: &[&str] = &["--store-sync-entries", "50", "--snapshot-count", "100"];
 
-/// What the load does besides puts, so compaction and defrag run.
-#[derive(Clone, Copy)]
-enum Extra {
-    None,
-    /// Compact every 64 puts per writer.
-    Compact,
-    /// Write and delete filler, compact and defragment every 64 puts.
-    Churn,
-}
-
-/// Acknowledged writes: key -> revision.
-type Acked = Arc<Mutex<BTreeMap<String, i64>>>;
-
-/// Runs 4 writers against member `m` until it stops answering; returns
-/// what was acknowledged.
-async fn load_until_down(m: &Member, extra: Extra, within: Duration) -> BTreeMap<String, i64> {
-    let acked: Acked = Arc::default();
-    let value = "v".repeat(2048);
-    let stop_at = Instant::now() + within;
-    let mut tasks = Vec::new();
-    for t in 0..4 {
-        let c = common::connect(&m.native_addr()).await;
-        let acked = acked.clone();
-        let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0u64.. {
-                if Instant::now() > stop_at {
-                    return;
-                }
-                let key = format!("k{t}-{i:06}");
-                match c.put(put(&key, &value)).await {
-                    Ok(r) => {
-                        acked.lock().unwrap().insert(key, r.header.revision);
-                    }
-                    Err(_) => return,
-                }
-                if i % 64 == 63 && side_work(&c, extra, t, i).await.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("writer");
-    }
-    acked.lock().unwrap().clone()
-}
-
-async fn side_work(c: &corekv_wire::Client, extra: Extra, t: u32, i: u64) -> Result<(), ()> {
-    match extra {
-        Extra::None => Ok(()),
-        Extra::Compact | Extra::Churn => {
-            if let Extra::Churn = extra {
-                let filler = "f".repeat(8192);
-                for j in 0..32 {
-                    c.put(put(&format!("f{t}-{i}-{j}"), &filler))
-                        .await
-                        .map_err(drop)?;
-                }
-                c.delete_range(w::DeleteRangeRequest {
-                    key: format!("f{t}-").into_bytes(),
-                    range_end: format!("f{t}.").into_bytes(),
-                    prev_kv: false,
-                })
-                .await
-                .map_err(drop)?;
-            }
-            let rev = c
-                .status(w::StatusRequest {})
-                .await
-                .map_err(drop)?
-                .header
-                .revision;
-            // Another writer may have compacted past us: not an error.
-            let _ = c
-                .compact(w::CompactionRequest {
-                    revision: rev,
-                    physical: false,
-                })
-                .await;
-            if let Extra::Churn = extra {
-                c.defragment(w::DefragmentRequest {}).await.map_err(drop)?;
-            }
-            Ok(())
+/// Write load until the member process exits (a transient error, e.g. a
+/// timeout on a loaded host, only restarts the writers).
+async fn load_until_exit(m: &mut Member, extra: Extra) -> Acked {
+    let mut acked = Acked::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let addr = [m.native_addr()];
+        acked.extend(
+            load::write_load(
+                &addr,
+                "k",
+                extra,
+                Until::FirstError,
+                Duration::from_secs(30),
+            )
+            .await,
+        );
+        let child = m.child.as_mut().expect("running");
+        if child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+            return acked;
+        }
+        // Exiting takes a moment after the last answer.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if child.try_wait().expect("try_wait").is_some() {
+            return acked;
         }
     }
 }
@@ -130,49 +71,10 @@ fn wait_exit(m: &mut Member, within: Duration) -> std::process::ExitStatus {
 }
 
 /// Restarts `m` without failpoints and checks every acknowledged write.
-async fn verify_after_restart(m: &mut Member, acked: &BTreeMap<String, i64>) {
+async fn verify_after_restart(m: &mut Member, acked: &Acked) {
     m.env.clear();
     m.start();
-    let c = common::connect(&m.native_addr()).await;
-    let max_acked = acked.values().copied().max().unwrap_or(0);
-    // Linearizable: answered once the member applied everything committed.
-    let r = c
-        .range(w::RangeRequest {
-            key: b"k".to_vec(),
-            range_end: b"l".to_vec(),
-            keys_only: true,
-            ..Default::default()
-        })
-        .await
-        .expect("range");
-    assert!(
-        r.header.revision >= max_acked,
-        "revision went back: {} after restart, {max_acked} acknowledged",
-        r.header.revision
-    );
-    let have: BTreeMap<String, i64> = r
-        .kvs
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(&kv.key).into_owned(),
-                kv.mod_revision,
-            )
-        })
-        .collect();
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|(k, rev)| have.get(*k) != Some(rev))
-        .take(5)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost or changed, e.g. {lost:?}",
-        acked
-            .iter()
-            .filter(|(k, rev)| have.get(*k) != Some(rev))
-            .count()
-    );
+    load::verify(&m.native_addr(), acked, 0).await;
 }
 
 /// Crash at `failpoint` after `skip` hits, then verify.
@@ -185,7 +87,7 @@ async fn crash_at(failpoint: &str, skip: u32, extra: Extra) {
         format!("{failpoint}={skip}*off->return(crash)"),
     )];
     m.start();
-    let acked = load_until_down(m, extra, Duration::from_secs(60)).await;
+    let acked = load_until_exit(m, extra).await;
     let status = wait_exit(m, Duration::from_secs(10));
     assert_eq!(
         status.signal(),
@@ -232,7 +134,7 @@ async fn wal_fdatasync_eio_stops_the_member() {
     m.stop();
     m.env = vec![("FAILPOINTS".into(), "wal-fsync=300*off->return(eio)".into())];
     m.start();
-    let acked = load_until_down(m, Extra::None, Duration::from_secs(60)).await;
+    let acked = load_until_exit(m, Extra::None).await;
     let status = wait_exit(m, Duration::from_secs(10));
     assert_eq!(status.signal(), None, "fail-stop is an exit, not a crash");
     assert!(
