@@ -173,8 +173,8 @@ impl Core {
         for m in std::mem::take(&mut work.messages) {
             self.send_message(m);
         }
-        self.persist(&work).await?;
-        self.replica.on_persisted(&work);
+        let wal = self.persist(&work).await?;
+        self.replica.on_persisted(&work, wal);
         for m in std::mem::take(&mut work.persisted_messages) {
             self.send_message(m);
         }
@@ -183,7 +183,8 @@ impl Core {
         self.maybe_checkpoint().await
     }
 
-    async fn persist(&mut self, work: &Work) -> Result<(), String> {
+    /// Returns when the WAL write started and when its fsync was done.
+    async fn persist(&mut self, work: &Work) -> Result<Option<(Instant, Instant)>, String> {
         if let Some(meta) = &work.snapshot {
             self.wal
                 .save_snapshot_marker(meta)
@@ -197,9 +198,11 @@ impl Core {
                 .append(entries, hs)
                 .await
                 .map_err(|e| format!("wal: {e}"))?;
-            METRICS.wal_fsync.observe(started.elapsed());
+            let synced = Instant::now();
+            METRICS.wal_fsync.observe(synced - started);
+            return Ok(Some((started, synced)));
         }
-        Ok(())
+        Ok(None)
     }
 
     fn send_message(&mut self, m: Message) {
@@ -214,7 +217,7 @@ impl Core {
     fn apply(&mut self, work: &mut Work) -> Result<(), String> {
         let started = Instant::now();
         let store = self.shared.store();
-        let Some(done) = self.replica.apply(&store, work)? else {
+        let Some(done) = self.replica.apply(&store, work, &Instant::now)? else {
             return Ok(());
         };
         METRICS.backend_commit.observe(started.elapsed());

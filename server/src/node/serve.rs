@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use corekv_wire::messages as w;
 use corekv_wire::{
@@ -261,6 +262,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         }
         _ => {}
     }
+    let received = Instant::now();
     let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));
     };
@@ -270,21 +272,33 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     glommio::spawn_local(async move {
         let result = match owned.access::<w::Request>() {
             Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
-            Ok(_) if replicated => propose(&conn.shared, owned).await,
+            Ok(_) if replicated => propose(&conn.shared, owned, received).await,
             Ok(w::ArchivedRequest::WatchProgress(_)) => watch_progress(&conn).await,
             Ok(req) => slow_path(&conn.shared, req).await,
         };
+        let replied = Instant::now();
         answer(&conn.outbox, id, kind, result);
+        if replicated {
+            crate::stages::observe_answer(received, replied);
+        }
         drop(permit);
     })
     .detach();
 }
 
-async fn propose(shared: &Shared, frame: corekv_wire::OwnedFrame) -> Result<w::Response, ApiError> {
+async fn propose(
+    shared: &Shared,
+    frame: corekv_wire::OwnedFrame,
+    received: Instant,
+) -> Result<w::Response, ApiError> {
     let (reply, rx) = oneshot::channel();
     shared
         .to_core
-        .send(CoreMsg::Propose { frame, reply })
+        .send(CoreMsg::Propose {
+            frame,
+            reply,
+            received,
+        })
         .await
         .map_err(|_| ApiError::Stopped)?;
     rx.await.map_err(|_| ApiError::Stopped)?

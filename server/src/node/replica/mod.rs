@@ -19,4 +19,6 @@ pub mod state;
 pub use state::{Outbound, Replica, ReplicaConfig, Work};
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

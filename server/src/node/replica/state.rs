@@ -10,6 +10,7 @@
 //! [`Replica::on_persisted`], send `persisted_messages`, [`Replica::apply`]
 //! the committed entries, then [`Replica::advance`] the whole Work.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use corekv_raftcore::{
@@ -17,13 +18,14 @@ use corekv_raftcore::{
 };
 use corekv_storage::{CommitInfo, Store};
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, OwnedFrame};
+use corekv_wire::ApiError;
 
 use super::apply;
-use super::requests::{ReadReply, Requests, Ticket, WriteReply};
+use super::requests::{NewWrite, ReadReply, Requests, Ticket};
 use crate::metrics::METRICS;
 use crate::node::CoreMsg;
 use crate::node::entry::{self, Origin};
+use crate::stages::{Stage, WRITE_STAGES};
 use std::sync::atomic::Ordering;
 
 /// Fixed facts of one run of the replica.
@@ -67,6 +69,8 @@ pub struct Work {
     pub persisted_messages: Vec<Message>,
     /// Committed and locally durable: apply in order.
     pub committed: Vec<Entry>,
+    /// When the Ready was taken (its committed entries known committed).
+    taken_at: Instant,
     ready: Ready,
 }
 
@@ -97,6 +101,19 @@ pub struct Replica {
     applied: u64,
     /// The hard state last written to the WAL.
     durable_hs: HardState,
+    /// Recent WAL writes, oldest first, for the stage timings; bounded by
+    /// `MAX_TRACKED_WAL_BATCHES`, dropped once applied.
+    wal_batches: VecDeque<WalBatch>,
+}
+
+/// Most WAL writes remembered for stage timings.
+const MAX_TRACKED_WAL_BATCHES: usize = 1024;
+
+struct WalBatch {
+    first: u64,
+    last: u64,
+    started: Instant,
+    synced: Instant,
 }
 
 impl Replica {
@@ -109,6 +126,7 @@ impl Replica {
             outbox: Vec::new(),
             applied,
             durable_hs,
+            wal_batches: VecDeque::new(),
         }
     }
 
@@ -137,8 +155,21 @@ impl Replica {
     pub fn on_client(&mut self, now: Instant, m: CoreMsg) {
         let deadline = now + self.cfg.request_timeout;
         match m {
-            CoreMsg::Propose { frame, reply } => match self.requests.ticket() {
-                Ok(ticket) => self.propose(ticket, deadline, frame, reply),
+            CoreMsg::Propose {
+                frame,
+                reply,
+                received,
+            } => match self.requests.ticket() {
+                Ok(ticket) => {
+                    WRITE_STAGES.observe(Stage::ToCore, now.saturating_duration_since(received));
+                    self.propose(NewWrite {
+                        ticket,
+                        deadline,
+                        taken: now,
+                        frame,
+                        reply,
+                    });
+                }
                 Err(_) => {
                     METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(ApiError::TooManyRequests));
@@ -176,7 +207,14 @@ impl Replica {
 
     /// Proposes a client write here (leader), forwards it (follower that
     /// knows the leader), or parks it until a leader is known.
-    fn propose(&mut self, ticket: Ticket, deadline: Instant, frame: OwnedFrame, reply: WriteReply) {
+    fn propose(&mut self, write: NewWrite) {
+        let NewWrite {
+            ticket,
+            deadline,
+            taken,
+            frame,
+            reply,
+        } = write;
         let origin = Origin {
             member: self.cfg.member_id,
             run_nonce: self.cfg.run_nonce,
@@ -184,7 +222,7 @@ impl Replica {
         };
         let data = entry::encode(origin, frame.payload());
         match self.raw.propose(data) {
-            Ok(_) => self.requests.proposed(ticket, deadline, reply),
+            Ok(_) => self.requests.proposed(ticket, deadline, taken, reply),
             Err(RaftError::NotLeader {
                 leader: Some(leader),
             }) => {
@@ -195,10 +233,16 @@ impl Replica {
                     ticket,
                     data,
                 });
-                self.requests.proposed(ticket, deadline, reply);
+                self.requests.proposed(ticket, deadline, taken, reply);
             }
             Err(RaftError::NotLeader { leader: None }) => {
-                self.requests.park(ticket, deadline, frame, reply);
+                self.requests.park(NewWrite {
+                    ticket,
+                    deadline,
+                    taken,
+                    frame,
+                    reply,
+                });
             }
             Err(e) => {
                 METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
@@ -254,8 +298,8 @@ impl Replica {
         if !self.requests.has_parked() || !self.leader_known() {
             return;
         }
-        for (ticket, deadline, frame, reply) in self.requests.unpark_all() {
-            self.propose(ticket, deadline, frame, reply);
+        for write in self.requests.unpark_all() {
+            self.propose(write);
         }
     }
 
@@ -297,12 +341,27 @@ impl Replica {
             hard_state,
             persisted_messages: std::mem::take(&mut rd.persisted_messages),
             committed: std::mem::take(&mut rd.committed_entries),
+            taken_at: now,
             ready: rd,
         }
     }
 
-    /// The Work's snapshot marker and WAL write are durable.
-    pub fn on_persisted(&mut self, work: &Work) {
+    /// The Work's snapshot marker and WAL write are durable; `wal` is when
+    /// its WAL write started and when its fsync was done.
+    pub fn on_persisted(&mut self, work: &Work, wal: Option<(Instant, Instant)>) {
+        if let (Some(first), Some(last), Some((started, synced))) =
+            (work.entries.first(), work.entries.last(), wal)
+        {
+            if self.wal_batches.len() == MAX_TRACKED_WAL_BATCHES {
+                self.wal_batches.pop_front();
+            }
+            self.wal_batches.push_back(WalBatch {
+                first: first.index,
+                last: last.index,
+                started,
+                synced,
+            });
+        }
         if let Some(hs) = work.hard_state {
             self.durable_hs = hs;
         }
@@ -318,7 +377,13 @@ impl Replica {
 
     /// Applies the Work's committed entries to `store` and answers this
     /// run's waiting writes. An error is fatal (the store failed).
-    pub fn apply(&mut self, store: &Store, work: &mut Work) -> Result<Option<Applied>, String> {
+    /// `clock` reads the time after the store commit (stage timings).
+    pub fn apply(
+        &mut self,
+        store: &Store,
+        work: &mut Work,
+        clock: &dyn Fn() -> Instant,
+    ) -> Result<Option<Applied>, String> {
         let committed = std::mem::take(&mut work.committed);
         if committed.is_empty() {
             return Ok(None);
@@ -341,16 +406,44 @@ impl Replica {
             .proposals_applied
             .fetch_add(done.requests, Ordering::Relaxed);
         self.applied = self.applied.max(done.last_index);
-        for (origin, result) in done.answers {
-            if self.is_mine(origin) {
-                self.requests.answer_write(origin.proposal_id, result);
+        let applied_at = clock();
+        for (origin, index, result) in done.answers {
+            if !self.is_mine(origin) {
+                continue;
             }
+            if let Some(taken) = self.requests.answer_write(origin.proposal_id, result) {
+                self.observe_stages(index, taken, work.taken_at, applied_at);
+            }
+        }
+        while self
+            .wal_batches
+            .front()
+            .is_some_and(|b| b.last <= self.applied)
+        {
+            self.wal_batches.pop_front();
         }
         self.requests.release_reads(self.applied);
         Ok(Some(Applied {
             applied: self.applied,
             commit: done.commit,
         }))
+    }
+
+    /// Stage timings of one answered write whose entry is at `index`.
+    fn observe_stages(&self, index: u64, taken: Instant, committed: Instant, applied: Instant) {
+        let since = |later: Instant, earlier: Instant| later.saturating_duration_since(earlier);
+        // The latest write of that index is the one that holds it now.
+        if let Some(b) = self
+            .wal_batches
+            .iter()
+            .rev()
+            .find(|b| b.first <= index && index <= b.last)
+        {
+            WRITE_STAGES.observe(Stage::BatchWait, since(b.started, taken));
+            WRITE_STAGES.observe(Stage::WalWrite, since(b.synced, b.started));
+            WRITE_STAGES.observe(Stage::Commit, since(committed, b.synced));
+        }
+        WRITE_STAGES.observe(Stage::Apply, since(applied, committed));
     }
 
     fn is_mine(&self, origin: Origin) -> bool {

@@ -93,9 +93,9 @@ pub fn drive(r: &mut Replica, disk: &mut Disk, store: &Store, now: Instant) -> V
         let mut work = r.take_ready(now);
         out.append(&mut work.messages);
         disk.persist(&work);
-        r.on_persisted(&work);
+        r.on_persisted(&work, None);
         out.append(&mut work.persisted_messages);
-        r.apply(store, &mut work).expect("apply");
+        r.apply(store, &mut work, &Instant::now).expect("apply");
         r.advance(work);
     }
     out
@@ -121,7 +121,15 @@ pub fn put_frame(key: &[u8], value: &[u8]) -> OwnedFrame {
 pub fn put(r: &mut Replica, now: Instant, key: &[u8]) -> WriteRx {
     let (reply, rx) = oneshot::channel();
     let frame = put_frame(key, b"v");
-    r.on_client(now, CoreMsg::Propose { frame, reply });
+    let received = now;
+    r.on_client(
+        now,
+        CoreMsg::Propose {
+            frame,
+            reply,
+            received,
+        },
+    );
     rx
 }
 
@@ -184,7 +192,7 @@ fn a_snapshot_only_ready_is_reported_applied() {
     let work = r.take_ready(t0);
     assert!(work.snapshot.is_some() && work.committed.is_empty());
     disk.persist(&work);
-    r.on_persisted(&work);
+    r.on_persisted(&work, None);
     r.advance(work);
     assert_eq!(r.status().applied, 10);
     drive(&mut r, &mut disk, &store, t0);
