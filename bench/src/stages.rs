@@ -14,13 +14,12 @@ use crate::error::BenchError;
 
 const METRIC: &str = "corekv_write_stage_duration_seconds";
 /// Stages in a write's order (the member's names).
-const ORDER: [&str; 7] = [
+const ORDER: [&str; 6] = [
     "to_core",
     "batch_wait",
     "wal_write",
     "commit",
     "apply",
-    "answer",
     "total",
 ];
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);

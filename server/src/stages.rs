@@ -5,16 +5,17 @@
 //!
 //! | stage | from -> to | measured on |
 //! |---|---|---|
-//! | `to_core` | received on a shard -> taken by the Raft core (per-connection back-pressure, the core's channel) | the core |
+//! | `to_core` | received by a shard's request layer -> taken by the Raft core (the core's channel) | the core |
 //! | `batch_wait` | taken by the core -> the WAL write holding its entry starts | the core |
 //! | `wal_write` | that WAL write starts -> its fdatasync is done | the core |
 //! | `commit` | fsync done -> the entry is known committed (quorum) | the core |
 //! | `apply` | committed -> applied (store commit done, answer sent) | the core |
-//! | `answer` | the shard has the answer -> answer queued on the connection | the shard |
-//! | `total` | received on a shard -> answer queued on the connection | the shard |
+//! | `total` | received by a shard's request layer -> the answer is back on the shard | the shard |
 //!
 //! `total` minus the sum of the others is the hand-over of the answer from
-//! the core to the shard (the task wake-up across executors). Writes
+//! the core to the shard (the task wake-up across executors). Not counted:
+//! a front-end's own wait for a per-connection in-flight permit before it
+//! calls the request layer, and queueing the answer on the connection. Writes
 //! answered by a member that forwarded them to the leader count the
 //! forwarding in `batch_wait` (their entry reaches this member's WAL with
 //! the leader's append).
@@ -33,17 +34,15 @@ pub enum Stage {
     WalWrite,
     Commit,
     Apply,
-    Answer,
     Total,
 }
 
-pub const STAGES: [Stage; 7] = [
+pub const STAGES: [Stage; 6] = [
     Stage::ToCore,
     Stage::BatchWait,
     Stage::WalWrite,
     Stage::Commit,
     Stage::Apply,
-    Stage::Answer,
     Stage::Total,
 ];
 
@@ -55,7 +54,6 @@ impl Stage {
             Stage::WalWrite => "wal_write",
             Stage::Commit => "commit",
             Stage::Apply => "apply",
-            Stage::Answer => "answer",
             Stage::Total => "total",
         }
     }
@@ -140,12 +138,9 @@ impl StageHistograms {
     }
 }
 
-/// The shard queued a write's answer on its connection: `answer` and
-/// `total`.
-pub fn observe_answer(received: Instant, replied: Instant) {
-    let now = Instant::now();
-    WRITE_STAGES.observe(Stage::Answer, now.saturating_duration_since(replied));
-    WRITE_STAGES.observe(Stage::Total, now.saturating_duration_since(received));
+/// A write's answer is back on the shard that received it at `received`.
+pub fn observe_total(received: Instant) {
+    WRITE_STAGES.observe(Stage::Total, received.elapsed());
 }
 
 #[cfg(test)]

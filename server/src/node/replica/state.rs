@@ -17,8 +17,8 @@ use corekv_raftcore::{
     Entry, HardState, Message, NodeId, RaftError, RawNode, Ready, Role, SnapshotMeta, Status,
 };
 use corekv_storage::{CommitInfo, Store};
-use corekv_wire::messages as w;
 use corekv_wire::ApiError;
+use corekv_wire::messages as w;
 
 use super::apply;
 use super::requests::{NewWrite, ReadReply, Requests, Ticket};
