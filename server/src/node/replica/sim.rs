@@ -18,8 +18,9 @@ use corekv_storage::{MemBackend, RangeRequest, Store, StoreOptions};
 use corekv_wire::messages as w;
 
 use super::Outbound;
+use super::Persist;
 use super::Replica;
-use super::tests::{Disk, WriteRx, drive, put, start};
+use super::tests::{Disk, WriteRx, put, start};
 
 const MEMBERS: [u64; 3] = [1, 2, 3];
 const TICK: Duration = Duration::from_millis(100);
@@ -41,6 +42,8 @@ impl Rng {
 
 struct Member {
     replica: Option<Replica>,
+    /// The WAL write in flight (the driver keeps at most one).
+    writing: Option<Persist>,
     disk: Disk,
     backend: Arc<MemBackend>,
     store: Store,
@@ -80,6 +83,7 @@ impl Sim {
                 id,
                 Member {
                     replica: Some(replica),
+                    writing: None,
                     disk,
                     backend,
                     store,
@@ -118,6 +122,8 @@ impl Sim {
     fn crash(&mut self, id: u64) {
         let m = self.members.get_mut(&id).expect("member");
         m.replica = None;
+        // The write in flight never became durable.
+        m.writing = None;
         // Power loss: unsynced store commits are gone; the WAL (`disk`)
         // holds exactly what was reported persisted.
         let fresh = Store::open_with_backend(Arc::new(MemBackend::new()), StoreOptions::default())
@@ -200,7 +206,9 @@ impl Sim {
                     },
                 ));
             }
-            for msg in drive(r, &mut m.disk, &m.store, now) {
+            // A write in flight completes with probability 1/2 per step.
+            let complete = !faulty || self.rng.chance(500);
+            for msg in drive_pipelined(r, &mut m.writing, &mut m.disk, &m.store, now, complete) {
                 out.push((id, Packet::Raft(msg)));
             }
         }
@@ -259,6 +267,41 @@ impl Sim {
             }
         }
     }
+}
+
+/// The driver's pipeline (`core.rs`): one WAL write in flight; a Ready is
+/// taken only when none is; its committed entries are applied at once,
+/// before its own write is durable.
+fn drive_pipelined(
+    r: &mut Replica,
+    writing: &mut Option<Persist>,
+    disk: &mut Disk,
+    store: &Store,
+    now: Instant,
+    complete: bool,
+) -> Vec<Message> {
+    let mut out = Vec::new();
+    if complete {
+        if let Some(mut done) = writing.take() {
+            disk.persist(&done);
+            r.on_persisted(&done, None);
+            out.append(&mut done.persisted_messages);
+        }
+    }
+    while writing.is_none() && r.has_ready() {
+        let mut work = r.take_ready(now);
+        out.append(&mut work.messages);
+        let mut persist = work.take_persist();
+        if persist.wal_write().is_some() || persist.snapshot.is_some() {
+            *writing = Some(persist);
+        } else {
+            r.on_persisted(&persist, None);
+            out.append(&mut persist.persisted_messages);
+        }
+        r.apply(store, &mut work, &Instant::now).expect("apply");
+        r.advance(work);
+    }
+    out
 }
 
 fn run(seed: u64, steps: u64) -> usize {

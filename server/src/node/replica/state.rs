@@ -5,10 +5,13 @@
 //! one in the member, a memory-backed one in tests).
 //!
 //! The driver (`node/core.rs`) keeps the Ready contract of raftcore with
-//! it: for each [`Work`] from [`Replica::take_ready`], send `messages`,
-//! persist (`snapshot` marker, then `wal_write()`), call
-//! [`Replica::on_persisted`], send `persisted_messages`, [`Replica::apply`]
-//! the committed entries, then [`Replica::advance`] the whole Work.
+//! it: for each [`Work`] from [`Replica::take_ready`], send `messages`;
+//! hand its [`Persist`] to the WAL (`snapshot` marker, then `wal_write()`),
+//! and when that is durable call [`Replica::on_persisted`] and send
+//! `persisted_messages`; [`Replica::apply`] the committed entries (at once:
+//! they are durable already, this is what lets apply overlap the fsync of
+//! the Work's own entries), then [`Replica::advance`] the Work. Works'
+//! writes become durable in the order the Works were taken.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -60,14 +63,9 @@ pub enum Outbound {
 pub struct Work {
     /// Send now (before the writes are durable).
     pub messages: Vec<Message>,
-    /// Persist this snapshot marker before the entries.
-    pub snapshot: Option<SnapshotMeta>,
-    entries: Vec<Entry>,
-    /// The hard state to write with the entries, when it must be written.
-    hard_state: Option<HardState>,
-    /// Send once the writes are durable.
-    pub persisted_messages: Vec<Message>,
-    /// Committed and locally durable: apply in order.
+    persist: Option<Persist>,
+    /// Committed and locally durable: apply in order (they do not wait for
+    /// this Work's own writes).
     pub committed: Vec<Entry>,
     /// When the Ready was taken (its committed entries known committed).
     taken_at: Instant,
@@ -75,11 +73,33 @@ pub struct Work {
 }
 
 impl Work {
-    /// The WAL write this Ready needs (entries, hard state), if any. A hard
-    /// state whose term and vote are unchanged only moved the commit index,
-    /// which need not be durable (a restarted member learns it again from
-    /// the leader): it rides along with the next entries instead of costing
-    /// an fdatasync of its own.
+    /// The writes of this Work and what waits for them. Writes must become
+    /// durable in the order the Works were taken.
+    pub fn take_persist(&mut self) -> Persist {
+        self.persist
+            .take()
+            .expect("take_persist is called once per Work")
+    }
+}
+
+/// One Work's writes, handed to the WAL; report them with
+/// [`Replica::on_persisted`] once durable.
+pub struct Persist {
+    /// Persist this snapshot marker before the entries.
+    pub snapshot: Option<SnapshotMeta>,
+    entries: Vec<Entry>,
+    /// The hard state to write with the entries, when it must be written.
+    hard_state: Option<HardState>,
+    /// Send once the writes are durable.
+    pub persisted_messages: Vec<Message>,
+}
+
+impl Persist {
+    /// The WAL write (entries, hard state), if any. A hard state whose term
+    /// and vote are unchanged only moved the commit index, which need not be
+    /// durable (a restarted member learns it again from the leader): it
+    /// rides along with the next entries instead of costing an fdatasync of
+    /// its own.
     pub fn wal_write(&self) -> Option<(&[Entry], Option<HardState>)> {
         (!self.entries.is_empty() || self.hard_state.is_some())
             .then_some((&self.entries[..], self.hard_state))
@@ -334,21 +354,24 @@ impl Replica {
         let hard_state = rd.hard_state.filter(|hs| {
             !rd.entries.is_empty() || hs.term != durable.term || hs.vote != durable.vote
         });
-        Work {
-            messages: std::mem::take(&mut rd.messages),
+        let persist = Persist {
             snapshot: rd.snapshot.clone(),
             entries: std::mem::take(&mut rd.entries),
             hard_state,
             persisted_messages: std::mem::take(&mut rd.persisted_messages),
+        };
+        Work {
+            messages: std::mem::take(&mut rd.messages),
+            persist: Some(persist),
             committed: std::mem::take(&mut rd.committed_entries),
             taken_at: now,
             ready: rd,
         }
     }
 
-    /// The Work's snapshot marker and WAL write are durable; `wal` is when
+    /// A Work's snapshot marker and WAL write are durable; `wal` is when
     /// its WAL write started and when its fsync was done.
-    pub fn on_persisted(&mut self, work: &Work, wal: Option<(Instant, Instant)>) {
+    pub fn on_persisted(&mut self, work: &Persist, wal: Option<(Instant, Instant)>) {
         if let (Some(first), Some(last), Some((started, synced))) =
             (work.entries.first(), work.entries.last(), wal)
         {
@@ -450,11 +473,13 @@ impl Replica {
         origin.member == self.cfg.member_id && origin.run_nonce == self.cfg.run_nonce
     }
 
-    /// Everything in the Work was handled: the whole Ready is reported
-    /// applied (its committed entries, and a snapshot if it carried one).
+    /// The Work's committed entries were applied: the whole Ready is
+    /// reported applied (its committed entries, and a snapshot if it carried
+    /// one, which was installed before the Ready existed). Its writes may
+    /// still be in flight.
     pub fn advance(&mut self, work: Work) {
         debug_assert!(work.committed.is_empty(), "apply before advance");
-        if let Some(s) = &work.snapshot {
+        if let Some(s) = &work.ready.snapshot {
             self.applied = self.applied.max(s.index);
         }
         self.raw.advance(work.ready);

@@ -12,7 +12,7 @@ use corekv_wire::messages as w;
 use corekv_wire::{ApiError, FrameDecoder, OwnedFrame, WireLimits, encode_frame};
 use tokio::sync::oneshot;
 
-use super::{Replica, ReplicaConfig, Work};
+use super::{Persist, Replica, ReplicaConfig};
 use crate::node::CoreMsg;
 
 pub const TIMEOUT: Duration = Duration::from_secs(7);
@@ -28,7 +28,7 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn persist(&mut self, work: &Work) {
+    pub fn persist(&mut self, work: &Persist) {
         if let Some(s) = &work.snapshot {
             self.entries.retain(|e| e.index > s.index);
             self.snapshot = Some(s.clone());
@@ -92,9 +92,10 @@ pub fn drive(r: &mut Replica, disk: &mut Disk, store: &Store, now: Instant) -> V
     while r.has_ready() {
         let mut work = r.take_ready(now);
         out.append(&mut work.messages);
-        disk.persist(&work);
-        r.on_persisted(&work, None);
-        out.append(&mut work.persisted_messages);
+        let mut persist = work.take_persist();
+        disk.persist(&persist);
+        r.on_persisted(&persist, None);
+        out.append(&mut persist.persisted_messages);
         r.apply(store, &mut work, &Instant::now).expect("apply");
         r.advance(work);
     }
@@ -159,9 +160,10 @@ fn an_entry_from_before_a_restart_never_answers_a_new_client() {
     elect(&mut r, &mut disk, &store, t0);
     let _lost = put(&mut r, t0, b"a");
     // The entry reaches the WAL; the member crashes before applying it.
-    let work = r.take_ready(t0);
-    assert_eq!(work.wal_write().map(|(e, _)| e.len()), Some(1));
-    disk.persist(&work);
+    let mut work = r.take_ready(t0);
+    let persist = work.take_persist();
+    assert_eq!(persist.wal_write().map(|(e, _)| e.len()), Some(1));
+    disk.persist(&persist);
     drop((work, r));
 
     // The new run's first request has the same proposal id (1).
@@ -189,10 +191,11 @@ fn a_snapshot_only_ready_is_reported_applied() {
         conf_state: voters(&[1, 2, 3]),
     });
     r.on_image_installed(None, msg);
-    let work = r.take_ready(t0);
-    assert!(work.snapshot.is_some() && work.committed.is_empty());
-    disk.persist(&work);
-    r.on_persisted(&work, None);
+    let mut work = r.take_ready(t0);
+    let persist = work.take_persist();
+    assert!(persist.snapshot.is_some() && work.committed.is_empty());
+    disk.persist(&persist);
+    r.on_persisted(&persist, None);
     r.advance(work);
     assert_eq!(r.status().applied, 10);
     drive(&mut r, &mut disk, &store, t0);
