@@ -137,8 +137,20 @@ struct WalBatch {
 }
 
 impl Replica {
-    pub fn new(cfg: ReplicaConfig, raw: RawNode, applied: u64, durable_hs: HardState) -> Replica {
+    /// A member that is the only voter campaigns at once (it needs no one's
+    /// vote, so waiting for an election timeout would only delay serving).
+    pub fn new(
+        cfg: ReplicaConfig,
+        mut raw: RawNode,
+        applied: u64,
+        durable_hs: HardState,
+    ) -> Replica {
         assert_ne!(cfg.run_nonce, 0, "a run nonce is never 0");
+        if raw.status().conf_state.voters == [cfg.member_id] {
+            if let Err(e) = raw.campaign() {
+                tracing::debug!(error = %e, "no campaign at start");
+            }
+        }
         Replica {
             raw,
             requests: Requests::new(cfg.max_pending_requests),

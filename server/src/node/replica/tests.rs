@@ -137,7 +137,7 @@ pub fn put(r: &mut Replica, now: Instant, key: &[u8]) -> WriteRx {
 /// Ticks a single member until it leads.
 pub fn elect(r: &mut Replica, disk: &mut Disk, store: &Store, now: Instant) {
     for _ in 0..100 {
-        if r.status().role == corekv_raftcore::Role::Leader {
+        if r.status().role == corekv_raftcore::Role::Leader && !r.has_ready() {
             return;
         }
         r.tick(now);
@@ -158,6 +158,7 @@ fn an_entry_from_before_a_restart_never_answers_a_new_client() {
     let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
     let mut r = start(1, &[1], 11, &disk, &store);
     elect(&mut r, &mut disk, &store, t0);
+    drive(&mut r, &mut disk, &store, t0);
     let _lost = put(&mut r, t0, b"a");
     // The entry reaches the WAL; the member crashes before applying it.
     let mut work = r.take_ready(t0);
@@ -256,4 +257,19 @@ fn writes_and_reads_are_answered_in_a_single_member() {
     assert!(matches!(read.try_recv(), Ok(Ok(()))));
     assert_eq!(r.waiting_requests(), 0);
     assert_eq!(store.applied_index(), r.applied());
+}
+
+#[test]
+fn a_single_member_leads_without_waiting_for_a_tick() {
+    let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
+    for nonce in [1, 2] {
+        // First start, then a restart from the same WAL and store.
+        let mut r = start(1, &[1], nonce, &disk, &store);
+        drive(&mut r, &mut disk, &store, t0);
+        assert_eq!(r.status().role, corekv_raftcore::Role::Leader);
+    }
+    // One voter of three does not campaign on its own.
+    let mut r = start(1, &[1, 2, 3], 3, &Disk::default(), &mem_store());
+    drive(&mut r, &mut Disk::default(), &mem_store(), t0);
+    assert_eq!(r.status().role, corekv_raftcore::Role::Follower);
 }
