@@ -51,7 +51,24 @@ struct Member {
 
 enum Packet {
     Raft(Message),
-    Forward { to: u64, data: Vec<u8> },
+    Forward {
+        to: u64,
+        data: Vec<u8>,
+    },
+    Lease {
+        from: u64,
+        to: u64,
+        msg: crate::node::lease::LeaseMsg,
+    },
+}
+
+impl Packet {
+    fn to(&self) -> u64 {
+        match self {
+            Packet::Raft(m) => m.to,
+            Packet::Forward { to, .. } | Packet::Lease { to, .. } => *to,
+        }
+    }
 }
 
 struct Sim {
@@ -108,10 +125,7 @@ impl Sim {
     }
 
     fn send(&mut self, step: u64, from: u64, packet: Packet, faulty: bool) {
-        let to = match &packet {
-            Packet::Raft(m) => m.to,
-            Packet::Forward { to, .. } => *to,
-        };
+        let to = packet.to();
         if faulty && (!self.connected(from, to) || self.rng.chance(100)) {
             return;
         }
@@ -175,16 +189,14 @@ impl Sim {
             .partition(|(at, _)| *at <= step);
         self.net = later;
         for (_, packet) in due {
-            let to = match &packet {
-                Packet::Raft(m) => m.to,
-                Packet::Forward { to, .. } => *to,
-            };
+            let to = packet.to();
             let Some(r) = self.members.get_mut(&to).and_then(|m| m.replica.as_mut()) else {
                 continue;
             };
             match packet {
                 Packet::Raft(m) => r.step(m),
                 Packet::Forward { data, .. } => r.on_forwarded(data),
+                Packet::Lease { from, msg, .. } => r.on_lease_msg(self.now, from, msg),
             }
         }
         let now = self.now;
@@ -203,6 +215,7 @@ impl Sim {
                     match o {
                         Outbound::Raft(msg) => Packet::Raft(msg),
                         Outbound::Forward { to, data, .. } => Packet::Forward { to, data },
+                        Outbound::Lease { to, msg } => Packet::Lease { from: id, to, msg },
                     },
                 ));
             }

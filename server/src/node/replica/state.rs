@@ -28,6 +28,7 @@ use super::requests::{NewWrite, ReadReply, Requests, Ticket};
 use crate::metrics::METRICS;
 use crate::node::CoreMsg;
 use crate::node::entry::{self, Origin};
+use crate::node::lease::{self, LeaseDriver};
 use crate::stages::{Stage, WRITE_STAGES};
 use std::sync::atomic::Ordering;
 
@@ -57,6 +58,11 @@ pub enum Outbound {
         ticket: Ticket,
         data: Vec<u8>,
     },
+    /// Keep-alive / time-to-live forwarded to the leader, or its answer.
+    Lease {
+        to: NodeId,
+        msg: lease::LeaseMsg,
+    },
 }
 
 /// One Ready, split into what the driver does with it.
@@ -67,7 +73,8 @@ pub struct Work {
     /// Committed and locally durable: apply in order (they do not wait for
     /// this Work's own writes).
     pub committed: Vec<Entry>,
-    /// When the Ready was taken (its committed entries known committed).
+    /// When the Ready was taken (its committed entries known committed;
+    /// lease deadlines set at apply start here).
     taken_at: Instant,
     ready: Ready,
 }
@@ -124,6 +131,9 @@ pub struct Replica {
     /// Recent WAL writes, oldest first, for the stage timings; bounded by
     /// `MAX_TRACKED_WAL_BATCHES`, dropped once applied.
     wal_batches: VecDeque<WalBatch>,
+    /// Leases: the lessor (applied with the entries), expiry and
+    /// checkpoints on the leader, keep-alives forwarded to the leader.
+    lease: LeaseDriver,
 }
 
 /// Most WAL writes remembered for stage timings.
@@ -159,6 +169,46 @@ impl Replica {
             applied,
             durable_hs,
             wal_batches: VecDeque::new(),
+            lease: LeaseDriver::empty(),
+        }
+    }
+
+    /// Uses `lease` (loaded from the store) instead of an empty lessor.
+    pub fn with_leases(mut self, lease: LeaseDriver) -> Replica {
+        self.lease = lease;
+        self
+    }
+
+    /// The store was replaced (a leader's image): reload its leases.
+    pub fn reload_leases(&mut self, store: &Store) -> Result<(), String> {
+        self.lease.reload(store)
+    }
+
+    /// A lease message from peer `from`.
+    pub fn on_lease_msg(&mut self, now: Instant, from: NodeId, msg: lease::LeaseMsg) {
+        let actions = self.lease.on_peer(from, msg, now);
+        self.lease_actions(actions);
+    }
+
+    /// Carries out what the lease driver asked for: messages go to the
+    /// outbox, internal entries are proposed (a lost one is retried by the
+    /// lessor: expiry revokes after its retry interval, checkpoints at the
+    /// next interval).
+    fn lease_actions(&mut self, actions: Vec<lease::Action>) {
+        for a in actions {
+            match a {
+                lease::Action::Send { to, msg } => self.outbox.push(Outbound::Lease { to, msg }),
+                lease::Action::Propose(body) => {
+                    let origin = Origin {
+                        member: self.cfg.member_id,
+                        run_nonce: self.cfg.run_nonce,
+                        proposal_id: 0,
+                    };
+                    if let Err(e) = self.raw.propose(entry::encode_internal(origin, &body)) {
+                        tracing::debug!(error = %e, "internal lease proposal dropped");
+                    }
+                }
+            }
         }
     }
 
@@ -210,6 +260,10 @@ impl Replica {
             CoreMsg::ReadIndex { reply } => self.queue_read(deadline, reply),
             CoreMsg::MoveLeader { target, reply } => {
                 let _ = reply.send(self.move_leader(target));
+            }
+            CoreMsg::Lease(ask) => {
+                let actions = self.lease.on_ask(ask, self.raw.status().leader, now);
+                self.lease_actions(actions);
             }
         }
     }
@@ -324,6 +378,10 @@ impl Replica {
         self.raw.tick();
         self.requests.expire(now, self.leader_known());
         self.unpark();
+        let status = self.raw.status();
+        self.lease.set_leader(status.role == Role::Leader, now);
+        let actions = self.lease.on_tick(now, status.leader);
+        self.lease_actions(actions);
     }
 
     fn unpark(&mut self) {
@@ -432,7 +490,12 @@ impl Replica {
             revision: 0,
             raft_term: self.raw.status().term,
         };
-        let done = apply::apply_batch(store, &committed, &header, self.cfg.applied_term_key)?;
+        let lease = apply::LeaseCtx {
+            lessor: &mut self.lease.lessor,
+            now: work.taken_at,
+        };
+        let done =
+            apply::apply_batch(store, &committed, &header, self.cfg.applied_term_key, lease)?;
         for cc in &done.conf_changes {
             let cs = self.raw.apply_conf_change(cc);
             tracing::info!(?cs, "membership changed");
@@ -531,6 +594,7 @@ impl Replica {
     /// Answers every waiting request with `err` (the member stops).
     pub fn fail_all(&mut self, err: &ApiError) {
         self.requests.fail_all(err);
+        self.lease.fail_all(err);
     }
 }
 
