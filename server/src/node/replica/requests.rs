@@ -345,16 +345,14 @@ impl Requests {
                 None => unreachable!("by_deadline holds only live tickets"),
             }
         }
-        // Drop answered tickets from the front of the FIFOs so they stay
-        // bounded by the live requests.
-        while self
-            .parked
-            .front()
-            .is_some_and(|t| !self.live.contains_key(t))
-        {
-            self.parked.pop_front();
+        // Both FIFOs are in deadline order (one timeout for all), so what
+        // expired is at their front: drop it, and they stay bounded by the
+        // live requests. O(expired), never a scan.
+        for fifo in [&mut self.parked, &mut self.queued_reads] {
+            while fifo.front().is_some_and(|t| !self.live.contains_key(t)) {
+                fifo.pop_front();
+            }
         }
-        self.queued_reads.retain(|t| self.live.contains_key(t));
         n
     }
 
