@@ -6,6 +6,7 @@
 //! 2 (etcdctl's ExitBadConnection); bad arguments exit 128 (ExitBadArgs).
 
 pub mod output;
+pub mod snapshot;
 pub mod txn_parse;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -167,6 +168,11 @@ pub enum Cmd {
     Member {
         #[command(subcommand)]
         cmd: MemberCmd,
+    },
+    /// Manages corekv node snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
     },
 }
 
@@ -561,6 +567,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Endpoint {
             cmd: EndpointCmd::Health,
         } => endpoint_health(&cli).await?,
+        Cmd::Snapshot { cmd } => snapshot::run(&cli, cmd).await?,
         Cmd::Member {
             cmd: MemberCmd::List,
         } => {

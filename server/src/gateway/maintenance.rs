@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pool::{NativePool, status};
-use super::snapshot::SnapshotFramer;
 
 pub struct MaintenanceService {
     pool: Arc<NativePool>,
@@ -145,11 +144,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     }
 }
 
-/// Forwards the native chunks, then etcd's padding and digest trailer.
+/// Forwards the native chunks unchanged: the member already streams etcd's
+/// form (padding and SHA-256 trailer, see `node/snapshot_stream.rs`).
 /// Returns early (Ok) if the gRPC client went away.
 async fn forward_snapshot(mut native: ResponseStream, tx: &SnapshotTx) -> Result<(), WireError> {
-    let mut framer = SnapshotFramer::default();
-    let mut last_header = None;
     while let Some(frame) = native.next_frame().await? {
         let ArchivedResponse::Snapshot(chunk) = frame.get() else {
             return Err(WireError::UnexpectedResponse {
@@ -157,7 +155,6 @@ async fn forward_snapshot(mut native: ResponseStream, tx: &SnapshotTx) -> Result
                 got: frame.get().name(),
             });
         };
-        framer.data(chunk.blob.as_slice());
         let header = w::ResponseHeader {
             cluster_id: chunk.header.cluster_id.to_native(),
             member_id: chunk.header.member_id.to_native(),
@@ -165,32 +162,13 @@ async fn forward_snapshot(mut native: ResponseStream, tx: &SnapshotTx) -> Result
             raft_term: chunk.header.raft_term.to_native(),
         };
         let resp = pb::SnapshotResponse {
-            header: convert::header(header.clone()),
+            header: convert::header(header),
             remaining_bytes: chunk.remaining_bytes.to_native(),
             blob: bytes::Bytes::copy_from_slice(chunk.blob.as_slice()),
         };
-        last_header = Some(header);
         if tx.send(Ok(resp)).await.is_err() {
             return Ok(());
         }
     }
-    let (pad, digest) = framer.finish();
-    let header = last_header.unwrap_or_default();
-    if !pad.is_empty() {
-        let resp = pb::SnapshotResponse {
-            header: convert::header(header.clone()),
-            remaining_bytes: 0,
-            blob: bytes::Bytes::from(pad),
-        };
-        if tx.send(Ok(resp)).await.is_err() {
-            return Ok(());
-        }
-    }
-    let resp = pb::SnapshotResponse {
-        header: convert::header(header),
-        remaining_bytes: 0,
-        blob: bytes::Bytes::copy_from_slice(&digest),
-    };
-    let _ = tx.send(Ok(resp)).await;
     Ok(())
 }

@@ -19,7 +19,6 @@ mod kv;
 mod lease;
 mod maintenance;
 mod pool;
-mod snapshot;
 mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -12,6 +12,7 @@ pub mod core;
 pub mod entry;
 pub mod peer;
 pub mod serve;
+pub mod snapshot_stream;
 pub mod start;
 pub mod watch;
 

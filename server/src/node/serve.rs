@@ -240,6 +240,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
             return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
         }
         w::ArchivedRequest::Alarm(a) => return answer(outbox, id, kind, alarm(shared, a)),
+        w::ArchivedRequest::Snapshot(_) => {
+            return super::snapshot_stream::serve(shared.clone(), outbox.clone(), id);
+        }
         w::ArchivedRequest::WatchCreate(c) => {
             if let Err(e) = watch_create(conn, id, c) {
                 answer(outbox, id, kind, Err(e));
@@ -331,8 +334,7 @@ async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Respo
                 header: shared.header(shared.store().current_revision()),
             }))
         }
-        // Not built yet: watch, leases, membership changes, snapshot
-        // streaming (see README "Status"). Refused plainly, never faked.
+        // Not built yet: leases, membership changes (see README "Status"). Refused plainly, never faked.
         _ => Err(ApiError::NotCapable),
     }
 }

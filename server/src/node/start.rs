@@ -30,7 +30,7 @@ use crate::config::{Config, url_to_addr};
 use crate::http;
 
 /// Store meta key holding the cluster's identity and membership (JSON).
-const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
+pub const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
 /// Store meta key holding this member's id.
 pub const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
 /// Store meta key holding the Raft term of the last applied entry (written
@@ -86,29 +86,13 @@ fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64
              support yet; start every member with --initial-cluster-state=new"
         );
     }
-    let cluster = ClusterInfo::bootstrap(&cfg.initial_cluster_spec(), &cfg.initial_cluster_token)
-        .map_err(|e| anyhow!(e))?;
-    let me = cluster.find_by_name(&cfg.name).ok_or_else(|| {
-        anyhow!(
-            "member name {:?} is not in --initial-cluster {:?}",
-            cfg.name,
-            cfg.initial_cluster_spec()
-        )
-    })?;
-    let mine: Vec<&str> = cfg
-        .initial_advertise_peer_urls
-        .iter()
-        .map(String::as_str)
-        .collect();
-    if me.peer_urls.iter().map(String::as_str).collect::<Vec<_>>() != mine {
-        bail!(
-            "--initial-cluster has {}={:?} but --initial-advertise-peer-urls is {:?}",
-            cfg.name,
-            me.peer_urls,
-            mine
-        );
-    }
-    let id = me.id;
+    let (cluster, id) = ClusterInfo::bootstrap_member(
+        &cfg.initial_cluster_spec(),
+        &cfg.initial_cluster_token,
+        &cfg.name,
+        &cfg.initial_advertise_peer_urls,
+    )
+    .map_err(|e| anyhow!(e))?;
     let mut batch = store.write()?;
     batch.put_meta(CLUSTER_META_KEY, &serde_json::to_vec(&cluster)?);
     batch.put_meta(MEMBER_META_KEY, &id.to_le_bytes());

@@ -198,14 +198,14 @@ pub(crate) fn restore_snapshot(
     restore_into(backend, input, opts)
 }
 
-pub(crate) fn restore_into(
-    backend: Arc<dyn Backend>,
-    input: &mut dyn Read,
-    opts: StoreOptions,
-) -> Result<Store> {
-    let batch_entries = opts.restore_batch_entries.max(1);
-    let store = Store::open_with_backend(backend, opts)?;
-    let mut r = CrcReader { input, crc: 0 };
+/// The stream header's revisions and applied index.
+struct Header {
+    revision: i64,
+    compacted: i64,
+    applied: u64,
+}
+
+fn read_header(r: &mut CrcReader<'_>) -> Result<Header> {
     let header = r.take(40)?;
     if &header[..8] != MAGIC {
         return Err(invalid("bad magic"));
@@ -218,56 +218,72 @@ pub(crate) fn restore_into(
         a.copy_from_slice(&header[at..at + 8]);
         a
     };
-    let rev = i64::from_le_bytes(f(16));
-    let compacted = i64::from_le_bytes(f(24));
-    let applied = u64::from_le_bytes(f(32));
-    if rev < 1 || compacted > rev {
+    let h = Header {
+        revision: i64::from_le_bytes(f(16)),
+        compacted: i64::from_le_bytes(f(24)),
+        applied: u64::from_le_bytes(f(32)),
+    };
+    if h.revision < 1 || h.compacted > h.revision {
         return Err(invalid("revisions out of range"));
     }
-    let db = &store.inner.db;
-    let mut entries = 0u64;
-    let mut txn = db.begin()?;
-    let mut in_batch = 0usize;
-    loop {
-        let tag = r.take(1)?[0];
-        if tag == TAG_END {
-            break;
-        }
-        let klen = r.u32()?;
-        let vlen = r.u32()?;
-        if klen > MAX_ENTRY_BYTES || vlen > MAX_ENTRY_BYTES {
-            return Err(invalid("entry too large"));
-        }
-        let k = r.take(klen as usize)?;
-        let v = r.take(vlen as usize)?;
-        match tag {
-            TAG_KEY => {
-                let (prefix, main, sub) =
-                    keys::split_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
-                if main > rev || main < 1 {
-                    return Err(invalid("key version beyond snapshot revision"));
-                }
-                keys::decode_record(&v).map_err(|_| invalid("bad record"))?;
-                let user_key =
-                    keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
-                txn.put(&k, &v)?;
-                // Revision entries exist only from the compacted revision
-                // on (compaction removes older ones, see `mvcc/compact.rs`).
-                if main >= compacted {
-                    txn.put(&keys::rev_entry(main, sub), &user_key)?;
-                }
-            }
-            TAG_META if k.first() == Some(&keys::T_META) => txn.put(&k, &v)?,
-            _ => return Err(invalid(format!("unknown entry tag {tag}"))),
-        }
-        entries += 1;
-        in_batch += 1;
-        if in_batch >= batch_entries {
-            db.commit(txn, |_| {}, false)?;
-            txn = db.begin()?;
-            in_batch = 0;
-        }
+    Ok(h)
+}
+
+/// One validated stream entry.
+enum Item {
+    /// A key version: tree key, record, user key, main revision, sub revision.
+    Key {
+        k: Vec<u8>,
+        v: Vec<u8>,
+        user_key: Vec<u8>,
+        main: i64,
+        sub: i64,
+    },
+    Meta {
+        k: Vec<u8>,
+        v: Vec<u8>,
+    },
+}
+
+/// Reads the next entry (`None` at the end tag), checking it against the
+/// header the same way for restore and inspection.
+fn read_item(r: &mut CrcReader<'_>, h: &Header) -> Result<Option<Item>> {
+    let tag = r.take(1)?[0];
+    if tag == TAG_END {
+        return Ok(None);
     }
+    let klen = r.u32()?;
+    let vlen = r.u32()?;
+    if klen > MAX_ENTRY_BYTES || vlen > MAX_ENTRY_BYTES {
+        return Err(invalid("entry too large"));
+    }
+    let k = r.take(klen as usize)?;
+    let v = r.take(vlen as usize)?;
+    match tag {
+        TAG_KEY => {
+            let (prefix, main, sub) =
+                keys::split_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
+            if main > h.revision || main < 1 {
+                return Err(invalid("key version beyond snapshot revision"));
+            }
+            keys::decode_record(&v).map_err(|_| invalid("bad record"))?;
+            let user_key = keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
+            Ok(Some(Item::Key {
+                k,
+                v,
+                user_key,
+                main,
+                sub,
+            }))
+        }
+        TAG_META if k.first() == Some(&keys::T_META) => Ok(Some(Item::Meta { k, v })),
+        _ => Err(invalid(format!("unknown entry tag {tag}"))),
+    }
+}
+
+/// Reads the entry count and checksum after the end tag; returns the
+/// checksum (crc32c of everything before it).
+fn read_trailer(r: &mut CrcReader<'_>, entries: u64) -> Result<u32> {
     let count = r.u64()?;
     let crc = r.crc;
     let mut tail = [0u8; 4];
@@ -280,6 +296,76 @@ pub(crate) fn restore_into(
     if count != entries {
         return Err(invalid("entry count mismatch"));
     }
+    Ok(crc)
+}
+
+/// Reads and verifies a whole stream without restoring it: what
+/// `snapshot status` reports. `bytes` counts the stream up to its trailer
+/// (anything the input holds after it is not read).
+pub(crate) fn inspect_snapshot(input: &mut dyn Read) -> Result<SnapshotInfo> {
+    let mut r = CrcReader { input, crc: 0 };
+    let h = read_header(&mut r)?;
+    let mut entries = 0u64;
+    let mut bytes = 40u64;
+    while let Some(item) = read_item(&mut r, &h)? {
+        let (k, v) = match &item {
+            Item::Key { k, v, .. } | Item::Meta { k, v } => (k, v),
+        };
+        bytes += 9 + k.len() as u64 + v.len() as u64;
+        entries += 1;
+    }
+    let checksum = read_trailer(&mut r, entries)?;
+    Ok(SnapshotInfo {
+        revision: h.revision,
+        compacted_revision: h.compacted,
+        applied_index: h.applied,
+        entries,
+        bytes: bytes + 1 + 8 + 4,
+        checksum,
+    })
+}
+
+pub(crate) fn restore_into(
+    backend: Arc<dyn Backend>,
+    input: &mut dyn Read,
+    opts: StoreOptions,
+) -> Result<Store> {
+    let batch_entries = opts.restore_batch_entries.max(1);
+    let store = Store::open_with_backend(backend, opts)?;
+    let mut r = CrcReader { input, crc: 0 };
+    let h = read_header(&mut r)?;
+    let db = &store.inner.db;
+    let mut entries = 0u64;
+    let mut txn = db.begin()?;
+    let mut in_batch = 0usize;
+    while let Some(item) = read_item(&mut r, &h)? {
+        match item {
+            Item::Key {
+                k,
+                v,
+                user_key,
+                main,
+                sub,
+            } => {
+                txn.put(&k, &v)?;
+                // Revision entries exist only from the compacted revision
+                // on (compaction removes older ones, see `mvcc/compact.rs`).
+                if main >= h.compacted {
+                    txn.put(&keys::rev_entry(main, sub), &user_key)?;
+                }
+            }
+            Item::Meta { k, v } => txn.put(&k, &v)?,
+        }
+        entries += 1;
+        in_batch += 1;
+        if in_batch >= batch_entries {
+            db.commit(txn, |_| {}, false)?;
+            txn = db.begin()?;
+            in_batch = 0;
+        }
+    }
+    read_trailer(&mut r, entries)?;
+    let (rev, compacted, applied) = (h.revision, h.compacted, h.applied);
     db.commit(
         txn,
         |m| {
