@@ -111,9 +111,21 @@ pub struct Config {
     )]
     pub snapshot_catchup_entries: u64,
 
-    /// Size limit of the backend database; beyond it puts fail with NOSPACE.
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to
+    /// 2 GiB): the NOSPACE alarm is raised cluster-wide and puts, txns with
+    /// puts and lease grants fail until space is freed and the alarm disarmed.
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_backend_bytes: u64,
+
+    /// Duration of time between cluster corruption check passes (HashKV of
+    /// every member at the leader's revision; 0 = off, etcd's default).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = crate::duration::parse
+    )]
+    pub experimental_corrupt_check_time: Duration,
 
     /// Maximum client request size in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]

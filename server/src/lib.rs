@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod duration;
 pub mod gateway;
 pub mod http;
 pub mod kv;

@@ -116,6 +116,7 @@ impl Core {
         mut peer_rx: mpsc::Receiver<PeerIn>,
     ) -> Result<(), String> {
         spawn_key_counter(self.shared.clone());
+        super::alarm::spawn_monitor(self.shared.clone());
         let tick = self.shared.cfg.tick_interval();
         let mut next_tick = Instant::now() + tick;
         self.publish_status();
@@ -565,6 +566,9 @@ impl Core {
             self.shared
                 .applied_index
                 .store(self.applied, Ordering::Release);
+            if let Ok(view) = store.read() {
+                self.shared.alarms.reload(&view);
+            }
             self.shared.replace_store(Arc::new(store));
             tracing::info!(
                 applied = self.applied,
@@ -767,6 +771,7 @@ fn apply_request(
     req: &w::ArchivedRequest,
 ) -> Result<w::Response, Applied> {
     let header = |rev: i64| shared.header(rev);
+    super::alarm::check_apply(shared, req).map_err(Applied::Refused)?;
     Ok(match req {
         w::ArchivedRequest::Put(p) => {
             let r = batch.put(&kv::put_request(p))?;
@@ -786,6 +791,9 @@ fn apply_request(
                 header: header(batch.revision()),
             })
         }
+        w::ArchivedRequest::Alarm(a) => {
+            super::alarm::apply(shared, batch, a).map_err(Applied::Refused)?
+        }
         other => {
             let reason = format!("{} is not a replicated request", other.name());
             return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
@@ -801,5 +809,5 @@ pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
             | w::ArchivedRequest::DeleteRange(_)
             | w::ArchivedRequest::Txn(_)
             | w::ArchivedRequest::Compact(_)
-    )
+    ) || super::alarm::is_replicated(req)
 }

@@ -8,7 +8,9 @@
 //! from the store directly; writes and read-index rounds go to shard 0 over
 //! bounded channels (`Shared::to_core`).
 
+pub mod alarm;
 pub mod core;
+pub mod corrupt;
 pub mod entry;
 pub mod peer;
 pub mod serve;
@@ -50,6 +52,8 @@ pub struct Shared {
     pub cfg: Config,
     pub member_id: u64,
     pub cluster: RwLock<ClusterInfo>,
+    /// Active alarms (replicated; written by the apply loop).
+    pub alarms: alarm::Alarms,
     store: RwLock<Arc<Store>>,
     pub to_core: mpsc::Sender<CoreMsg>,
     /// Applied events, from the core to every shard's watch hub.

@@ -239,7 +239,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         w::ArchivedRequest::HashKv(h) => {
             return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
         }
-        w::ArchivedRequest::Alarm(a) => return answer(outbox, id, kind, alarm(shared, a)),
+        w::ArchivedRequest::Alarm(_) if !super::alarm::is_replicated(req) => {
+            return answer(outbox, id, kind, Ok(super::alarm::list(shared)));
+        }
         w::ArchivedRequest::Snapshot(_) => {
             return super::snapshot_stream::serve(shared.clone(), outbox.clone(), id);
         }
@@ -264,12 +266,17 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         }
         _ => {}
     }
+    let replicated = is_replicated(req);
+    if replicated {
+        if let Err(e) = super::alarm::admit(shared, req) {
+            return answer(outbox, id, kind, Err(e));
+        }
+    }
     let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));
     };
     let owned = frame.to_owned_frame();
     let conn = conn.clone();
-    let replicated = is_replicated(req);
     glommio::spawn_local(async move {
         let result = match owned.access::<w::Request>() {
             Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
@@ -283,7 +290,11 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     .detach();
 }
 
-async fn propose(shared: &Shared, frame: corekv_wire::OwnedFrame) -> Result<w::Response, ApiError> {
+/// Hands a validated write to shard 0 and waits for its applied answer.
+pub async fn propose(
+    shared: &Shared,
+    frame: corekv_wire::OwnedFrame,
+) -> Result<w::Response, ApiError> {
     let (reply, rx) = oneshot::channel();
     shared
         .to_core
@@ -387,6 +398,11 @@ fn member_list(shared: &Shared) -> w::Response {
                 m.client_urls.clone()
             },
             is_learner: m.is_learner,
+            native_addr: if m.id == shared.member_id {
+                shared.cfg.native_advertise().to_string()
+            } else {
+                m.native_addr.clone().unwrap_or_default()
+            },
         })
         .collect();
     let header = shared.header(shared.store().current_revision());
@@ -407,20 +423,6 @@ fn hash_kv(shared: &Shared, revision: i64) -> Result<w::Response, ApiError> {
         compact_revision,
         hash_revision,
     }))
-}
-
-/// corekv raises no alarms yet (NOSPACE is answered per request): listing
-/// alarms is truthful (none); activating one by hand is refused.
-fn alarm(shared: &Shared, a: &w::ArchivedAlarmRequest) -> Result<w::Response, ApiError> {
-    match a.action {
-        w::ArchivedAlarmAction::Get | w::ArchivedAlarmAction::Deactivate => {
-            Ok(w::Response::Alarm(w::AlarmResponse {
-                header: shared.header(shared.store().current_revision()),
-                alarms: Vec::new(),
-            }))
-        }
-        w::ArchivedAlarmAction::Activate => Err(ApiError::NotCapable),
-    }
 }
 
 fn watch_create(

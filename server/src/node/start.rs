@@ -51,9 +51,12 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
-pub fn store_options(cfg: &Config) -> StoreOptions {
+pub fn store_options(_cfg: &Config) -> StoreOptions {
     StoreOptions {
-        quota_bytes: cfg.quota_backend_bytes,
+        // The quota is enforced by the alarm layer (`node/alarm.rs`) from
+        // replicated state; a store-local refusal at apply could make
+        // members diverge (their file sizes differ).
+        quota_bytes: u64::MAX,
         ..StoreOptions::default()
     }
 }
@@ -186,10 +189,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         max_key_bytes: corekv_storage::MAX_KEY_BYTES,
         ..WireLimits::default()
     };
+    let alarms = super::alarm::Alarms::load(&store.read().context("reading the alarms")?);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         member_id,
         cluster: RwLock::new(cluster),
+        alarms,
         store: RwLock::new(Arc::new(store)),
         to_core,
         events: tokio::sync::broadcast::channel(super::watch::WATCH_BROADCAST_DEPTH).0,
@@ -203,6 +208,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         fatal: RwLock::new(None),
     });
 
+    super::corrupt::spawn(shared.clone(), cfg.experimental_corrupt_check_time)
+        .context("start the corruption checker")?;
     let probe_shared = shared.clone();
     let probe: http::HealthProbe = Arc::new(move || health(&probe_shared));
     let cores = match cfg.cores {
