@@ -76,7 +76,7 @@ impl Kind {
 }
 
 /// The active alarms. Written only by the apply loop; read by every shard.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Alarms {
     set: RwLock<BTreeSet<(u64, Kind)>>,
     /// Which kinds are active (any member), for the hot path.
@@ -228,7 +228,7 @@ fn writes(req: &w::ArchivedRequest) -> bool {
 /// this member's file has reached the quota (the monitor raises NOSPACE),
 /// or while NOSPACE / CORRUPT is active.
 pub fn admit(shared: &Shared, req: &w::ArchivedRequest) -> Result<(), ApiError> {
-    check_apply(shared, req)?;
+    check_apply(&shared.alarms, req)?;
     if costs(req) && METRICS.db_total_size_bytes.load(Ordering::Relaxed) >= quota_bytes(shared) {
         return Err(ApiError::NoSpace);
     }
@@ -237,11 +237,11 @@ pub fn admit(shared: &Shared, req: &w::ArchivedRequest) -> Result<(), ApiError> 
 
 /// At apply: the refusal etcd's capped and corrupt appliers make. Depends
 /// only on the replicated alarm set.
-pub fn check_apply(shared: &Shared, req: &w::ArchivedRequest) -> Result<(), ApiError> {
-    if shared.alarms.any(Kind::Corrupt) && writes(req) {
+pub fn check_apply(alarms: &Alarms, req: &w::ArchivedRequest) -> Result<(), ApiError> {
+    if alarms.any(Kind::Corrupt) && writes(req) {
         return Err(ApiError::Corrupt);
     }
-    if shared.alarms.any(Kind::NoSpace) && costs(req) {
+    if alarms.any(Kind::NoSpace) && costs(req) {
         return Err(ApiError::NoSpace);
     }
     Ok(())
@@ -249,11 +249,8 @@ pub fn check_apply(shared: &Shared, req: &w::ArchivedRequest) -> Result<(), ApiE
 
 /// Whether an Alarm request goes through Raft (activate, deactivate) or is
 /// answered by the member (get).
-pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
-    match req {
-        w::ArchivedRequest::Alarm(a) => !matches!(a.action, w::ArchivedAlarmAction::Get),
-        _ => false,
-    }
+pub fn is_replicated_action(a: &w::ArchivedAlarmRequest) -> bool {
+    !matches!(a.action, w::ArchivedAlarmAction::Get)
 }
 
 /// etcd's Alarm GET, answered by any member.
@@ -267,12 +264,12 @@ pub fn list(shared: &Shared) -> w::Response {
 /// Applies an activate/deactivate entry: updates the set and records it in
 /// the batch. Answers the alarms that changed, as etcd does.
 pub fn apply(
-    shared: &Shared,
+    alarms: &Alarms,
     batch: &mut WriteBatch<'_>,
+    header: w::ResponseHeader,
     a: &w::ArchivedAlarmRequest,
 ) -> Result<w::Response, ApiError> {
-    let header = shared.header(batch.revision());
-    let mut set = shared.alarms.snapshot();
+    let mut set = alarms.snapshot();
     let member = a.member_id.to_native();
     let changed: Vec<(u64, Kind)> = match (&a.action, Kind::from_wire(&a.alarm)) {
         (w::ArchivedAlarmAction::Get, _) => to_owned(&set),
@@ -300,7 +297,7 @@ pub fn apply(
         }
     };
     batch.put_meta(ALARMS_META_KEY, &encode(&set));
-    shared.alarms.replace(set);
+    alarms.replace(set);
     Ok(w::Response::Alarm(w::AlarmResponse {
         header,
         alarms: to_wire(&changed),

@@ -13,6 +13,7 @@ pub mod core;
 pub mod corrupt;
 pub mod entry;
 pub mod peer;
+pub mod replica;
 pub mod serve;
 pub mod snapshot_stream;
 pub mod start;
@@ -53,7 +54,7 @@ pub struct Shared {
     pub member_id: u64,
     pub cluster: RwLock<ClusterInfo>,
     /// Active alarms (replicated; written by the apply loop).
-    pub alarms: alarm::Alarms,
+    pub alarms: Arc<alarm::Alarms>,
     store: RwLock<Arc<Store>>,
     pub to_core: mpsc::Sender<CoreMsg>,
     /// Applied events, from the core to every shard's watch hub.

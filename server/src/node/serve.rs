@@ -239,7 +239,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         w::ArchivedRequest::HashKv(h) => {
             return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
         }
-        w::ArchivedRequest::Alarm(_) if !super::alarm::is_replicated(req) => {
+        w::ArchivedRequest::Alarm(_) if !is_replicated(req) => {
             return answer(outbox, id, kind, Ok(super::alarm::list(shared)));
         }
         w::ArchivedRequest::Snapshot(_) => {
