@@ -15,6 +15,13 @@ pub enum ClusterState {
     Existing,
 }
 
+/// etcd's `--auto-compaction-mode`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutoCompactionMode {
+    Periodic,
+    Revision,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "corekv",
@@ -126,6 +133,32 @@ pub struct Config {
         value_parser = crate::duration::parse
     )]
     pub experimental_corrupt_check_time: Duration,
+
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    /// 'periodic' for duration based retention, defaulting to hours if no
+    /// time unit is provided (e.g. '5m'). 'revision' for revision number
+    /// based retention.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        value_enum,
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: AutoCompactionMode,
+
+    /// Auto compaction retention for mvcc key value store. 0 means disable
+    /// auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// In revision mode, time between two auto-compaction checks (etcd
+    /// uses a fixed 5 minutes).
+    #[arg(
+        long,
+        env = "COREKV_AUTO_COMPACTION_REVISION_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub auto_compaction_revision_interval_ms: u64,
 
     /// Maximum client request size in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
@@ -260,6 +293,7 @@ impl Config {
         if self.max_txn_ops == 0 {
             return Err("--max-txn-ops must be > 0".into());
         }
+        crate::node::autocompact::policy(self)?;
         if self.snapshot_count == 0 {
             return Err("--snapshot-count must be > 0".into());
         }

@@ -26,8 +26,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use corekv_storage::{ReadView, WriteBatch};
+use corekv_wire::ApiError;
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, FrameDecoder, OwnedFrame, WireLimits, encode_frame};
 
 use super::Shared;
 use crate::metrics::METRICS;
@@ -321,17 +321,7 @@ pub async fn propose(
         member_id,
         alarm,
     });
-    super::serve::propose(shared, own_frame(&req)?).await
-}
-
-fn own_frame(req: &w::Request) -> Result<OwnedFrame, ApiError> {
-    let mut buf = Vec::new();
-    encode_frame(0, req, &mut buf).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut dec = FrameDecoder::new(&WireLimits::default());
-    dec.extend(&buf);
-    dec.next_owned_frame()
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::Internal("alarm frame did not decode".into()))
+    super::internal::propose(shared, &req).await
 }
 
 /// On shard 0: raises NOSPACE for this member once its file has reached

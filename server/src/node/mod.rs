@@ -9,9 +9,11 @@
 //! bounded channels (`Shared::to_core`).
 
 pub mod alarm;
+pub mod autocompact;
 pub mod core;
 pub mod corrupt;
 pub mod entry;
+pub mod internal;
 pub mod peer;
 pub mod replica;
 pub mod serve;
