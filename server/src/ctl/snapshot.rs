@@ -205,6 +205,12 @@ fn print_status(format: Format, s: &Status) {
             "totalKey": s.total_keys,
             "totalSize": s.total_size,
         })),
+        Format::Fields => super::fields::Fields::default()
+            .line("Hash", s.hash)
+            .line("Revision", s.revision)
+            .line("Keys", s.total_keys)
+            .line("Size", s.total_size)
+            .print(),
         Format::Table => print!(
             "{}",
             output::table(

@@ -14,14 +14,14 @@
 //! The refusal is decided by the replicated alarm set only, never by a
 //! member's local file size, so all members apply every entry alike.
 //! The quota is checked before a write is proposed (`admit`, like etcd's
-//! quota KV server), against this member's file size; a member whose file
-//! reached `--quota-backend-bytes` raises NOSPACE for itself (`monitor`).
+//! quota KV server), against this member's file size; a member that refused
+//! a write for it raises NOSPACE for itself (`spawn_monitor`).
 //!
 //! Persisted form (meta key `corekv/alarms`): version byte 1, then per alarm
 //! member id (u64 LE) and kind (u8: 1 NOSPACE, 2 CORRUPT), sorted.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ pub struct Alarms {
     set: RwLock<BTreeSet<(u64, Kind)>>,
     /// Which kinds are active (any member), for the hot path.
     active: AtomicU8,
+    /// A write was refused by this member's quota check since the monitor
+    /// last looked: raise NOSPACE (etcd raises on such a refusal only).
+    quota_refused: AtomicBool,
 }
 
 impl Alarms {
@@ -230,6 +233,7 @@ fn writes(req: &w::ArchivedRequest) -> bool {
 pub fn admit(shared: &Shared, req: &w::ArchivedRequest) -> Result<(), ApiError> {
     check_apply(&shared.alarms, req)?;
     if costs(req) && METRICS.db_total_size_bytes.load(Ordering::Relaxed) >= quota_bytes(shared) {
+        shared.alarms.quota_refused.store(true, Ordering::Release);
         return Err(ApiError::NoSpace);
     }
     Ok(())
@@ -324,16 +328,18 @@ pub async fn propose(
     super::internal::propose(shared, &req).await
 }
 
-/// On shard 0: raises NOSPACE for this member once its file has reached
-/// the quota (checked every `QUOTA_CHECK_INTERVAL`; one proposal at a time).
+/// On shard 0: raises NOSPACE for this member once a write was refused by
+/// its quota check (looked at every `QUOTA_CHECK_INTERVAL`; one proposal at
+/// a time). As in etcd, a disarmed alarm is raised again only by the next
+/// refused write.
 pub fn spawn_monitor(shared: Arc<Shared>) {
     glommio::spawn_local(async move {
         while !shared.stopping() {
             glommio::timer::sleep(QUOTA_CHECK_INTERVAL).await;
             let size = METRICS.db_total_size_bytes.load(Ordering::Relaxed);
             let me = shared.member_id;
-            if size < quota_bytes(&shared)
-                || shared.leader().is_none()
+            if shared.leader().is_none()
+                || !shared.alarms.quota_refused.swap(false, Ordering::AcqRel)
                 || shared.alarms.has(me, Kind::NoSpace)
             {
                 continue;
@@ -346,6 +352,7 @@ pub fn spawn_monitor(shared: Arc<Shared>) {
             let raised = propose(&shared, w::AlarmAction::Activate, me, w::AlarmType::Nospace);
             if let Err(e) = raised.await {
                 tracing::warn!(error = %e, "raising NOSPACE failed; retrying");
+                shared.alarms.quota_refused.store(true, Ordering::Release);
             }
         }
     })
