@@ -31,6 +31,13 @@ fn main() -> io::Result<()> {
     // Keys and values decode as `bytes::Bytes`: slices of the receive buffer,
     // so the gateway forwards them without copying.
     config.bytes(["."]);
+    // The descriptors of every message, for the HTTP/JSON gateway's proto3
+    // JSON mapping (`proto::FILE_DESCRIPTOR_SET`).
+    let out_dir =
+        PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "OUT_DIR is not set by cargo")
+        })?);
+    config.file_descriptor_set_path(out_dir.join("etcd_descriptors.bin"));
 
     let include: PathBuf = include;
     tonic_prost_build::configure()

@@ -37,8 +37,9 @@ pub struct Config {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// URLs to listen on for client HTTP traffic (/health, /metrics, /version).
-    /// The etcd gRPC gateway is not built yet; see README.
+    /// URLs to listen on for etcd's gRPC API and HTTP (/health, /readyz,
+    /// /livez, /metrics, /version), HTTP/2 (h2c) and HTTP/1.1 on one port,
+    /// served by every serve core (SO_REUSEPORT). Only the first URL is bound.
     #[arg(
         long,
         env = "ETCD_LISTEN_CLIENT_URLS",
@@ -207,7 +208,8 @@ pub struct Config {
     #[arg(long, env = "COREKV_MAX_REQUESTS_PER_CONN", default_value_t = 4096)]
     pub max_requests_per_conn: usize,
 
-    /// Upper bound of client connections per serve core.
+    /// Upper bound of client connections per serve core, on the native port
+    /// and on the client URL each.
     #[arg(long, env = "COREKV_MAX_CONNS_PER_CORE", default_value_t = 10_000)]
     pub max_conns_per_core: usize,
 

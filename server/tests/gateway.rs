@@ -1,18 +1,15 @@
-//! The etcd gRPC gateway against a real `corekv` member: the gateway runs in
-//! this process (`gateway::spawn`) and talks to the member's native port.
-//! Driven by the generated tonic clients and, when installed, by etcdctl
-//! 3.4 (scripts/install-test-deps.sh installs it; tests skip with a notice
-//! otherwise).
+//! etcd's gRPC API and HTTP endpoints on a real `corekv` member's client
+//! URL (served by its shards, no loopback hop), driven by the generated
+//! tonic clients and by etcdctl 3.4 (installed by
+//! scripts/install-test-deps.sh; the etcdctl test fails when it is missing).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Cluster;
-use corekv_server::gateway::{self, GatewayOptions, HealthProbe};
 use corekv_wire::proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::watch_client::WatchClient;
@@ -20,22 +17,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-fn healthy() -> HealthProbe {
-    Arc::new(|| Ok(()))
+/// The client URL (gRPC + HTTP) of member `i`.
+fn client_url(cluster: &Cluster, i: usize) -> SocketAddr {
+    format!("127.0.0.1:{}", cluster.members[i].spec.http)
+        .parse()
+        .unwrap()
 }
 
-/// One member plus a gateway in front of it.
+/// One member; its client URL.
 async fn setup() -> (Cluster, SocketAddr) {
     let cluster = Cluster::start(1, &[]).await;
-    let native: SocketAddr = cluster.members[0].native_addr().parse().unwrap();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .expect("spawn gateway");
-    (cluster, gw)
+    let url = client_url(&cluster, 0);
+    (cluster, url)
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -509,36 +502,6 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader"), "{body}");
     assert_eq!(http_get(gw, "/livez").0, 200);
-
-    // An unhealthy member answers 503 with the reason.
-    let native: SocketAddr = _cluster.members[0].native_addr().parse().unwrap();
-    let sick = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        Arc::new(|| Err("RAFT NO LEADER".into())),
-        GatewayOptions::default(),
-    )
-    .unwrap();
-    let (code, body) = http_get(sick, "/health");
-    assert_eq!(code, 503);
-    assert!(body.contains("RAFT NO LEADER"), "{body}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_native_side_is_unavailable() {
-    let port = common::free_port();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .unwrap();
-    let ch = channel(gw).await;
-    let e = KvClient::new(ch.clone()).range(get("a")).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = WatchSession::open(ch, true).await.err().expect("refused");
-    assert_eq!(e.code(), tonic::Code::Unavailable);
 }
 
 /// Blocking HTTP/1.1 GET; returns (status, body).
@@ -589,17 +552,18 @@ fn dechunk(body: &str, head: &str) -> String {
 
 // ---- etcdctl ----
 
-fn have_etcdctl() -> bool {
+/// etcdctl must be installed (scripts/install-test-deps.sh): fail loudly.
+fn require_etcdctl() {
     let ok = Command::new("etcdctl")
         .arg("version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("NOTICE: etcdctl not found; skipping (run scripts/install-test-deps.sh)");
-    }
-    ok
+    assert!(
+        ok,
+        "etcdctl not found: run scripts/install-test-deps.sh (Debian package etcd-client)"
+    );
 }
 
 fn etcdctl(gw: SocketAddr, args: &[&str]) -> (bool, String) {
@@ -618,9 +582,7 @@ fn etcdctl(gw: SocketAddr, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_drives_the_gateway() {
-    if !have_etcdctl() {
-        return;
-    }
+    require_etcdctl();
     let (_cluster, gw) = setup().await;
     let run =
         move |args: &'static [&'static str]| tokio::task::spawn_blocking(move || etcdctl(gw, args));
@@ -730,8 +692,8 @@ async fn etcdctl_drives_the_gateway() {
     assert!(ok && out.trim().is_empty(), "{out}");
 }
 
-/// The daemon itself serves the gateway on its client URL (wired in
-/// node/start.rs): gRPC and HTTP on `--listen-client-urls`.
+/// gRPC and HTTP/1.1 on `--listen-client-urls`, several connections of
+/// both kinds at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_grpc_and_http_on_its_client_url() {
     let cluster = Cluster::start(1, &[]).await;
@@ -754,14 +716,7 @@ async fn daemon_serves_grpc_and_http_on_its_client_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_requiring_a_leader_is_refused_without_one() {
     let mut cluster = Cluster::start(3, &[]).await;
-    let native: SocketAddr = cluster.members[0].native_addr().parse().unwrap();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .unwrap();
+    let gw = client_url(&cluster, 0);
     let ch = channel(gw).await;
     WatchSession::open(ch.clone(), true)
         .await
@@ -782,4 +737,10 @@ async fn watch_requiring_a_leader_is_refused_without_one() {
     WatchSession::open(ch, false)
         .await
         .expect("no leader required");
+    // Without a leader /health answers 503 with the reason.
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(gw, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("RAFT NO LEADER"), "{body}");
 }

@@ -181,3 +181,133 @@ async fn watch_on_follower_sees_leader_writes() {
         assert_eq!(e.kv.key, format!("f{i:02}").into_bytes());
     }
 }
+
+/// `etcd_debugging_mvcc_watcher_total` from the member's /metrics.
+fn watcher_gauge(http_port: u16) -> i64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no watcher gauge in /metrics:\n{out}"))
+}
+
+async fn wait_gauge(http_port: u16, want: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::task::spawn_blocking(move || watcher_gauge(http_port))
+            .await
+            .unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watcher gauge stayed at {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that goes away without cancelling (socket closed, gRPC
+/// connection dropped) takes its watchers with it: they leave the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_of_a_vanished_client_leave_the_hub() {
+    use corekv_wire::proto::etcdserverpb as pb;
+    use std::io::Write;
+
+    let cluster = Cluster::start(1, &[]).await;
+    let http = cluster.members[0].spec.http;
+    wait_gauge(http, 0).await;
+
+    // Native: 50 watch creates on a raw socket, then the socket closes.
+    let mut sock = std::net::TcpStream::connect(cluster.members[0].native_addr()).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..50u64 {
+        let req = w::Request::WatchCreate(watch(&format!("n{i}"), "", 0));
+        corekv_wire::encode_frame(i + 1, &req, &mut buf).unwrap();
+    }
+    sock.write_all(&buf).unwrap();
+    wait_gauge(http, 50).await;
+    drop(sock);
+    wait_gauge(http, 0).await;
+
+    // gRPC: one stream with 50 watches, then the connection is dropped.
+    let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{http}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    for i in 0..50 {
+        let create = pb::WatchCreateRequest {
+            key: format!("g{i}").into_bytes().into(),
+            ..Default::default()
+        };
+        tx.send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+        })
+        .await
+        .unwrap();
+    }
+    let mut stream = pb::watch_client::WatchClient::new(ch)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for id in 0..50 {
+        let r = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("created within 10 s")
+            .unwrap()
+            .unwrap();
+        assert!(r.created && r.watch_id == id, "{r:?}");
+    }
+    wait_gauge(http, 50).await;
+    drop(stream);
+    drop(tx);
+    wait_gauge(http, 0).await;
+}
+
+/// The empty-range rule and duplicate ids are answered in-band on the
+/// native protocol too (one rule for both front-ends), and `Client::watch`
+/// returns the server's created response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_creates_and_created_header_on_native() {
+    let cluster = Cluster::start(1, &[]).await;
+    let c = cluster.client(0).await;
+    c.put(put("h", "1")).await.unwrap();
+    let ws = c.watch(watch("b", "a", 0)).await.unwrap();
+    assert_eq!(ws.watch_id(), -1);
+    assert!(ws.created().created && ws.created().canceled);
+    assert_eq!(ws.created().cancel_reason, "mvcc: watcher range is empty");
+    let ok = c
+        .watch(w::WatchCreateRequest {
+            watch_id: 7,
+            ..watch("h", "", 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.watch_id(), 7);
+    assert_eq!(ok.created().header.revision, 2, "revision at creation");
+    let dup = c
+        .watch(w::WatchCreateRequest {
+            watch_id: 7,
+            ..watch("x", "", 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(dup.watch_id(), -1);
+    assert_eq!(
+        dup.created().cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
+}

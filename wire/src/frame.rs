@@ -280,6 +280,23 @@ impl OwnedFrame {
     pub fn access<T: Decode>(&self) -> Result<&T::Archived, WireError> {
         validate::<T>(self.header.request_id, self.payload.as_slice())
     }
+
+    /// Archives `msg` as the payload of an in-process frame (no bytes on a
+    /// socket): the form a front-end that does not speak the native protocol
+    /// (gRPC, HTTP/JSON) hands to the request layer, so a write's Raft entry
+    /// body is the same archive whichever front-end accepted it.
+    pub fn encode<T: Encode>(request_id: u64, msg: &T) -> Result<OwnedFrame, WireError> {
+        let mut buf = Vec::new();
+        encode_frame(request_id, msg, &mut buf)?;
+        let mut head = [0u8; HEADER_BYTES];
+        head.copy_from_slice(&buf[..HEADER_BYTES]);
+        // The frame was just encoded within the u32 length field; the only
+        // limit that applies here is the caller's request size check.
+        let header = parse_header(&head, usize::MAX)?;
+        let mut payload = AlignedVec::<FRAME_ALIGN>::with_capacity(header.payload_bytes);
+        payload.extend_from_slice(&buf[HEADER_BYTES..HEADER_BYTES + header.payload_bytes]);
+        Ok(OwnedFrame { header, payload })
+    }
 }
 
 /// Incremental frame decoder. Feed it bytes (`buf_mut` + `advance`, or

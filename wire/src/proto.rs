@@ -27,6 +27,11 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// The serialized `FileDescriptorSet` of every message above (for a
+/// descriptor-driven proto3 JSON mapping, e.g. the HTTP/JSON gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb as pb;

@@ -3,59 +3,48 @@
 //! granted lease that never expires would silently break locks and
 //! elections built on it).
 
-use std::pin::Pin;
+use std::rc::Rc;
 
 use corekv_wire::proto::etcdserverpb as pb;
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
+use tonic::body::Body;
 
-pub struct LeaseService;
+use crate::node::route::Api;
 
-pub(super) fn no_leases(rpc: &str) -> Status {
+fn no_leases(rpc: &str) -> Status {
     Status::unimplemented(format!(
         "corekv: leases are not implemented yet (etcdserverpb.Lease/{rpc})"
     ))
 }
 
-type KeepAliveStream =
-    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+pub async fn grant(
+    _api: Rc<Api>,
+    _r: pb::LeaseGrantRequest,
+) -> Result<pb::LeaseGrantResponse, Status> {
+    Err(no_leases("LeaseGrant"))
+}
 
-#[tonic::async_trait]
-impl pb::lease_server::Lease for LeaseService {
-    async fn lease_grant(
-        &self,
-        _request: Request<pb::LeaseGrantRequest>,
-    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        Err(no_leases("LeaseGrant"))
-    }
+pub async fn revoke(
+    _api: Rc<Api>,
+    _r: pb::LeaseRevokeRequest,
+) -> Result<pb::LeaseRevokeResponse, Status> {
+    Err(no_leases("LeaseRevoke"))
+}
 
-    async fn lease_revoke(
-        &self,
-        _request: Request<pb::LeaseRevokeRequest>,
-    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        Err(no_leases("LeaseRevoke"))
-    }
+pub fn keep_alive() -> http::Response<Body> {
+    no_leases("LeaseKeepAlive").into_http()
+}
 
-    type LeaseKeepAliveStream = KeepAliveStream;
+pub async fn time_to_live(
+    _api: Rc<Api>,
+    _r: pb::LeaseTimeToLiveRequest,
+) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+    Err(no_leases("LeaseTimeToLive"))
+}
 
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(no_leases("LeaseKeepAlive"))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _request: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        Err(no_leases("LeaseTimeToLive"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _request: Request<pb::LeaseLeasesRequest>,
-    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        Err(no_leases("LeaseLeases"))
-    }
+pub async fn leases(
+    _api: Rc<Api>,
+    _r: pb::LeaseLeasesRequest,
+) -> Result<pb::LeaseLeasesResponse, Status> {
+    Err(no_leases("LeaseLeases"))
 }

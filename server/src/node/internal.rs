@@ -10,7 +10,7 @@ use super::Shared;
 /// Proposes `req` through this member's Raft core and waits for its
 /// applied answer.
 pub async fn propose(shared: &Shared, req: &w::Request) -> Result<w::Response, ApiError> {
-    super::serve::propose(shared, own_frame(req)?).await
+    super::route::propose(shared, own_frame(req)?).await
 }
 
 fn own_frame(req: &w::Request) -> Result<OwnedFrame, ApiError> {

@@ -16,6 +16,7 @@ pub mod entry;
 pub mod internal;
 pub mod peer;
 pub mod replica;
+pub mod route;
 pub mod serve;
 pub mod snapshot_stream;
 pub mod start;

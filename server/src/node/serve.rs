@@ -2,18 +2,18 @@
 //!
 //! Every shard binds the native address with SO_REUSEPORT, so the kernel
 //! spreads connections over shards; a connection lives on one shard. Per
-//! connection: a reader decodes frames in place from its receive buffer and
-//! answers reads at once from a store snapshot; writes (and linearizable
-//! reads, which need a read-index round) become tasks bounded by
-//! `--max-requests-per-conn`; one writer task flushes every answer queued
-//! meanwhile in one socket write. Answers may leave in any order; the client
-//! matches them by request id.
+//! connection: a reader decodes frames in place from its receive buffer,
+//! validates them and hands them to the shard's request layer (`route.rs`):
+//! inline answers are encoded at once; writes, linearizable reads and
+//! maintenance become tasks bounded by `--max-requests-per-conn`; watches
+//! attach to the shard's hub with the connection's outbox as their sink. One
+//! writer task flushes every answer queued meanwhile in one socket write.
+//! Answers may leave in any order; the client matches them by request id.
+//! When the connection closes, its watches leave the hub.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use corekv_wire::messages as w;
 use corekv_wire::{
@@ -23,20 +23,17 @@ use corekv_wire::{
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-use super::core::is_replicated;
-use super::watch::{ConnWatches, Hub};
-use super::{CoreMsg, Shared};
-use crate::http::ETCD_COMPAT_VERSION;
-use crate::kv;
+use super::route::{Api, Route, WatchOp};
+use super::watch::{WatchSession, WatchSink};
 use crate::metrics::{METRICS, ReqKind};
 
-pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let hub = Hub::start(shared.clone());
     glommio::spawn_local(async move {
+        let shared = api.shared.clone();
         let active = Rc::new(Cell::new(0usize));
         while !shared.stopping() {
             let stream = match listener.accept().await {
@@ -54,11 +51,10 @@ pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAd
             }
             let _ = stream.set_nodelay(true);
             active.set(active.get() + 1);
-            let shared = shared.clone();
             let active = active.clone();
-            let hub = hub.clone();
+            let api = api.clone();
             glommio::spawn_local(async move {
-                if let Err(e) = connection(shared, hub, stream).await {
+                if let Err(e) = connection(api, stream).await {
                     tracing::debug!(error = %e, "client connection closed");
                 }
                 active.set(active.get() - 1);
@@ -109,11 +105,33 @@ impl Outbox {
 
 /// What a connection's request handlers share.
 struct Conn {
-    shared: Arc<Shared>,
+    api: Rc<Api>,
     outbox: Rc<Outbox>,
     permits: Rc<Semaphore>,
-    hub: Rc<Hub>,
-    watches: ConnWatches,
+    watches: WatchSession,
+}
+
+/// A native watch's sink: frames on the create request's id, MORE on all
+/// but the last.
+struct NativeSink {
+    outbox: Rc<Outbox>,
+    request_id: u64,
+}
+
+impl WatchSink for NativeSink {
+    fn push(&self, resp: w::WatchResponse, last: bool) {
+        let flags = if last {
+            FrameFlags::NONE
+        } else {
+            FrameFlags::MORE
+        };
+        self.outbox
+            .push_flags(self.request_id, flags, &w::Response::Watch(resp));
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
+    }
 }
 
 async fn write_loop(
@@ -137,17 +155,17 @@ async fn write_loop(
     }
 }
 
-async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Result<(), String> {
+async fn connection(api: Rc<Api>, stream: TcpStream) -> Result<(), String> {
+    let shared = api.shared.clone();
     let (mut reader, writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone()));
     let permits = Rc::new(Semaphore::new(shared.cfg.max_requests_per_conn as u64));
     let conn = Rc::new(Conn {
-        shared: shared.clone(),
+        api: api.clone(),
         outbox: outbox.clone(),
         permits: permits.clone(),
-        hub,
-        watches: ConnWatches::default(),
+        watches: WatchSession::default(),
     });
     let mut decoder = FrameDecoder::new(&shared.limits);
     let result = loop {
@@ -177,8 +195,10 @@ async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Res
             break Err(e);
         }
     };
-    // Let in-flight requests finish (bounded by the request timeout), then
-    // flush and close.
+    // The client is gone: its watches leave the hub now (no more matching,
+    // no more memory). Then let in-flight requests finish (bounded by the
+    // request timeout), flush and close.
+    conn.watches.clear(&api.hub);
     let _ = permits
         .acquire(shared.cfg.max_requests_per_conn as u64)
         .await;
@@ -189,26 +209,30 @@ async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Res
 }
 
 fn kind_of(req: &w::ArchivedRequest) -> ReqKind {
+    use w::ArchivedRequest as R;
     match req {
-        w::ArchivedRequest::Range(_) => ReqKind::Range,
-        w::ArchivedRequest::Put(_) => ReqKind::Put,
-        w::ArchivedRequest::DeleteRange(_) => ReqKind::DeleteRange,
-        w::ArchivedRequest::Txn(_) => ReqKind::Txn,
-        w::ArchivedRequest::Compact(_) => ReqKind::Compact,
-        w::ArchivedRequest::WatchCreate(_)
-        | w::ArchivedRequest::WatchCancel(_)
-        | w::ArchivedRequest::WatchProgress(_) => ReqKind::Watch,
-        w::ArchivedRequest::LeaseGrant(_)
-        | w::ArchivedRequest::LeaseRevoke(_)
-        | w::ArchivedRequest::LeaseKeepAlive(_)
-        | w::ArchivedRequest::LeaseTimeToLive(_)
-        | w::ArchivedRequest::LeaseLeases(_) => ReqKind::Lease,
-        w::ArchivedRequest::MemberList(_)
-        | w::ArchivedRequest::MemberAdd(_)
-        | w::ArchivedRequest::MemberRemove(_)
-        | w::ArchivedRequest::MemberUpdate(_)
-        | w::ArchivedRequest::MemberPromote(_) => ReqKind::Cluster,
-        _ => ReqKind::Maintenance,
+        R::Range(_) => ReqKind::Range,
+        R::Put(_) => ReqKind::Put,
+        R::DeleteRange(_) => ReqKind::DeleteRange,
+        R::Txn(_) => ReqKind::Txn,
+        R::Compact(_) => ReqKind::Compact,
+        R::WatchCreate(_) | R::WatchCancel(_) | R::WatchProgress(_) => ReqKind::Watch,
+        R::LeaseGrant(_)
+        | R::LeaseRevoke(_)
+        | R::LeaseKeepAlive(_)
+        | R::LeaseTimeToLive(_)
+        | R::LeaseLeases(_) => ReqKind::Lease,
+        R::MemberList(_)
+        | R::MemberAdd(_)
+        | R::MemberRemove(_)
+        | R::MemberUpdate(_)
+        | R::MemberPromote(_) => ReqKind::Cluster,
+        R::Status(_)
+        | R::HashKv(_)
+        | R::Defragment(_)
+        | R::Alarm(_)
+        | R::MoveLeader(_)
+        | R::Snapshot(_) => ReqKind::Maintenance,
     }
 }
 
@@ -219,70 +243,50 @@ fn answer(outbox: &Outbox, request_id: u64, kind: ReqKind, result: Result<w::Res
 }
 
 async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
-    let (shared, outbox, permits) = (&conn.shared, &conn.outbox, &conn.permits);
+    let (api, outbox) = (&conn.api, &conn.outbox);
     let id = frame.request_id();
-    let req = match validate_request_frame(frame, &shared.limits) {
+    let req = match validate_request_frame(frame, &api.shared.limits) {
         Ok(r) => r,
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
-    // Reads that need no round trip are answered inline, from the receive
-    // buffer, without a task.
-    match req {
-        w::ArchivedRequest::Range(r) if r.serializable => {
-            return answer(outbox, id, kind, range(shared, r));
-        }
-        w::ArchivedRequest::Status(_) => return answer(outbox, id, kind, Ok(status(shared))),
-        w::ArchivedRequest::MemberList(_) => {
-            return answer(outbox, id, kind, Ok(member_list(shared)));
-        }
-        w::ArchivedRequest::HashKv(h) => {
-            return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
-        }
-        w::ArchivedRequest::Alarm(_) if !is_replicated(req) => {
-            return answer(outbox, id, kind, Ok(super::alarm::list(shared)));
-        }
-        w::ArchivedRequest::Snapshot(_) => {
-            return super::snapshot_stream::serve(shared.clone(), outbox.clone(), id);
-        }
-        w::ArchivedRequest::WatchCreate(c) => {
-            if let Err(e) = watch_create(conn, id, c) {
-                answer(outbox, id, kind, Err(e));
-            } else {
-                METRICS.native_request(kind, true);
-            }
+    // Inline answers and watch control are handled here, from the receive
+    // buffer, without a task; everything that waits gets a task and a permit.
+    let task = match api.route(req) {
+        Route::Done(result) => return answer(outbox, id, kind, result),
+        Route::Watch(WatchOp::Create(c)) => {
+            let sink = Rc::new(NativeSink {
+                outbox: outbox.clone(),
+                request_id: id,
+            });
+            let created = api.watch_create(&conn.watches, c, sink);
+            METRICS.native_request(kind, created.is_some());
             return;
         }
-        w::ArchivedRequest::WatchCancel(c) => {
-            let watch_id = c.watch_id.to_native();
-            conn.watches.cancel(&conn.hub, shared, watch_id);
-            let resp = w::WatchResponse {
-                header: shared.header(shared.store().current_revision()),
-                watch_id,
-                canceled: true,
-                ..Default::default()
-            };
+        Route::Watch(WatchOp::Cancel(watch_id)) => {
+            let resp = api.watch_cancel(&conn.watches, watch_id);
             return answer(outbox, id, kind, Ok(w::Response::Watch(resp)));
         }
-        _ => {}
-    }
-    let replicated = is_replicated(req);
-    if replicated {
-        if let Err(e) = super::alarm::admit(shared, req) {
-            return answer(outbox, id, kind, Err(e));
+        Route::Watch(WatchOp::Progress) => Task::Progress,
+        Route::Later(later) => Task::Later(later),
+        Route::Propose => Task::Propose(frame.to_owned_frame()),
+        Route::Snapshot => {
+            return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
         }
-    }
-    let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+    };
+    let Ok(permit) = conn.permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));
     };
-    let owned = frame.to_owned_frame();
     let conn = conn.clone();
     glommio::spawn_local(async move {
-        let result = match owned.access::<w::Request>() {
-            Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
-            Ok(_) if replicated => propose(&conn.shared, owned).await,
-            Ok(w::ArchivedRequest::WatchProgress(_)) => watch_progress(&conn).await,
-            Ok(req) => slow_path(&conn.shared, req).await,
+        let api = &conn.api;
+        let result = match task {
+            Task::Progress => api
+                .watch_progress(&conn.watches)
+                .await
+                .map(w::Response::Watch),
+            Task::Later(later) => api.finish(later).await,
+            Task::Propose(frame) => api.propose(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -290,165 +294,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     .detach();
 }
 
-/// Hands a validated write to shard 0 and waits for its applied answer.
-pub async fn propose(
-    shared: &Shared,
-    frame: corekv_wire::OwnedFrame,
-) -> Result<w::Response, ApiError> {
-    let (reply, rx) = oneshot::channel();
-    shared
-        .to_core
-        .send(CoreMsg::Propose { frame, reply })
-        .await
-        .map_err(|_| ApiError::Stopped)?;
-    rx.await.map_err(|_| ApiError::Stopped)?
-}
-
-/// Waits until this member's store reflects every write committed before the
-/// call (ReadIndex, batched in the core with every other waiting read).
-pub async fn read_barrier(shared: &Shared) -> Result<(), ApiError> {
-    let (reply, rx) = oneshot::channel();
-    shared
-        .to_core
-        .send(CoreMsg::ReadIndex { reply })
-        .await
-        .map_err(|_| ApiError::Stopped)?;
-    rx.await.map_err(|_| ApiError::Stopped)?
-}
-
-async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Response, ApiError> {
-    match req {
-        w::ArchivedRequest::Range(r) => {
-            read_barrier(shared).await?;
-            range(shared, r)
-        }
-        w::ArchivedRequest::MoveLeader(m) => {
-            let (reply, rx) = oneshot::channel();
-            let target = m.target_id.to_native();
-            shared
-                .to_core
-                .send(CoreMsg::MoveLeader { target, reply })
-                .await
-                .map_err(|_| ApiError::Stopped)?;
-            rx.await.map_err(|_| ApiError::Stopped)??;
-            Ok(w::Response::MoveLeader(w::MoveLeaderResponse {
-                header: shared.header(shared.store().current_revision()),
-            }))
-        }
-        w::ArchivedRequest::Defragment(_) => {
-            let store = shared.store();
-            let result = glommio::executor()
-                .spawn_blocking(move || store.defragment())
-                .await;
-            result.map_err(kv::storage_error)?;
-            Ok(w::Response::Defragment(w::DefragmentResponse {
-                header: shared.header(shared.store().current_revision()),
-            }))
-        }
-        // Not built yet: leases, membership changes (see README "Status"). Refused plainly, never faked.
-        _ => Err(ApiError::NotCapable),
-    }
-}
-
-fn range(shared: &Shared, r: &w::ArchivedRangeRequest) -> Result<w::Response, ApiError> {
-    let view = shared.store().read().map_err(kv::storage_error)?;
-    let resp = view
-        .range(&kv::range_request(r))
-        .map_err(kv::storage_error)?;
-    let header = shared.header(view.revision());
-    Ok(w::Response::Range(kv::range_response(header, resp)))
-}
-
-fn status(shared: &Shared) -> w::Response {
-    let store = shared.store();
-    let mut errors = Vec::new();
-    if let Some(reason) = shared.fatal_reason() {
-        errors.push(reason);
-    }
-    w::Response::Status(w::StatusResponse {
-        header: shared.header(store.current_revision()),
-        version: ETCD_COMPAT_VERSION.to_string(),
-        db_size: i64::try_from(store.db_size_bytes()).unwrap_or(i64::MAX),
-        leader: shared.leader.load(Ordering::Relaxed),
-        raft_index: shared.commit_index.load(Ordering::Relaxed),
-        raft_term: shared.term.load(Ordering::Relaxed),
-        raft_applied_index: shared.applied_index.load(Ordering::Relaxed),
-        errors,
-        db_size_in_use: i64::try_from(store.db_size_in_use_bytes()).unwrap_or(i64::MAX),
-        is_learner: shared.is_learner.load(Ordering::Relaxed),
-    })
-}
-
-fn member_list(shared: &Shared) -> w::Response {
-    let cluster = shared
-        .cluster
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let members = cluster
-        .members
-        .values()
-        .map(|m| w::Member {
-            id: m.id,
-            name: m.name.clone(),
-            peer_urls: m.peer_urls.clone(),
-            client_urls: if m.id == shared.member_id {
-                shared.cfg.advertise_client_urls.clone()
-            } else {
-                m.client_urls.clone()
-            },
-            is_learner: m.is_learner,
-            native_addr: if m.id == shared.member_id {
-                shared.cfg.native_advertise().to_string()
-            } else {
-                m.native_addr.clone().unwrap_or_default()
-            },
-        })
-        .collect();
-    let header = shared.header(shared.store().current_revision());
-    w::Response::MemberList(w::MemberListResponse { header, members })
-}
-
-fn hash_kv(shared: &Shared, revision: i64) -> Result<w::Response, ApiError> {
-    let view = shared.store().read().map_err(kv::storage_error)?;
-    let (hash, compact_revision) = view.hash_kv(revision).map_err(kv::storage_error)?;
-    let hash_revision = if revision == 0 {
-        view.revision()
-    } else {
-        revision
-    };
-    Ok(w::Response::HashKv(w::HashKvResponse {
-        header: shared.header(view.revision()),
-        hash,
-        compact_revision,
-        hash_revision,
-    }))
-}
-
-fn watch_create(
-    conn: &Conn,
-    request_id: u64,
-    req: &w::ArchivedWatchCreateRequest,
-) -> Result<(), ApiError> {
-    let watch_id = conn.watches.assign(req.watch_id.to_native())?;
-    let (key, watcher) = conn.hub.add(req, watch_id, request_id, conn.outbox.clone());
-    conn.watches.insert(watch_id, key, watcher);
-    Ok(())
-}
-
-/// etcd's RequestProgress: once every watch of this connection is synced,
-/// a notification (watch id -1) at the revision all of them have reached.
-async fn watch_progress(conn: &Conn) -> Result<w::Response, ApiError> {
-    let deadline = std::time::Instant::now() + conn.shared.cfg.request_timeout();
-    while !conn.watches.all_synced() {
-        if std::time::Instant::now() > deadline {
-            return Err(ApiError::Timeout);
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    Ok(w::Response::Watch(w::WatchResponse {
-        header: conn.shared.header(conn.hub.progress_revision()),
-        watch_id: -1,
-        ..Default::default()
-    }))
+/// A request that waits, run in a task of its own.
+enum Task {
+    Progress,
+    Later(super::route::Later),
+    Propose(corekv_wire::OwnedFrame),
 }

@@ -142,15 +142,41 @@ impl<R: Read> Framer<R> {
     }
 }
 
-/// What the producer thread sends: the snapshot revision first, then chunks.
-enum Produced {
-    Revision(i64),
-    Chunk(Chunk),
+/// One message of a member's snapshot stream: a chunk and the revision of
+/// the image it belongs to.
+pub type Item = Result<(i64, Chunk), ApiError>;
+
+/// A running snapshot stream: the chunks in order (the digest last); a
+/// producer error arrives as the last item. Holds one of
+/// `MAX_SNAPSHOT_STREAMS` until dropped. Dropping it stops the producer.
+pub struct Stream {
+    rx: mpsc::Receiver<Item>,
+    _slot: StreamSlot,
+}
+
+impl Stream {
+    pub async fn next(&mut self) -> Option<Item> {
+        self.rx.recv().await
+    }
+}
+
+/// Starts streaming this member's store: refused with `too many requests`
+/// when `MAX_SNAPSHOT_STREAMS` run already.
+pub fn open(shared: &Shared) -> Result<Stream, ApiError> {
+    let slot = StreamSlot::acquire().ok_or(ApiError::TooManyRequests)?;
+    let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
+    let store = shared.store();
+    let dir = super::start::snap_dir(&shared.cfg.data_dir());
+    std::thread::Builder::new()
+        .name("corekv-snapshot".into())
+        .spawn(move || produce(store, &dir, &tx))
+        .map_err(|e| ApiError::Internal(format!("start snapshot thread: {e}")))?;
+    Ok(Stream { rx, _slot: slot })
 }
 
 /// Writes the image of `store` to an unlinked temporary file in `dir` and
 /// sends it, framed, into `tx`. Stops quietly when the receiver is gone.
-fn produce(store: Arc<Store>, dir: &Path, tx: &mpsc::Sender<Result<Produced, ApiError>>) {
+fn produce(store: Arc<Store>, dir: &Path, tx: &mpsc::Sender<Item>) {
     let result = (|| -> Result<(), String> {
         let (mut file, path) = temp_file(dir)?;
         // Unlinked at once: the space returns when the file is closed, even
@@ -165,12 +191,6 @@ fn produce(store: Arc<Store>, dir: &Path, tx: &mpsc::Sender<Result<Produced, Api
             info
         };
         drop(store);
-        if tx
-            .blocking_send(Ok(Produced::Revision(info.revision)))
-            .is_err()
-        {
-            return Ok(());
-        }
         file.seek(SeekFrom::Start(0))
             .map_err(|e| format!("read snapshot: {e}"))?;
         let mut framer = Framer::new(std::io::BufReader::new(file), info.bytes);
@@ -178,7 +198,7 @@ fn produce(store: Arc<Store>, dir: &Path, tx: &mpsc::Sender<Result<Produced, Api
             .next_chunk(SNAPSHOT_CHUNK_BYTES)
             .map_err(|e| format!("read snapshot: {e}"))?
         {
-            if tx.blocking_send(Ok(Produced::Chunk(chunk))).is_err() {
+            if tx.blocking_send(Ok((info.revision, chunk))).is_err() {
                 return Ok(());
             }
         }
@@ -206,37 +226,20 @@ fn temp_file(dir: &Path) -> Result<(std::fs::File, PathBuf), String> {
 /// Serves one native Snapshot request on this connection: frames with the
 /// MORE flag, the digest chunk last without it; an error ends the stream.
 pub fn serve(shared: Arc<Shared>, outbox: Rc<Outbox>, request_id: u64) {
-    let Some(slot) = StreamSlot::acquire() else {
-        METRICS.native_request(ReqKind::Maintenance, false);
-        outbox.push(request_id, &w::Response::Error(ApiError::TooManyRequests));
-        return;
+    let mut stream = match open(&shared) {
+        Ok(s) => s,
+        Err(e) => {
+            METRICS.native_request(ReqKind::Maintenance, false);
+            outbox.push(request_id, &w::Response::Error(e));
+            return;
+        }
     };
-    let (tx, mut rx) = mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
-    let store = shared.store();
-    let dir = super::start::snap_dir(&shared.cfg.data_dir());
-    let spawned = std::thread::Builder::new()
-        .name("corekv-snapshot".into())
-        .spawn(move || produce(store, &dir, &tx));
-    if let Err(e) = spawned {
-        METRICS.native_request(ReqKind::Maintenance, false);
-        let err = ApiError::Internal(format!("start snapshot thread: {e}"));
-        outbox.push(request_id, &w::Response::Error(err));
-        return;
-    }
     glommio::spawn_local(async move {
-        let _slot = slot;
-        let mut revision = 0;
         let ok = loop {
-            let Some(item) = rx.recv().await else {
-                break false;
-            };
-            let chunk = match item {
-                Ok(Produced::Revision(r)) => {
-                    revision = r;
-                    continue;
-                }
-                Ok(Produced::Chunk(c)) => c,
-                Err(e) => {
+            let (revision, chunk) = match stream.next().await {
+                None => break false,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
                     outbox.push(request_id, &w::Response::Error(e));
                     break false;
                 }
