@@ -29,6 +29,14 @@ pub enum AutoCompactionMode {
     about = "corekv: an etcd-compatible, Raft-replicated key-value store"
 )]
 pub struct Config {
+    /// Path to the server configuration file (etcd's YAML format: the keys
+    /// are these flags' names; TLS under client-transport-security and
+    /// peer-transport-security). Note that if a configuration file is
+    /// provided, other command line flags and environment variables will be
+    /// ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// Human-readable name of this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod ctl;
 pub mod duration;
 pub mod gateway;
