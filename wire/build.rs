@@ -6,10 +6,12 @@ use std::io;
 use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "proto";
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 5] = [
     "proto/etcd/api/mvccpb/kv.proto",
     "proto/etcd/api/authpb/auth.proto",
     "proto/etcd/api/etcdserverpb/rpc.proto",
+    "proto/etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+    "proto/etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
 ];
 
 fn main() -> io::Result<()> {

@@ -241,6 +241,17 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval_ms: u64,
 
+    /// Bytes of watch responses a client connection or gRPC watch stream may
+    /// have queued before its watchers stop taking live events and catch up
+    /// from the store instead (slow consumers never lose events, and server
+    /// memory per client stays bounded); catch-up resumes below half of it.
+    #[arg(
+        long,
+        env = "COREKV_WATCH_MAX_PENDING_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub watch_max_pending_bytes: usize,
+
     /// Size of one preallocated WAL segment file.
     #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
@@ -249,6 +260,22 @@ pub struct Config {
     /// below the last checkpoint may be released.
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
+
+    /// Most leases the leader revokes by expiry per second (etcd's
+    /// leaseRevokeRate); a mass expiry is spread out at this rate.
+    #[arg(long, env = "COREKV_LEASE_REVOKE_RATE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_revoke_rate: u32,
+
+    /// How often the leader checkpoints each long lease's remaining TTL
+    /// through Raft (persisted, so leader changes and full restarts resume
+    /// from it; etcd's lease checkpoint + checkpoint-persist). 0 disables.
+    #[arg(
+        long,
+        env = "COREKV_LEASE_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub lease_checkpoint_interval_ms: u64,
 }
 
 impl Config {

@@ -7,6 +7,10 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
+    // `corekv inspect ...`: offline byte budget of a store file.
+    if std::env::args().nth(1).as_deref() == Some("inspect") {
+        std::process::exit(corekv_server::inspect::main(std::env::args().skip(1)));
+    }
     let mut cfg = corekv_server::config::Config::parse();
     let mut ignored_keys = Vec::new();
     let mut extra_flags = 0;

@@ -68,7 +68,10 @@ async fn member_starts_from_the_yaml_file_alone() {
     assert!(dir.path().join("data/member/snap/db").exists());
     let log = std::fs::read_to_string(dir.path().join("member.log")).unwrap();
     assert!(log.contains("enable-v2"), "ignored keys are logged: {log}");
-    assert!(log.contains("other command line flags are ignored"), "{log}");
+    assert!(
+        log.contains("other command line flags are ignored"),
+        "{log}"
+    );
 
     // A bad value is refused at start with the key's name.
     std::fs::write(&file, "heartbeat-interval: soon\n").unwrap();

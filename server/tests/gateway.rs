@@ -456,13 +456,53 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
         .unwrap_err();
     assert!(e.message().starts_with("etcdserver: "), "{e:?}");
 
+    // Leases: etcd's answers and error codes (semantics in tests/lease.rs).
     let mut lease = pb::lease_client::LeaseClient::new(ch.clone());
-    let e = lease
+    let g = lease
         .lease_grant(pb::LeaseGrantRequest { ttl: 10, id: 0 })
         .await
+        .unwrap()
+        .into_inner();
+    assert!(g.id > 0 && g.ttl == 10, "{g:?}");
+    let e = lease
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl: 9_000_000_001,
+            id: 0,
+        })
+        .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("leases are not implemented"), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert_eq!(e.message(), "etcdserver: too large lease TTL");
+    let e = lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: 12345 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(e.message(), "etcdserver: requested lease not found");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = lease
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for (id, ttl) in [(g.id, 10), (12345, 0)] {
+        tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+        let k = answers.message().await.unwrap().unwrap();
+        assert_eq!((k.id, k.ttl), (id, ttl));
+    }
+    let t = lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: 12345,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.ttl, -1);
+    lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: g.id })
+        .await
+        .unwrap();
 
     let mut auth = pb::auth_client::AuthClient::new(ch.clone());
     let a = auth
@@ -684,8 +724,69 @@ async fn etcdctl_drives_the_gateway() {
         !ok && out.contains("required revision has been compacted"),
         "{out}"
     );
+    // etcdctl 3.4's lease commands and their output.
+    let run_owned = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            etcdctl(gw, &args)
+        })
+    };
     let (ok, out) = run(&["lease", "grant", "10"]).await.unwrap();
-    assert!(!ok && out.contains("leases are not implemented"), "{out}");
+    assert!(ok && out.ends_with("granted with TTL(10s)\n"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let (ok, out) = run_owned(vec![
+        "put".to_string(),
+        "leased".to_string(),
+        "v".to_string(),
+        format!("--lease={id}"),
+    ])
+    .await
+    .unwrap();
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "timetolive".to_string(),
+        id.clone(),
+        "--keys".to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.starts_with(&format!("lease {id} granted with TTL(10s), remaining("))
+            && out.ends_with("attached keys([leased])\n"),
+        "{out}"
+    );
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "keep-alive".to_string(),
+        "--once".to_string(),
+        id.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.trim() == format!("lease {id} keepalived with TTL(10)"),
+        "{out}"
+    );
+    let (ok, out) = run(&["lease", "list"]).await.unwrap();
+    assert!(ok && out == format!("found 1 leases\n{id}\n"), "{out}");
+    let (ok, out) = run_owned(vec!["lease".to_string(), "revoke".to_string(), id.clone()])
+        .await
+        .unwrap();
+    assert!(ok && out.trim() == format!("lease {id} revoked"), "{out}");
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "timetolive".to_string(),
+        id.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.trim() == format!("lease {id} already expired"),
+        "{out}"
+    );
+    let (ok, out) = run(&["get", "leased"]).await.unwrap();
+    assert!(ok && out.is_empty(), "{out}");
     let (ok, out) = run(&["defrag"]).await.unwrap();
     assert!(ok, "{out}");
     let (ok, out) = run(&["alarm", "list"]).await.unwrap();

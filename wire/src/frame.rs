@@ -285,16 +285,26 @@ impl OwnedFrame {
     /// socket): the form a front-end that does not speak the native protocol
     /// (gRPC, HTTP/JSON) hands to the request layer, so a write's Raft entry
     /// body is the same archive whichever front-end accepted it.
-    pub fn encode<T: Encode>(request_id: u64, msg: &T) -> Result<OwnedFrame, WireError> {
-        let mut buf = Vec::new();
-        encode_frame(request_id, msg, &mut buf)?;
-        let mut head = [0u8; HEADER_BYTES];
-        head.copy_from_slice(&buf[..HEADER_BYTES]);
-        // The frame was just encoded within the u32 length field; the only
-        // limit that applies here is the caller's request size check.
-        let header = parse_header(&head, usize::MAX)?;
-        let mut payload = AlignedVec::<FRAME_ALIGN>::with_capacity(header.payload_bytes);
-        payload.extend_from_slice(&buf[HEADER_BYTES..HEADER_BYTES + header.payload_bytes]);
+    pub fn encode_request(
+        request_id: u64,
+        req: &crate::messages::Request,
+    ) -> Result<OwnedFrame, WireError> {
+        // Archived straight into an aligned buffer: the same bytes (and
+        // alignment) as a frame's payload, without the header.
+        let payload =
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(req, AlignedVec::<FRAME_ALIGN>::new())
+                .map_err(|e| WireError::Encode {
+                    request_id,
+                    type_name: "Request",
+                    reason: e.to_string(),
+                })?;
+        let payload_bytes = payload.len();
+        let header = FrameHeader {
+            request_id,
+            flags: FrameFlags::NONE,
+            frame_bytes: (HEADER_BYTES + payload_bytes).div_ceil(FRAME_ALIGN) * FRAME_ALIGN,
+            payload_bytes,
+        };
         Ok(OwnedFrame { header, payload })
     }
 }

@@ -27,7 +27,7 @@ pub fn validate_request_frame<'a>(
     validate_request_payload(frame.payload(), limits)
 }
 
-/// `validate_request_frame` for an in-process frame (`OwnedFrame::encode`,
+/// `validate_request_frame` for an in-process frame (`OwnedFrame::encode_request`,
 /// used by the gRPC and HTTP/JSON front-ends): the same rules, one copy.
 pub fn validate_owned_frame<'a>(
     frame: &'a OwnedFrame,
@@ -391,7 +391,7 @@ mod tests {
             key: Vec::new(),
             ..Default::default()
         });
-        let frame = OwnedFrame::encode(3, &req).unwrap();
+        let frame = OwnedFrame::encode_request(3, &req).unwrap();
         assert_eq!(frame.request_id(), 3);
         let e = validate_owned_frame(&frame, &WireLimits::default()).unwrap_err();
         assert_eq!(e, ApiError::EmptyKey);
@@ -399,7 +399,7 @@ mod tests {
             key: b"k".to_vec(),
             ..Default::default()
         });
-        let frame = OwnedFrame::encode(4, &ok).unwrap();
+        let frame = OwnedFrame::encode_request(4, &ok).unwrap();
         let archived = validate_owned_frame(&frame, &WireLimits::default()).unwrap();
         assert!(matches!(archived, ArchivedRequest::Put(_)));
     }

@@ -14,7 +14,7 @@ use tonic::body::Body;
 use tonic::server::UnaryService;
 use tonic_health::pb as health_pb;
 
-use super::{GatewayOptions, auth, cluster, kv, lease, maintenance, watch};
+use super::{GatewayOptions, auth, cluster, coord, kv, lease, maintenance, watch};
 use crate::node::route::Api;
 
 macro_rules! methods {
@@ -77,6 +77,13 @@ methods! {
     RoleDelete => "/etcdserverpb.Auth/RoleDelete",
     RoleGrantPermission => "/etcdserverpb.Auth/RoleGrantPermission",
     RoleRevokePermission => "/etcdserverpb.Auth/RoleRevokePermission",
+    Lock => "/v3lockpb.Lock/Lock",
+    Unlock => "/v3lockpb.Lock/Unlock",
+    Campaign => "/v3electionpb.Election/Campaign",
+    Proclaim => "/v3electionpb.Election/Proclaim",
+    Leader => "/v3electionpb.Election/Leader",
+    Observe => "/v3electionpb.Election/Observe",
+    Resign => "/v3electionpb.Election/Resign",
     HealthCheck => "/grpc.health.v1.Health/Check",
     HealthWatch => "/grpc.health.v1.Health/Watch",
 }
@@ -102,7 +109,7 @@ pub async fn dispatch(
         M::Watch => watch::serve(call.api, opts, limit, call.req).await,
         M::LeaseGrant => call.unary(lease::grant).await,
         M::LeaseRevoke => call.unary(lease::revoke).await,
-        M::LeaseKeepAlive => lease::keep_alive(),
+        M::LeaseKeepAlive => lease::keep_alive(call.api, opts, limit, call.req).await,
         M::LeaseTimeToLive => call.unary(lease::time_to_live).await,
         M::LeaseLeases => call.unary(lease::leases).await,
         M::MemberAdd => call.unary(cluster::member_add).await,
@@ -134,6 +141,13 @@ pub async fn dispatch(
         | M::RoleDelete
         | M::RoleGrantPermission
         | M::RoleRevokePermission => auth::not_built(method),
+        M::Lock => call.unary(coord::lock).await,
+        M::Unlock => call.unary(coord::unlock).await,
+        M::Campaign => call.unary(coord::campaign).await,
+        M::Proclaim => call.unary(coord::proclaim).await,
+        M::Leader => call.unary(coord::leader).await,
+        M::Observe => call.server_streaming(coord::observe).await,
+        M::Resign => call.unary(coord::resign).await,
         M::HealthCheck => call.unary(health_check).await,
         M::HealthWatch => call.server_streaming(health_watch).await,
     }

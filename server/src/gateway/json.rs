@@ -240,12 +240,12 @@ fn error(s: &Status) -> http::Response<Body> {
 fn watch_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
     let buffer = buffer.max(1);
     let (in_tx, in_rx) = mpsc::channel(buffer);
-    let (out_tx, mut out_rx) = mpsc::channel(buffer);
+    let (out_tx, mut out_rx) = watch::out_channel(buffer);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(buffer);
     glommio::spawn_local(read_watch_requests(call.req.into_body(), call.limit, in_tx)).detach();
     watch::spawn_session(call.api, ReceiverStream::new(in_rx), out_tx);
     glommio::spawn_local(async move {
-        while let Some(item) = out_rx.recv().await {
+        while let Some(item) = out_rx.next().await {
             let line = match item {
                 Ok(resp) => match to_json("WatchResponse", &resp) {
                     Ok(text) => format!("{{\"result\":{text}}}\n"),

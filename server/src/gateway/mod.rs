@@ -16,6 +16,7 @@
 mod auth;
 mod cluster;
 mod convert;
+mod coord;
 mod grpc;
 mod http_routes;
 mod json;
@@ -25,7 +26,6 @@ mod maintenance;
 mod rt;
 mod watch;
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -39,6 +39,7 @@ use tonic::Status;
 
 use crate::config::Config;
 use crate::node::route::Api;
+use crate::node::serve::accept_loop;
 
 /// Every bound of the client-URL front-end.
 #[derive(Debug, Clone)]
@@ -51,14 +52,20 @@ pub struct GatewayOptions {
     pub grpc_headroom_bytes: usize,
     /// Responses queued in the channel towards one gRPC stream's HTTP/2
     /// body (Watch, Snapshot); beyond it a watch stream's queue grows up to
-    /// `node::watch::MAX_OUTBOX_BYTES`, then its watchers catch up from the
+    /// `--watch-max-pending-bytes`, then its watchers catch up from the
     /// store.
     pub grpc_stream_buffer_responses: usize,
     /// HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
-    /// Client-URL connections per shard (etcd has no such bound; ours is
-    /// `--max-conns-per-core`, shared with the native port's rule).
-    pub max_conns: usize,
+    /// HTTP/2 flow-control windows. h2 answers a peer that has more small
+    /// DATA frames buffered than a budget of half the connection window with
+    /// GOAWAY ENHANCE_YOUR_CALM; a gRPC client sending a burst of small
+    /// messages (thousands of watch creates on one stream) hit it with
+    /// hyper's 1 MiB default. The connection window is large so the budget
+    /// covers a full stream window of the smallest messages several times
+    /// over; the stream window bounds what one stream may have buffered.
+    pub h2_connection_window_bytes: u32,
+    pub h2_stream_window_bytes: u32,
 }
 
 impl GatewayOptions {
@@ -68,7 +75,8 @@ impl GatewayOptions {
             grpc_headroom_bytes: DEFAULT_FRAME_HEADROOM_BYTES,
             grpc_stream_buffer_responses: 128,
             max_concurrent_streams: 1024,
-            max_conns: cfg.max_conns_per_core,
+            h2_connection_window_bytes: 16 * 1024 * 1024,
+            h2_stream_window_bytes: 256 * 1024,
         }
     }
 
@@ -88,7 +96,7 @@ pub fn status(e: ApiError) -> Status {
 /// One request through the shard's request layer: archived as the native
 /// request (the Raft entry body of a write), validated, routed, answered.
 async fn call(api: &Api, req: w::Request) -> Result<w::Response, Status> {
-    let frame = OwnedFrame::encode(0, &req)
+    let frame = OwnedFrame::encode_request(0, &req)
         .map_err(|e| Status::internal(format!("corekv: encoding {}: {e}", req.name())))?;
     api.call(frame).await.map_err(status)
 }
@@ -117,32 +125,9 @@ pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let opts = Rc::new(GatewayOptions::from_config(&api.shared.cfg));
-    glommio::spawn_local(async move {
-        let active = Rc::new(Cell::new(0usize));
-        while !api.shared.stopping() {
-            let stream = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "client URL accept failed");
-                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if active.get() >= opts.max_conns {
-                tracing::warn!("refusing a client URL connection: --max-conns-per-core reached");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            active.set(active.get() + 1);
-            let (api, opts, active) = (api.clone(), opts.clone(), active.clone());
-            glommio::spawn_local(async move {
-                serve_connection(api, opts, stream).await;
-                active.set(active.get() - 1);
-            })
-            .detach();
-        }
-    })
-    .detach();
+    accept_loop(listener, api.clone(), "client URL", move |stream| {
+        serve_connection(api.clone(), opts.clone(), stream)
+    });
     Ok(bound)
 }
 
@@ -150,7 +135,9 @@ async fn serve_connection(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: glommi
     let mut builder = hyper_util::server::conn::auto::Builder::new(rt::LocalExec);
     builder
         .http2()
-        .max_concurrent_streams(opts.max_concurrent_streams);
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .initial_connection_window_size(opts.h2_connection_window_bytes)
+        .initial_stream_window_size(opts.h2_stream_window_bytes);
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let (api, opts) = (api.clone(), opts.clone());
         async move { Ok::<_, Infallible>(handle(api, opts, req).await) }

@@ -4,12 +4,14 @@
 //! or task per watch.
 //!
 //! Data flow: the hub pushes each watcher's responses into the stream's
-//! `StreamSink` (a local queue, counted in bytes); a forwarder task moves
-//! them into the bounded channel that feeds the HTTP/2 response body (tonic
-//! needs a `Send` stream). A slow reader fills the channel, then the queue;
-//! past `node::watch::MAX_OUTBOX_BYTES` the hub moves the stream's watchers
-//! to catch-up from the store, which resumes once the queue drained below
-//! half of it: nothing is dropped, and memory stays bounded.
+//! `StreamSink` (a local queue); a forwarder task moves them into the
+//! bounded channel that feeds the HTTP/2 response body (tonic needs a `Send`
+//! stream). A response's bytes count as pending from the push until the
+//! body takes it out of the channel (`WatchOut`). A slow reader fills the
+//! channel, then the queue; past `--watch-max-pending-bytes` pending the hub
+//! moves the stream's watchers to catch-up from the store, which resumes
+//! once less than half of it is pending: nothing is dropped, and memory
+//! stays bounded.
 //!
 //! When the client goes away (the response body is dropped), the session's
 //! watches leave the hub.
@@ -17,6 +19,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
@@ -28,12 +32,54 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::body::Body;
 use tonic::{Status, Streaming};
 
-use super::grpc::ResponseStream;
 use super::{GatewayOptions, convert, status};
 use crate::node::route::{Api, Route, WatchOp};
 use crate::node::watch::{WatchSession, WatchSink};
 
-pub type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+/// A response and its encoded length (0 for an error).
+type Item = (usize, Result<pb::WatchResponse, Status>);
+
+/// The session's end of the response channel.
+pub struct Out {
+    tx: mpsc::Sender<Item>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// The client's end: the response stream; taking a response out of it ends
+/// its bytes' pending time.
+pub struct WatchOut {
+    rx: mpsc::Receiver<Item>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Stream for WatchOut {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|next| {
+            next.map(|(len, item)| {
+                self.pending.fetch_sub(len, Ordering::Relaxed);
+                item
+            })
+        })
+    }
+}
+
+/// A response channel of `capacity` responses.
+pub fn out_channel(capacity: usize) -> (Out, WatchOut) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        Out {
+            tx,
+            pending: pending.clone(),
+        },
+        WatchOut { rx, pending },
+    )
+}
 
 pub async fn serve(
     api: Rc<Api>,
@@ -48,7 +94,7 @@ pub async fn serve(
         return status(ApiError::NoLeader).into_http();
     }
     let (input_tx, mut input_rx) = oneshot::channel();
-    let (out_tx, out_rx) = mpsc::channel(opts.grpc_stream_buffer_responses.max(1));
+    let (out_tx, out_rx) = out_channel(opts.grpc_stream_buffer_responses);
     let handoff = Handoff {
         input: Some(input_tx),
         output: Some(out_rx),
@@ -71,21 +117,20 @@ pub async fn serve(
 /// request stream over to the session and returns the response channel.
 struct Handoff {
     input: Option<oneshot::Sender<Streaming<pb::WatchRequest>>>,
-    output: Option<mpsc::Receiver<Result<pb::WatchResponse, Status>>>,
+    output: Option<WatchOut>,
 }
 
 impl tonic::server::StreamingService<pb::WatchRequest> for Handoff {
     type Response = pb::WatchResponse;
-    type ResponseStream = ResponseStream<pb::WatchResponse>;
-    type Future =
-        std::future::Ready<Result<tonic::Response<ResponseStream<pb::WatchResponse>>, Status>>;
+    type ResponseStream = WatchOut;
+    type Future = std::future::Ready<Result<tonic::Response<WatchOut>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<pb::WatchRequest>>) -> Self::Future {
         let result = match (self.input.take(), self.output.take()) {
             (Some(input), Some(output)) => {
                 // The receiver lives in `serve` until this returns.
                 let _ = input.send(request.into_inner());
-                Ok(tonic::Response::new(ResponseStream::new(output)))
+                Ok(tonic::Response::new(output))
             }
             _ => Err(Status::internal("corekv: watch stream handed off twice")),
         };
@@ -94,10 +139,10 @@ impl tonic::server::StreamingService<pb::WatchRequest> for Handoff {
 }
 
 /// The stream's response queue (see the module doc).
-#[derive(Default)]
 struct StreamSink {
     queue: RefCell<VecDeque<(usize, pb::WatchResponse)>>,
-    bytes: Cell<usize>,
+    /// Bytes pushed and not yet taken by the response body.
+    pending: Arc<AtomicUsize>,
     wake: Notify,
     gone: Cell<bool>,
 }
@@ -109,13 +154,13 @@ impl WatchSink for StreamSink {
         }
         let resp = convert::watch_response(resp);
         let len = resp.encoded_len();
-        self.bytes.set(self.bytes.get() + len);
+        self.pending.fetch_add(len, Ordering::Relaxed);
         self.queue.borrow_mut().push_back((len, resp));
         self.wake.notify_one();
     }
 
     fn pending_bytes(&self) -> usize {
-        self.bytes.get()
+        self.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -133,7 +178,12 @@ async fn session<S>(api: Rc<Api>, input: S, out: Out)
 where
     S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + 'static,
 {
-    let sink = Rc::new(StreamSink::default());
+    let sink = Rc::new(StreamSink {
+        queue: RefCell::new(VecDeque::new()),
+        pending: out.pending.clone(),
+        wake: Notify::new(),
+        gone: Cell::new(false),
+    });
     let watches = Rc::new(WatchSession::default());
     let reader = glommio::spawn_local(read_requests(
         api.clone(),
@@ -155,8 +205,7 @@ async fn forward(sink: &StreamSink, out: &Out) {
         let next = sink.queue.borrow_mut().pop_front();
         match next {
             Some((len, resp)) => {
-                sink.bytes.set(sink.bytes.get() - len);
-                if out.send(Ok(resp)).await.is_err() {
+                if out.tx.send((len, Ok(resp))).await.is_err() {
                     return;
                 }
             }
@@ -166,7 +215,7 @@ async fn forward(sink: &StreamSink, out: &Out) {
                     false
                 };
                 let closed = async {
-                    out.closed().await;
+                    out.tx.closed().await;
                     true
                 };
                 if futures_lite::future::or(woken, closed).await {
@@ -202,7 +251,7 @@ async fn read_requests<S>(
         let refused = |reason: &str| {
             sink.push(refusal(&api, reason), false);
         };
-        let frame = match OwnedFrame::encode(0, &native) {
+        let frame = match OwnedFrame::encode_request(0, &native) {
             Ok(f) => f,
             Err(e) => {
                 refused(&e.to_string());

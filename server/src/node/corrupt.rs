@@ -97,7 +97,7 @@ async fn check_once(shared: &Shared, clients: &mut HashMap<u64, Client>) -> Vec<
             .filter_map(|m| m.native_addr.clone().map(|a| (m.id, a)))
             .collect()
     };
-    let mut mismatched = Vec::new();
+    let mut compared = Vec::new();
     for (id, addr) in peers {
         let client = match clients.get(&id) {
             Some(c) => c.clone(),
@@ -120,7 +120,7 @@ async fn check_once(shared: &Shared, clients: &mut HashMap<u64, Client>) -> Vec<
             }
         };
         match client.hash_kv(w::HashKvRequest { revision: rev }).await {
-            Ok(r) if r.compact_revision == compacted && r.hash != hash => mismatched.push(id),
+            Ok(r) if r.compact_revision == compacted => compared.push((id, r.hash)),
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(error = %e, %addr, "corruption check: no HashKV from peer");
@@ -128,5 +128,44 @@ async fn check_once(shared: &Shared, clients: &mut HashMap<u64, Client>) -> Vec<
             }
         }
     }
-    mismatched
+    suspects(shared.member_id, hash, &compared)
+}
+
+/// Who holds the odd data: the peers whose hash differs from the leader's;
+/// but when every peer differs from the leader and at least two peers
+/// agree with each other, the leader itself is the odd one.
+fn suspects(me: u64, mine: u32, peers: &[(u64, u32)]) -> Vec<u64> {
+    let differing: Vec<u64> = peers
+        .iter()
+        .filter(|(_, h)| *h != mine)
+        .map(|(id, _)| *id)
+        .collect();
+    let peers_agree = peers.len() >= 2 && peers.iter().all(|(_, h)| *h == peers[0].1);
+    if !peers.is_empty() && differing.len() == peers.len() && peers_agree {
+        return vec![me];
+    }
+    differing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suspects;
+
+    #[test]
+    fn the_odd_member_is_blamed() {
+        assert_eq!(suspects(1, 7, &[(2, 7), (3, 9)]), vec![3]);
+        assert_eq!(
+            suspects(1, 7, &[(2, 9), (3, 9)]),
+            vec![1],
+            "the leader is odd"
+        );
+        assert_eq!(suspects(1, 7, &[(2, 8), (3, 9)]), vec![2, 3]);
+        assert_eq!(
+            suspects(1, 7, &[(2, 9)]),
+            vec![2],
+            "two members: blame the peer"
+        );
+        assert!(suspects(1, 7, &[(2, 7), (3, 7)]).is_empty());
+        assert!(suspects(1, 7, &[]).is_empty());
+    }
 }

@@ -3,7 +3,7 @@
 //! are replicated and applied exactly like client writes.
 
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, FrameDecoder, OwnedFrame, WireLimits, encode_frame};
+use corekv_wire::{ApiError, OwnedFrame};
 
 use super::Shared;
 
@@ -14,11 +14,5 @@ pub async fn propose(shared: &Shared, req: &w::Request) -> Result<w::Response, A
 }
 
 fn own_frame(req: &w::Request) -> Result<OwnedFrame, ApiError> {
-    let mut buf = Vec::new();
-    encode_frame(0, req, &mut buf).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut dec = FrameDecoder::new(&WireLimits::default());
-    dec.extend(&buf);
-    dec.next_owned_frame()
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::Internal(format!("{} frame did not decode", req.name())))
+    OwnedFrame::encode_request(0, req).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -14,6 +14,7 @@ pub mod core;
 pub mod corrupt;
 pub mod entry;
 pub mod internal;
+pub mod lease;
 pub mod peer;
 pub mod replica;
 pub mod route;
@@ -49,6 +50,8 @@ pub enum CoreMsg {
         target: u64,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// A keep-alive or time-to-live question (`lease::LeaseDriver`).
+    Lease(lease::Ask),
 }
 
 /// State every shard and the HTTP thread may read. Written by shard 0.

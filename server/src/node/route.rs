@@ -11,6 +11,7 @@
 //! | `Propose` | the request's archive goes to the Raft core as the entry body (writes, alarm activate/deactivate) |
 //! | `Snapshot` | a stream from `snapshot_stream::open`, written by the front-end |
 //! | `Later(MoveLeader / Defragment)` | maintenance: Raft leader transfer, defragmentation on the blocking pool |
+//! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
 //! | `Watch` | the caller's `WatchSession` on this shard's hub |
 //!
 //! Errors are `ApiError`s: the native front-end sends them as they are, the
@@ -64,6 +65,11 @@ pub enum Later {
         target: u64,
     },
     Defragment,
+    LeaseKeepAlive(i64),
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+    },
 }
 
 pub enum WatchOp<'a> {
@@ -100,6 +106,16 @@ impl Api {
                     Err(e) => Route::Done(Err(e)),
                 }
             }
+            R::LeaseGrant(_) | R::LeaseRevoke(_) => match alarm::admit(&self.shared, req) {
+                Ok(()) => Route::Propose,
+                Err(e) => Route::Done(Err(e)),
+            },
+            R::LeaseKeepAlive(k) => Route::Later(Later::LeaseKeepAlive(k.id.to_native())),
+            R::LeaseTimeToLive(t) => Route::Later(Later::LeaseTimeToLive {
+                id: t.id.to_native(),
+                keys: t.keys,
+            }),
+            R::LeaseLeases(_) => Route::Done(super::lease::serve::leases(&self.shared)),
             R::WatchCreate(c) => Route::Watch(WatchOp::Create(c)),
             R::WatchCancel(c) => Route::Watch(WatchOp::Cancel(c.watch_id.to_native())),
             R::WatchProgress(_) => Route::Watch(WatchOp::Progress),
@@ -114,15 +130,9 @@ impl Api {
                 target: m.target_id.to_native(),
             }),
             // Not built yet (README "Status"): refused plainly, never faked.
-            R::LeaseGrant(_)
-            | R::LeaseRevoke(_)
-            | R::LeaseKeepAlive(_)
-            | R::LeaseTimeToLive(_)
-            | R::LeaseLeases(_)
-            | R::MemberAdd(_)
-            | R::MemberRemove(_)
-            | R::MemberUpdate(_)
-            | R::MemberPromote(_) => Route::Done(Err(ApiError::NotCapable)),
+            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberUpdate(_) | R::MemberPromote(_) => {
+                Route::Done(Err(ApiError::NotCapable))
+            }
         }
     }
 
@@ -158,6 +168,10 @@ impl Api {
                 Ok(w::Response::MoveLeader(w::MoveLeaderResponse {
                     header: shared.header(shared.store().current_revision()),
                 }))
+            }
+            Later::LeaseKeepAlive(id) => super::lease::serve::keep_alive(shared, id).await,
+            Later::LeaseTimeToLive { id, keys } => {
+                super::lease::serve::time_to_live(shared, id, keys).await
             }
             Later::Defragment => {
                 let store = shared.store();

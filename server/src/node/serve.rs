@@ -12,6 +12,7 @@
 //! When the connection closes, its watches leave the hub.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -32,6 +33,25 @@ use crate::metrics::{METRICS, ReqKind};
 pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    accept_loop(listener, api.clone(), "native", move |stream| {
+        let api = api.clone();
+        async move {
+            if let Err(e) = connection(api, stream).await {
+                tracing::debug!(error = %e, "client connection closed");
+            }
+        }
+    });
+    Ok(bound)
+}
+
+/// Accepts connections on `listener` (one front-end of this shard) until
+/// the member stops, at most `--max-conns-per-core` open at once, each
+/// served by `serve` in a task of its own.
+pub fn accept_loop<F, Fut>(listener: TcpListener, api: Rc<Api>, front: &'static str, serve: F)
+where
+    F: Fn(TcpStream) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     glommio::spawn_local(async move {
         let shared = api.shared.clone();
         let active = Rc::new(Cell::new(0usize));
@@ -39,31 +59,31 @@ pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
             let stream = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "client accept failed");
+                    tracing::warn!(error = %e, front, "client accept failed");
                     glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             };
             if active.get() >= shared.cfg.max_conns_per_core {
-                tracing::warn!("refusing a client connection: --max-conns-per-core reached");
+                tracing::warn!(
+                    front,
+                    "refusing a client connection: --max-conns-per-core reached"
+                );
                 drop(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             active.set(active.get() + 1);
             let active = active.clone();
-            let api = api.clone();
+            let conn = serve(stream);
             glommio::spawn_local(async move {
-                if let Err(e) = connection(api, stream).await {
-                    tracing::debug!(error = %e, "client connection closed");
-                }
+                conn.await;
                 active.set(active.get() - 1);
             })
             .detach();
         }
     })
     .detach();
-    Ok(bound)
 }
 
 /// Encoded answers waiting for the connection's writer.

@@ -23,6 +23,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::mpsc;
 
 use super::core::Core;
+use super::lease::{LeaseConfig, LeaseDriver};
 use super::peer::{self, Peers};
 use super::replica::{Replica, ReplicaConfig};
 use super::route::Api;
@@ -264,7 +265,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 let durable_hs = wal.hard_state();
                 let raw =
                     RawNode::new(raft_cfg, initial, restored).map_err(|e| format!("raft: {e}"))?;
-                let replica = Replica::new(replica_cfg, raw, applied, durable_hs);
+                let leases =
+                    LeaseDriver::open(LeaseConfig::from_config(&shared.cfg), &shared.store())?;
+                let replica =
+                    Replica::new(replica_cfg, raw, applied, durable_hs).with_leases(leases);
                 peer::listen(shared.clone(), peer_listen, peer_tx.clone())
                     .map_err(|e| format!("listen peer {peer_listen}: {e}"))?;
                 if cores == 1 {

@@ -47,10 +47,11 @@ const CATCH_UP_EVENTS: usize = 1000;
 const CATCH_UP_RETRY: Duration = Duration::from_millis(20);
 /// Most events in one watch response frame.
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
-/// Answers a connection (or gRPC stream) may have queued before its
-/// watchers are moved to catch-up (a slow consumer must not grow server
-/// memory without bound); catch-up resumes below half of it.
-pub const MAX_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+/// Key and value bytes after which a watch response is closed at the next
+/// revision boundary (so catch-up of large values stays well below gRPC
+/// clients' default 4 MiB receive limit; one revision is never split for
+/// size).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Watches one session (native connection or gRPC Watch stream) may hold.
 pub const MAX_WATCHES_PER_SESSION: usize = 100_000;
 
@@ -126,10 +127,25 @@ impl Watcher {
     /// of bounded size, and moves `next_rev` past `upto`.
     fn deliver(&self, shared: &Shared, events: &[st::Event], upto: i64) {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut last_rev = 0;
         for ev in events.iter().filter(|e| self.matches(e)) {
+            let rev = ev.kv.mod_revision;
+            if bytes >= MAX_RESPONSE_BYTES && rev != last_rev && !out.is_empty() {
+                self.send(shared, upto, std::mem::take(&mut out));
+                bytes = 0;
+            }
+            bytes += ev.kv.key.len()
+                + ev.kv.value.len()
+                + ev.prev_kv
+                    .as_ref()
+                    .filter(|_| self.prev_kv)
+                    .map_or(0, |p| p.key.len() + p.value.len());
+            last_rev = rev;
             out.push(self.to_wire(ev));
             if out.len() == MAX_EVENTS_PER_RESPONSE {
                 self.send(shared, upto, std::mem::take(&mut out));
+                bytes = 0;
             }
         }
         if !out.is_empty() {
@@ -226,16 +242,25 @@ impl Hub {
         self.last_batch_rev
             .set(self.last_batch_rev.get().max(batch.revision));
         let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
+        let mut slow = 0usize;
         for w in watchers {
             if !w.synced.get() || w.canceled.get() {
                 continue;
             }
-            if w.sink.pending_bytes() > MAX_OUTBOX_BYTES {
+            if w.sink.pending_bytes() > self.shared.cfg.watch_max_pending_bytes {
                 w.synced.set(false);
+                slow += 1;
                 spawn_catch_up(self.shared.clone(), self.clone(), w);
                 continue;
             }
             w.deliver(&self.shared, &batch.events, batch.revision);
+        }
+        if slow > 0 {
+            tracing::info!(
+                watchers = slow,
+                revision = batch.revision,
+                "slow watch consumers: watchers moved to catch-up from the store"
+            );
         }
     }
 
@@ -325,7 +350,9 @@ impl Hub {
 fn spawn_catch_up(shared: Arc<Shared>, hub: Rc<Hub>, w: Rc<Watcher>) {
     glommio::spawn_local(async move {
         while !w.canceled.get() && !shared.stopping() {
-            while w.sink.pending_bytes() > MAX_OUTBOX_BYTES / 2 && !w.canceled.get() {
+            while w.sink.pending_bytes() > shared.cfg.watch_max_pending_bytes / 2
+                && !w.canceled.get()
+            {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
             let view = match shared.store().read() {

@@ -102,13 +102,14 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
             if res.is_err() {
                 return Ok(false);
             }
-            let value = tree::load_value(snap, v)?;
+            // Streams carry the canonical record layout (see `keys.rs`).
+            let loaded = tree::load_value(snap, v)?;
+            let value = keys::record_to_stream(&loaded, main)?;
             if main <= compacted {
-                let tomb = value.first() == Some(&keys::KIND_TOMBSTONE);
-                base = if tomb {
+                base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value.into_owned()))
+                    Some((k.to_vec(), value))
                 };
             } else {
                 if let Some((bk, bv)) = base.take() {
@@ -156,6 +157,8 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
 struct CrcReader<'a> {
     input: &'a mut dyn Read,
     crc: u32,
+    /// Bytes taken so far (covered by `crc`).
+    read: u64,
 }
 
 impl CrcReader<'_> {
@@ -165,6 +168,7 @@ impl CrcReader<'_> {
             .read_exact(&mut b)
             .map_err(|e| io("read snapshot", e))?;
         self.crc = crate::checksum::crc32c_append(self.crc, &b);
+        self.read += n as u64;
         Ok(b)
     }
     fn u32(&mut self) -> Result<u32> {
@@ -231,7 +235,7 @@ fn read_header(r: &mut CrcReader<'_>) -> Result<Header> {
 
 /// One validated stream entry.
 enum Item {
-    /// A key version: tree key, record, user key, main revision, sub revision.
+    /// A key version: tree key, tree record, user key, main and sub revision.
     Key {
         k: Vec<u8>,
         v: Vec<u8>,
@@ -266,8 +270,10 @@ fn read_item(r: &mut CrcReader<'_>, h: &Header) -> Result<Option<Item>> {
             if main > h.revision || main < 1 {
                 return Err(invalid("key version beyond snapshot revision"));
             }
-            keys::decode_record(&v).map_err(|_| invalid("bad record"))?;
+            let (rec, value) = keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
             let user_key = keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
+            // The tree's form of the record (the stream's differs).
+            let v = keys::encode_record(&rec, main, value);
             Ok(Some(Item::Key {
                 k,
                 v,
@@ -303,15 +309,14 @@ fn read_trailer(r: &mut CrcReader<'_>, entries: u64) -> Result<u32> {
 /// `snapshot status` reports. `bytes` counts the stream up to its trailer
 /// (anything the input holds after it is not read).
 pub(crate) fn inspect_snapshot(input: &mut dyn Read) -> Result<SnapshotInfo> {
-    let mut r = CrcReader { input, crc: 0 };
+    let mut r = CrcReader {
+        input,
+        crc: 0,
+        read: 0,
+    };
     let h = read_header(&mut r)?;
     let mut entries = 0u64;
-    let mut bytes = 40u64;
-    while let Some(item) = read_item(&mut r, &h)? {
-        let (k, v) = match &item {
-            Item::Key { k, v, .. } | Item::Meta { k, v } => (k, v),
-        };
-        bytes += 9 + k.len() as u64 + v.len() as u64;
+    while read_item(&mut r, &h)?.is_some() {
         entries += 1;
     }
     let checksum = read_trailer(&mut r, entries)?;
@@ -320,7 +325,7 @@ pub(crate) fn inspect_snapshot(input: &mut dyn Read) -> Result<SnapshotInfo> {
         compacted_revision: h.compacted,
         applied_index: h.applied,
         entries,
-        bytes: bytes + 1 + 8 + 4,
+        bytes: r.read + 4,
         checksum,
     })
 }
@@ -332,7 +337,11 @@ pub(crate) fn restore_into(
 ) -> Result<Store> {
     let batch_entries = opts.restore_batch_entries.max(1);
     let store = Store::open_with_backend(backend, opts)?;
-    let mut r = CrcReader { input, crc: 0 };
+    let mut r = CrcReader {
+        input,
+        crc: 0,
+        read: 0,
+    };
     let h = read_header(&mut r)?;
     let db = &store.inner.db;
     let mut entries = 0u64;

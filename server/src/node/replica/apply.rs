@@ -19,6 +19,7 @@ use rkyv::util::AlignedVec;
 use super::super::entry::{self, Origin};
 use crate::kv;
 use crate::node::alarm::{self, Alarms};
+use crate::node::lease::{self, lessor::Lessor};
 
 /// How applying one request failed: the request is refused (the client gets
 /// the error, the member goes on), or the store failed (the member stops).
@@ -42,8 +43,19 @@ pub struct ApplyCtx<'a, 'b> {
     pub batch: &'a mut WriteBatch<'b>,
     /// Header fields of every answer; `revision` is set per answer.
     pub header: w::ResponseHeader,
+    pub lessor: &'a mut Lessor,
+    /// Raft index of the entry (server-chosen lease ids derive from it).
+    pub index: u64,
+    pub now: std::time::Instant,
     /// Active alarms: decide refusals, changed by Alarm entries.
     pub alarms: &'a Alarms,
+}
+
+/// The lease state applying a batch changes along with the store.
+pub struct LeaseCtx<'a> {
+    pub lessor: &'a mut Lessor,
+    /// Wall time of the apply (lease deadlines on the leader start here).
+    pub now: std::time::Instant,
 }
 
 impl ApplyCtx<'_, '_> {
@@ -63,6 +75,8 @@ pub enum Replicated<'a> {
     Compact(&'a w::ArchivedCompactionRequest),
     /// Activate or deactivate (a GET is answered by the member).
     Alarm(&'a w::ArchivedAlarmRequest),
+    LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
+    LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
 }
 
 /// Which request kinds go through Raft: the one exhaustive match over
@@ -76,12 +90,12 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::Txn(t) => Some(Replicated::Txn(t)),
         R::Compact(c) => Some(Replicated::Compact(c)),
         R::Alarm(a) if alarm::is_replicated_action(a) => Some(Replicated::Alarm(a)),
+        R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
+        R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
         R::Range(_)
         | R::WatchCreate(_)
         | R::WatchCancel(_)
         | R::WatchProgress(_)
-        | R::LeaseGrant(_)
-        | R::LeaseRevoke(_)
         | R::LeaseKeepAlive(_)
         | R::LeaseTimeToLive(_)
         | R::LeaseLeases(_)
@@ -140,6 +154,14 @@ pub fn apply_request(
             let header = ctx.header(ctx.batch.revision());
             alarm::apply(ctx.alarms, ctx.batch, header, a).map_err(Applied::Refused)?
         }
+        Replicated::LeaseGrant(g) => {
+            let header = ctx.header.clone();
+            lease::apply::grant(ctx.lessor, ctx.batch, g, ctx.index, ctx.now, header)?
+        }
+        Replicated::LeaseRevoke(r) => {
+            let header = ctx.header.clone();
+            lease::apply::revoke(ctx.lessor, ctx.batch, r.id.to_native(), header)?
+        }
     })
 }
 
@@ -165,6 +187,7 @@ pub fn apply_batch(
     header: &w::ResponseHeader,
     applied_term_key: &[u8],
     alarms: &Alarms,
+    lease: LeaseCtx<'_>,
 ) -> Result<BatchApplied, String> {
     let Some(last) = entries.last() else {
         unreachable!("apply_batch is called with at least one entry")
@@ -181,12 +204,33 @@ pub fn apply_batch(
             EntryKind::Normal => {
                 let decoded = entry::decode(&e.data)
                     .map_err(|reason| format!("entry {}: {reason}", e.index))?;
+                if decoded.kind == entry::KIND_INTERNAL {
+                    let applied = lease::apply::internal(
+                        &mut *lease.lessor,
+                        &mut batch,
+                        decoded.body,
+                        lease.now,
+                    );
+                    match applied {
+                        Ok(()) => {}
+                        Err(lease::apply::InternalError::Malformed(reason)) => {
+                            tracing::warn!(index = e.index, %reason, "internal entry refused");
+                        }
+                        Err(lease::apply::InternalError::Store(err)) => {
+                            return Err(format!("apply of entry {}: {err}", e.index));
+                        }
+                    }
+                    continue;
+                }
                 aligned.clear();
                 aligned.extend_from_slice(decoded.body);
                 let mut ctx = ApplyCtx {
                     batch: &mut batch,
                     header: header.clone(),
                     alarms,
+                    lessor: &mut *lease.lessor,
+                    index: e.index,
+                    now: lease.now,
                 };
                 let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)
                 {
