@@ -11,6 +11,9 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("inspect") {
         std::process::exit(corekv_server::inspect::main(std::env::args().skip(1)));
     }
+    // FAILPOINTS=name=action;... (docs/reliability.md); lives until exit.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let mut cfg = corekv_server::config::Config::parse();
     let mut ignored_keys = Vec::new();
     let mut extra_flags = 0;
