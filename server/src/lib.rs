@@ -2,8 +2,10 @@
 
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod coord;
 pub mod ctl;
+pub mod duration;
 pub mod gateway;
 pub mod http;
 pub mod inspect;

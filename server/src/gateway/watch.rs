@@ -320,7 +320,7 @@ async fn read_requests<S>(
                     .detach();
                 }
             }
-            Route::Done(_) | Route::Later(_) | Route::Propose => {
+            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Snapshot => {
                 refused("corekv: not a watch request");
             }
         }

@@ -100,6 +100,8 @@ impl Core {
         mut peer_rx: mpsc::Receiver<PeerIn>,
     ) -> Result<(), String> {
         spawn_key_counter(self.shared.clone());
+        super::alarm::spawn_monitor(self.shared.clone());
+        super::autocompact::spawn(self.shared.clone());
         let result = self.serve(&mut client_rx, &mut peer_rx).await;
         if let Err(reason) = &result {
             self.shared.fail(reason.clone());
@@ -382,6 +384,9 @@ impl Core {
         let applied = installed.map(|store| {
             let applied = store.applied_index();
             self.shared.applied_index.store(applied, Ordering::Release);
+            if let Ok(view) = store.read() {
+                self.shared.alarms.reload(&view);
+            }
             self.shared.replace_store(Arc::new(store));
             self.last_sync_applied = applied;
             tracing::info!(applied, "installed a snapshot from the leader");

@@ -45,6 +45,8 @@ pub struct ReplicaConfig {
     pub max_pending_requests: usize,
     /// Store meta key of the applied entry's term.
     pub applied_term_key: &'static [u8],
+    /// The replicated alarm set, shared with the serve shards.
+    pub alarms: std::sync::Arc<crate::node::alarm::Alarms>,
 }
 
 /// What the driver must send.
@@ -500,8 +502,14 @@ impl Replica {
             lessor: &mut self.lease.lessor,
             now: work.taken_at,
         };
-        let done =
-            apply::apply_batch(store, &committed, &header, self.cfg.applied_term_key, lease)?;
+        let done = apply::apply_batch(
+            store,
+            &committed,
+            &header,
+            self.cfg.applied_term_key,
+            &self.cfg.alarms,
+            lease,
+        )?;
         for cc in &done.conf_changes {
             let cs = self.raw.apply_conf_change(cc);
             tracing::info!(?cs, "membership changed");
