@@ -8,6 +8,7 @@
 //! from the store directly; writes and read-index rounds go to shard 0 over
 //! bounded channels (`Shared::to_core`).
 
+pub mod auth;
 pub mod core;
 pub mod entry;
 pub mod peer;
