@@ -166,6 +166,12 @@ pub struct Config {
     #[arg(long, env = "COREKV_MAX_CONNS_PER_CORE", default_value_t = 10_000)]
     pub max_conns_per_core: usize,
 
+    /// Upper bound of client writes and linearizable reads waiting in the
+    /// Raft core (proposed, forwarded, parked or waiting for a read index);
+    /// beyond it requests get "too many requests".
+    #[arg(long, env = "COREKV_MAX_PENDING_REQUESTS", default_value_t = 65_536)]
+    pub max_pending_requests: usize,
+
     /// Time a client write or linearizable read may wait before
     /// "etcdserver: request timed out".
     #[arg(long, env = "COREKV_REQUEST_TIMEOUT_MS", default_value_t = 7_000)]
@@ -245,6 +251,29 @@ impl Config {
         if self.snapshot_count == 0 {
             return Err("--snapshot-count must be > 0".into());
         }
+        self.validate_limits()
+    }
+
+    /// Every bound must admit at least one item: a zero queue depth or cap
+    /// would panic (a channel of depth 0), hang (no request ever admitted)
+    /// or refuse everything.
+    fn validate_limits(&self) -> Result<(), String> {
+        let limits: [(&str, u64); 9] = [
+            ("--proposal-queue-depth", self.proposal_queue_depth as u64),
+            ("--max-requests-per-conn", self.max_requests_per_conn as u64),
+            ("--max-conns-per-core", self.max_conns_per_core as u64),
+            ("--max-pending-requests", self.max_pending_requests as u64),
+            ("--max-request-bytes", self.max_request_bytes),
+            ("--wal-batch-max-bytes", self.wal_batch_max_bytes),
+            ("--wal-segment-bytes", self.wal_segment_bytes),
+            ("--store-sync-entries", self.store_sync_entries),
+            ("--request-timeout-ms", self.request_timeout_ms),
+        ];
+        for (flag, value) in limits {
+            if value == 0 {
+                return Err(format!("{flag} must be > 0"));
+            }
+        }
         Ok(())
     }
 }
@@ -263,4 +292,26 @@ pub fn url_to_addr(url: &str) -> Result<SocketAddr, String> {
         .find(|a| a.is_ipv4())
         .or_else(|| hostport.to_socket_addrs().ok().and_then(|mut a| a.next()))
         .ok_or_else(|| format!("cannot resolve {url}: no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_are_refused_at_start() {
+        assert_eq!(Config::parse_from(["corekv"]).validate(), Ok(()));
+        for flag in [
+            "--proposal-queue-depth",
+            "--max-requests-per-conn",
+            "--max-conns-per-core",
+            "--max-pending-requests",
+            "--wal-batch-max-bytes",
+            "--store-sync-entries",
+            "--request-timeout-ms",
+        ] {
+            let cfg = Config::parse_from(["corekv", flag, "0"]);
+            assert_eq!(cfg.validate(), Err(format!("{flag} must be > 0")), "{flag}");
+        }
+    }
 }

@@ -1,42 +1,41 @@
-//! The Raft core: shard 0's event loop.
+//! The Raft core: shard 0's event loop, the thin driver of the replica
+//! state machine (`replica/`).
 //!
-//! It owns the Raft state machine, the WAL and the apply loop. Each turn it
-//! takes every queued client proposal, read request and peer message (bounded
-//! per turn), feeds them to Raft, and handles the resulting `Ready`:
+//! Each turn it takes every queued client proposal, read request and peer
+//! message (bounded per turn), feeds them to the replica, and carries out
+//! each resulting [`Work`] in the order the Ready contract asks:
 //!
 //! 1. messages that may leave before persistence (the leader's appends) are
 //!    sent first, so followers write their copy while the leader fsyncs;
-//! 2. new entries and hard state go to the WAL in one write + one fdatasync
-//!    (group commit: everything that queued up during the previous fsync);
+//! 2. a snapshot marker, then new entries and hard state go to the WAL in
+//!    one write + one fdatasync (group commit: everything that queued up
+//!    during the previous fsync);
 //! 3. messages that must wait for durability (votes, append acks) go out;
-//! 4. committed entries are applied to the store in one batch/commit, and the
-//!    waiting clients are answered; read-index waiters are released.
+//! 4. committed entries are applied to the store in one batch/commit, the
+//!    waiting clients are answered and read-index waiters released; then
+//!    the whole Ready is advanced.
 //!
-//! A WAL or store failure is fatal: the member stops and nothing after the
-//! failed write is acknowledged.
+//! Blocking file IO (snapshot install, store sync) runs on glommio's
+//! blocking pool. A WAL or store failure is fatal: the member stops and
+//! nothing after the failed write is acknowledged.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use corekv_raftcore::wal::Wal;
-use corekv_raftcore::{
-    Entry, EntryKind, HardState, Message, MessageKind, RaftError, RawNode, ReadState, Role,
-    SnapshotMeta,
-};
-use corekv_storage::Store;
+use corekv_raftcore::{Message, MessageKind};
 use corekv_wire::ApiError;
-use corekv_wire::messages as w;
 use futures_lite::future;
-use rkyv::util::AlignedVec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::entry;
 use super::peer::{PeerIn, PeerOut, Peers};
+use super::replica::snapshot::{InstallPaths, install_image};
+use super::replica::{Outbound, Replica, Work};
 use super::{CoreMsg, Shared};
-use crate::kv;
 use crate::metrics::METRICS;
+
+pub use super::replica::apply::is_replicated;
 
 /// Most channel messages taken per loop turn, so a flood of proposals cannot
 /// delay ticks and Raft traffic unboundedly.
@@ -44,39 +43,14 @@ const MAX_DRAIN_PER_TURN: usize = 4096;
 /// Time per tick spent on physical compaction steps (writes wait meanwhile).
 const COMPACTION_TICK_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
 
-type WriteReply = oneshot::Sender<Result<w::Response, ApiError>>;
-type ReadReply = oneshot::Sender<Result<(), ApiError>>;
-
-struct Waiter {
-    reply: WriteReply,
-    deadline: Instant,
-}
-
 pub struct Core {
     shared: Arc<Shared>,
-    raw: RawNode,
+    replica: Replica,
     wal: Wal,
     peers: Peers,
-    /// Client writes proposed or forwarded by this member, by proposal id.
-    waiters: BTreeMap<u64, Waiter>,
-    next_proposal_id: u64,
-    /// Reads waiting for the next read-index round (with their deadline).
-    queued_reads: Vec<(Instant, ReadReply)>,
-    /// Writes that arrived while no leader was known: proposed (or
-    /// forwarded) once one is, or answered "no leader" at their deadline,
-    /// as etcd does. Bounded by the client channel's depth.
-    parked: std::collections::VecDeque<(Instant, corekv_wire::OwnedFrame, WriteReply)>,
-    /// Rounds in flight, by ctx.
-    read_rounds: HashMap<u64, (Instant, Vec<ReadReply>)>,
-    /// Confirmed read points waiting for apply to reach them.
-    pending_reads: BTreeMap<u64, Vec<ReadReply>>,
-    next_read_ctx: u64,
-    applied: u64,
     last_snapshot_index: u64,
     last_sync_applied: u64,
     last_leader: u64,
-    /// The hard state last written to the WAL.
-    durable_hs: HardState,
 }
 
 enum Event {
@@ -87,26 +61,17 @@ enum Event {
 }
 
 impl Core {
-    pub fn new(shared: Arc<Shared>, raw: RawNode, wal: Wal, peers: Peers, applied: u64) -> Core {
+    pub fn new(shared: Arc<Shared>, replica: Replica, wal: Wal, peers: Peers) -> Core {
         let last_snapshot_index = wal.snapshot().map_or(0, |s| s.index);
-        let durable_hs = wal.hard_state();
+        let applied = replica.applied();
         Core {
             shared,
-            raw,
+            replica,
             wal,
             peers,
-            waiters: BTreeMap::new(),
-            next_proposal_id: 1,
-            queued_reads: Vec::new(),
-            parked: std::collections::VecDeque::new(),
-            read_rounds: HashMap::new(),
-            pending_reads: BTreeMap::new(),
-            next_read_ctx: 1,
-            applied,
             last_snapshot_index,
             last_sync_applied: applied,
             last_leader: 0,
-            durable_hs,
         }
     }
 
@@ -116,6 +81,19 @@ impl Core {
         mut peer_rx: mpsc::Receiver<PeerIn>,
     ) -> Result<(), String> {
         spawn_key_counter(self.shared.clone());
+        let result = self.serve(&mut client_rx, &mut peer_rx).await;
+        if let Err(reason) = &result {
+            self.shared.fail(reason.clone());
+        }
+        self.replica.fail_all(&ApiError::Stopped);
+        result
+    }
+
+    async fn serve(
+        &mut self,
+        client_rx: &mut mpsc::Receiver<CoreMsg>,
+        peer_rx: &mut mpsc::Receiver<PeerIn>,
+    ) -> Result<(), String> {
         let tick = self.shared.cfg.tick_interval();
         let mut next_tick = Instant::now() + tick;
         self.publish_status();
@@ -133,335 +111,126 @@ impl Core {
             )
             .await;
             match event {
-                Event::Client(m) => self.on_client(m),
-                Event::Peer(m) => self.on_peer(m)?,
+                Event::Client(m) => self.replica.on_client(Instant::now(), m),
+                Event::Peer(m) => self.on_peer(m).await?,
                 Event::Tick | Event::Closed => {}
             }
             for _ in 0..MAX_DRAIN_PER_TURN {
                 match peer_rx.try_recv() {
-                    Ok(m) => self.on_peer(m)?,
+                    Ok(m) => self.on_peer(m).await?,
                     Err(_) => break,
                 }
             }
+            let now = Instant::now();
             for _ in 0..MAX_DRAIN_PER_TURN {
                 match client_rx.try_recv() {
-                    Ok(m) => self.on_client(m),
+                    Ok(m) => self.replica.on_client(now, m),
                     Err(_) => break,
                 }
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.raw.tick();
+                self.replica.tick(now);
                 // Do not replay ticks missed during a long stall: one per turn.
                 next_tick = (next_tick + tick).max(now);
-                self.expire(now);
                 self.publish_status();
-                self.unpark();
                 self.compact_in_background()?;
             }
-            self.start_read_round();
-            while self.raw.has_ready() {
+            self.replica.start_read_round(now);
+            self.send_outbox();
+            while self.replica.has_ready() {
                 self.handle_ready().await?;
             }
         }
-        self.fail_all(ApiError::Stopped);
         Ok(())
     }
 
-    fn on_client(&mut self, m: CoreMsg) {
+    async fn on_peer(&mut self, m: PeerIn) -> Result<(), String> {
         match m {
-            CoreMsg::Propose { frame, reply } => {
-                let deadline = Instant::now() + self.shared.cfg.request_timeout();
-                self.propose(deadline, frame, reply);
-            }
-            CoreMsg::ReadIndex { reply } => {
-                let deadline = Instant::now() + self.shared.cfg.request_timeout();
-                self.queued_reads.push((deadline, reply));
-            }
-            CoreMsg::MoveLeader { target, reply } => {
-                let status = self.raw.status();
-                if status.role != Role::Leader {
-                    let _ = reply.send(Err(ApiError::NotLeader {
-                        leader_hint: status.leader.unwrap_or(0),
-                    }));
-                } else if !status.conf_state.voters.contains(&target)
-                    || target == self.shared.member_id
-                {
-                    let _ = reply.send(Err(ApiError::BadLeaderTransferee));
-                } else {
-                    self.raw.transfer_leader(target);
-                    let _ = reply.send(Ok(()));
-                }
-            }
-        }
-    }
-
-    fn on_peer(&mut self, m: PeerIn) -> Result<(), String> {
-        match m {
-            PeerIn::Raft(msg) => {
-                if let Err(e) = self.raw.step(msg) {
-                    tracing::debug!(error = %e, "dropped a peer message");
-                }
-            }
-            PeerIn::Forward { data } => {
-                // Only the leader takes forwarded proposals; otherwise drop and
-                // let the origin time out (it retries against the new leader).
-                if let Err(e) = self.raw.propose(data) {
-                    tracing::debug!(error = %e, "dropped a forwarded proposal");
-                }
-            }
-            PeerIn::Snapshot { path, msg } => self.install_snapshot(&path, msg)?,
-            PeerIn::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
+            PeerIn::Raft(msg) => self.replica.step(msg),
+            PeerIn::Forward { data } => self.replica.on_forwarded(data),
+            PeerIn::Snapshot { path, msg } => self.install_snapshot(path, msg).await?,
+            PeerIn::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
         }
         Ok(())
     }
 
-    /// Proposes a client write here (leader), forwards it (follower that
-    /// knows the leader), or parks it until a leader is known.
-    fn propose(&mut self, deadline: Instant, frame: corekv_wire::OwnedFrame, reply: WriteReply) {
-        let id = self.next_proposal_id;
-        let data = entry::encode(self.shared.member_id, id, frame.payload());
-        match self.raw.propose(data) {
-            Ok(_) => {}
-            Err(RaftError::NotLeader {
-                leader: Some(leader),
-            }) => {
-                // Forward; this member answers when it applies the entry.
-                let data = entry::encode(self.shared.member_id, id, frame.payload());
-                if !self.peers.send(leader, PeerOut::Forward { data }) {
-                    METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = reply.send(Err(ApiError::TooManyRequests));
-                    return;
+    fn send_outbox(&mut self) {
+        for out in self.replica.take_outbox() {
+            match out {
+                Outbound::Raft(m) => self.send_message(m),
+                Outbound::Forward { to, ticket, data } => {
+                    if !self.peers.send(to, PeerOut::Forward { data }) {
+                        self.replica.forward_dropped(ticket);
+                    }
                 }
             }
-            Err(RaftError::NotLeader { leader: None }) => {
-                self.parked.push_back((deadline, frame, reply));
-                return;
-            }
-            Err(e) => {
-                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(Err(raft_error(e)));
-                return;
-            }
-        }
-        self.next_proposal_id += 1;
-        METRICS.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        self.waiters.insert(id, Waiter { reply, deadline });
-    }
-
-    /// Retries parked writes once a leader is known.
-    fn unpark(&mut self) {
-        if self.parked.is_empty() || self.shared.leader().is_none() {
-            return;
-        }
-        for (deadline, frame, reply) in std::mem::take(&mut self.parked) {
-            self.propose(deadline, frame, reply);
-        }
-    }
-
-    /// All reads queued since the last round share one read-index round.
-    fn start_read_round(&mut self) {
-        if self.queued_reads.is_empty() {
-            return;
-        }
-        let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        match self.raw.read_index(ctx) {
-            Ok(()) => {
-                let batch = std::mem::take(&mut self.queued_reads)
-                    .into_iter()
-                    .map(|(_, r)| r)
-                    .collect();
-                self.read_rounds.insert(ctx, (Instant::now(), batch));
-            }
-            // No leader yet: the reads wait (until their deadline) for one.
-            Err(RaftError::NotLeader { leader: None }) => {}
-            Err(e) => {
-                let err = raft_error(e);
-                for (_, r) in std::mem::take(&mut self.queued_reads) {
-                    let _ = r.send(Err(err.clone()));
-                }
-            }
-        }
-    }
-
-    fn on_read_state(&mut self, rs: ReadState) {
-        let Some((started, batch)) = self.read_rounds.remove(&rs.ctx) else {
-            return;
-        };
-        METRICS.read_index.observe(started.elapsed());
-        if rs.index <= self.applied {
-            for r in batch {
-                let _ = r.send(Ok(()));
-            }
-        } else {
-            self.pending_reads
-                .entry(rs.index)
-                .or_default()
-                .extend(batch);
-        }
-    }
-
-    fn release_reads(&mut self) {
-        let later = self.pending_reads.split_off(&(self.applied + 1));
-        for r in std::mem::replace(&mut self.pending_reads, later)
-            .into_values()
-            .flatten()
-        {
-            let _ = r.send(Ok(()));
         }
     }
 
     async fn handle_ready(&mut self) -> Result<(), String> {
-        let mut rd = self.raw.ready();
-        self.send_messages(std::mem::take(&mut rd.messages));
-        if let Some(meta) = &rd.snapshot {
-            self.wal
-                .save_snapshot_marker(meta)
-                .await
-                .map_err(|e| self.fatal(format!("wal: {e}")))?;
-            self.last_snapshot_index = meta.index;
+        let mut work = self.replica.take_ready(Instant::now());
+        for m in std::mem::take(&mut work.messages) {
+            self.send_message(m);
         }
-        // A hard state whose term and vote are unchanged only moved the
-        // commit index, which need not be durable (a restarted member learns
-        // it again from the leader): it rides along with the next entries
-        // instead of costing an fdatasync of its own.
-        let durable = self.durable_hs;
-        let vote_changed = rd
-            .hard_state
-            .is_some_and(|hs| hs.term != durable.term || hs.vote != durable.vote);
-        if !rd.entries.is_empty() || vote_changed {
-            let started = Instant::now();
-            let hs = rd.hard_state;
-            self.wal
-                .append(&rd.entries, hs)
-                .await
-                .map_err(|e| self.fatal(format!("wal: {e}")))?;
-            METRICS.wal_fsync.observe(started.elapsed());
-            if let Some(hs) = hs {
-                self.durable_hs = hs;
-            }
+        self.persist(&work).await?;
+        self.replica.on_persisted(&work);
+        for m in std::mem::take(&mut work.persisted_messages) {
+            self.send_message(m);
         }
-        if let Some((index, term)) = rd.persisted_upto() {
-            self.raw.on_persisted(index, term);
-        }
-        self.send_messages(std::mem::take(&mut rd.persisted_messages));
-        let committed = std::mem::take(&mut rd.committed_entries);
-        if let Some(last) = committed.last() {
-            let last_index = last.index;
-            METRICS
-                .proposals_committed
-                .fetch_add(committed.len() as u64, Ordering::Relaxed);
-            self.apply(committed)?;
-            self.raw.advance_applied(last_index);
-        }
-        for rs in std::mem::take(&mut rd.read_states) {
-            self.on_read_state(rs);
-        }
-        self.release_reads();
+        self.apply(&mut work)?;
+        self.replica.advance(work);
         self.maybe_checkpoint().await
     }
 
-    fn send_messages(&mut self, msgs: Vec<Message>) {
-        for m in msgs {
-            let to = m.to;
-            if m.kind == MessageKind::Snapshot {
-                self.peers.send_snapshot(to, m, self.shared.store());
-            } else if !self.peers.send(to, PeerOut::Raft(m)) {
-                self.raw.report_unreachable(to);
-            }
+    async fn persist(&mut self, work: &Work) -> Result<(), String> {
+        if let Some(meta) = &work.snapshot {
+            self.wal
+                .save_snapshot_marker(meta)
+                .await
+                .map_err(|e| format!("wal: {e}"))?;
+            self.last_snapshot_index = meta.index;
+        }
+        if let Some((entries, hs)) = work.wal_write() {
+            let started = Instant::now();
+            self.wal
+                .append(entries, hs)
+                .await
+                .map_err(|e| format!("wal: {e}"))?;
+            METRICS.wal_fsync.observe(started.elapsed());
+        }
+        Ok(())
+    }
+
+    fn send_message(&mut self, m: Message) {
+        let to = m.to;
+        if m.kind == MessageKind::Snapshot {
+            self.peers.send_snapshot(to, m, self.shared.store());
+        } else if !self.peers.send(to, PeerOut::Raft(m)) {
+            self.replica.report_unreachable(to);
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    fn apply(&mut self, work: &mut Work) -> Result<(), String> {
         let started = Instant::now();
         let store = self.shared.store();
-        let store_applied = store.applied_index();
-        let mut batch = store
-            .write()
-            .map_err(|e| self.fatal(format!("store: {e}")))?;
-        let mut answers: Vec<(WriteReply, Result<w::Response, ApiError>)> = Vec::new();
-        let mut last = self.applied;
-        let mut aligned = AlignedVec::<16>::new();
-        let mut last_term = 0;
-        for e in entries {
-            last = last.max(e.index);
-            last_term = e.term;
-            if e.index <= store_applied {
-                continue; // already in the store (restart, or a newer snapshot image)
-            }
-            match e.kind {
-                EntryKind::Normal if e.data.is_empty() => {}
-                EntryKind::Normal => {
-                    let decoded = match entry::decode(&e.data) {
-                        Ok(d) => d,
-                        Err(reason) => {
-                            return Err(self.fatal(format!("entry {}: {reason}", e.index)));
-                        }
-                    };
-                    aligned.clear();
-                    aligned.extend_from_slice(decoded.body);
-                    let result =
-                        match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned) {
-                            Ok(req) => apply_request(&self.shared, &mut batch, req),
-                            Err(e) => {
-                                Err(Applied::Refused(ApiError::MalformedRequest(e.to_string())))
-                            }
-                        };
-                    let result = match result {
-                        Ok(resp) => Ok(resp),
-                        Err(Applied::Refused(api)) => Err(api),
-                        Err(Applied::Fatal(reason)) => {
-                            return Err(self.fatal(format!("apply of entry {}: {reason}", e.index)));
-                        }
-                    };
-                    METRICS.proposals_applied.fetch_add(1, Ordering::Relaxed);
-                    if decoded.origin == self.shared.member_id {
-                        if let Some(w) = self.waiters.remove(&decoded.proposal_id) {
-                            METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
-                            answers.push((w.reply, result));
-                        }
-                    }
-                }
-                EntryKind::ConfChange => {
-                    match rkyv::from_bytes::<corekv_raftcore::ConfChange, rkyv::rancor::Error>(
-                        &e.data,
-                    ) {
-                        Ok(cc) => {
-                            let cs = self.raw.apply_conf_change(&cc);
-                            tracing::info!(?cs, "membership changed");
-                        }
-                        Err(err) => {
-                            return Err(self.fatal(format!("conf change entry {}: {err}", e.index)));
-                        }
-                    }
-                }
-            }
-        }
-        if last_term != 0 {
-            batch.put_meta(
-                super::start::APPLIED_TERM_META_KEY,
-                &last_term.to_le_bytes(),
-            );
-        }
-        let commit_started = Instant::now();
-        let info = batch
-            .commit(last, false)
-            .map_err(|e| self.fatal(format!("store commit: {e}")))?;
-        METRICS.backend_commit.observe(commit_started.elapsed());
-        self.applied = last;
-        self.shared.applied_index.store(last, Ordering::Release);
-        self.shared.commit_index.fetch_max(last, Ordering::Relaxed);
-        if !info.events.is_empty() && self.shared.events.receiver_count() > 0 {
+        let Some(done) = self.replica.apply(&store, work)? else {
+            return Ok(());
+        };
+        METRICS.backend_commit.observe(started.elapsed());
+        self.shared
+            .applied_index
+            .store(done.applied, Ordering::Release);
+        self.shared
+            .commit_index
+            .fetch_max(done.applied, Ordering::Relaxed);
+        if !done.commit.events.is_empty() && self.shared.events.receiver_count() > 0 {
             let batch = super::watch::EventBatch {
-                revision: info.revision,
-                events: info.events,
+                revision: done.commit.revision,
+                events: done.commit.events,
             };
             // No receiver (no serve shard yet) is not an error.
             let _ = self.shared.events.send(Arc::new(batch));
-        }
-        for (reply, result) in answers {
-            let _ = reply.send(result);
         }
         METRICS.apply.observe(started.elapsed());
         Ok(())
@@ -476,7 +245,7 @@ impl Core {
         while store.compaction_pending() && started.elapsed() < COMPACTION_TICK_BUDGET {
             store
                 .compact_step()
-                .map_err(|e| self.fatal(format!("store compaction: {e}")))?;
+                .map_err(|e| format!("store compaction: {e}"))?;
         }
         Ok(())
     }
@@ -486,154 +255,68 @@ impl Core {
     /// every `--snapshot-count` entries.
     async fn maybe_checkpoint(&mut self) -> Result<(), String> {
         let cfg = &self.shared.cfg;
-        if self.applied < self.last_sync_applied + cfg.store_sync_entries {
+        if self.replica.applied() < self.last_sync_applied + cfg.store_sync_entries {
             return Ok(());
         }
+        let snapshot_count = cfg.snapshot_count;
         let store = self.shared.store();
-        let synced = glommio::executor()
+        let durable = glommio::executor()
             .spawn_blocking(move || store.sync().map(|()| store.durable_applied_index()))
-            .await;
-        let durable = synced.map_err(|e| self.fatal(format!("store sync: {e}")))?;
+            .await
+            .map_err(|e| format!("store sync: {e}"))?;
         self.last_sync_applied = durable;
-        if durable < self.last_snapshot_index + self.shared.cfg.snapshot_count {
-            return Ok(());
-        }
-        let Some(term) = self.raw.term(durable) else {
+        let Some(meta) =
+            self.replica
+                .on_store_synced(durable, self.last_snapshot_index, snapshot_count)
+        else {
             return Ok(());
         };
-        let meta = SnapshotMeta {
-            index: durable,
-            term,
-            conf_state: self.raw.status().conf_state,
-        };
-        self.raw.on_snapshot_taken(meta.clone());
         self.wal
             .save_snapshot_marker(&meta)
             .await
-            .map_err(|e| self.fatal(format!("wal: {e}")))?;
+            .map_err(|e| format!("wal: {e}"))?;
         self.wal
             .release_before(meta.index)
             .await
-            .map_err(|e| self.fatal(format!("wal: {e}")))?;
+            .map_err(|e| format!("wal: {e}"))?;
         self.last_snapshot_index = meta.index;
         tracing::info!(index = meta.index, "raft log compacted");
         Ok(())
     }
 
     /// A snapshot image from the leader arrived: swap the store to it (if
-    /// it is ahead of ours), then let Raft take the snapshot message.
-    fn install_snapshot(&mut self, path: &std::path::Path, msg: Message) -> Result<(), String> {
-        let current = self.shared.store();
-        let mut file =
-            std::fs::File::open(path).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
-        let db_path = super::start::db_path(&self.shared.cfg.data_dir());
-        let staging = db_path.with_extension("restore");
-        let restored = Store::restore_snapshot(
-            &staging,
-            &mut file,
-            super::start::store_options(&self.shared.cfg),
-        );
-        let _ = std::fs::remove_file(path);
-        let restored = match restored {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "snapshot image refused");
-                let _ = std::fs::remove_file(&staging);
-                return Ok(());
-            }
+    /// it is ahead of ours) on the blocking pool, then let Raft take the
+    /// snapshot message.
+    async fn install_snapshot(
+        &mut self,
+        path: std::path::PathBuf,
+        msg: Message,
+    ) -> Result<(), String> {
+        let cfg = &self.shared.cfg;
+        let paths = InstallPaths {
+            db: super::start::db_path(&cfg.data_dir()),
+            store_options: super::start::store_options(cfg),
+            member_meta_key: super::start::MEMBER_META_KEY,
+            member_id: self.shared.member_id,
         };
-        if restored.applied_index() > current.applied_index() {
-            // The image carries the leader's identity; this store is ours.
-            let applied = restored.applied_index();
-            let mut batch = restored
-                .write()
-                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
-            batch.put_meta(
-                super::start::MEMBER_META_KEY,
-                &self.shared.member_id.to_le_bytes(),
-            );
-            batch
-                .commit(applied, true)
-                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
-            drop(restored);
-            std::fs::rename(&staging, &db_path)
-                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
-            let store = Store::open(&db_path, super::start::store_options(&self.shared.cfg))
-                .map_err(|e| self.fatal(format!("snapshot install: {e}")))?;
-            self.applied = store.applied_index();
-            self.last_sync_applied = self.applied;
-            self.shared
-                .applied_index
-                .store(self.applied, Ordering::Release);
+        let current = self.shared.store().applied_index();
+        let installed = glommio::executor()
+            .spawn_blocking(move || install_image(&path, current, &paths))
+            .await?;
+        let applied = installed.map(|store| {
+            let applied = store.applied_index();
+            self.shared.applied_index.store(applied, Ordering::Release);
             self.shared.replace_store(Arc::new(store));
-            tracing::info!(
-                applied = self.applied,
-                "installed a snapshot from the leader"
-            );
-        } else {
-            let _ = std::fs::remove_file(&staging);
-        }
-        if let Err(e) = self.raw.step(msg) {
-            tracing::debug!(error = %e, "snapshot message refused");
-        }
+            self.last_sync_applied = applied;
+            tracing::info!(applied, "installed a snapshot from the leader");
+            applied
+        });
+        self.replica.on_image_installed(applied, msg);
         Ok(())
     }
 
-    fn expire(&mut self, now: Instant) {
-        // Ids do not follow deadlines (a parked write keeps its deadline and
-        // gets a new id when retried), so scan; waiters are bounded by the
-        // proposal queue depth.
-        let expired: Vec<u64> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(w) = self.waiters.remove(&id) {
-                METRICS.proposals_pending.fetch_sub(1, Ordering::Relaxed);
-                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                let _ = w.reply.send(Err(ApiError::Timeout));
-            }
-        }
-        let no_leader = self.shared.leader().is_none();
-        let late = |deadline: &Instant| *deadline <= now;
-        let err = if no_leader {
-            ApiError::NoLeader
-        } else {
-            ApiError::Timeout
-        };
-        while self.parked.front().is_some_and(|(d, _, _)| late(d)) {
-            if let Some((_, _, reply)) = self.parked.pop_front() {
-                METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
-        let (expired_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued_reads)
-            .into_iter()
-            .partition(|(d, _)| late(d));
-        self.queued_reads = waiting;
-        for (_, r) in expired_reads {
-            let _ = r.send(Err(err.clone()));
-        }
-        let timeout = self.shared.cfg.request_timeout();
-        let expired: Vec<u64> = self
-            .read_rounds
-            .iter()
-            .filter(|(_, (t, _))| now - *t > timeout)
-            .map(|(ctx, _)| *ctx)
-            .collect();
-        for ctx in expired {
-            if let Some((_, batch)) = self.read_rounds.remove(&ctx) {
-                for r in batch {
-                    let _ = r.send(Err(ApiError::Timeout));
-                }
-            }
-        }
-    }
-
     fn publish_status(&mut self) {
-        let status = self.raw.status();
+        let status = self.replica.status();
         let leader = status.leader.unwrap_or(0);
         let s = &self.shared;
         s.term.store(status.term, Ordering::Relaxed);
@@ -646,9 +329,10 @@ impl Core {
         METRICS
             .has_leader
             .store(i64::from(leader != 0), Ordering::Relaxed);
-        METRICS
-            .is_leader
-            .store(i64::from(status.role == Role::Leader), Ordering::Relaxed);
+        METRICS.is_leader.store(
+            i64::from(status.role == corekv_raftcore::Role::Leader),
+            Ordering::Relaxed,
+        );
         if leader != self.last_leader {
             if leader != 0 {
                 METRICS.leader_changes.fetch_add(1, Ordering::Relaxed);
@@ -667,35 +351,6 @@ impl Core {
         METRICS
             .db_in_use_bytes
             .store(store.db_size_in_use_bytes(), Ordering::Relaxed);
-    }
-
-    fn fail_all(&mut self, err: ApiError) {
-        for (_, w) in std::mem::take(&mut self.waiters) {
-            let _ = w.reply.send(Err(err.clone()));
-        }
-        for (_, r) in std::mem::take(&mut self.queued_reads) {
-            let _ = r.send(Err(err.clone()));
-        }
-        for (_, _, reply) in std::mem::take(&mut self.parked) {
-            let _ = reply.send(Err(err.clone()));
-        }
-        for (_, (_, batch)) in std::mem::take(&mut self.read_rounds) {
-            for r in batch {
-                let _ = r.send(Err(err.clone()));
-            }
-        }
-        for r in std::mem::take(&mut self.pending_reads)
-            .into_values()
-            .flatten()
-        {
-            let _ = r.send(Err(err.clone()));
-        }
-    }
-
-    fn fatal(&mut self, reason: String) -> String {
-        self.shared.fail(reason.clone());
-        self.fail_all(ApiError::Stopped);
-        reason
     }
 }
 
@@ -732,74 +387,4 @@ fn spawn_key_counter(shared: Arc<Shared>) {
         }
     })
     .detach();
-}
-
-fn raft_error(e: RaftError) -> ApiError {
-    match e {
-        RaftError::NotLeader { leader: None } => ApiError::NoLeader,
-        RaftError::NotLeader { leader: Some(l) } => ApiError::NotLeader { leader_hint: l },
-        RaftError::ProposalDropped { .. } => ApiError::TooManyRequests,
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
-/// How applying one entry failed: the request is refused (the client gets
-/// the error, the member goes on), or the store failed (the member stops).
-enum Applied {
-    Refused(ApiError),
-    Fatal(String),
-}
-
-impl From<corekv_storage::StorageError> for Applied {
-    fn from(e: corekv_storage::StorageError) -> Applied {
-        if kv::is_fatal(&e) {
-            Applied::Fatal(e.to_string())
-        } else {
-            Applied::Refused(kv::storage_error(e))
-        }
-    }
-}
-
-/// Executes one replicated client request on the write batch.
-fn apply_request(
-    shared: &Shared,
-    batch: &mut corekv_storage::WriteBatch<'_>,
-    req: &w::ArchivedRequest,
-) -> Result<w::Response, Applied> {
-    let header = |rev: i64| shared.header(rev);
-    Ok(match req {
-        w::ArchivedRequest::Put(p) => {
-            let r = batch.put(&kv::put_request(p))?;
-            w::Response::Put(kv::put_response(header(r.revision), r))
-        }
-        w::ArchivedRequest::DeleteRange(d) => {
-            let r = batch.delete_range(&kv::delete_request(d))?;
-            w::Response::DeleteRange(kv::delete_response(header(r.revision), r))
-        }
-        w::ArchivedRequest::Txn(t) => {
-            let r = batch.txn(&kv::txn_request(t).map_err(Applied::Refused)?)?;
-            w::Response::Txn(kv::txn_response(header(r.revision), r))
-        }
-        w::ArchivedRequest::Compact(c) => {
-            batch.compact(c.revision.to_native())?;
-            w::Response::Compact(w::CompactionResponse {
-                header: header(batch.revision()),
-            })
-        }
-        other => {
-            let reason = format!("{} is not a replicated request", other.name());
-            return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
-        }
-    })
-}
-
-/// Whether a request goes through Raft (`Request` variants that write).
-pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
-    matches!(
-        req,
-        w::ArchivedRequest::Put(_)
-            | w::ArchivedRequest::DeleteRange(_)
-            | w::ArchivedRequest::Txn(_)
-            | w::ArchivedRequest::Compact(_)
-    )
 }

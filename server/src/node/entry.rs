@@ -3,13 +3,18 @@
 //! ```text
 //!  0     1        8               16              24              32
 //!  +-----+--------+---------------+---------------+---------------+------------------+
-//!  |kind | 0 x 7  | origin member | proposal id   | 0 (reserved)  | body (aligned 16)|
+//!  |kind |ver|0 x6| origin member | proposal id   | run nonce     | body (aligned 16)|
 //!  +-----+--------+---------------+---------------+---------------+------------------+
 //! ```
 //! Integers little endian. `kind` 1: the body is a validated native-protocol
 //! `Request` archive, exactly as the client sent it (no re-encoding on the
-//! write path). `origin`/`proposal id` let the member that accepted the
-//! request answer it when it applies the entry, whichever member led.
+//! write path). `origin`/`proposal id`/`run nonce` let the member that
+//! accepted the request answer it when it applies the entry, whichever
+//! member led. Proposal ids restart at 1 in every process, so the origin
+//! matches an entry to a waiting client only if the nonce is the one drawn
+//! at its own start (never 0): an entry proposed before a restart can never
+//! answer a client of the new run. Entries written before the nonce existed
+//! carry 0 there (the field was reserved and zero), which matches no run.
 //! Unknown kinds are refused at apply time with a clear error, never guessed.
 
 pub const ENTRY_HEADER_BYTES: usize = 32;
@@ -17,22 +22,30 @@ pub const KIND_CLIENT_REQUEST: u8 = 1;
 /// Entry format version, bumped with any layout change (kept in byte 1).
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
 
-pub fn encode(origin: u64, proposal_id: u64, body: &[u8]) -> Vec<u8> {
+/// Who proposed an entry: the member, its run and the request's id in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub member: u64,
+    /// Drawn at process start, never 0.
+    pub run_nonce: u64,
+    pub proposal_id: u64,
+}
+
+pub fn encode(origin: Origin, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
     out.push(KIND_CLIENT_REQUEST);
     out.push(ENTRY_FORMAT_VERSION);
     out.extend_from_slice(&[0u8; 6]);
-    out.extend_from_slice(&origin.to_le_bytes());
-    out.extend_from_slice(&proposal_id.to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(&origin.member.to_le_bytes());
+    out.extend_from_slice(&origin.proposal_id.to_le_bytes());
+    out.extend_from_slice(&origin.run_nonce.to_le_bytes());
     out.extend_from_slice(body);
     out
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
-    pub origin: u64,
-    pub proposal_id: u64,
+    pub origin: Origin,
     pub body: &'a [u8],
 }
 
@@ -55,8 +68,11 @@ pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
         u64::from_le_bytes(b)
     };
     Ok(Decoded {
-        origin: u64_at(8),
-        proposal_id: u64_at(16),
+        origin: Origin {
+            member: u64_at(8),
+            proposal_id: u64_at(16),
+            run_nonce: u64_at(24),
+        },
         body: &data[ENTRY_HEADER_BYTES..],
     })
 }
@@ -67,12 +83,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let data = encode(7, 42, b"body");
+        let origin = Origin {
+            member: 7,
+            run_nonce: 9,
+            proposal_id: 42,
+        };
+        let data = encode(origin, b"body");
         assert_eq!(
             decode(&data).unwrap(),
             Decoded {
-                origin: 7,
-                proposal_id: 42,
+                origin,
                 body: b"body"
             }
         );
@@ -81,7 +101,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(decode(b"short").is_err());
-        let mut data = encode(1, 1, b"");
+        let origin = Origin {
+            member: 1,
+            run_nonce: 1,
+            proposal_id: 1,
+        };
+        let mut data = encode(origin, b"");
         data[0] = 9;
         assert!(decode(&data).is_err());
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod core;
 pub mod entry;
 pub mod peer;
+pub mod replica;
 pub mod serve;
 pub mod start;
 pub mod watch;

@@ -223,16 +223,17 @@ async fn send_snapshot(
     let result = async {
         let total = written?;
         let mut stream = dial(shared, addr).await.map_err(|e| e.to_string())?;
-        let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut image = blocking(ImageFile::open(path.clone())).await?;
         let mut offset = 0u64;
-        let mut chunk = vec![0u8; SNAPSHOT_CHUNK_BYTES];
         let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES + 4096);
         loop {
-            let n = std::io::Read::read(&mut file, &mut chunk).map_err(|e| e.to_string())?;
+            let (file, chunk) = blocking(image.read_chunk()).await?;
+            image = file;
+            let n = chunk.len();
             let done = offset + n as u64 >= total;
             let frame = PeerMsg::SnapshotChunk {
                 offset,
-                data: chunk[..n].to_vec(),
+                data: chunk,
                 done: done.then(|| msg.clone()),
             };
             buf.clear();
@@ -242,6 +243,9 @@ async fn send_snapshot(
             if done {
                 break;
             }
+            if n == 0 {
+                return Err(format!("snapshot image ended at {offset} of {total} bytes"));
+            }
         }
         stream.flush().await.map_err(|e| e.to_string())?;
         // Wait for the receiver to close: it has the whole image then.
@@ -250,8 +254,87 @@ async fn send_snapshot(
         Ok(())
     }
     .await;
-    let _ = std::fs::remove_file(&path);
+    let _ = glommio::executor()
+        .spawn_blocking(move || std::fs::remove_file(&path))
+        .await;
     result
+}
+
+/// Runs blocking file IO on glommio's blocking pool, off the Raft executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// A snapshot image file moved between the executor and the blocking pool.
+struct ImageFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl ImageFile {
+    fn open(path: PathBuf) -> impl FnOnce() -> Result<ImageFile, String> + Send + 'static {
+        move || {
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(ImageFile { path, file })
+        }
+    }
+
+    fn create(path: PathBuf) -> impl FnOnce() -> Result<ImageFile, String> + Send + 'static {
+        move || {
+            let file =
+                std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(ImageFile { path, file })
+        }
+    }
+
+    /// Reads the next chunk (empty at the end).
+    fn read_chunk(
+        mut self,
+    ) -> impl FnOnce() -> Result<(ImageFile, Vec<u8>), String> + Send + 'static {
+        move || {
+            let mut chunk = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let n = read_full(&mut self.file, &mut chunk)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            chunk.truncate(n);
+            Ok((self, chunk))
+        }
+    }
+
+    /// Appends `data` at `offset` (which must be the file's length), and
+    /// fsyncs when `last`.
+    fn write_chunk(
+        mut self,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    ) -> impl FnOnce() -> Result<ImageFile, String> + Send + 'static {
+        move || {
+            let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+            let len = self.file.metadata().map_err(err)?.len();
+            if len != offset {
+                return Err(format!("snapshot chunk at {offset}, expected {len}"));
+            }
+            std::io::Write::write_all(&mut self.file, &data).map_err(err)?;
+            if last {
+                self.file.sync_all().map_err(err)?;
+            }
+            Ok(self)
+        }
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match std::io::Read::read(file, &mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Accepts peer connections on the Raft core executor and hands what
@@ -301,7 +384,7 @@ async fn inbound(
     };
     let mut decoder = FrameDecoder::new(&limits);
     let mut from: Option<NodeId> = None;
-    let mut snapshot: Option<(PathBuf, std::fs::File)> = None;
+    let mut snapshot: Option<ImageFile> = None;
     loop {
         let n = stream
             .read(decoder.buf_mut())
@@ -351,30 +434,27 @@ async fn inbound(
                         .map_err(|_| "core stopped")?;
                 }
                 (PeerMsg::SnapshotChunk { offset, data, done }, Some(peer)) => {
-                    if snapshot.is_none() {
-                        let dir = super::start::snap_dir(&shared.cfg.data_dir());
-                        let path = dir.join(format!("incoming-{peer:x}.snap"));
-                        let file = std::fs::File::create(&path)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                        snapshot = Some((path, file));
-                    }
-                    if let Some((path, file)) = snapshot.as_mut() {
-                        let len = file.metadata().map_err(|e| e.to_string())?.len();
-                        if len != offset {
-                            return Err(format!("snapshot chunk at {offset}, expected {len}"));
+                    let image = match snapshot.take() {
+                        Some(image) => image,
+                        None => {
+                            let dir = super::start::snap_dir(&shared.cfg.data_dir());
+                            let path = dir.join(format!("incoming-{peer:x}.snap"));
+                            blocking(ImageFile::create(path)).await?
                         }
-                        std::io::Write::write_all(file, &data)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                        if let Some(msg) = done {
-                            file.sync_all().map_err(|e| e.to_string())?;
-                            let path = path.clone();
-                            to_core
-                                .send(PeerIn::Snapshot { path, msg })
-                                .await
-                                .map_err(|_| "core stopped")?;
-                            return Ok(());
-                        }
+                    };
+                    let last = done.is_some();
+                    let image = blocking(image.write_chunk(offset, data, last)).await?;
+                    if let Some(msg) = done {
+                        to_core
+                            .send(PeerIn::Snapshot {
+                                path: image.path,
+                                msg,
+                            })
+                            .await
+                            .map_err(|_| "core stopped")?;
+                        return Ok(());
                     }
+                    snapshot = Some(image);
                 }
             }
         }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::core::Core;
 use super::peer::{self, Peers};
+use super::replica::{Replica, ReplicaConfig};
 use super::{Shared, serve};
 use crate::cluster::ClusterInfo;
 use crate::config::{Config, url_to_addr};
@@ -254,6 +255,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let core_shared = shared.clone();
     let raft_cfg = raft_config(&cfg, member_id);
+    let replica_cfg = ReplicaConfig {
+        member_id,
+        cluster_id: shared.cluster_id(),
+        run_nonce: run_nonce(),
+        request_timeout: cfg.request_timeout(),
+        max_pending_requests: cfg.max_pending_requests,
+        applied_term_key: APPLIED_TERM_META_KEY,
+    };
     let wal_opts = wal_options(&cfg);
     let core = LocalExecutorBuilder::new(placement(0))
         .name("corekv-raft")
@@ -275,8 +284,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                             .map_err(|e| format!("WAL snapshot marker: {e}"))?;
                     }
                 }
+                let durable_hs = wal.hard_state();
                 let raw =
                     RawNode::new(raft_cfg, initial, restored).map_err(|e| format!("raft: {e}"))?;
+                let replica = Replica::new(replica_cfg, raw, applied, durable_hs);
                 peer::listen(shared.clone(), peer_listen, peer_tx.clone())
                     .map_err(|e| format!("listen peer {peer_listen}: {e}"))?;
                 if cores == 1 {
@@ -284,7 +295,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                         .map_err(|e| format!("listen native {native}: {e}"))?;
                 }
                 let peers = Peers::start(shared.clone(), peer_addrs, peer_tx);
-                Core::new(shared.clone(), raw, wal, peers, applied)
+                Core::new(shared.clone(), replica, wal, peers)
                     .run(core_rx, peer_rx)
                     .await
             }
@@ -388,6 +399,16 @@ fn restore_state(
         }),
         entries: Vec::new(),
         applied,
+    }
+}
+
+/// This run's proposal nonce: random, never 0 (see `entry.rs`).
+fn run_nonce() -> u64 {
+    loop {
+        let n: u64 = rand::random();
+        if n != 0 {
+            return n;
+        }
     }
 }
 

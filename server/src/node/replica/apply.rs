@@ -1,0 +1,214 @@
+//! Applying committed entries to the store: the one place where a
+//! replicated request kind is turned into a store change.
+//!
+//! `replicated` is the one exhaustive match over request kinds (a new kind
+//! fails to compile until someone decides whether it goes through Raft);
+//! `apply_request` is the dispatch with one arm per replicated kind. Lease, alarm and auth logic live in their own modules and add
+//! one arm (or one call) here.
+//!
+//! A batch of committed entries becomes one store commit that carries the
+//! last entry's index (and term), so the store's applied index always
+//! covers exactly the data it holds.
+
+use corekv_raftcore::{ConfChange, Entry, EntryKind};
+use corekv_storage::{CommitInfo, Store, WriteBatch};
+use corekv_wire::ApiError;
+use corekv_wire::messages as w;
+use rkyv::util::AlignedVec;
+
+use super::super::entry::{self, Origin};
+use crate::kv;
+
+/// How applying one request failed: the request is refused (the client gets
+/// the error, the member goes on), or the store failed (the member stops).
+pub enum Applied {
+    Refused(ApiError),
+    Fatal(String),
+}
+
+impl From<corekv_storage::StorageError> for Applied {
+    fn from(e: corekv_storage::StorageError) -> Applied {
+        if kv::is_fatal(&e) {
+            Applied::Fatal(e.to_string())
+        } else {
+            Applied::Refused(kv::storage_error(e))
+        }
+    }
+}
+
+/// What applying one request may use besides the request itself.
+pub struct ApplyCtx<'a, 'b> {
+    pub batch: &'a mut WriteBatch<'b>,
+    /// Header fields of every answer; `revision` is set per answer.
+    pub header: w::ResponseHeader,
+}
+
+impl ApplyCtx<'_, '_> {
+    fn header(&self, revision: i64) -> w::ResponseHeader {
+        w::ResponseHeader {
+            revision,
+            ..self.header.clone()
+        }
+    }
+}
+
+/// A replicated request kind, borrowed from the archived request.
+pub enum Replicated<'a> {
+    Put(&'a w::ArchivedPutRequest),
+    DeleteRange(&'a w::ArchivedDeleteRangeRequest),
+    Txn(&'a w::ArchivedTxnRequest),
+    Compact(&'a w::ArchivedCompactionRequest),
+}
+
+/// Which request kinds go through Raft: the one exhaustive match over
+/// request kinds on the write path (a new kind fails to compile here until
+/// someone decides whether it is replicated).
+pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
+    use w::ArchivedRequest as R;
+    match req {
+        R::Put(p) => Some(Replicated::Put(p)),
+        R::DeleteRange(d) => Some(Replicated::DeleteRange(d)),
+        R::Txn(t) => Some(Replicated::Txn(t)),
+        R::Compact(c) => Some(Replicated::Compact(c)),
+        R::Range(_)
+        | R::WatchCreate(_)
+        | R::WatchCancel(_)
+        | R::WatchProgress(_)
+        | R::LeaseGrant(_)
+        | R::LeaseRevoke(_)
+        | R::LeaseKeepAlive(_)
+        | R::LeaseTimeToLive(_)
+        | R::LeaseLeases(_)
+        | R::MemberList(_)
+        | R::MemberAdd(_)
+        | R::MemberRemove(_)
+        | R::MemberUpdate(_)
+        | R::MemberPromote(_)
+        | R::Status(_)
+        | R::HashKv(_)
+        | R::Defragment(_)
+        | R::Alarm(_)
+        | R::MoveLeader(_)
+        | R::Snapshot(_) => None,
+    }
+}
+
+/// Whether a request goes through Raft.
+pub fn is_replicated(req: &w::ArchivedRequest) -> bool {
+    replicated(req).is_some()
+}
+
+/// Executes one replicated client request on the write batch: the apply
+/// dispatch, one arm per replicated kind.
+pub fn apply_request(
+    ctx: &mut ApplyCtx<'_, '_>,
+    req: &w::ArchivedRequest,
+) -> Result<w::Response, Applied> {
+    let Some(kind) = replicated(req) else {
+        let reason = format!("{} is not a replicated request", req.name());
+        return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
+    };
+    Ok(match kind {
+        Replicated::Put(p) => {
+            let r = ctx.batch.put(&kv::put_request(p))?;
+            w::Response::Put(kv::put_response(ctx.header(r.revision), r))
+        }
+        Replicated::DeleteRange(d) => {
+            let r = ctx.batch.delete_range(&kv::delete_request(d))?;
+            w::Response::DeleteRange(kv::delete_response(ctx.header(r.revision), r))
+        }
+        Replicated::Txn(t) => {
+            let r = ctx
+                .batch
+                .txn(&kv::txn_request(t).map_err(Applied::Refused)?)?;
+            w::Response::Txn(kv::txn_response(ctx.header(r.revision), r))
+        }
+        Replicated::Compact(c) => {
+            ctx.batch.compact(c.revision.to_native())?;
+            w::Response::Compact(w::CompactionResponse {
+                header: ctx.header(ctx.batch.revision()),
+            })
+        }
+    })
+}
+
+/// The result of applying one batch of committed entries.
+pub struct BatchApplied {
+    /// Last entry index of the batch (the store's applied index now).
+    pub last_index: u64,
+    /// The answer of each client request, by who proposed it.
+    pub answers: Vec<(Origin, Result<w::Response, ApiError>)>,
+    /// Membership changes, in log order, for Raft to take.
+    pub conf_changes: Vec<ConfChange>,
+    /// Client requests applied (refused ones included).
+    pub requests: u64,
+    pub commit: CommitInfo,
+}
+
+/// Applies `entries` (committed, in order, non-empty) to `store` in one
+/// commit carrying the last index and term. Entries the store already holds
+/// (a restart, or a newer snapshot image) are skipped. An error is fatal.
+pub fn apply_batch(
+    store: &Store,
+    entries: &[Entry],
+    header: &w::ResponseHeader,
+    applied_term_key: &[u8],
+) -> Result<BatchApplied, String> {
+    let Some(last) = entries.last() else {
+        unreachable!("apply_batch is called with at least one entry")
+    };
+    let store_applied = store.applied_index();
+    let mut batch = store.write().map_err(|e| format!("store: {e}"))?;
+    let mut answers = Vec::new();
+    let mut conf_changes = Vec::new();
+    let mut requests = 0;
+    let mut aligned = AlignedVec::<16>::new();
+    for e in entries.iter().filter(|e| e.index > store_applied) {
+        match e.kind {
+            EntryKind::Normal if e.data.is_empty() => {}
+            EntryKind::Normal => {
+                let decoded = entry::decode(&e.data)
+                    .map_err(|reason| format!("entry {}: {reason}", e.index))?;
+                aligned.clear();
+                aligned.extend_from_slice(decoded.body);
+                let mut ctx = ApplyCtx {
+                    batch: &mut batch,
+                    header: header.clone(),
+                };
+                let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)
+                {
+                    Ok(req) => apply_request(&mut ctx, req),
+                    Err(e) => Err(Applied::Refused(ApiError::MalformedRequest(e.to_string()))),
+                };
+                let result = match result {
+                    Ok(resp) => Ok(resp),
+                    Err(Applied::Refused(api)) => Err(api),
+                    Err(Applied::Fatal(reason)) => {
+                        return Err(format!("apply of entry {}: {reason}", e.index));
+                    }
+                };
+                requests += 1;
+                answers.push((decoded.origin, result));
+            }
+            EntryKind::ConfChange => {
+                let cc = ConfChange::decode(&e.data)
+                    .map_err(|err| format!("conf change entry {}: {err}", e.index))?;
+                conf_changes.push(cc);
+            }
+        }
+    }
+    let last_index = last.index.max(store_applied);
+    if last.index > store_applied {
+        batch.put_meta(applied_term_key, &last.term.to_le_bytes());
+    }
+    let commit = batch
+        .commit(last_index, false)
+        .map_err(|e| format!("store commit: {e}"))?;
+    Ok(BatchApplied {
+        last_index,
+        answers,
+        conf_changes,
+        requests,
+        commit,
+    })
+}

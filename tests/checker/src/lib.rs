@@ -1,0 +1,401 @@
+//! corekv's history checker: is what the clients saw possible for a
+//! correct etcd-compatible store?
+//!
+//! - Linearizability of the whole store ([`linear`]): acknowledged writes,
+//!   linearizable reads and operations with unknown outcome are placed in one
+//!   order consistent with real time and with the sequential [`model`]
+//!   (revisions, keys, values, versions, leases, compaction).
+//! - Serializable and past-revision reads must equal the linearized store at
+//!   the revision they report or asked for.
+//! - Watch guarantees ([`watch`]) against the linearized history.
+//! - HashKV agreement between members at one revision.
+//! - Lost acknowledged writes: an acknowledged write that a later read of
+//!   its key does not reflect (counted separately for the chaos summary).
+
+pub mod history;
+pub mod linear;
+pub mod model;
+pub mod observe;
+pub mod recorder;
+pub mod truth;
+pub mod watch;
+
+use std::collections::BTreeMap;
+
+use history::{History, Outcome, Request, Response, TxnOp, TxnOpResult};
+use linear::{Expect, LinOp, SearchError};
+use model::State;
+use serde::Serialize;
+use truth::Truth;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ViolationKind {
+    /// No order of the operations fits the model.
+    NotLinearizable,
+    /// A serializable or past-revision read disagrees with the history.
+    StaleRead,
+    /// A read or watch showed a value no write produced.
+    PhantomValue,
+    /// A write refused for sure was applied.
+    FailedWriteApplied,
+    /// An acknowledged response does not fit its request.
+    Malformed,
+    WatchOrder,
+    WatchDuplicate,
+    WatchAtomic,
+    WatchGap,
+    WatchPrevKv,
+    WatchFlags,
+    /// An event that is not the history's event.
+    WatchEvent,
+    HashMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    /// Steps the linearizability search may take before giving up.
+    pub max_search_steps: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_search_steps: 20_000_000,
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub operations: usize,
+    pub acknowledged: usize,
+    pub unknown: usize,
+    pub failed: usize,
+    pub watch_events: usize,
+    pub final_revision: i64,
+    /// Acknowledged writes a later read does not reflect.
+    pub lost: usize,
+    /// Set when the search ran out of budget (no verdict on linearizability).
+    pub inconclusive: Option<String>,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.inconclusive.is_none()
+    }
+
+    pub fn has(&self, kind: ViolationKind) -> bool {
+        self.violations.iter().any(|v| v.kind == kind)
+    }
+}
+
+/// Concrete runs (choices of which unknown writes applied) compared with
+/// the reads and watches before the checker settles on one.
+const MAX_CONCRETE_RUNS: usize = 64;
+
+/// Checks everything in `h`.
+pub fn check(h: &History, opts: &Options) -> Report {
+    let mut report = Report {
+        operations: h.operations.len(),
+        ..Report::default()
+    };
+    for op in &h.operations {
+        match op.outcome {
+            Outcome::Ok(_) => report.acknowledged += 1,
+            Outcome::Failed(_) => report.failed += 1,
+            Outcome::Unknown(_) => report.unknown += 1,
+        }
+    }
+    let seen = observe::collect(h);
+    observe::check_sources(h, &seen, &mut report.violations);
+    let (ops, past_reads) = prepare(h, &seen, &mut report.violations);
+    let init = State::new(h.initial_revision);
+    let mut truth = None;
+    // With the watches' view of each revision first; if that fails but the
+    // operations alone are linearizable, the watches are what is wrong and
+    // the watch checks below say how.
+    let seen = watch::constraints(&h.watchers);
+    let mut found = linear::search(&init, &ops, &seen, opts.max_search_steps);
+    let mut used = &seen;
+    let unconstrained = linear::Constraints::new();
+    if matches!(found, Err(SearchError::NotLinearizable { .. })) && !seen.is_empty() {
+        if let Ok(order) = linear::search(&init, &ops, &unconstrained, opts.max_search_steps) {
+            found = Ok(order);
+            used = &unconstrained;
+        }
+    }
+    match found {
+        Ok(order) => {
+            // Of the concrete runs the order allows, the first that the
+            // reads and watches agree with (else the one with fewest
+            // disagreements, which are then reported).
+            let mut best: Option<(Truth, Vec<Violation>, usize)> = None;
+            for path in linear::concretize(&init, &ops, used, &order, MAX_CONCRETE_RUNS) {
+                let t = Truth::build(&init, &ops, &order, &path);
+                let mut v = Vec::new();
+                check_past_reads(h, &past_reads, &t, &mut v);
+                let mut events = 0;
+                for w in &h.watchers {
+                    events += watch::check_watcher(w, Some(&t), &mut v);
+                }
+                let done = v.is_empty();
+                if best.as_ref().is_none_or(|b| v.len() < b.1.len()) {
+                    best = Some((t, v, events));
+                }
+                if done {
+                    break;
+                }
+            }
+            if let Some((t, v, events)) = best {
+                report.final_revision = t.final_revision;
+                report.violations.extend(v);
+                report.watch_events = events;
+                truth = Some(t);
+            }
+        }
+        Err(SearchError::Budget { steps }) => {
+            report.inconclusive = Some(format!("search budget of {steps} steps exhausted"));
+        }
+        Err(SearchError::NotLinearizable {
+            op,
+            placed,
+            revisions,
+        }) => {
+            report.violations.push(Violation {
+                kind: ViolationKind::NotLinearizable,
+                detail: format!(
+                    "operation #{op} ({:?} -> {:?}) cannot be placed; deepest point: {placed} ops placed, model at revision(s) {revisions:?}",
+                    h.operations[op].request, h.operations[op].outcome
+                ),
+            });
+        }
+    }
+    if truth.is_none() {
+        // Without a linearized history only the history-free watch
+        // properties (order, uniqueness, atomicity, flags) are checked.
+        for w in &h.watchers {
+            report.watch_events += watch::check_watcher(w, None, &mut report.violations);
+        }
+    }
+    check_hashes(h, &mut report.violations);
+    report.lost = lost_writes(h);
+    report
+}
+
+/// Splits the history into search operations and reads checked afterwards.
+/// Failed operations and unknown reads have no effect and are left out.
+fn prepare(
+    h: &History,
+    seen: &observe::Observed,
+    out: &mut Vec<Violation>,
+) -> (Vec<LinOp>, Vec<usize>) {
+    let mut ops = Vec::new();
+    let mut past = Vec::new();
+    for (index, op) in h.operations.iter().enumerate() {
+        let linearizable_read = matches!(
+            op.request,
+            Request::Range {
+                revision: 0,
+                serializable: false,
+                ..
+            }
+        );
+        let (expect, complete_ns) = match (&op.outcome, op.request.is_write()) {
+            (Outcome::Failed(_), _) | (Outcome::Unknown(_), false) => continue,
+            (Outcome::Ok(resp), _) => {
+                if !fits(&op.request, resp) {
+                    out.push(Violation {
+                        kind: ViolationKind::Malformed,
+                        detail: format!("operation #{index}: {:?} answered {resp:?}", op.request),
+                    });
+                    continue;
+                }
+                if !op.request.is_write() && !linearizable_read {
+                    past.push(index);
+                    continue;
+                }
+                (Expect::Ok(resp.clone()), op.complete_ns)
+            }
+            (Outcome::Unknown(_), true) => match observe::resolve(&op.request, seen) {
+                Some(s) => (
+                    Expect::Applied {
+                        revision: s.mod_revision,
+                    },
+                    s.by_ns,
+                ),
+                None => (Expect::Unknown, u64::MAX),
+            },
+        };
+        ops.push(LinOp {
+            index,
+            invoke_ns: op.invoke_ns,
+            complete_ns,
+            request: op.request.clone(),
+            expect,
+        });
+    }
+    (ops, past)
+}
+
+/// The response is the kind the request gets.
+fn fits(req: &Request, resp: &Response) -> bool {
+    match (req, resp) {
+        (Request::Put { .. }, Response::Put { .. })
+        | (Request::Delete { .. }, Response::Delete { .. })
+        | (Request::Range { .. }, Response::Range { .. })
+        | (Request::Compact { .. }, Response::Compact { .. })
+        | (Request::LeaseGrant { .. }, Response::LeaseGrant { .. })
+        | (Request::LeaseRevoke { .. }, Response::LeaseRevoke { .. }) => true,
+        (
+            Request::Txn {
+                success, failure, ..
+            },
+            Response::Txn {
+                succeeded, results, ..
+            },
+        ) => {
+            let ops = if *succeeded { success } else { failure };
+            ops.len() == results.len()
+                && ops.iter().zip(results).all(|(o, r)| {
+                    matches!(
+                        (o, r),
+                        (TxnOp::Put { .. }, TxnOpResult::Put)
+                            | (TxnOp::Delete { .. }, TxnOpResult::Delete { .. })
+                            | (TxnOp::Get { .. }, TxnOpResult::Get { .. })
+                    )
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Serializable reads equal the store at their header revision; reads at a
+/// past revision equal the store at that revision.
+fn check_past_reads(h: &History, idx: &[usize], t: &Truth, out: &mut Vec<Violation>) {
+    for &i in idx {
+        let op = &h.operations[i];
+        let (
+            Request::Range {
+                key,
+                range_end,
+                revision,
+                ..
+            },
+            Outcome::Ok(Response::Range {
+                revision: header,
+                kvs,
+            }),
+        ) = (&op.request, &op.outcome)
+        else {
+            continue;
+        };
+        let at = if *revision > 0 { *revision } else { *header };
+        match t.range_at(at, key, range_end) {
+            Some(want) if want == *kvs => {}
+            Some(want) => out.push(Violation {
+                kind: ViolationKind::StaleRead,
+                detail: format!(
+                    "operation #{i}: read of {key:?} at revision {at} returned {kvs:?}, the history has {want:?}"
+                ),
+            }),
+            None => out.push(Violation {
+                kind: ViolationKind::StaleRead,
+                detail: format!(
+                    "operation #{i}: read at revision {at}, past the history's last revision {}",
+                    t.final_revision
+                ),
+            }),
+        }
+    }
+}
+
+fn check_hashes(h: &History, out: &mut Vec<Violation>) {
+    let mut by_rev: BTreeMap<i64, Vec<&history::MemberHash>> = BTreeMap::new();
+    for m in &h.hashes {
+        by_rev.entry(m.revision).or_default().push(m);
+    }
+    for (rev, ms) in by_rev {
+        let first = ms[0];
+        for m in &ms[1..] {
+            if m.hash != first.hash || m.compact_revision != first.compact_revision {
+                out.push(Violation {
+                    kind: ViolationKind::HashMismatch,
+                    detail: format!(
+                        "HashKV at revision {rev}: {} has {:#010x} (compact {}), {} has {:#010x} (compact {})",
+                        first.member,
+                        first.hash,
+                        first.compact_revision,
+                        m.member,
+                        m.hash,
+                        m.compact_revision
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Acknowledged puts (plain or in a txn) that a read at a revision at or
+/// after theirs shows overwritten by an *older* version of the key.
+pub fn lost_writes(h: &History) -> usize {
+    // (key, revision) of each acknowledged write.
+    let mut acked: Vec<(&str, i64)> = Vec::new();
+    for op in &h.operations {
+        match (&op.request, &op.outcome) {
+            (Request::Put { key, .. }, Outcome::Ok(Response::Put { revision })) => {
+                acked.push((key, *revision));
+            }
+            (
+                Request::Txn { success, .. },
+                Outcome::Ok(Response::Txn {
+                    revision,
+                    succeeded: true,
+                    ..
+                }),
+            ) => {
+                for o in success {
+                    if let TxnOp::Put { key, .. } = o {
+                        acked.push((key, *revision));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // key -> [(read revision, mod_revision seen)].
+    let mut reads: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for op in &h.operations {
+        if let (
+            Request::Range { revision, .. },
+            Outcome::Ok(Response::Range {
+                revision: header,
+                kvs,
+            }),
+        ) = (&op.request, &op.outcome)
+        {
+            let at = if *revision > 0 { *revision } else { *header };
+            for kv in kvs {
+                reads
+                    .entry(&kv.key)
+                    .or_default()
+                    .push((at, kv.mod_revision));
+            }
+        }
+    }
+    acked
+        .iter()
+        .filter(|(key, rev)| {
+            reads
+                .get(key)
+                .is_some_and(|rs| rs.iter().any(|&(at, m)| at >= *rev && m < *rev))
+        })
+        .count()
+}
