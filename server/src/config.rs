@@ -194,6 +194,19 @@ pub struct Config {
     /// below the last checkpoint may be released.
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
+
+    /// etcd's `--auth-token`: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Seconds a simple token stays valid after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// bcrypt cost of stored password hashes (4..=31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
 }
 
 impl Config {

@@ -322,6 +322,7 @@ impl<'a> Frame<'a> {
         OwnedFrame {
             header: self.header,
             payload: buf,
+            tag: 0,
         }
     }
 }
@@ -331,6 +332,9 @@ impl<'a> Frame<'a> {
 pub struct OwnedFrame {
     header: FrameHeader,
     payload: AlignedVec<FRAME_ALIGN>,
+    /// An opaque value the receiving server attaches to the frame it passes
+    /// on (corekv: the auth stamp of the request's check); never on the wire.
+    tag: u64,
 }
 
 impl OwnedFrame {
@@ -345,6 +349,14 @@ impl OwnedFrame {
     }
     pub fn payload(&self) -> &[u8] {
         self.payload.as_slice()
+    }
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    #[must_use]
+    pub fn with_tag(mut self, tag: u64) -> OwnedFrame {
+        self.tag = tag;
+        self
     }
     /// Validates the payload as an archived `T` and returns it in place.
     pub fn access<T: Decode>(&self) -> Result<&T::Archived, WireError> {

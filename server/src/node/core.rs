@@ -303,6 +303,10 @@ impl Core {
         let installed = glommio::executor()
             .spawn_blocking(move || install_image(&path, current, &paths))
             .await?;
+        if let Some(store) = &installed {
+            // The image carries the leader's auth state.
+            self.shared.auth.load(store)?;
+        }
         let applied = installed.map(|store| {
             let applied = store.applied_index();
             self.shared.applied_index.store(applied, Ordering::Release);

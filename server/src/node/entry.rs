@@ -3,7 +3,7 @@
 //! ```text
 //!  0     1        8               16              24              32
 //!  +-----+--------+---------------+---------------+---------------+------------------+
-//!  |kind |ver|0 x6| origin member | proposal id   | run nonce     | body (aligned 16)|
+//!  |kind |ver|auth| origin member | proposal id   | run nonce     | body (aligned 16)|
 //!  +-----+--------+---------------+---------------+---------------+------------------+
 //! ```
 //! Integers little endian. `kind` 1: the body is a validated native-protocol
@@ -16,6 +16,12 @@
 //! answer a client of the new run. Entries written before the nonce existed
 //! carry 0 there (the field was reserved and zero), which matches no run.
 //! Unknown kinds are refused at apply time with a clear error, never guessed.
+//!
+//! `auth` (bytes 2..8, u48): the auth stamp of the check the accepting
+//! member made (`node::auth::Auth::stamp`): 0 when auth was disabled, else
+//! the auth revision checked + 1. Apply refuses the entry when auth is
+//! enabled and the revision moved since (etcd's `revision of auth store is
+//! old`). Entries from before auth existed carry 0 there, which is true.
 
 pub const ENTRY_HEADER_BYTES: usize = 32;
 pub const KIND_CLIENT_REQUEST: u8 = 1;
@@ -31,11 +37,16 @@ pub struct Origin {
     pub proposal_id: u64,
 }
 
-pub fn encode(origin: Origin, body: &[u8]) -> Vec<u8> {
+/// Largest auth stamp the header holds (48 bits).
+pub const MAX_AUTH_STAMP: u64 = (1 << 48) - 1;
+
+pub fn encode(origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
     out.push(KIND_CLIENT_REQUEST);
     out.push(ENTRY_FORMAT_VERSION);
-    out.extend_from_slice(&[0u8; 6]);
+    // A stamp beyond 48 bits saturates: apply then sees a revision that is
+    // never old, which cannot happen before 2^48 auth changes.
+    out.extend_from_slice(&auth_stamp.min(MAX_AUTH_STAMP).to_le_bytes()[..6]);
     out.extend_from_slice(&origin.member.to_le_bytes());
     out.extend_from_slice(&origin.proposal_id.to_le_bytes());
     out.extend_from_slice(&origin.run_nonce.to_le_bytes());
@@ -46,6 +57,7 @@ pub fn encode(origin: Origin, body: &[u8]) -> Vec<u8> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
     pub origin: Origin,
+    pub auth_stamp: u64,
     pub body: &'a [u8],
 }
 
@@ -73,6 +85,11 @@ pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
             proposal_id: u64_at(16),
             run_nonce: u64_at(24),
         },
+        auth_stamp: {
+            let mut b = [0u8; 8];
+            b[..6].copy_from_slice(&data[2..8]);
+            u64::from_le_bytes(b)
+        },
         body: &data[ENTRY_HEADER_BYTES..],
     })
 }
@@ -88,14 +105,17 @@ mod tests {
             run_nonce: 9,
             proposal_id: 42,
         };
-        let data = encode(origin, b"body");
+        let data = encode(origin, 5, b"body");
         assert_eq!(
             decode(&data).unwrap(),
             Decoded {
                 origin,
+                auth_stamp: 5,
                 body: b"body"
             }
         );
+        let data = encode(origin, u64::MAX, b"");
+        assert_eq!(decode(&data).unwrap().auth_stamp, MAX_AUTH_STAMP);
     }
 
     #[test]
@@ -106,7 +126,7 @@ mod tests {
             run_nonce: 1,
             proposal_id: 1,
         };
-        let mut data = encode(origin, b"");
+        let mut data = encode(origin, 0, b"");
         data[0] = 9;
         assert!(decode(&data).is_err());
     }

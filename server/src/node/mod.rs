@@ -65,6 +65,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Set by shard 0 on a fatal error (WAL or store IO): the member stops.
     pub fatal: RwLock<Option<String>>,
+    /// Users, roles and tokens (read by every shard, changed by apply).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl Shared {

@@ -25,6 +25,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use tokio::sync::{Notify, oneshot};
 
+use super::auth;
 use super::core::is_replicated;
 use super::watch::{ConnWatches, Hub};
 use super::{CoreMsg, Shared};
@@ -226,6 +227,10 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
+    let stamp = match auth::calls::gate(&shared.auth, frame.token(), None, req) {
+        Ok(stamp) => stamp,
+        Err(e) => return answer(outbox, id, kind, auth::calls::refusal(shared, req, e)),
+    };
     // Reads that need no round trip are answered inline, from the receive
     // buffer, without a task.
     match req {
@@ -270,7 +275,12 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     glommio::spawn_local(async move {
         let result = match owned.access::<w::Request>() {
             Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
-            Ok(_) if replicated => propose(&conn.shared, owned).await,
+            Ok(w::ArchivedRequest::Auth(_)) => {
+                let (shared, frame) = (&conn.shared, owned.with_tag(stamp));
+                let propose = async |f| propose(shared, f).await;
+                auth::calls::call(shared, frame, propose, async || read_barrier(shared).await).await
+            }
+            Ok(_) if replicated => propose(&conn.shared, owned.with_tag(stamp)).await,
             Ok(w::ArchivedRequest::WatchProgress(_)) => watch_progress(&conn).await,
             Ok(req) => slow_path(&conn.shared, req).await,
         };

@@ -192,6 +192,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "starting corekv member"
     );
 
+    let auth = Arc::new(auth_store(&cfg, &store)?);
     let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
     let limits = WireLimits {
@@ -218,6 +219,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         is_learner: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
+        auth,
     });
 
     let probe_shared = shared.clone();
@@ -262,6 +264,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         request_timeout: cfg.request_timeout(),
         max_pending_requests: cfg.max_pending_requests,
         applied_term_key: APPLIED_TERM_META_KEY,
+        auth: shared.auth.clone(),
     };
     let wal_opts = wal_options(&cfg);
     let core = LocalExecutorBuilder::new(placement(0))
@@ -456,4 +459,15 @@ fn health(shared: &Shared) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The auth store from `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`,
+/// with the state the store holds.
+fn auth_store(cfg: &Config, store: &Store) -> anyhow::Result<super::auth::Auth> {
+    let ttl = std::time::Duration::from_secs(cfg.auth_token_ttl);
+    let kind =
+        super::auth::token::TokenKind::parse(&cfg.auth_token, ttl).map_err(|e| anyhow!(e))?;
+    let auth = super::auth::Auth::new(kind, cfg.bcrypt_cost).map_err(|e| anyhow!(e))?;
+    auth.load(store).map_err(|e| anyhow!(e))?;
+    Ok(auth)
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::WireError;
-use crate::frame::{FRAME_ALIGN, encode_frame};
+use crate::frame::{FRAME_ALIGN, FrameFlags, encode_frame, encode_frame_token};
 use crate::limits::WireLimits;
 use crate::messages::*;
 pub use response::{ResponseFrame, WatchFrame};
@@ -74,6 +74,9 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Auth token sent in every frame of this handle (frame flag `TOKEN`);
+    /// clones made with `with_token` share the connection, not the token.
+    token: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -149,6 +152,7 @@ impl Client {
         ))
         .abort_handle();
         Ok(Client {
+            token: None,
             inner: Arc::new(Inner {
                 shared,
                 next_id: AtomicU64::new(1),
@@ -158,6 +162,36 @@ impl Client {
                 reader,
             }),
         })
+    }
+
+    /// A handle on the same connection whose requests carry `token`
+    /// (from `authenticate`); `None` sends none.
+    #[must_use]
+    pub fn with_token(&self, token: Option<&str>) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            token: token.map(Arc::from),
+        }
+    }
+
+    /// The token this handle sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// etcd's Authenticate: a token for `name` (use it with `with_token`).
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, WireError> {
+        let req = AuthRequest::Authenticate(AuthenticateRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        });
+        match self.auth(req).await? {
+            AuthResponse::Authenticate(a) => Ok(a.token),
+            _ => Err(WireError::UnexpectedResponse {
+                operation: "Authenticate",
+                got: "another auth response",
+            }),
+        }
     }
 
     /// The options this client was built with.
@@ -181,7 +215,12 @@ impl Client {
     /// dropping the connection (a frame over `max_frame_bytes`).
     fn encode(&self, request_id: u64, req: &Request) -> Result<Vec<u8>, WireError> {
         let mut buf = Vec::with_capacity(128);
-        encode_frame(request_id, req, &mut buf)?;
+        match &self.token {
+            Some(t) => {
+                encode_frame_token(request_id, FrameFlags::NONE, t.as_bytes(), req, &mut buf)?
+            }
+            None => encode_frame(request_id, req, &mut buf)?,
+        }
         if buf.len() > self.inner.opts.limits.max_frame_bytes {
             return Err(WireError::Api(crate::ApiError::RequestTooLarge));
         }
@@ -346,6 +385,8 @@ owned_calls! {
     defragment(DefragmentRequest) -> DefragmentResponse = Defragment / Defragment;
     alarm(AlarmRequest) -> AlarmResponse = Alarm / Alarm;
     move_leader(MoveLeaderRequest) -> MoveLeaderResponse = MoveLeader / MoveLeader;
+    /// One call of etcd's Auth service.
+    auth(AuthRequest) -> AuthResponse = Auth / Auth;
     /// Asks for a progress notification (answered with `watch_id == -1`).
     watch_progress(WatchProgressRequest) -> WatchResponse = WatchProgress / Watch;
 }

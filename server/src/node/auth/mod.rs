@@ -18,6 +18,7 @@
 //! auth state changed in between (`admit`, etcd's TOCTOU guard, answered
 //! `revision of auth store is old`).
 
+pub mod calls;
 pub mod check;
 pub mod perm;
 pub mod state;
@@ -44,6 +45,35 @@ pub const MAX_AUTH_STATE_BYTES: usize = 1 << 20;
 /// etcd's `--bcrypt-cost` bounds (Go's bcrypt.MinCost / MaxCost).
 pub const BCRYPT_MIN_COST: u32 = 4;
 pub const BCRYPT_MAX_COST: u32 = 31;
+/// etcd's default `--bcrypt-cost` (Go's bcrypt.DefaultCost).
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+
+/// Whether an auth call changes the state (a replicated entry). Reads are
+/// answered by the member that got them; Authenticate checks the password
+/// where it arrives and then proposes `AssignToken` (simple tokens).
+pub fn replicated(a: &w::ArchivedAuthRequest) -> bool {
+    use w::ArchivedAuthRequest as A;
+    match a {
+        A::Enable
+        | A::Disable
+        | A::UserAdd(_)
+        | A::UserDelete { .. }
+        | A::UserChangePassword(_)
+        | A::UserGrantRole(_)
+        | A::UserRevokeRole(_)
+        | A::RoleAdd { .. }
+        | A::RoleDelete { .. }
+        | A::RoleGrantPermission(_)
+        | A::RoleRevokePermission(_)
+        | A::AssignToken(_) => true,
+        A::Status
+        | A::Authenticate(_)
+        | A::UserGet { .. }
+        | A::UserList
+        | A::RoleGet { .. }
+        | A::RoleList => false,
+    }
+}
 
 /// One auth state with every user's permissions merged.
 pub struct AuthView {
@@ -74,6 +104,30 @@ pub struct Auth {
     bcrypt_cost: u32,
 }
 
+impl Default for Auth {
+    /// etcd's defaults: simple tokens with a 300 s TTL, bcrypt cost 10.
+    fn default() -> Auth {
+        let kind = TokenKind::Simple {
+            ttl: std::time::Duration::from_secs(300),
+        };
+        Auth {
+            view: RwLock::new(Arc::new(AuthView::new(AuthState::default()))),
+            enabled: AtomicBool::new(false),
+            tokens: Tokens::new(kind),
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
+        }
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("enabled", &self.enabled())
+            .field("simple_tokens", &self.tokens.is_simple())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Auth {
     pub fn new(kind: TokenKind, bcrypt_cost: u32) -> Result<Auth, String> {
         if !(BCRYPT_MIN_COST..=BCRYPT_MAX_COST).contains(&bcrypt_cost) {
@@ -82,10 +136,9 @@ impl Auth {
             ));
         }
         Ok(Auth {
-            view: RwLock::new(Arc::new(AuthView::new(AuthState::default()))),
-            enabled: AtomicBool::new(false),
             tokens: Tokens::new(kind),
             bcrypt_cost,
+            ..Auth::default()
         })
     }
 
@@ -115,19 +168,20 @@ impl Auth {
         self.enabled.load(Ordering::Acquire)
     }
 
-    /// The caller of a request: its token resolved (`None` when it sent
-    /// none), or `cn`, the client certificate's common name under
-    /// `--client-cert-auth`, valid at the current revision. With auth
-    /// disabled credentials are ignored.
-    pub fn who(
+    /// The caller of a request, checked against `view`: its token resolved
+    /// (`None` when it sent none), or `cn`, the client certificate's common
+    /// name under `--client-cert-auth`, valid at the current revision. With
+    /// auth disabled credentials are ignored.
+    pub fn who_at(
         &self,
+        view: &AuthView,
         token: Option<&[u8]>,
         cn: Option<&str>,
     ) -> Result<Option<AuthInfo>, ApiError> {
-        if !self.enabled() {
+        if !view.state.enabled {
             return Ok(None);
         }
-        let revision = self.view().state.revision;
+        let revision = view.state.revision;
         match (token, cn) {
             (Some(t), _) => {
                 let t = std::str::from_utf8(t).map_err(|_| ApiError::InvalidAuthToken)?;
@@ -153,9 +207,15 @@ impl Auth {
 
     /// Apply-time guard for a replicated client request checked with
     /// `stamp`: with auth enabled now, the check must have been made with
-    /// auth enabled and at the current revision.
-    pub fn admit(&self, stamp: u64) -> Result<(), ApiError> {
-        if !self.enabled() {
+    /// auth enabled and at the current revision. `AssignToken` was checked
+    /// by password, not by stamp (etcd's Authenticate has no such guard).
+    pub fn admit(&self, req: &w::ArchivedRequest, stamp: u64) -> Result<(), ApiError> {
+        if !self.enabled()
+            || matches!(
+                req,
+                w::ArchivedRequest::Auth(w::ArchivedAuthRequest::AssignToken(_))
+            )
+        {
             return Ok(());
         }
         let revision = self.view().state.revision;

@@ -18,6 +18,7 @@ use rkyv::util::AlignedVec;
 
 use super::super::entry::{self, Origin};
 use crate::kv;
+use crate::node::auth::{self, Auth};
 
 /// How applying one request failed: the request is refused (the client gets
 /// the error, the member goes on), or the store failed (the member stops).
@@ -41,6 +42,10 @@ pub struct ApplyCtx<'a, 'b> {
     pub batch: &'a mut WriteBatch<'b>,
     /// Header fields of every answer; `revision` is set per answer.
     pub header: w::ResponseHeader,
+    pub auth: &'a Auth,
+    /// The entry's Raft index and the auth stamp its request was checked with.
+    pub index: u64,
+    pub auth_stamp: u64,
 }
 
 impl ApplyCtx<'_, '_> {
@@ -58,6 +63,7 @@ pub enum Replicated<'a> {
     DeleteRange(&'a w::ArchivedDeleteRangeRequest),
     Txn(&'a w::ArchivedTxnRequest),
     Compact(&'a w::ArchivedCompactionRequest),
+    Auth(&'a w::ArchivedAuthRequest),
 }
 
 /// Which request kinds go through Raft: the one exhaustive match over
@@ -70,6 +76,7 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::DeleteRange(d) => Some(Replicated::DeleteRange(d)),
         R::Txn(t) => Some(Replicated::Txn(t)),
         R::Compact(c) => Some(Replicated::Compact(c)),
+        R::Auth(a) => auth::replicated(a).then_some(Replicated::Auth(a)),
         R::Range(_)
         | R::WatchCreate(_)
         | R::WatchCancel(_)
@@ -108,6 +115,9 @@ pub fn apply_request(
         let reason = format!("{} is not a replicated request", req.name());
         return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
     };
+    ctx.auth
+        .admit(req, ctx.auth_stamp)
+        .map_err(Applied::Refused)?;
     Ok(match kind {
         Replicated::Put(p) => {
             let r = ctx.batch.put(&kv::put_request(p))?;
@@ -128,6 +138,11 @@ pub fn apply_request(
             w::Response::Compact(w::CompactionResponse {
                 header: ctx.header(ctx.batch.revision()),
             })
+        }
+        Replicated::Auth(a) => {
+            let header = ctx.header(ctx.batch.revision());
+            let r = ctx.auth.apply(ctx.batch, a, ctx.index, header);
+            w::Response::Auth(r.map_err(Applied::Refused)?)
         }
     })
 }
@@ -153,6 +168,7 @@ pub fn apply_batch(
     entries: &[Entry],
     header: &w::ResponseHeader,
     applied_term_key: &[u8],
+    auth: &Auth,
 ) -> Result<BatchApplied, String> {
     let Some(last) = entries.last() else {
         unreachable!("apply_batch is called with at least one entry")
@@ -174,6 +190,9 @@ pub fn apply_batch(
                 let mut ctx = ApplyCtx {
                     batch: &mut batch,
                     header: header.clone(),
+                    auth,
+                    index: e.index,
+                    auth_stamp: decoded.auth_stamp,
                 };
                 let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)
                 {

@@ -39,6 +39,8 @@ pub struct ReplicaConfig {
     pub max_pending_requests: usize,
     /// Store meta key of the applied entry's term.
     pub applied_term_key: &'static [u8],
+    /// The auth store replicated auth requests change.
+    pub auth: std::sync::Arc<crate::node::auth::Auth>,
 }
 
 /// What the driver must send.
@@ -182,14 +184,14 @@ impl Replica {
             run_nonce: self.cfg.run_nonce,
             proposal_id: ticket,
         };
-        let data = entry::encode(origin, frame.payload());
+        let data = entry::encode(origin, frame.tag(), frame.payload());
         match self.raw.propose(data) {
             Ok(_) => self.requests.proposed(ticket, deadline, reply),
             Err(RaftError::NotLeader {
                 leader: Some(leader),
             }) => {
                 // Forward; this member answers when it applies the entry.
-                let data = entry::encode(origin, frame.payload());
+                let data = entry::encode(origin, frame.tag(), frame.payload());
                 self.outbox.push(Outbound::Forward {
                     to: leader,
                     ticket,
@@ -332,7 +334,13 @@ impl Replica {
             revision: 0,
             raft_term: self.raw.status().term,
         };
-        let done = apply::apply_batch(store, &committed, &header, self.cfg.applied_term_key)?;
+        let done = apply::apply_batch(
+            store,
+            &committed,
+            &header,
+            self.cfg.applied_term_key,
+            &self.cfg.auth,
+        )?;
         for cc in &done.conf_changes {
             let cs = self.raw.apply_conf_change(cc);
             tracing::info!(?cs, "membership changed");

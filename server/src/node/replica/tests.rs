@@ -64,6 +64,7 @@ pub fn replica_config(id: u64, nonce: u64, cap: usize) -> ReplicaConfig {
         request_timeout: TIMEOUT,
         max_pending_requests: cap,
         applied_term_key: b"test/applied_term",
+        auth: std::sync::Arc::new(crate::node::auth::Auth::default()),
     }
 }
 
