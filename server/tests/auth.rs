@@ -274,3 +274,73 @@ async fn roles_decide_what_each_user_may_do() {
     auth(&root, w::AuthRequest::Disable).await.unwrap();
     c.put(put("/a/x", "free")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_tokens_expire_and_auth_state_survives_restart() {
+    let mut cluster = Cluster::start(1, &["--bcrypt-cost", "4", "--auth-token-ttl", "1"]).await;
+    let c = cluster.client(0).await;
+    setup(&c).await;
+    let token = c.authenticate("alice", "apw").await.unwrap();
+    let alice = c.with_token(Some(&token));
+    alice.put(put("/b", "1")).await.unwrap();
+    // Unused for longer than --auth-token-ttl: gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api_err(alice.get(b"/b").await), ApiError::InvalidAuthToken);
+
+    // Users, roles, passwords and the enabled flag come back after a
+    // restart.
+    drop(c);
+    cluster.members[0].stop();
+    cluster.members[0].start();
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let c = cluster.client(0).await;
+    assert_eq!(api_err(c.get(b"/b").await), ApiError::UserEmpty);
+    assert_eq!(
+        api_err(c.authenticate("alice", "wrong").await),
+        ApiError::AuthFailed
+    );
+    let alice = c.with_token(Some(&token));
+    assert_eq!(alice.get(b"/b").await.unwrap().unwrap().value, b"1");
+    assert_eq!(
+        api_err(alice.put(put("/a/x", "1")).await),
+        ApiError::PermissionDenied
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_go_stale_with_the_auth_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, b"a shared secret for the test cluster").unwrap();
+    let spec = format!(
+        "jwt,priv-key={},sign-method=HS256,ttl=10m",
+        secret.display()
+    );
+    let cluster = Cluster::start(3, &["--bcrypt-cost", "4", "--auth-token", &spec]).await;
+    let c = cluster.client(0).await;
+    setup(&c).await;
+    let token = c.authenticate("alice", "apw").await.unwrap();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    // Stateless: valid on every member without replication.
+    let alice = cluster.client(1).await.with_token(Some(&token));
+    alice.put(put("/b", "1")).await.unwrap();
+    let root_token = c.authenticate("root", "rootpw").await.unwrap();
+    let root = c.with_token(Some(&root_token));
+    auth(&root, w::AuthRequest::RoleAdd { name: "r2".into() })
+        .await
+        .unwrap();
+    // Any auth change makes older JWTs stale: clients authenticate again.
+    assert_eq!(
+        api_err(alice.put(put("/b", "2")).await),
+        ApiError::AuthOldRevision
+    );
+    let token = c.authenticate("alice", "apw").await.unwrap();
+    c.with_token(Some(&token))
+        .put(put("/b", "2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api_err(c.with_token(Some("not.a.jwt")).get(b"/b").await),
+        ApiError::InvalidAuthToken
+    );
+}

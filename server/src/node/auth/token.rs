@@ -5,8 +5,10 @@
 //!
 //! A simple token is assigned on every member by a replicated entry
 //! (`AuthRequest::AssignToken`), so it works on whichever member a client
-//! talks to; tokens are not persisted (a restarted member forgets them, as
-//! etcd does, and clients authenticate again on `invalid auth token`).
+//! talks to. Tokens are not persisted: a restarted member knows only those
+//! whose assignment it replays from the WAL (with a fresh TTL; a later
+//! password change, user deletion or AuthDisable replays too and ends them
+//! again), and clients authenticate again on `invalid auth token`.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
