@@ -290,11 +290,11 @@ impl AuthState {
             .clone())
     }
 
-    /// etcd's RoleGet: the role's permissions; the root role reports
-    /// read-write on every key.
+    /// etcd's RoleGet: the role's permissions (3.4 lists none for root,
+    /// whose access is implied).
     pub fn role_perms(&self, name: &str) -> Result<Vec<w::Permission>, ApiError> {
         let role = self.roles.get(name).ok_or(ApiError::RoleNotFound)?;
-        let mut out: Vec<w::Permission> = role
+        let out: Vec<w::Permission> = role
             .perms
             .iter()
             .map(|p| w::Permission {
@@ -303,16 +303,6 @@ impl AuthState {
                 range_end: p.range_end.clone(),
             })
             .collect();
-        if name == ROOT_ROLE {
-            out.insert(
-                0,
-                w::Permission {
-                    perm_type: w::PermissionType::ReadWrite,
-                    key: Vec::new(),
-                    range_end: vec![0],
-                },
-            );
-        }
         Ok(out)
     }
 
