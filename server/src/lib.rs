@@ -8,3 +8,4 @@ pub mod http;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod tls;

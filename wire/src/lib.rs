@@ -16,7 +16,9 @@ pub mod proto;
 pub mod validate;
 
 pub use api_error::{ApiError, ArchivedApiError};
-pub use client::{Client, ClientOptions, ResponseFrame, ResponseStream, WatchFrame, WatchStream};
+pub use client::{
+    Client, ClientOptions, ClientTls, ResponseFrame, ResponseStream, WatchFrame, WatchStream,
+};
 pub use error::WireError;
 pub use frame::{
     Decode, Encode, Frame, FrameDecoder, FrameFlags, FrameHeader, MAX_TOKEN_BYTES, OwnedFrame,

@@ -393,3 +393,53 @@ pub async fn auth(c: &Client, cmd: &AuthCmd) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// `https://host:port` (or `--cacert`) means TLS: trust `--cacert`, present
+/// `--cert`/`--key` if given, verify the server as `host`. Returns the
+/// endpoint without its scheme.
+pub fn endpoint_tls(
+    cli: &Cli,
+    endpoint: &str,
+) -> Result<(String, Option<corekv_wire::ClientTls>), Failure> {
+    let (secure, addr) = match endpoint.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        Some((scheme, _)) => return Err(bad_args(format!("unknown URL scheme {scheme}"))),
+        None => (cli.cacert.is_some(), endpoint),
+    };
+    let addr = addr.trim_end_matches('/').to_owned();
+    if !secure {
+        return Ok((addr, None));
+    }
+    let ca = cli
+        .cacert
+        .as_ref()
+        .ok_or_else(|| bad_args("an https endpoint needs --cacert"))?;
+    let roots = crate::tls::load_roots(ca).map_err(bad_args)?;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad_args(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::tls::load_certs(cert).map_err(bad_args)?;
+            let key = crate::tls::load_key(key).map_err(bad_args)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| bad_args(e.to_string()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(bad_args("--cert and --key go together")),
+    };
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        None => addr.clone(),
+    };
+    Ok((
+        addr,
+        Some(corekv_wire::ClientTls {
+            config: std::sync::Arc::new(config),
+            server_name: host,
+        }),
+    ))
+}

@@ -57,11 +57,20 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub hex: bool,
     /// username[:password] for authentication (prompt if password is not supplied).
-    #[arg(long, global = true)]
+    #[arg(long = "user", id = "global-user", global = true)]
     pub user: Option<String>,
     /// password for authentication (if this option is used, --user option shouldn't include password).
-    #[arg(long, global = true)]
+    #[arg(long = "password", id = "global-password", global = true)]
     pub password: Option<String>,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long = "cacert", id = "global-cacert", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// identify secure client using this TLS certificate file.
+    #[arg(long = "cert", id = "global-cert", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// identify secure client using this TLS key file.
+    #[arg(long = "key", id = "global-key", global = true)]
+    pub key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -266,7 +275,9 @@ async fn connect(cli: &Cli, endpoint: &str) -> Result<Client, Failure> {
         request_timeout: cli.command_timeout,
         ..Default::default()
     };
-    let client = Client::connect(endpoint, opts).await?;
+    let (endpoint, tls) = auth::endpoint_tls(cli, endpoint)?;
+    let opts = ClientOptions { tls, ..opts };
+    let client = Client::connect(&endpoint, opts).await?;
     let Some((name, password)) = auth::credentials(cli)? else {
         return Ok(client);
     };

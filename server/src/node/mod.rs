@@ -67,6 +67,16 @@ pub struct Shared {
     pub fatal: RwLock<Option<String>>,
     /// Users, roles and tokens (read by every shard, changed by apply).
     pub auth: Arc<auth::Auth>,
+    /// TLS of the client-facing ports (`--cert-file` ...), if configured.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS of the peer port and of dials to peers (`--peer-cert-file` ...).
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// Both sides of peer TLS.
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 impl Shared {

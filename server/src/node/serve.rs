@@ -21,7 +21,7 @@ use corekv_wire::{
     validate_request_frame,
 };
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 use tokio::sync::{Notify, oneshot};
 
@@ -59,7 +59,21 @@ pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAd
             let active = active.clone();
             let hub = hub.clone();
             glommio::spawn_local(async move {
-                if let Err(e) = connection(shared, hub, stream).await {
+                let result = match shared.client_tls.clone() {
+                    None => connection(shared, hub, stream, None).await,
+                    Some(tls) => {
+                        match futures_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                            Ok(s) => {
+                                // Set only when the verifier checked the chain.
+                                let cn = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                let cn = cn.and_then(crate::tls::common_name);
+                                connection(shared, hub, s, cn).await
+                            }
+                            Err(e) => Err(format!("TLS handshake: {e}")),
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, "client connection closed");
                 }
                 active.set(active.get() - 1);
@@ -115,10 +129,12 @@ struct Conn {
     permits: Rc<Semaphore>,
     hub: Rc<Hub>,
     watches: ConnWatches,
+    /// Common name of the client's verified certificate (`--client-cert-auth`).
+    cn: Option<String>,
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
     outbox: Rc<Outbox>,
 ) -> std::io::Result<()> {
     let mut spare = Vec::new();
@@ -138,7 +154,15 @@ async fn write_loop(
     }
 }
 
-async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Result<(), String> {
+async fn connection<S>(
+    shared: Arc<Shared>,
+    hub: Rc<Hub>,
+    stream: S,
+    cn: Option<String>,
+) -> Result<(), String>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let (mut reader, writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone()));
@@ -149,6 +173,7 @@ async fn connection(shared: Arc<Shared>, hub: Rc<Hub>, stream: TcpStream) -> Res
         permits: permits.clone(),
         hub,
         watches: ConnWatches::default(),
+        cn,
     });
     let mut decoder = FrameDecoder::new(&shared.limits);
     let result = loop {
@@ -227,7 +252,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
-    let stamp = match auth::calls::gate(&shared.auth, frame.token(), None, req) {
+    let stamp = match auth::calls::gate(&shared.auth, frame.token(), conn.cn.as_deref(), req) {
         Ok(stamp) => stamp,
         Err(e) => return answer(outbox, id, kind, auth::calls::refusal(shared, req, e)),
     };

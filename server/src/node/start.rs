@@ -193,6 +193,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let auth = Arc::new(auth_store(&cfg, &store)?);
+    let (client_tls, peer_tls) = tls_configs(&cfg)?;
     let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
     let limits = WireLimits {
@@ -220,6 +221,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
         auth,
+        client_tls,
+        peer_tls,
     });
 
     let probe_shared = shared.clone();
@@ -470,4 +473,22 @@ fn auth_store(cfg: &Config, store: &Store) -> anyhow::Result<super::auth::Auth> 
     let auth = super::auth::Auth::new(kind, cfg.bcrypt_cost).map_err(|e| anyhow!(e))?;
     auth.load(store).map_err(|e| anyhow!(e))?;
     Ok(auth)
+}
+
+/// TLS from etcd's flags: the client side (native port) and peer TLS.
+fn tls_configs(
+    cfg: &Config,
+) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<super::PeerTls>)> {
+    let client = match cfg.client_tls().map_err(|e| anyhow!(e))? {
+        Some(files) => Some(crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let peer = match cfg.peer_tls().map_err(|e| anyhow!(e))? {
+        Some(files) => Some(super::PeerTls {
+            server: crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?,
+            client: crate::tls::peer_client_config(&files).map_err(|e| anyhow!(e))?,
+        }),
+        None => None,
+    };
+    Ok((client, peer))
 }

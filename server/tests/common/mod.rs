@@ -153,6 +153,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members with `extra` flags each; waits for a leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let c = Cluster::launch(n, extra);
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Starts `n` members with `extra` flags each, without waiting (for
+    /// members the plain client cannot talk to, e.g. TLS only).
+    pub fn launch(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("corekv-it-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -183,9 +191,7 @@ impl Cluster {
         for m in &mut members {
             m.start();
         }
-        let c = Cluster { members, _dir: dir };
-        c.wait_leader(Duration::from_secs(20)).await;
-        c
+        Cluster { members, _dir: dir }
     }
 
     pub async fn client(&self, i: usize) -> Client {

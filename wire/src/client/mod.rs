@@ -47,6 +47,8 @@ pub struct ClientOptions {
     pub stream_buffer_frames: usize,
     /// Bytes asked from the socket per read.
     pub read_chunk_bytes: usize,
+    /// Speak TLS (the server's `--cert-file`); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// Largest frame accepted from the server. Larger than
     /// `limits.max_frame_bytes` (which bounds what we send) because etcd
     /// clients accept large range responses; a bigger frame closes the
@@ -65,9 +67,18 @@ impl Default for ClientOptions {
             write_coalesce_bytes: 256 * 1024,
             stream_buffer_frames: 256,
             read_chunk_bytes: 64 * 1024,
+            tls: None,
             max_response_frame_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// TLS settings of a client connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name (or IP address) the server's certificate must carry.
+    pub server_name: String,
 }
 
 /// A connection to a corekv server speaking the native protocol.
@@ -131,7 +142,44 @@ impl Client {
             addr: addr.to_owned(),
             source,
         })?;
-        let (read_half, write_half) = stream.into_split();
+        match &opts.tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                Ok(Self::start(addr, read_half, write_half, opts))
+            }
+            Some(tls) => {
+                let io_err = |source| WireError::Io {
+                    operation: "tls handshake",
+                    addr: addr.to_owned(),
+                    source,
+                };
+                let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| {
+                        io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let handshake = connector.connect(name, stream);
+                let stream = match tokio::time::timeout(opts.dial_timeout, handshake).await {
+                    Ok(s) => s.map_err(io_err)?,
+                    Err(_) => {
+                        return Err(WireError::DialTimeout {
+                            addr: addr.to_owned(),
+                            timeout_ms: opts.dial_timeout.as_millis() as u64,
+                        });
+                    }
+                };
+                let (read_half, write_half) = tokio::io::split(stream);
+                Ok(Self::start(addr, read_half, write_half, opts))
+            }
+        }
+    }
+
+    /// Starts the reader and writer tasks of a connected stream.
+    fn start<R, W>(addr: &str, read_half: R, write_half: W, opts: ClientOptions) -> Client
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared::new(addr.to_owned()));
         let (write_tx, write_rx) = mpsc::channel(opts.write_queue_frames.max(1));
         tokio::spawn(conn::writer(
@@ -151,7 +199,7 @@ impl Client {
             opts.read_chunk_bytes,
         ))
         .abort_handle();
-        Ok(Client {
+        Client {
             token: None,
             inner: Arc::new(Inner {
                 shared,
@@ -161,7 +209,7 @@ impl Client {
                 opts,
                 reader,
             }),
-        })
+        }
     }
 
     /// A handle on the same connection whose requests carry `token`
