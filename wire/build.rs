@@ -6,10 +6,12 @@ use std::io;
 use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "proto";
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 5] = [
     "proto/etcd/api/mvccpb/kv.proto",
     "proto/etcd/api/authpb/auth.proto",
     "proto/etcd/api/etcdserverpb/rpc.proto",
+    "proto/etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+    "proto/etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
 ];
 
 fn main() -> io::Result<()> {
@@ -31,6 +33,13 @@ fn main() -> io::Result<()> {
     // Keys and values decode as `bytes::Bytes`: slices of the receive buffer,
     // so the gateway forwards them without copying.
     config.bytes(["."]);
+    // The descriptors of every message, for the HTTP/JSON gateway's proto3
+    // JSON mapping (`proto::FILE_DESCRIPTOR_SET`).
+    let out_dir =
+        PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "OUT_DIR is not set by cargo")
+        })?);
+    config.file_descriptor_set_path(out_dir.join("etcd_descriptors.bin"));
 
     let include: PathBuf = include;
     tonic_prost_build::configure()

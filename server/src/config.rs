@@ -30,8 +30,9 @@ pub struct Config {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// URLs to listen on for client HTTP traffic (/health, /metrics, /version).
-    /// The etcd gRPC gateway is not built yet; see README.
+    /// URLs to listen on for etcd's gRPC API and HTTP (/health, /readyz,
+    /// /livez, /metrics, /version), HTTP/2 (h2c) and HTTP/1.1 on one port,
+    /// served by every serve core (SO_REUSEPORT). Only the first URL is bound.
     #[arg(
         long,
         env = "ETCD_LISTEN_CLIENT_URLS",
@@ -162,7 +163,8 @@ pub struct Config {
     #[arg(long, env = "COREKV_MAX_REQUESTS_PER_CONN", default_value_t = 4096)]
     pub max_requests_per_conn: usize,
 
-    /// Upper bound of client connections per serve core.
+    /// Upper bound of client connections per serve core, on the native port
+    /// and on the client URL each.
     #[arg(long, env = "COREKV_MAX_CONNS_PER_CORE", default_value_t = 10_000)]
     pub max_conns_per_core: usize,
 
@@ -185,6 +187,17 @@ pub struct Config {
         default_value_t = 600_000
     )]
     pub watch_progress_notify_interval_ms: u64,
+
+    /// Bytes of watch responses a client connection or gRPC watch stream may
+    /// have queued before its watchers stop taking live events and catch up
+    /// from the store instead (slow consumers never lose events, and server
+    /// memory per client stays bounded); catch-up resumes below half of it.
+    #[arg(
+        long,
+        env = "COREKV_WATCH_MAX_PENDING_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub watch_max_pending_bytes: usize,
 
     /// Size of one preallocated WAL segment file.
     #[arg(long, env = "COREKV_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -241,6 +254,21 @@ pub struct Config {
     /// Require peer certificates signed by --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH")]
     pub peer_client_cert_auth: bool,
+    /// Most leases the leader revokes by expiry per second (etcd's
+    /// leaseRevokeRate); a mass expiry is spread out at this rate.
+    #[arg(long, env = "COREKV_LEASE_REVOKE_RATE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_revoke_rate: u32,
+
+    /// How often the leader checkpoints each long lease's remaining TTL
+    /// through Raft (persisted, so leader changes and full restarts resume
+    /// from it; etcd's lease checkpoint + checkpoint-persist). 0 disables.
+    #[arg(
+        long,
+        env = "COREKV_LEASE_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub lease_checkpoint_interval_ms: u64,
 }
 
 impl Config {

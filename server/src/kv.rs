@@ -21,6 +21,8 @@ pub fn storage_error(e: st::StorageError) -> ApiError {
             ApiError::RequestTooLarge
         }
         st::StorageError::KeyNotFound => ApiError::KeyNotFound,
+        st::StorageError::LeaseNotFound { .. } => ApiError::LeaseNotFound,
+        st::StorageError::LeaseExists { .. } => ApiError::LeaseExist,
         // Readers pin too many distinct snapshots: back off like etcd does
         // under overload ("etcdserver: too many requests", ResourceExhausted).
         st::StorageError::TooManyReaders { .. } => ApiError::TooManyRequests,

@@ -2,9 +2,11 @@
 
 pub mod cluster;
 pub mod config;
+pub mod coord;
 pub mod ctl;
 pub mod gateway;
 pub mod http;
+pub mod inspect;
 pub mod kv;
 pub mod metrics;
 pub mod node;

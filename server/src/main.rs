@@ -7,6 +7,10 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
+    // `corekv inspect ...`: offline byte budget of a store file.
+    if std::env::args().nth(1).as_deref() == Some("inspect") {
+        std::process::exit(corekv_server::inspect::main(std::env::args().skip(1)));
+    }
     let cfg = corekv_server::config::Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));

@@ -1,18 +1,15 @@
-//! The etcd gRPC gateway against a real `corekv` member: the gateway runs in
-//! this process (`gateway::spawn`) and talks to the member's native port.
-//! Driven by the generated tonic clients and, when installed, by etcdctl
-//! 3.4 (scripts/install-test-deps.sh installs it; tests skip with a notice
-//! otherwise).
+//! etcd's gRPC API and HTTP endpoints on a real `corekv` member's client
+//! URL (served by its shards, no loopback hop), driven by the generated
+//! tonic clients and by etcdctl 3.4 (installed by
+//! scripts/install-test-deps.sh; the etcdctl test fails when it is missing).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Cluster;
-use corekv_server::gateway::{self, GatewayOptions, HealthProbe};
 use corekv_wire::proto::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::watch_client::WatchClient;
@@ -20,22 +17,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-fn healthy() -> HealthProbe {
-    Arc::new(|| Ok(()))
+/// The client URL (gRPC + HTTP) of member `i`.
+fn client_url(cluster: &Cluster, i: usize) -> SocketAddr {
+    format!("127.0.0.1:{}", cluster.members[i].spec.http)
+        .parse()
+        .unwrap()
 }
 
-/// One member plus a gateway in front of it.
+/// One member; its client URL.
 async fn setup() -> (Cluster, SocketAddr) {
     let cluster = Cluster::start(1, &[]).await;
-    let native: SocketAddr = cluster.members[0].native_addr().parse().unwrap();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .expect("spawn gateway");
-    (cluster, gw)
+    let url = client_url(&cluster, 0);
+    (cluster, url)
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -463,13 +456,53 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
         .unwrap_err();
     assert!(e.message().starts_with("etcdserver: "), "{e:?}");
 
+    // Leases: etcd's answers and error codes (semantics in tests/lease.rs).
     let mut lease = pb::lease_client::LeaseClient::new(ch.clone());
-    let e = lease
+    let g = lease
         .lease_grant(pb::LeaseGrantRequest { ttl: 10, id: 0 })
         .await
+        .unwrap()
+        .into_inner();
+    assert!(g.id > 0 && g.ttl == 10, "{g:?}");
+    let e = lease
+        .lease_grant(pb::LeaseGrantRequest {
+            ttl: 9_000_000_001,
+            id: 0,
+        })
+        .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("leases are not implemented"), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert_eq!(e.message(), "etcdserver: too large lease TTL");
+    let e = lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: 12345 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(e.message(), "etcdserver: requested lease not found");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = lease
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for (id, ttl) in [(g.id, 10), (12345, 0)] {
+        tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+        let k = answers.message().await.unwrap().unwrap();
+        assert_eq!((k.id, k.ttl), (id, ttl));
+    }
+    let t = lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: 12345,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.ttl, -1);
+    lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: g.id })
+        .await
+        .unwrap();
 
     let mut auth = pb::auth_client::AuthClient::new(ch.clone());
     let a = auth
@@ -482,7 +515,8 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
         .auth_enable(pb::AuthEnableRequest {})
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.message(), "etcdserver: root user does not exist");
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     let hr = health
@@ -509,36 +543,6 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader"), "{body}");
     assert_eq!(http_get(gw, "/livez").0, 200);
-
-    // An unhealthy member answers 503 with the reason.
-    let native: SocketAddr = _cluster.members[0].native_addr().parse().unwrap();
-    let sick = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        Arc::new(|| Err("RAFT NO LEADER".into())),
-        GatewayOptions::default(),
-    )
-    .unwrap();
-    let (code, body) = http_get(sick, "/health");
-    assert_eq!(code, 503);
-    assert!(body.contains("RAFT NO LEADER"), "{body}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_native_side_is_unavailable() {
-    let port = common::free_port();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .unwrap();
-    let ch = channel(gw).await;
-    let e = KvClient::new(ch.clone()).range(get("a")).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable);
-    let e = WatchSession::open(ch, true).await.err().expect("refused");
-    assert_eq!(e.code(), tonic::Code::Unavailable);
 }
 
 /// Blocking HTTP/1.1 GET; returns (status, body).
@@ -589,17 +593,18 @@ fn dechunk(body: &str, head: &str) -> String {
 
 // ---- etcdctl ----
 
-fn have_etcdctl() -> bool {
+/// etcdctl must be installed (scripts/install-test-deps.sh): fail loudly.
+fn require_etcdctl() {
     let ok = Command::new("etcdctl")
         .arg("version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("NOTICE: etcdctl not found; skipping (run scripts/install-test-deps.sh)");
-    }
-    ok
+    assert!(
+        ok,
+        "etcdctl not found: run scripts/install-test-deps.sh (Debian package etcd-client)"
+    );
 }
 
 fn etcdctl(gw: SocketAddr, args: &[&str]) -> (bool, String) {
@@ -618,9 +623,7 @@ fn etcdctl(gw: SocketAddr, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_drives_the_gateway() {
-    if !have_etcdctl() {
-        return;
-    }
+    require_etcdctl();
     let (_cluster, gw) = setup().await;
     let run =
         move |args: &'static [&'static str]| tokio::task::spawn_blocking(move || etcdctl(gw, args));
@@ -722,16 +725,77 @@ async fn etcdctl_drives_the_gateway() {
         !ok && out.contains("required revision has been compacted"),
         "{out}"
     );
+    // etcdctl 3.4's lease commands and their output.
+    let run_owned = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            etcdctl(gw, &args)
+        })
+    };
     let (ok, out) = run(&["lease", "grant", "10"]).await.unwrap();
-    assert!(!ok && out.contains("leases are not implemented"), "{out}");
+    assert!(ok && out.ends_with("granted with TTL(10s)\n"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let (ok, out) = run_owned(vec![
+        "put".to_string(),
+        "leased".to_string(),
+        "v".to_string(),
+        format!("--lease={id}"),
+    ])
+    .await
+    .unwrap();
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "timetolive".to_string(),
+        id.clone(),
+        "--keys".to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.starts_with(&format!("lease {id} granted with TTL(10s), remaining("))
+            && out.ends_with("attached keys([leased])\n"),
+        "{out}"
+    );
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "keep-alive".to_string(),
+        "--once".to_string(),
+        id.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.trim() == format!("lease {id} keepalived with TTL(10)"),
+        "{out}"
+    );
+    let (ok, out) = run(&["lease", "list"]).await.unwrap();
+    assert!(ok && out == format!("found 1 leases\n{id}\n"), "{out}");
+    let (ok, out) = run_owned(vec!["lease".to_string(), "revoke".to_string(), id.clone()])
+        .await
+        .unwrap();
+    assert!(ok && out.trim() == format!("lease {id} revoked"), "{out}");
+    let (ok, out) = run_owned(vec![
+        "lease".to_string(),
+        "timetolive".to_string(),
+        id.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        ok && out.trim() == format!("lease {id} already expired"),
+        "{out}"
+    );
+    let (ok, out) = run(&["get", "leased"]).await.unwrap();
+    assert!(ok && out.is_empty(), "{out}");
     let (ok, out) = run(&["defrag"]).await.unwrap();
     assert!(ok, "{out}");
     let (ok, out) = run(&["alarm", "list"]).await.unwrap();
     assert!(ok && out.trim().is_empty(), "{out}");
 }
 
-/// The daemon itself serves the gateway on its client URL (wired in
-/// node/start.rs): gRPC and HTTP on `--listen-client-urls`.
+/// gRPC and HTTP/1.1 on `--listen-client-urls`, several connections of
+/// both kinds at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_grpc_and_http_on_its_client_url() {
     let cluster = Cluster::start(1, &[]).await;
@@ -754,14 +818,7 @@ async fn daemon_serves_grpc_and_http_on_its_client_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_requiring_a_leader_is_refused_without_one() {
     let mut cluster = Cluster::start(3, &[]).await;
-    let native: SocketAddr = cluster.members[0].native_addr().parse().unwrap();
-    let gw = gateway::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        native,
-        healthy(),
-        GatewayOptions::default(),
-    )
-    .unwrap();
+    let gw = client_url(&cluster, 0);
     let ch = channel(gw).await;
     WatchSession::open(ch.clone(), true)
         .await
@@ -782,4 +839,10 @@ async fn watch_requiring_a_leader_is_refused_without_one() {
     WatchSession::open(ch, false)
         .await
         .expect("no leader required");
+    // Without a leader /health answers 503 with the reason.
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(gw, "/health"))
+        .await
+        .unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("RAFT NO LEADER"), "{body}");
 }

@@ -311,14 +311,23 @@ impl Db {
             }
             let mut best: Option<(Meta, u64)> = None;
             let mut errs = Vec::new();
+            let mut unsupported = None;
             for slot in 0..2u64 {
                 let mut buf = vec![0u8; PAGE_SIZE];
                 backend.read_at(slot * PAGE_SIZE as u64, &mut buf)?;
                 match Meta::decode(&buf, slot) {
                     Ok(m) if best.is_none_or(|(b, _)| m.txid > b.txid) => best = Some((m, slot)),
                     Ok(_) => {}
+                    Err(e @ StorageError::UnsupportedFormat { .. }) => unsupported = Some(e),
                     Err(e) => errs.push(e.to_string()),
                 }
+            }
+            if best.is_none()
+                && let Some(e) = unsupported
+            {
+                // A file of another format version: a typed refusal, not
+                // "corrupted".
+                return Err(e);
             }
             let Some((meta, slot)) = best else {
                 return Err(StorageError::corrupted(

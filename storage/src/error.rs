@@ -36,6 +36,15 @@ pub enum StorageError {
     /// On-disk bytes failed validation.
     #[error("corrupted data at page {page}: {what}")]
     Corrupted { page: u64, what: String },
+    /// The file's meta pages are valid but of another on-disk format
+    /// version. Upgrade: `Store::write_snapshot` with the build that wrote
+    /// the file (the stream format does not depend on the file format),
+    /// then `Store::restore_snapshot` with this one.
+    #[error(
+        "unsupported store format version {found} (this build reads version {supported}; \
+         move the data with a snapshot from the old build)"
+    )]
+    UnsupportedFormat { found: u8, supported: u8 },
     /// An IO call failed; the store latches into the failed state afterwards.
     #[error("io error during {op} on {}: {source}", path.display())]
     Io {
@@ -51,6 +60,12 @@ pub enum StorageError {
     /// distinct older snapshots, the limit (`StoreOptions::max_live_snapshots`).
     #[error("too many live read snapshots ({live}, limit {max})")]
     TooManyReaders { live: usize, max: usize },
+    /// A put or revoke named a lease the store does not hold.
+    #[error("lease {id:x} not found")]
+    LeaseNotFound { id: i64 },
+    /// A grant named a lease id that is taken.
+    #[error("lease {id:x} already exists")]
+    LeaseExists { id: i64 },
     /// A snapshot stream was malformed.
     #[error("invalid snapshot stream: {0}")]
     InvalidSnapshot(String),

@@ -33,6 +33,7 @@ mod error;
 mod freelist;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inspect;
 mod mapping;
 mod mvcc;
 mod node;
@@ -48,6 +49,7 @@ pub use checksum::crc32c as checksum_crc32c;
 pub use db::IntegrityReport;
 pub use defrag::DefragReport;
 pub use error::StorageError;
+pub use inspect::{Budget, LevelBudget, TableBudget, inspect};
 pub use mvcc::*;
 pub use page::{FORMAT_VERSION, PAGE_SIZE};
 

@@ -39,8 +39,8 @@ pub const MAX_TREE_KEY: usize = 2 * crate::MAX_KEY_BYTES + 64;
 pub const INLINE_LIMIT: usize = 1990;
 /// Bytes of one slot: entry offset u16 + key head u64.
 pub const SLOT: usize = 10;
-const LEAF_FIXED: usize = SLOT + 7;
-const BRANCH_FIXED: usize = SLOT + 10;
+pub(crate) const LEAF_FIXED: usize = SLOT + 7;
+pub(crate) const BRANCH_FIXED: usize = SLOT + 10;
 pub const NODE_CAP: usize = PAGE_SIZE - HEADER;
 
 const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= KEY_INLINE_MAX);

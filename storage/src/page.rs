@@ -9,9 +9,12 @@ pub const PAGE_SIZE: usize = 4096;
 pub const HEADER: usize = 16;
 /// Page ids 0 and 1 are the two meta pages.
 pub const FIRST_DATA_PAGE: u64 = 2;
-/// On-disk format version byte, stored in the meta pages. Version 2: long
-/// keys as stubs with key chains (version 1 stored keys inline only).
-pub const FORMAT_VERSION: u8 = 2;
+/// On-disk format version byte, stored in the meta pages. Version 3:
+/// compact MVCC record headers (flags and varints; version 2 had a fixed
+/// 25-byte header). Version 2: long keys as stubs with key chains (version 1
+/// stored keys inline only). Other versions are refused with
+/// `StorageError::UnsupportedFormat`.
+pub const FORMAT_VERSION: u8 = 3;
 pub const MAGIC: &[u8; 4] = b"CKVS";
 
 pub const TYPE_LEAF: u8 = 1;
@@ -129,18 +132,21 @@ impl Meta {
     }
 
     pub fn decode(page: &[u8], id: u64) -> Result<Meta> {
+        Meta::decode_versions(page, id, &[FORMAT_VERSION])
+    }
+
+    /// Like [`Meta::decode`], accepting any of `versions` (the offline
+    /// inspector also reads version 2 files, whose meta page is the same).
+    pub fn decode_versions(page: &[u8], id: u64, versions: &[u8]) -> Result<Meta> {
         check(page, id, TYPE_META)?;
         if &page[16..20] != MAGIC {
             return Err(StorageError::corrupted(id, "bad magic"));
         }
-        if page[20] != FORMAT_VERSION {
-            return Err(StorageError::corrupted(
-                id,
-                format!(
-                    "unsupported format version {} (this build reads version {FORMAT_VERSION} only)",
-                    page[20]
-                ),
-            ));
+        if !versions.contains(&page[20]) {
+            return Err(StorageError::UnsupportedFormat {
+                found: page[20],
+                supported: FORMAT_VERSION,
+            });
         }
         if u32::from_le_bytes([page[24], page[25], page[26], page[27]]) != PAGE_SIZE as u32 {
             return Err(StorageError::corrupted(id, "page size mismatch"));
@@ -201,19 +207,24 @@ mod tests {
     }
 
     #[test]
-    fn format_version_1_is_refused() {
+    fn older_format_versions_are_refused() {
         let m = Meta {
             txid: 1,
             page_count: 2,
             current_revision: 1,
             ..Meta::default()
         };
-        let mut p = m.encode();
-        p[20] = 1;
-        seal(&mut p[..]);
-        match Meta::decode(&p[..], 0) {
-            Err(StorageError::Corrupted { .. }) => {}
-            other => panic!("version 1 accepted: {other:?}"),
+        for old in [1, 2] {
+            let mut p = m.encode();
+            p[20] = old;
+            seal(&mut p[..]);
+            match Meta::decode(&p[..], 0) {
+                Err(StorageError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                }) if found == old => {}
+                other => panic!("version {old} accepted: {other:?}"),
+            }
         }
     }
 }

@@ -79,6 +79,10 @@ impl TreeRead for TreeTxn<'_> {
 /// Node size below which a node is merged with a sibling when possible.
 const MERGE_BELOW: usize = NODE_CAP / 4;
 
+/// Two sibling leaves are redistributed instead of split only when together
+/// they fit in this many bytes, so each keeps ~1/16 of a page free.
+const REDISTRIBUTE_FILL: usize = 2 * NODE_CAP - NODE_CAP / 8;
+
 impl TreeTxn<'_> {
     pub(crate) fn alloc(&mut self) -> Result<u64> {
         if let Some(p) = self.pool.pop() {
@@ -244,9 +248,13 @@ impl TreeTxn<'_> {
             self.root = id;
             return Ok(());
         }
-        let (pieces, old) = self.insert_rec(self.root, key, val, 0)?;
+        let (mut pieces, old) = self.insert_rec(self.root, key, val, 0)?;
         if let Some(old) = old {
             self.free_val(&old)?;
+        }
+        if pieces.len() == 1 {
+            // A root leaf left oversized (no parent to redistribute with).
+            pieces = self.split(pieces[0].1, false)?;
         }
         self.root = self.new_root(pieces)?;
         Ok(())
@@ -280,7 +288,23 @@ impl TreeTxn<'_> {
             return self.insert_leaf(id, found, key, val);
         }
         let (i, child_id) = self.descend(id, key)?;
-        let (pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
+        let (mut pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
+        if pieces.len() == 1
+            && self
+                .dirty
+                .get(&pieces[0].1)
+                .is_some_and(|n| n.size() > NODE_CAP)
+        {
+            // A leaf overflowed in the middle of the key space: move entries
+            // to a sibling with room before splitting (see `redistribute`).
+            self.materialize(id)?;
+            self.set_child(id, i, pieces[0].1);
+            if self.redistribute(id, i)? {
+                // The separator changed length: the parent may have to split.
+                return Ok((self.split(id, false)?, old));
+            }
+            pieces = self.split(pieces[0].1, false)?;
+        }
         if pieces.len() == 1 {
             // Only the child pointer changed: the node's size did not, so it
             // cannot need a split (saves summing a wide branch per put).
@@ -324,8 +348,90 @@ impl TreeTxn<'_> {
             }
             (Err(_), None) => unreachable!("new key made above"),
         };
-        let append = at + 1 == entries.len();
-        Ok((self.split(id, append)?, old))
+        if at + 1 == entries.len() {
+            // Ascending inserts: fill the left piece, start a new one.
+            return Ok((self.split(id, true)?, old));
+        }
+        if entries[at + 1].0.bytes.first() != key.first() {
+            // The new key is the last of its table (first byte) in this
+            // leaf: ascending inserts at the end of a table that is not the
+            // tree's last (the `k` table, followed by `m` and `r`). Split
+            // right after it, filling the left part, so the next key
+            // appends to a leaf of its own table.
+            return Ok((self.split_leaf_at(id, at + 1)?, old));
+        }
+        // Left oversized on purpose: the caller redistributes it with a
+        // sibling or splits it.
+        Ok((pieces_of(id), old))
+    }
+
+    /// Dirty leaf `i` of dirty branch `parent` is oversized: if it and an
+    /// adjacent sibling together fit in [`REDISTRIBUTE_FILL`] bytes, their
+    /// entries are spread over the two pages (the separator between them is
+    /// recomputed) and no page is added. Returns false when neither sibling
+    /// has room (the caller splits). Random inserts fill leaves to ~69%
+    /// with plain halving splits; moving the overflow to a neighbour first
+    /// (B*-tree style) keeps them fuller.
+    fn redistribute(&mut self, parent: u64, i: usize) -> Result<bool> {
+        let Some(Node::Branch(entries)) = self.dirty.get(&parent) else {
+            return Ok(false);
+        };
+        let len = entries.len();
+        let xid = entries[i].1;
+        let x_size = match self.dirty.get(&xid) {
+            Some(n @ Node::Leaf(_)) => n.size(),
+            _ => return Ok(false),
+        };
+        let mut candidates = Vec::with_capacity(2);
+        if i > 0 {
+            candidates.push(i - 1);
+        }
+        if i + 1 < len {
+            candidates.push(i + 1);
+        }
+        for s in candidates {
+            let sid = match self.dirty.get(&parent) {
+                Some(Node::Branch(e)) => e[s].1,
+                _ => return Ok(false),
+            };
+            if !self.node(sid)?.is_leaf() || self.node_size(sid)? + x_size > REDISTRIBUTE_FILL {
+                continue;
+            }
+            let sid = self.cow(sid)?;
+            self.set_child(parent, s, sid);
+            let (l, r) = if s < i { (s, i) } else { (i, s) };
+            let (lid, rid) = if s < i { (sid, xid) } else { (xid, sid) };
+            let take = |t: &mut Self, id: u64| match t.dirty.get_mut(&id) {
+                Some(Node::Leaf(e)) => Ok(std::mem::take(e)),
+                _ => Err(StorageError::corrupted(id, "sibling is not a dirty leaf")),
+            };
+            let mut all = take(self, lid)?;
+            let left_len = all.len();
+            all.extend(take(self, rid)?);
+            let sizes: Vec<usize> = all
+                .iter()
+                .map(|(k, v)| node::leaf_entry_size(k, v))
+                .collect();
+            let Some(at) = balanced_cut(&sizes) else {
+                // No cut fits both pages (large entries): undo, split instead.
+                let right = all.split_off(left_len);
+                self.dirty.insert(lid, Node::Leaf(all));
+                self.dirty.insert(rid, Node::Leaf(right));
+                return Ok(false);
+            };
+            let right = all.split_off(at);
+            let sep = self.make_key(separator(&all[at - 1].0.bytes, &right[0].0.bytes))?;
+            self.dirty.insert(lid, Node::Leaf(all));
+            self.dirty.insert(rid, Node::Leaf(right));
+            let old_sep = match self.dirty.get_mut(&parent) {
+                Some(Node::Branch(e)) => std::mem::replace(&mut e[r].0, sep),
+                _ => return Err(StorageError::corrupted(parent, "parent vanished")),
+            };
+            debug_assert!(l + 1 == r);
+            self.free_key(&old_sep)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Splits an oversized dirty node; returns `(separator, id)` pieces
@@ -357,19 +463,7 @@ impl TreeTxn<'_> {
             }
             Node::Leaf(entries) => {
                 let pieces = cut(entries, target, |(k, v)| node::leaf_entry_size(k, v));
-                let mut prev_last: Option<&[u8]> = None;
-                let mut seps = Vec::with_capacity(pieces.len());
-                for piece in &pieces {
-                    seps.push(prev_last.map(|l| separator(l, &piece[0].0.bytes).to_vec()));
-                    prev_last = piece.last().map(|(k, _)| k.bytes.as_slice());
-                }
-                for (piece, sep) in pieces.into_iter().zip(seps) {
-                    let sep = match sep {
-                        Some(s) => self.make_key(&s)?,
-                        None => Key::default(),
-                    };
-                    out.push((sep, Node::Leaf(piece)));
-                }
+                return self.leaf_pieces(id, pieces);
             }
             Node::Branch(entries) => {
                 for mut piece in cut(entries, target, |(k, _)| node::branch_entry_size(k)) {
@@ -378,6 +472,55 @@ impl TreeTxn<'_> {
                 }
             }
         }
+        self.place_pieces(id, out)
+    }
+
+    /// Splits dirty leaf `id` (if oversized) with a cut before entry `at`:
+    /// the entries before it are packed like appends (pieces filled to
+    /// 15/16), the rest form their own piece(s).
+    fn split_leaf_at(&mut self, id: u64, at: usize) -> Result<Pieces> {
+        let Some(Node::Leaf(entries)) = self.dirty.get_mut(&id) else {
+            return Err(StorageError::corrupted(id, "dirty node vanished"));
+        };
+        if entries
+            .iter()
+            .map(|(k, v)| node::leaf_entry_size(k, v))
+            .sum::<usize>()
+            <= NODE_CAP
+        {
+            return Ok(pieces_of(id));
+        }
+        let mut left = std::mem::take(entries);
+        let right = left.split_off(at);
+        let size = |(k, v): &(Key, Val)| node::leaf_entry_size(k, v);
+        let mut pieces = cut(left, NODE_CAP * 15 / 16, size);
+        pieces.extend(cut(right, NODE_CAP * 15 / 16, size));
+        self.leaf_pieces(id, pieces)
+    }
+
+    /// Places leaf pieces (from a split of dirty leaf `id`) with their
+    /// separators: the shortest key greater than the previous piece's last
+    /// key and at most the piece's first key.
+    fn leaf_pieces(&mut self, id: u64, pieces: Vec<Vec<(Key, Val)>>) -> Result<Pieces> {
+        let mut prev_last: Option<&[u8]> = None;
+        let mut seps = Vec::with_capacity(pieces.len());
+        for piece in &pieces {
+            seps.push(prev_last.map(|l| separator(l, &piece[0].0.bytes).to_vec()));
+            prev_last = piece.last().map(|(k, _)| k.bytes.as_slice());
+        }
+        let mut out = Vec::with_capacity(pieces.len());
+        for (piece, sep) in pieces.into_iter().zip(seps) {
+            let sep = match sep {
+                Some(s) => self.make_key(&s)?,
+                None => Key::default(),
+            };
+            out.push((sep, Node::Leaf(piece)));
+        }
+        self.place_pieces(id, out)
+    }
+
+    /// Stores split pieces: the first keeps page `id`, the others get new pages.
+    fn place_pieces(&mut self, id: u64, out: Vec<(Key, Node)>) -> Result<Pieces> {
         let mut res = Vec::with_capacity(out.len());
         for (i, (sep, n)) in out.into_iter().enumerate() {
             let pid = if i == 0 { id } else { self.alloc()? };
@@ -540,6 +683,23 @@ fn branch_index(entries: &[(Key, u64)], key: &[u8]) -> usize {
         .partition_point(|(k, _)| k.bytes.as_slice() <= key)
         .saturating_sub(1)
         .min(entries.len() - 1)
+}
+
+/// Index splitting entries of these sizes (total at most `2 * NODE_CAP`,
+/// at least two entries) into two non-empty runs that each fit a page, with
+/// the larger run as small as possible; `None` when no cut fits.
+fn balanced_cut(sizes: &[usize]) -> Option<usize> {
+    let total: usize = sizes.iter().sum();
+    let mut left = 0;
+    let mut best: Option<(usize, usize)> = None;
+    for (at, s) in sizes.iter().enumerate().take(sizes.len() - 1) {
+        left += s;
+        let worst = left.max(total - left);
+        if left <= NODE_CAP && total - left <= NODE_CAP && best.is_none_or(|b| worst < b.0) {
+            best = Some((worst, at + 1));
+        }
+    }
+    best.map(|b| b.1)
 }
 
 /// Cuts entries into consecutive pieces of about `target` bytes, none over `NODE_CAP`.

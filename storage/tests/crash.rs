@@ -360,9 +360,11 @@ fn crash_during_repack() {
         let store = Store::open_with_backend(Arc::new(backend.clone()), opts).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let mut b = store.write().unwrap();
+        let mut keys = Vec::new();
         for _ in 0..700 {
             let k = format!("k{:05}", rng.random_range(0..100_000u32));
             let len = if rng.random_bool(0.02) { 5000 } else { 120 };
+            keys.push(k.clone().into_bytes());
             b.put(&PutRequest {
                 key: k.into_bytes(),
                 value: vec![3; len],
@@ -371,6 +373,21 @@ fn crash_during_repack() {
             .unwrap();
         }
         b.commit(1, true).unwrap();
+        // Leaves fill well under random inserts (redistribution), so
+        // delete and compact away every other key to leave them sparse.
+        let mut b = store.write().unwrap();
+        for k in keys.iter().step_by(2) {
+            b.delete_range(&DeleteRangeRequest {
+                key: k.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let rev = b.revision();
+        b.compact(rev).unwrap();
+        b.commit(2, true).unwrap();
+        while store.compact_step().unwrap() {}
+        store.sync().unwrap();
         (store, backend)
     };
     let (store, probe) = build();

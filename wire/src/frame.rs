@@ -362,6 +362,37 @@ impl OwnedFrame {
     pub fn access<T: Decode>(&self) -> Result<&T::Archived, WireError> {
         validate::<T>(self.header.request_id, self.payload.as_slice())
     }
+
+    /// Archives `msg` as the payload of an in-process frame (no bytes on a
+    /// socket): the form a front-end that does not speak the native protocol
+    /// (gRPC, HTTP/JSON) hands to the request layer, so a write's Raft entry
+    /// body is the same archive whichever front-end accepted it.
+    pub fn encode_request(
+        request_id: u64,
+        req: &crate::messages::Request,
+    ) -> Result<OwnedFrame, WireError> {
+        // Archived straight into an aligned buffer: the same bytes (and
+        // alignment) as a frame's payload, without the header.
+        let payload =
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(req, AlignedVec::<FRAME_ALIGN>::new())
+                .map_err(|e| WireError::Encode {
+                    request_id,
+                    type_name: "Request",
+                    reason: e.to_string(),
+                })?;
+        let payload_bytes = payload.len();
+        let header = FrameHeader {
+            request_id,
+            flags: FrameFlags::NONE,
+            frame_bytes: (HEADER_BYTES + payload_bytes).div_ceil(FRAME_ALIGN) * FRAME_ALIGN,
+            payload_bytes,
+        };
+        Ok(OwnedFrame {
+            header,
+            payload,
+            tag: 0,
+        })
+    }
 }
 
 /// Splits a `TOKEN` frame's payload area into (token, rkyv payload); the

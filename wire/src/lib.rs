@@ -26,4 +26,7 @@ pub use frame::{
 };
 pub use limits::WireLimits;
 pub use messages::*;
-pub use validate::{validate_request, validate_request_frame};
+pub use validate::{
+    WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, validate_owned_frame, validate_request,
+    validate_request_frame, watch_range_is_empty,
+};

@@ -27,6 +27,23 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// `v3lockpb.Lock` (Lock, Unlock).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// `v3electionpb.Election` (Campaign, Proclaim, Leader, Observe, Resign).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
+/// The serialized `FileDescriptorSet` of every message above (for a
+/// descriptor-driven proto3 JSON mapping, e.g. the HTTP/JSON gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb as pb;
@@ -138,6 +155,11 @@ mod tests {
         assert_eq!(pb::kv_server::SERVICE_NAME, "etcdserverpb.KV");
         assert_eq!(pb::watch_server::SERVICE_NAME, "etcdserverpb.Watch");
         assert_eq!(pb::lease_server::SERVICE_NAME, "etcdserverpb.Lease");
+        assert_eq!(super::v3lockpb::lock_server::SERVICE_NAME, "v3lockpb.Lock");
+        assert_eq!(
+            super::v3electionpb::election_server::SERVICE_NAME,
+            "v3electionpb.Election"
+        );
         assert_eq!(pb::cluster_server::SERVICE_NAME, "etcdserverpb.Cluster");
         assert_eq!(
             pb::maintenance_server::SERVICE_NAME,

@@ -7,11 +7,11 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use crate::api_error::ApiError;
-use crate::frame::Frame;
+use crate::frame::{Frame, OwnedFrame};
 use crate::limits::WireLimits;
 use crate::messages::{
     ArchivedDeleteRangeRequest, ArchivedPutRequest, ArchivedRangeRequest, ArchivedRequest,
-    ArchivedRequestOp, ArchivedTxnRequest, Request,
+    ArchivedRequestOp, ArchivedTxnRequest,
 };
 
 /// etcd's `MaxLeaseTTL` (seconds).
@@ -24,14 +24,41 @@ pub fn validate_request_frame<'a>(
     frame: &Frame<'a>,
     limits: &WireLimits,
 ) -> Result<&'a ArchivedRequest, ApiError> {
-    if frame.payload().len() > limits.max_request_bytes {
+    validate_request_payload(frame.payload(), limits)
+}
+
+/// `validate_request_frame` for an in-process frame (`OwnedFrame::encode_request`,
+/// used by the gRPC and HTTP/JSON front-ends): the same rules, one copy.
+pub fn validate_owned_frame<'a>(
+    frame: &'a OwnedFrame,
+    limits: &WireLimits,
+) -> Result<&'a ArchivedRequest, ApiError> {
+    validate_request_payload(frame.payload(), limits)
+}
+
+fn validate_request_payload<'a>(
+    payload: &'a [u8],
+    limits: &WireLimits,
+) -> Result<&'a ArchivedRequest, ApiError> {
+    if payload.len() > limits.max_request_bytes {
         return Err(ApiError::RequestTooLarge);
     }
-    let req = frame
-        .access::<Request>()
+    let req = rkyv::access::<ArchivedRequest, rkyv::rancor::Error>(payload)
         .map_err(|e| ApiError::MalformedRequest(e.to_string()))?;
     validate_request(req, limits)?;
     Ok(req)
+}
+
+/// etcd's text for a watch create whose id is already used on its stream
+/// (answered in-band: `created` + `canceled`, watch id -1).
+pub const WATCH_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's text for a watch create on an empty key range (in-band, as above).
+pub const WATCH_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+
+/// etcd's rule for watch ranges: a range_end other than "" (one key) and
+/// "\0" (every key from `key` on) must be greater than `key`.
+pub fn watch_range_is_empty(key: &[u8], range_end: &[u8]) -> bool {
+    !range_end.is_empty() && range_end != [0] && key >= range_end
 }
 
 /// etcd's validation of one request; the first error found is returned.
@@ -347,6 +374,34 @@ mod tests {
     }
     fn req(t: Txn) -> Request {
         Request::Txn(t.into_request())
+    }
+
+    #[test]
+    fn empty_watch_ranges_follow_etcd() {
+        assert!(!watch_range_is_empty(b"a", b""), "single key");
+        assert!(!watch_range_is_empty(b"a", b"\0"), "from key");
+        assert!(!watch_range_is_empty(b"a", b"b"));
+        assert!(watch_range_is_empty(b"b", b"a"));
+        assert!(watch_range_is_empty(b"a", b"a"));
+    }
+
+    #[test]
+    fn owned_frames_validate_like_socket_frames() {
+        let req = Request::Put(PutRequest {
+            key: Vec::new(),
+            ..Default::default()
+        });
+        let frame = OwnedFrame::encode_request(3, &req).unwrap();
+        assert_eq!(frame.request_id(), 3);
+        let e = validate_owned_frame(&frame, &WireLimits::default()).unwrap_err();
+        assert_eq!(e, ApiError::EmptyKey);
+        let ok = Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        let frame = OwnedFrame::encode_request(4, &ok).unwrap();
+        let archived = validate_owned_frame(&frame, &WireLimits::default()).unwrap();
+        assert!(matches!(archived, ArchivedRequest::Put(_)));
     }
 
     #[test]

@@ -1,115 +1,82 @@
-//! etcdserverpb.Cluster: every call goes to the native server, which
-//! answers membership changes itself (today with an error: runtime
-//! reconfiguration is not built; the gateway passes that answer on).
+//! etcdserverpb.Cluster through the shard's request layer (membership
+//! changes at run time are not built: the layer answers "etcdserver: not
+//! capable", passed on as etcd's code and text).
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::convert::{header, member, members};
-use super::pool::NativePool;
+use super::{call, expect_response};
+use crate::node::route::Api;
 
-pub struct ClusterService {
-    pool: Arc<NativePool>,
+pub async fn member_add(
+    api: Rc<Api>,
+    r: pb::MemberAddRequest,
+) -> Result<pb::MemberAddResponse, Status> {
+    let req = w::Request::MemberAdd(w::MemberAddRequest {
+        peer_urls: r.peer_ur_ls,
+        is_learner: r.is_learner,
+    });
+    let resp = expect_response!(call(&api, req).await?, MemberAdd);
+    Ok(pb::MemberAddResponse {
+        header: header(resp.header),
+        member: resp.member.map(member),
+        members: members(resp.members),
+    })
 }
 
-impl ClusterService {
-    pub fn new(pool: Arc<NativePool>) -> Self {
-        ClusterService { pool }
-    }
+pub async fn member_remove(
+    api: Rc<Api>,
+    r: pb::MemberRemoveRequest,
+) -> Result<pb::MemberRemoveResponse, Status> {
+    let req = w::Request::MemberRemove(w::MemberRemoveRequest { id: r.id });
+    let resp = expect_response!(call(&api, req).await?, MemberRemove);
+    Ok(pb::MemberRemoveResponse {
+        header: header(resp.header),
+        members: members(resp.members),
+    })
 }
 
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        request: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let r = request.into_inner();
-        let req = w::MemberAddRequest {
-            peer_urls: r.peer_ur_ls,
-            is_learner: r.is_learner,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.member_add(req).await })
-            .await?;
-        Ok(Response::new(pb::MemberAddResponse {
-            header: header(resp.header),
-            member: resp.member.map(member),
-            members: members(resp.members),
-        }))
-    }
+pub async fn member_update(
+    api: Rc<Api>,
+    r: pb::MemberUpdateRequest,
+) -> Result<pb::MemberUpdateResponse, Status> {
+    let req = w::Request::MemberUpdate(w::MemberUpdateRequest {
+        id: r.id,
+        peer_urls: r.peer_ur_ls,
+    });
+    let resp = expect_response!(call(&api, req).await?, MemberUpdate);
+    Ok(pb::MemberUpdateResponse {
+        header: header(resp.header),
+        members: members(resp.members),
+    })
+}
 
-    async fn member_remove(
-        &self,
-        request: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        let req = w::MemberRemoveRequest {
-            id: request.into_inner().id,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.member_remove(req).await })
-            .await?;
-        Ok(Response::new(pb::MemberRemoveResponse {
-            header: header(resp.header),
-            members: members(resp.members),
-        }))
-    }
+pub async fn member_list(
+    api: Rc<Api>,
+    r: pb::MemberListRequest,
+) -> Result<pb::MemberListResponse, Status> {
+    let req = w::Request::MemberList(w::MemberListRequest {
+        linearizable: r.linearizable,
+    });
+    let resp = expect_response!(call(&api, req).await?, MemberList);
+    Ok(pb::MemberListResponse {
+        header: header(resp.header),
+        members: members(resp.members),
+    })
+}
 
-    async fn member_update(
-        &self,
-        request: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let r = request.into_inner();
-        let req = w::MemberUpdateRequest {
-            id: r.id,
-            peer_urls: r.peer_ur_ls,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.member_update(req).await })
-            .await?;
-        Ok(Response::new(pb::MemberUpdateResponse {
-            header: header(resp.header),
-            members: members(resp.members),
-        }))
-    }
-
-    async fn member_list(
-        &self,
-        request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let req = w::MemberListRequest {
-            linearizable: request.into_inner().linearizable,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.member_list(req).await })
-            .await?;
-        Ok(Response::new(pb::MemberListResponse {
-            header: header(resp.header),
-            members: members(resp.members),
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        request: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let req = w::MemberPromoteRequest {
-            id: request.into_inner().id,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.member_promote(req).await })
-            .await?;
-        Ok(Response::new(pb::MemberPromoteResponse {
-            header: header(resp.header),
-            members: members(resp.members),
-        }))
-    }
+pub async fn member_promote(
+    api: Rc<Api>,
+    r: pb::MemberPromoteRequest,
+) -> Result<pb::MemberPromoteResponse, Status> {
+    let req = w::Request::MemberPromote(w::MemberPromoteRequest { id: r.id });
+    let resp = expect_response!(call(&api, req).await?, MemberPromote);
+    Ok(pb::MemberPromoteResponse {
+        header: header(resp.header),
+        members: members(resp.members),
+    })
 }

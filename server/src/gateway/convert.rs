@@ -1,5 +1,5 @@
 //! Translation between etcd's protobuf messages and corekv's native ones.
-//! Field by field, no semantics added: the native server implements etcd's
+//! Field by field, no semantics added: the request layer implements etcd's
 //! behaviour; here only shapes change (bytes <-> Vec, enums <-> i32, the
 //! recursive txn <-> the flattened native txn).
 
@@ -8,7 +8,7 @@ use corekv_wire::messages as w;
 use corekv_wire::proto::{etcdserverpb as pb, mvccpb};
 use tonic::Status;
 
-use super::pool::api_status;
+use super::status;
 
 pub fn header(h: w::ResponseHeader) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
@@ -40,8 +40,8 @@ pub fn range_request(r: pb::RangeRequest) -> Result<w::RangeRequest, Status> {
         range_end: r.range_end.into(),
         limit: r.limit,
         revision: r.revision,
-        sort_order: w::SortOrder::from_i32(r.sort_order).map_err(|e| api_status(&e))?,
-        sort_target: w::SortTarget::from_i32(r.sort_target).map_err(|e| api_status(&e))?,
+        sort_order: w::SortOrder::from_i32(r.sort_order).map_err(status)?,
+        sort_target: w::SortTarget::from_i32(r.sort_target).map_err(status)?,
         serializable: r.serializable,
         keys_only: r.keys_only,
         count_only: r.count_only,
@@ -174,11 +174,13 @@ pub fn txn(t: pb::TxnRequest) -> Result<w::Txn, Status> {
     })
 }
 
-/// Rebuilds etcd's recursive response from the flattened native one. Every
-/// nested txn response carries the top-level header, as etcd's do.
+/// Rebuilds etcd's recursive response from the flattened native one, with
+/// etcd's headers: only the top-level response has a full header; a range,
+/// put or delete response inside a txn carries only its revision, a nested
+/// txn response an empty header.
 pub fn txn_response(r: w::TxnResponse) -> Result<pb::TxnResponse, Status> {
     let mut slots: Vec<Option<w::NestedTxnResponse>> = r.nested.into_iter().map(Some).collect();
-    let responses = response_ops(r.responses, &mut slots, &r.header)?;
+    let responses = response_ops(r.responses, &mut slots, r.header.revision)?;
     Ok(pb::TxnResponse {
         header: header(r.header),
         succeeded: r.succeeded,
@@ -189,15 +191,30 @@ pub fn txn_response(r: w::TxnResponse) -> Result<pb::TxnResponse, Status> {
 fn response_ops(
     list: Vec<w::ResponseOp>,
     slots: &mut [Option<w::NestedTxnResponse>],
-    h: &w::ResponseHeader,
+    revision: i64,
 ) -> Result<Vec<pb::ResponseOp>, Status> {
     use pb::response_op::Response as R;
+    let own = || {
+        Some(pb::ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
     list.into_iter()
         .map(|op| {
             let r = match op {
-                w::ResponseOp::Range(r) => R::ResponseRange(range_response(r)),
-                w::ResponseOp::Put(p) => R::ResponsePut(put_response(p)),
-                w::ResponseOp::DeleteRange(d) => R::ResponseDeleteRange(delete_response(d)),
+                w::ResponseOp::Range(r) => R::ResponseRange(pb::RangeResponse {
+                    header: own(),
+                    ..range_response(r)
+                }),
+                w::ResponseOp::Put(p) => R::ResponsePut(pb::PutResponse {
+                    header: own(),
+                    ..put_response(p)
+                }),
+                w::ResponseOp::DeleteRange(d) => R::ResponseDeleteRange(pb::DeleteRangeResponse {
+                    header: own(),
+                    ..delete_response(d)
+                }),
                 w::ResponseOp::Txn(i) => {
                     // Each index is taken once, so this recursion ends.
                     let nested = slots
@@ -210,9 +227,9 @@ fn response_ops(
                             ))
                         })?;
                     R::ResponseTxn(pb::TxnResponse {
-                        header: header(h.clone()),
+                        header: Some(pb::ResponseHeader::default()),
                         succeeded: nested.succeeded,
-                        responses: response_ops(nested.responses, slots, h)?,
+                        responses: response_ops(nested.responses, slots, revision)?,
                     })
                 }
             };
@@ -238,9 +255,7 @@ pub fn watch_create(c: pb::WatchCreateRequest) -> w::WatchCreateRequest {
             })
             .collect(),
         prev_kv: c.prev_kv,
-        // The native connection assigns its own ids; the gateway maps them
-        // to the ids of the gRPC stream.
-        watch_id: 0,
+        watch_id: c.watch_id,
         fragment: c.fragment,
     }
 }
@@ -256,11 +271,10 @@ pub fn event(e: w::Event) -> mvccpb::Event {
     }
 }
 
-/// A native watch response under the gRPC stream's watch id.
-pub fn watch_response(r: w::WatchResponse, watch_id: i64) -> pb::WatchResponse {
+pub fn watch_response(r: w::WatchResponse) -> pb::WatchResponse {
     pb::WatchResponse {
         header: header(r.header),
-        watch_id,
+        watch_id: r.watch_id,
         created: r.created,
         canceled: r.canceled,
         compact_revision: r.compact_revision,
@@ -417,7 +431,19 @@ mod tests {
             Some(pb::response_op::Response::ResponseTxn(t)) => {
                 assert!(!t.succeeded);
                 assert_eq!(t.responses.len(), 1);
-                assert_eq!(t.header.as_ref().unwrap().revision, 9);
+                assert_eq!(t.header, Some(pb::ResponseHeader::default()), "etcd: empty");
+                let Some(pb::response_op::Response::ResponsePut(p)) = &t.responses[0].response
+                else {
+                    panic!("expected a put in the nested txn");
+                };
+                assert_eq!(
+                    p.header,
+                    Some(pb::ResponseHeader {
+                        revision: 9,
+                        ..Default::default()
+                    }),
+                    "etcd: only the revision"
+                );
             }
             other => panic!("expected a nested txn response, got {other:?}"),
         }
@@ -489,6 +515,6 @@ mod tests {
             c.filters,
             vec![w::WatchFilterType::NoDelete, w::WatchFilterType::NoPut]
         );
-        assert_eq!(c.watch_id, 0, "native ids are assigned by the native side");
+        assert_eq!(c.watch_id, 5, "ids belong to the stream's watch session");
     }
 }

@@ -1,36 +1,39 @@
-//! etcd's plain HTTP endpoints on the gRPC port: `/health`, `/readyz`,
-//! `/livez`, `/metrics`, `/version`, with the same answers as
-//! `crate::http` (the standalone HTTP listener).
+//! etcd's plain HTTP endpoints on the client URL: `/health`, `/readyz`,
+//! `/livez`, `/metrics`, `/version`.
 
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tonic::body::Body;
 
-use crate::http::{ETCD_COMPAT_CLUSTER_VERSION, ETCD_COMPAT_VERSION, HealthProbe};
+use crate::http::{ETCD_COMPAT_CLUSTER_VERSION, ETCD_COMPAT_VERSION};
 use crate::metrics::METRICS;
+use crate::node::route::Api;
 
-/// Adds the HTTP routes to the gRPC router.
-pub fn add(router: Router, probe: HealthProbe) -> Router {
-    let ready_probe = probe.clone();
-    router
-        .route("/health", get(move || health(probe.clone())))
-        .route("/readyz", get(move || health(ready_probe.clone())))
-        .route("/livez", get(|| async { text(StatusCode::OK, "ok\n") }))
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    METRICS.render(),
-                )
-                    .into_response()
-            }),
-        )
-        .route(
-            "/version",
-            get(|| async { json(StatusCode::OK, version_body()) }),
-        )
+pub async fn dispatch(api: &Api, req: http::Request<Incoming>) -> http::Response<Body> {
+    let path = req.uri().path();
+    let known = matches!(
+        path,
+        "/health" | "/readyz" | "/livez" | "/metrics" | "/version"
+    );
+    if !known {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match path {
+        "/health" | "/readyz" => health(api).await,
+        "/livez" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            METRICS.render().into(),
+        ),
+        "/version" => json(StatusCode::OK, version_body()),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
 }
 
 fn version_body() -> String {
@@ -42,13 +45,8 @@ fn version_body() -> String {
     .to_string()
 }
 
-/// The probe blocks (a linearizable round trip), so it runs off the
-/// runtime's workers.
-async fn health(probe: HealthProbe) -> Response {
-    let result = tokio::task::spawn_blocking(move || probe())
-        .await
-        .unwrap_or_else(|e| Err(format!("health probe failed: {e}")));
-    match result {
+async fn health(api: &Api) -> http::Response<Body> {
+    match api.health().await {
         Ok(()) => json(
             StatusCode::OK,
             "{\"health\":\"true\",\"reason\":\"\"}".into(),
@@ -60,10 +58,24 @@ async fn health(probe: HealthProbe) -> Response {
     }
 }
 
-fn json(code: StatusCode, body: String) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+pub fn json(code: StatusCode, body: String) -> http::Response<Body> {
+    respond(code, "application/json", body.into())
 }
 
-fn text(code: StatusCode, body: &'static str) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+pub fn text(code: StatusCode, body: &'static str) -> http::Response<Body> {
+    respond(
+        code,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> http::Response<Body> {
+    let mut resp = http::Response::new(Body::new(Full::new(body)));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
 }

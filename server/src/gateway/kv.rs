@@ -1,83 +1,51 @@
-//! etcdserverpb.KV over the native protocol.
+//! etcdserverpb.KV: proto -> native request -> the shard's request layer.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use super::convert;
-use super::pool::NativePool;
+use super::{call, convert, expect_response};
+use crate::node::route::Api;
 
-pub struct KvService {
-    pool: Arc<NativePool>,
+pub async fn range(api: Rc<Api>, r: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    let req = w::Request::Range(convert::range_request(r)?);
+    let resp = expect_response!(call(&api, req).await?, Range);
+    Ok(convert::range_response(resp))
 }
 
-impl KvService {
-    pub fn new(pool: Arc<NativePool>) -> Self {
-        KvService { pool }
-    }
+pub async fn put(api: Rc<Api>, r: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    let req = w::Request::Put(convert::put_request(r));
+    let resp = expect_response!(call(&api, req).await?, Put);
+    Ok(convert::put_response(resp))
 }
 
-#[tonic::async_trait]
-impl pb::kv_server::Kv for KvService {
-    async fn range(
-        &self,
-        request: Request<pb::RangeRequest>,
-    ) -> Result<Response<pb::RangeResponse>, Status> {
-        let req = convert::range_request(request.into_inner())?;
-        let resp = self
-            .pool
-            .call(|c| async move { c.range(req).await })
-            .await?;
-        Ok(Response::new(convert::range_response(resp)))
-    }
+pub async fn delete_range(
+    api: Rc<Api>,
+    r: pb::DeleteRangeRequest,
+) -> Result<pb::DeleteRangeResponse, Status> {
+    let req = w::Request::DeleteRange(convert::delete_request(r));
+    let resp = expect_response!(call(&api, req).await?, DeleteRange);
+    Ok(convert::delete_response(resp))
+}
 
-    async fn put(
-        &self,
-        request: Request<pb::PutRequest>,
-    ) -> Result<Response<pb::PutResponse>, Status> {
-        let req = convert::put_request(request.into_inner());
-        let resp = self.pool.call(|c| async move { c.put(req).await }).await?;
-        Ok(Response::new(convert::put_response(resp)))
-    }
+pub async fn txn(api: Rc<Api>, r: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+    let req = w::Request::Txn(convert::txn(r)?.into_request());
+    let resp = expect_response!(call(&api, req).await?, Txn);
+    convert::txn_response(resp)
+}
 
-    async fn delete_range(
-        &self,
-        request: Request<pb::DeleteRangeRequest>,
-    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let req = convert::delete_request(request.into_inner());
-        let resp = self
-            .pool
-            .call(|c| async move { c.delete_range(req).await })
-            .await?;
-        Ok(Response::new(convert::delete_response(resp)))
-    }
-
-    async fn txn(
-        &self,
-        request: Request<pb::TxnRequest>,
-    ) -> Result<Response<pb::TxnResponse>, Status> {
-        let req = convert::txn(request.into_inner())?.into_request();
-        let resp = self.pool.call(|c| async move { c.txn(req).await }).await?;
-        Ok(Response::new(convert::txn_response(resp)?))
-    }
-
-    async fn compact(
-        &self,
-        request: Request<pb::CompactionRequest>,
-    ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let r = request.into_inner();
-        let req = w::CompactionRequest {
-            revision: r.revision,
-            physical: r.physical,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.compact(req).await })
-            .await?;
-        Ok(Response::new(pb::CompactionResponse {
-            header: convert::header(resp.header),
-        }))
-    }
+pub async fn compact(
+    api: Rc<Api>,
+    r: pb::CompactionRequest,
+) -> Result<pb::CompactionResponse, Status> {
+    let req = w::Request::Compact(w::CompactionRequest {
+        revision: r.revision,
+        physical: r.physical,
+    });
+    let resp = expect_response!(call(&api, req).await?, Compact);
+    Ok(pb::CompactionResponse {
+        header: convert::header(resp.header),
+    })
 }

@@ -1,61 +1,157 @@
-//! etcdserverpb.Lease: corekv does not implement leases yet. Every RPC is
-//! answered `Unimplemented` with a message saying so; nothing is faked (a
-//! granted lease that never expires would silently break locks and
-//! elections built on it).
+//! etcdserverpb.Lease: proto -> native request -> the shard's request layer
+//! (leases live in `node::lease`). A keep-alive stream answers its requests
+//! in order, one keep-alive through the layer per request.
 
-use std::pin::Pin;
+use std::rc::Rc;
 
+use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use futures::StreamExt;
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
+use tonic::body::Body;
+use tonic::{Status, Streaming};
 
-pub struct LeaseService;
+use super::grpc::ResponseStream;
+use super::{GatewayOptions, call, convert, expect_response};
+use crate::node::route::Api;
 
-pub(super) fn no_leases(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "corekv: leases are not implemented yet (etcdserverpb.Lease/{rpc})"
-    ))
+pub async fn grant(
+    api: Rc<Api>,
+    r: pb::LeaseGrantRequest,
+) -> Result<pb::LeaseGrantResponse, Status> {
+    let req = w::Request::LeaseGrant(w::LeaseGrantRequest {
+        ttl: r.ttl,
+        id: r.id,
+    });
+    let resp = expect_response!(call(&api, req).await?, LeaseGrant);
+    Ok(pb::LeaseGrantResponse {
+        header: convert::header(resp.header),
+        id: resp.id,
+        ttl: resp.ttl,
+        error: resp.error,
+    })
 }
 
-type KeepAliveStream =
-    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+pub async fn revoke(
+    api: Rc<Api>,
+    r: pb::LeaseRevokeRequest,
+) -> Result<pb::LeaseRevokeResponse, Status> {
+    let req = w::Request::LeaseRevoke(w::LeaseRevokeRequest { id: r.id });
+    let resp = expect_response!(call(&api, req).await?, LeaseRevoke);
+    Ok(pb::LeaseRevokeResponse {
+        header: convert::header(resp.header),
+    })
+}
 
-#[tonic::async_trait]
-impl pb::lease_server::Lease for LeaseService {
-    async fn lease_grant(
-        &self,
-        _request: Request<pb::LeaseGrantRequest>,
-    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        Err(no_leases("LeaseGrant"))
+pub async fn time_to_live(
+    api: Rc<Api>,
+    r: pb::LeaseTimeToLiveRequest,
+) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+    let req = w::Request::LeaseTimeToLive(w::LeaseTimeToLiveRequest {
+        id: r.id,
+        keys: r.keys,
+    });
+    let resp = expect_response!(call(&api, req).await?, LeaseTimeToLive);
+    Ok(pb::LeaseTimeToLiveResponse {
+        header: convert::header(resp.header),
+        id: resp.id,
+        ttl: resp.ttl,
+        granted_ttl: resp.granted_ttl,
+        keys: resp.keys.into_iter().map(Into::into).collect(),
+    })
+}
+
+pub async fn leases(
+    api: Rc<Api>,
+    _r: pb::LeaseLeasesRequest,
+) -> Result<pb::LeaseLeasesResponse, Status> {
+    let req = w::Request::LeaseLeases(w::LeaseLeasesRequest {});
+    let resp = expect_response!(call(&api, req).await?, LeaseLeases);
+    Ok(pb::LeaseLeasesResponse {
+        header: convert::header(resp.header),
+        leases: resp
+            .leases
+            .into_iter()
+            .map(|l| pb::LeaseStatus { id: l.id })
+            .collect(),
+    })
+}
+
+type Out = mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+/// The keep-alive bidi stream: requests answered in order; the stream ends
+/// at the first error (as etcd's) or when the client goes.
+pub async fn keep_alive(
+    api: Rc<Api>,
+    opts: &GatewayOptions,
+    limit: usize,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
+    let (input_tx, mut input_rx) = oneshot::channel();
+    let (out_tx, out_rx) = mpsc::channel(opts.grpc_stream_buffer_responses.max(1));
+    let handoff = Handoff {
+        input: Some(input_tx),
+        output: Some(out_rx),
+    };
+    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+        pb::LeaseKeepAliveResponse,
+        pb::LeaseKeepAliveRequest,
+    >::default())
+    .max_decoding_message_size(limit);
+    let resp = grpc.streaming(handoff, req).await;
+    if let Ok(input) = input_rx.try_recv() {
+        glommio::spawn_local(session(api, input, out_tx)).detach();
     }
+    resp
+}
 
-    async fn lease_revoke(
-        &self,
-        _request: Request<pb::LeaseRevokeRequest>,
-    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        Err(no_leases("LeaseRevoke"))
+async fn session(api: Rc<Api>, mut input: Streaming<pb::LeaseKeepAliveRequest>, out: Out) {
+    while let Some(Ok(r)) = input.next().await {
+        let req = w::Request::LeaseKeepAlive(w::LeaseKeepAliveRequest { id: r.id });
+        let answer = match call(&api, req).await {
+            Ok(w::Response::LeaseKeepAlive(k)) => Ok(pb::LeaseKeepAliveResponse {
+                header: convert::header(k.header),
+                id: k.id,
+                ttl: k.ttl,
+            }),
+            Ok(other) => Err(super::unexpected("LeaseKeepAlive", &other)),
+            Err(status) => Err(status),
+        };
+        let failed = answer.is_err();
+        if out.send(answer).await.is_err() || failed {
+            return;
+        }
     }
+}
 
-    type LeaseKeepAliveStream = KeepAliveStream;
+/// tonic's streaming service must be `Send`: it hands the decoded request
+/// stream to the session and returns the response channel.
+struct Handoff {
+    input: Option<oneshot::Sender<Streaming<pb::LeaseKeepAliveRequest>>>,
+    output: Option<mpsc::Receiver<Result<pb::LeaseKeepAliveResponse, Status>>>,
+}
 
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(no_leases("LeaseKeepAlive"))
-    }
+impl tonic::server::StreamingService<pb::LeaseKeepAliveRequest> for Handoff {
+    type Response = pb::LeaseKeepAliveResponse;
+    type ResponseStream = ResponseStream<pb::LeaseKeepAliveResponse>;
+    type Future = std::future::Ready<
+        Result<tonic::Response<ResponseStream<pb::LeaseKeepAliveResponse>>, Status>,
+    >;
 
-    async fn lease_time_to_live(
-        &self,
-        _request: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        Err(no_leases("LeaseTimeToLive"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _request: Request<pb::LeaseLeasesRequest>,
-    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        Err(no_leases("LeaseLeases"))
+    fn call(
+        &mut self,
+        request: tonic::Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Self::Future {
+        let result = match (self.input.take(), self.output.take()) {
+            (Some(input), Some(output)) => {
+                let _ = input.send(request.into_inner());
+                Ok(tonic::Response::new(ResponseStream::new(output)))
+            }
+            _ => Err(Status::internal(
+                "corekv: keep-alive stream handed off twice",
+            )),
+        };
+        std::future::ready(result)
     }
 }

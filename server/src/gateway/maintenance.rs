@@ -1,196 +1,86 @@
-//! etcdserverpb.Maintenance over the native protocol.
+//! etcdserverpb.Maintenance through the shard's request layer.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
-use corekv_wire::{ArchivedResponse, ResponseStream, WireError};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use super::convert;
-use super::pool::{NativePool, status};
-use super::snapshot::SnapshotFramer;
+use super::grpc::ResponseStream;
+use super::{call, convert, expect_response};
+use crate::node::route::Api;
 
-pub struct MaintenanceService {
-    pool: Arc<NativePool>,
-    /// Responses queued towards a Snapshot client.
-    stream_buffer_responses: usize,
+pub async fn alarm(api: Rc<Api>, r: pb::AlarmRequest) -> Result<pb::AlarmResponse, Status> {
+    let req = w::Request::Alarm(convert::alarm_request(r)?);
+    let resp = expect_response!(call(&api, req).await?, Alarm);
+    Ok(convert::alarm_response(resp))
 }
 
-impl MaintenanceService {
-    pub fn new(pool: Arc<NativePool>, stream_buffer_responses: usize) -> Self {
-        MaintenanceService {
-            pool,
-            stream_buffer_responses: stream_buffer_responses.max(1),
-        }
-    }
+pub async fn status(api: Rc<Api>, _r: pb::StatusRequest) -> Result<pb::StatusResponse, Status> {
+    let resp = expect_response!(
+        call(&api, w::Request::Status(w::StatusRequest {})).await?,
+        Status
+    );
+    Ok(convert::status_response(resp))
 }
 
-type SnapshotTx = mpsc::Sender<Result<pb::SnapshotResponse, Status>>;
-
-#[tonic::async_trait]
-impl pb::maintenance_server::Maintenance for MaintenanceService {
-    async fn alarm(
-        &self,
-        request: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let req = convert::alarm_request(request.into_inner())?;
-        let resp = self
-            .pool
-            .call(|c| async move { c.alarm(req).await })
-            .await?;
-        Ok(Response::new(convert::alarm_response(resp)))
-    }
-
-    async fn status(
-        &self,
-        _request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let resp = self
-            .pool
-            .call(|c| async move { c.status(w::StatusRequest {}).await })
-            .await?;
-        Ok(Response::new(convert::status_response(resp)))
-    }
-
-    async fn defragment(
-        &self,
-        _request: Request<pb::DefragmentRequest>,
-    ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let resp = self
-            .pool
-            .call(|c| async move { c.defragment(w::DefragmentRequest {}).await })
-            .await?;
-        Ok(Response::new(pb::DefragmentResponse {
-            header: convert::header(resp.header),
-        }))
-    }
-
-    /// etcd hashes the whole backend file; corekv has no equivalent, so
-    /// `Hash` answers the HashKV hash of the key space at the current
-    /// revision (equal across members holding the same data, which is what
-    /// callers compare).
-    async fn hash(
-        &self,
-        _request: Request<pb::HashRequest>,
-    ) -> Result<Response<pb::HashResponse>, Status> {
-        let resp = self
-            .pool
-            .call(|c| async move { c.hash_kv(w::HashKvRequest { revision: 0 }).await })
-            .await?;
-        Ok(Response::new(pb::HashResponse {
-            header: convert::header(resp.header),
-            hash: resp.hash,
-        }))
-    }
-
-    async fn hash_kv(
-        &self,
-        request: Request<pb::HashKvRequest>,
-    ) -> Result<Response<pb::HashKvResponse>, Status> {
-        let req = w::HashKvRequest {
-            revision: request.into_inner().revision,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.hash_kv(req).await })
-            .await?;
-        Ok(Response::new(pb::HashKvResponse {
-            header: convert::header(resp.header),
-            hash: resp.hash,
-            compact_revision: resp.compact_revision,
-            hash_revision: resp.hash_revision,
-        }))
-    }
-
-    type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
-
-    async fn snapshot(
-        &self,
-        _request: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
-        // The first native frame arrives before we answer, so a refused
-        // snapshot is an error status rather than an empty stream.
-        let native = self
-            .pool
-            .call(|c| async move { c.snapshot().await })
-            .await?;
-        let (tx, rx) = mpsc::channel(self.stream_buffer_responses);
-        let addr = self.pool.addr().to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = forward_snapshot(native, &tx).await {
-                // The client may be gone already; nothing else to tell.
-                let _ = tx.send(Err(status(&addr, e))).await;
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn move_leader(
-        &self,
-        request: Request<pb::MoveLeaderRequest>,
-    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let req = w::MoveLeaderRequest {
-            target_id: request.into_inner().target_id,
-        };
-        let resp = self
-            .pool
-            .call(|c| async move { c.move_leader(req).await })
-            .await?;
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: convert::header(resp.header),
-        }))
-    }
+pub async fn defragment(
+    api: Rc<Api>,
+    _r: pb::DefragmentRequest,
+) -> Result<pb::DefragmentResponse, Status> {
+    let req = w::Request::Defragment(w::DefragmentRequest {});
+    let resp = expect_response!(call(&api, req).await?, Defragment);
+    Ok(pb::DefragmentResponse {
+        header: convert::header(resp.header),
+    })
 }
 
-/// Forwards the native chunks, then etcd's padding and digest trailer.
-/// Returns early (Ok) if the gRPC client went away.
-async fn forward_snapshot(mut native: ResponseStream, tx: &SnapshotTx) -> Result<(), WireError> {
-    let mut framer = SnapshotFramer::default();
-    let mut last_header = None;
-    while let Some(frame) = native.next_frame().await? {
-        let ArchivedResponse::Snapshot(chunk) = frame.get() else {
-            return Err(WireError::UnexpectedResponse {
-                operation: "Snapshot",
-                got: frame.get().name(),
-            });
-        };
-        framer.data(chunk.blob.as_slice());
-        let header = w::ResponseHeader {
-            cluster_id: chunk.header.cluster_id.to_native(),
-            member_id: chunk.header.member_id.to_native(),
-            revision: chunk.header.revision.to_native(),
-            raft_term: chunk.header.raft_term.to_native(),
-        };
-        let resp = pb::SnapshotResponse {
-            header: convert::header(header.clone()),
-            remaining_bytes: chunk.remaining_bytes.to_native(),
-            blob: bytes::Bytes::copy_from_slice(chunk.blob.as_slice()),
-        };
-        last_header = Some(header);
-        if tx.send(Ok(resp)).await.is_err() {
-            return Ok(());
-        }
-    }
-    let (pad, digest) = framer.finish();
-    let header = last_header.unwrap_or_default();
-    if !pad.is_empty() {
-        let resp = pb::SnapshotResponse {
-            header: convert::header(header.clone()),
-            remaining_bytes: 0,
-            blob: bytes::Bytes::from(pad),
-        };
-        if tx.send(Ok(resp)).await.is_err() {
-            return Ok(());
-        }
-    }
-    let resp = pb::SnapshotResponse {
-        header: convert::header(header),
-        remaining_bytes: 0,
-        blob: bytes::Bytes::copy_from_slice(&digest),
-    };
-    let _ = tx.send(Ok(resp)).await;
-    Ok(())
+/// etcd hashes the whole backend file; corekv has no equivalent, so `Hash`
+/// answers the HashKV hash of the key space at the current revision (equal
+/// across members holding the same data, which is what callers compare).
+pub async fn hash(api: Rc<Api>, _r: pb::HashRequest) -> Result<pb::HashResponse, Status> {
+    let req = w::Request::HashKv(w::HashKvRequest { revision: 0 });
+    let resp = expect_response!(call(&api, req).await?, HashKv);
+    Ok(pb::HashResponse {
+        header: convert::header(resp.header),
+        hash: resp.hash,
+    })
+}
+
+pub async fn hash_kv(api: Rc<Api>, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, Status> {
+    let req = w::Request::HashKv(w::HashKvRequest {
+        revision: r.revision,
+    });
+    let resp = expect_response!(call(&api, req).await?, HashKv);
+    Ok(pb::HashKvResponse {
+        header: convert::header(resp.header),
+        hash: resp.hash,
+        compact_revision: resp.compact_revision,
+        hash_revision: resp.hash_revision,
+    })
+}
+
+pub async fn move_leader(
+    api: Rc<Api>,
+    r: pb::MoveLeaderRequest,
+) -> Result<pb::MoveLeaderResponse, Status> {
+    let req = w::Request::MoveLeader(w::MoveLeaderRequest {
+        target_id: r.target_id,
+    });
+    let resp = expect_response!(call(&api, req).await?, MoveLeader);
+    Ok(pb::MoveLeaderResponse {
+        header: convert::header(resp.header),
+    })
+}
+
+/// Snapshot streaming is not built in the request layer (it answers
+/// "etcdserver: not capable"); that answer is the call's status, before
+/// any data. `snapshot::SnapshotFramer` holds etcd's stream framing for when
+/// it is.
+pub async fn snapshot(
+    api: Rc<Api>,
+    _r: pb::SnapshotRequest,
+) -> Result<ResponseStream<pb::SnapshotResponse>, Status> {
+    let resp = call(&api, w::Request::Snapshot(w::SnapshotRequest {})).await?;
+    Err(super::unexpected("Snapshot", &resp))
 }

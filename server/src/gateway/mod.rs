@@ -1,222 +1,173 @@
-//! The etcd v3 gRPC gateway: etcd's `etcdserverpb` services (KV, Watch,
-//! Maintenance, Cluster, Lease, Auth) plus `grpc.health.v1.Health`, served by
-//! translating every call into corekv's native protocol, and etcd's plain
-//! HTTP endpoints (`/health`, `/readyz`, `/livez`, `/metrics`, `/version`) on
-//! the same port, like etcd's client URL.
+//! etcd's client API on the client URL (`--listen-client-urls`), served by
+//! every serve shard: the v3 gRPC services (KV, Watch, Maintenance, Cluster,
+//! Lease, Auth, `grpc.health.v1.Health`), etcd's HTTP/JSON gateway
+//! (`POST /v3/...`, `json`) and plain HTTP (`/health`, `/readyz`, `/livez`,
+//! `/metrics`, `/version`) on one port, HTTP/1.1 and HTTP/2 (h2c) alike.
 //!
-//! The gateway runs on its own thread with its own tokio runtime and talks to
-//! the member through `corekv_wire::Client` connections to the member's
-//! native address: a round-robin pool for unary calls, and one dedicated
-//! connection per gRPC Watch stream (a slow watch consumer pauses only its
-//! own native connection; see `watch`). See docs/gateway.md for the mapping
-//! and for what is absent.
+//! Each shard binds the client address with SO_REUSEPORT (as it does the
+//! native one) and runs hyper on glommio (`rt`): a connection, its HTTP/2
+//! streams and the request layer they call (`node::route`) live on the shard
+//! that accepted it. gRPC calls are decoded with tonic's `Grpc` and the prost
+//! codec (no `Send` bound on handler futures), turned into the native
+//! request (`convert`), validated and routed by the request layer; nothing
+//! goes through a socket or another runtime. Watch streams attach to the
+//! shard's watch hub directly (`watch`). See docs/gateway.md.
 
 mod auth;
 mod cluster;
 mod convert;
+mod coord;
+mod grpc;
 mod http_routes;
+mod json;
 mod kv;
 mod lease;
 mod maintenance;
-mod pool;
-mod snapshot;
+mod rt;
+pub mod snapshot;
 mod watch;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
 
-use corekv_wire::limits::{DEFAULT_FRAME_HEADROOM_BYTES, DEFAULT_MAX_REQUEST_BYTES};
-use corekv_wire::proto::etcdserverpb as pb;
-use corekv_wire::{ClientOptions, WireLimits};
-use futures::StreamExt;
+use corekv_wire::limits::DEFAULT_FRAME_HEADROOM_BYTES;
+use corekv_wire::messages as w;
+use corekv_wire::{ApiError, OwnedFrame};
+use glommio::net::TcpListener;
+use hyper::body::Incoming;
+use tonic::Status;
 
-pub use crate::http::HealthProbe;
-pub use pool::NativePool;
+use crate::config::Config;
+use crate::node::route::Api;
+use crate::node::serve::accept_loop;
 
-/// Every bound and knob of the gateway.
+/// Every bound of the client-URL front-end.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    /// etcd's `--max-request-bytes`: a request larger than this is answered
-    /// "etcdserver: request is too large" (by the native server).
+    /// etcd's `--max-request-bytes`: a larger request is answered
+    /// "etcdserver: request is too large" (by the request layer).
     pub max_request_bytes: usize,
     /// gRPC's receive limit is `max_request_bytes + grpc_headroom_bytes`
     /// (etcd: 512 KiB); a larger message is refused by gRPC itself.
     pub grpc_headroom_bytes: usize,
-    /// etcd's `--max-txn-ops`, passed to the native client's limits.
-    pub max_txn_ops: usize,
-    /// Tokio worker threads of the gateway's runtime.
-    pub worker_threads: usize,
-    /// Native connections in the unary round-robin pool.
-    pub native_connections: usize,
-    /// Deadline of one native request (and of a stream's first frame).
-    pub request_timeout: Duration,
-    /// Deadline for connecting to the native address.
-    pub dial_timeout: Duration,
-    /// Native frames buffered per watch or snapshot stream.
-    pub native_stream_buffer_frames: usize,
-    /// Responses queued towards one gRPC Watch or Snapshot client.
+    /// Responses queued in the channel towards one gRPC stream's HTTP/2
+    /// body (Watch, Snapshot); beyond it a watch stream's queue grows up to
+    /// `--watch-max-pending-bytes`, then its watchers catch up from the
+    /// store.
     pub grpc_stream_buffer_responses: usize,
-    /// Watches one gRPC Watch stream may hold at once.
-    pub max_watches_per_stream: usize,
-    /// Watch creates, cancels and progress requests of one stream awaiting
-    /// the native server; more are not read from the client until one ends.
-    pub max_pending_watch_control: usize,
     /// HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
-}
-
-impl Default for GatewayOptions {
-    fn default() -> Self {
-        GatewayOptions {
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            grpc_headroom_bytes: DEFAULT_FRAME_HEADROOM_BYTES,
-            max_txn_ops: corekv_wire::limits::DEFAULT_MAX_TXN_OPS,
-            worker_threads: 1,
-            native_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            request_timeout: Duration::from_secs(10),
-            dial_timeout: Duration::from_secs(2),
-            native_stream_buffer_frames: 256,
-            grpc_stream_buffer_responses: 128,
-            max_watches_per_stream: 10_000,
-            max_pending_watch_control: 64,
-            max_concurrent_streams: 1024,
-        }
-    }
+    /// HTTP/2 flow-control windows. h2 answers a peer that has more small
+    /// DATA frames buffered than a budget of half the connection window with
+    /// GOAWAY ENHANCE_YOUR_CALM; a gRPC client sending a burst of small
+    /// messages (thousands of watch creates on one stream) hit it with
+    /// hyper's 1 MiB default. The connection window is large so the budget
+    /// covers a full stream window of the smallest messages several times
+    /// over; the stream window bounds what one stream may have buffered.
+    pub h2_connection_window_bytes: u32,
+    pub h2_stream_window_bytes: u32,
 }
 
 impl GatewayOptions {
+    pub fn from_config(cfg: &Config) -> GatewayOptions {
+        GatewayOptions {
+            max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
+            grpc_headroom_bytes: DEFAULT_FRAME_HEADROOM_BYTES,
+            grpc_stream_buffer_responses: 128,
+            max_concurrent_streams: 1024,
+            h2_connection_window_bytes: 16 * 1024 * 1024,
+            h2_stream_window_bytes: 256 * 1024,
+        }
+    }
+
     /// gRPC receive limit (etcd: max-request-bytes + 512 KiB).
     pub fn grpc_max_recv_bytes(&self) -> usize {
         self.max_request_bytes
             .saturating_add(self.grpc_headroom_bytes)
     }
+}
 
-    /// Options of every native client the gateway opens.
-    pub fn client_options(&self) -> ClientOptions {
-        let limits = WireLimits {
-            max_request_bytes: self.max_request_bytes,
-            max_frame_bytes: self.grpc_max_recv_bytes(),
-            max_txn_ops: self.max_txn_ops,
-            ..WireLimits::default()
-        };
-        ClientOptions {
-            dial_timeout: self.dial_timeout,
-            request_timeout: self.request_timeout,
-            stream_buffer_frames: self.native_stream_buffer_frames,
-            limits,
-            ..ClientOptions::default()
+/// The one mapping of a request-layer error to gRPC: etcd's code and exact
+/// message, which clients match on.
+pub fn status(e: ApiError) -> Status {
+    Status::new(e.grpc_code(), e.message())
+}
+
+/// One request through the shard's request layer: archived as the native
+/// request (the Raft entry body of a write), validated, routed, answered.
+async fn call(api: &Api, req: w::Request) -> Result<w::Response, Status> {
+    let frame = OwnedFrame::encode_request(0, &req)
+        .map_err(|e| Status::internal(format!("corekv: encoding {}: {e}", req.name())))?;
+    api.call(frame).await.map_err(status)
+}
+
+/// Takes the expected variant out of a request-layer response.
+macro_rules! expect_response {
+    ($resp:expr, $variant:ident) => {
+        match $resp {
+            corekv_wire::messages::Response::$variant(r) => r,
+            other => return Err($crate::gateway::unexpected(stringify!($variant), &other)),
         }
-    }
-}
-
-/// The address the gateway dials for a native listener bound to `listen`:
-/// an unspecified listen IP (0.0.0.0, ::) is reached over loopback.
-pub fn native_connect_addr(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
     };
-    SocketAddr::new(ip, listen.port())
+}
+pub(crate) use expect_response;
+
+/// A response of another kind than the request's: a bug, never silent.
+fn unexpected(operation: &str, got: &w::Response) -> Status {
+    Status::internal(format!(
+        "corekv: {operation} answered with a {} response",
+        got.name()
+    ))
 }
 
-/// Binds `addr`, starts the gateway on its own thread (thread
-/// `corekv-gateway`, a tokio runtime with `opts.worker_threads` workers)
-/// and returns the bound address. Native connections are opened lazily, so
-/// the member's native listener may come up after this returns.
-pub fn spawn(
-    addr: SocketAddr,
-    native_addr: SocketAddr,
-    health: HealthProbe,
-    opts: GatewayOptions,
-) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
+/// Binds the client address on this shard (SO_REUSEPORT) and serves it.
+pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.worker_threads.max(1))
-        .thread_name("corekv-gateway-rt")
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("corekv-gateway".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                if let Err(e) = serve(listener, native_addr, health, opts).await {
-                    tracing::error!(error = %e, "gateway stopped");
-                }
-            });
-        })?;
+    let opts = Rc::new(GatewayOptions::from_config(&api.shared.cfg));
+    accept_loop(listener, api.clone(), "client URL", move |stream| {
+        serve_connection(api.clone(), opts.clone(), stream)
+    });
     Ok(bound)
 }
 
-async fn serve(
-    listener: std::net::TcpListener,
-    native_addr: SocketAddr,
-    health: HealthProbe,
-    opts: GatewayOptions,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let pool = Arc::new(NativePool::new(
-        native_addr.to_string(),
-        opts.client_options(),
-        opts.native_connections,
-    ));
-    let recv_limit = opts.grpc_max_recv_bytes();
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    let mut builder = tonic::service::Routes::builder();
+async fn serve_connection(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: glommio::net::TcpStream) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(rt::LocalExec);
     builder
-        .add_service(
-            pb::kv_server::KvServer::new(kv::KvService::new(pool.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::watch_server::WatchServer::new(watch::WatchService::new(
-                pool.clone(),
-                opts.clone(),
-            ))
-            .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
-                pool.clone(),
-                opts.grpc_stream_buffer_responses,
-            ))
-            .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(pool.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::lease_server::LeaseServer::new(lease::LeaseService)
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::auth_server::AuthServer::new(auth::AuthService::new(pool.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(health_service);
-    let routes = builder.routes();
-    let router = http_routes::add(routes.into_axum_router(), health);
-
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(conn)
-    });
-    tonic::transport::Server::builder()
-        .accept_http1(true)
+        .http2()
         .max_concurrent_streams(opts.max_concurrent_streams)
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
+        .initial_connection_window_size(opts.h2_connection_window_bytes)
+        .initial_stream_window_size(opts.h2_stream_window_bytes);
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let (api, opts) = (api.clone(), opts.clone());
+        async move { Ok::<_, Infallible>(handle(api, opts, req).await) }
+    });
+    if let Err(e) = builder.serve_connection(rt::Io(stream), service).await {
+        tracing::debug!(error = %e, "client URL connection closed");
+    }
+}
+
+/// gRPC by content type; POST /v3/... is the JSON gateway; the rest is
+/// plain HTTP.
+async fn handle(
+    api: Rc<Api>,
+    opts: Rc<GatewayOptions>,
+    req: http::Request<Incoming>,
+) -> http::Response<tonic::body::Body> {
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc {
+        return grpc::dispatch(api, &opts, req).await;
+    }
+    match json::JsonRoute::from_path(req.uri().path()) {
+        Some(route) if req.method() == http::Method::POST => {
+            json::dispatch(api, &opts, route, req).await
+        }
+        _ => http_routes::dispatch(&api, req).await,
+    }
 }
 
 #[cfg(test)]
@@ -224,19 +175,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unspecified_native_listen_is_dialled_on_loopback() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert_eq!(native_connect_addr(a("0.0.0.0:2378")), a("127.0.0.1:2378"));
-        assert_eq!(native_connect_addr(a("[::]:2378")), a("[::1]:2378"));
-        assert_eq!(native_connect_addr(a("10.1.2.3:9")), a("10.1.2.3:9"));
-    }
-
-    #[test]
-    fn grpc_limit_is_request_limit_plus_headroom() {
-        let o = GatewayOptions::default();
-        assert_eq!(o.grpc_max_recv_bytes(), 1_572_864 + 512 * 1024);
-        let c = o.client_options();
-        assert_eq!(c.limits.max_request_bytes, 1_572_864);
-        assert_eq!(c.limits.max_frame_bytes, o.grpc_max_recv_bytes());
+    fn api_errors_keep_etcd_code_and_message() {
+        let s = status(ApiError::Compacted);
+        assert_eq!(s.code(), tonic::Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let s = status(ApiError::Timeout);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(s.message(), "etcdserver: request timed out");
     }
 }

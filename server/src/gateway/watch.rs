@@ -1,455 +1,318 @@
-//! etcdserverpb.Watch: one gRPC bidi stream carries many watches.
+//! etcdserverpb.Watch: one gRPC bidi stream is one `WatchSession` on the
+//! shard's watch hub, exactly like a native connection's: the same watch-id
+//! allocator and create rules, the same slow-consumer policy. No connection
+//! or task per watch.
 //!
-//! Each gRPC stream gets a session task and a native connection of its own
-//! (a slow gRPC reader then back-pressures only its own native connection,
-//! never the pool that serves KV calls). Watch ids are the gRPC stream's,
-//! assigned like etcd's `watchStream`: a requested non-zero id is used if
-//! free (else refused "mvcc: duplicate watch ID provided on the
-//! WatchStream"), otherwise the lowest free id counting up from 0; the
-//! native connection's own ids never leak out.
+//! Data flow: the hub pushes each watcher's responses into the stream's
+//! `StreamSink` (a local queue); a forwarder task moves them into the
+//! bounded channel that feeds the HTTP/2 response body (tonic needs a `Send`
+//! stream). A response's bytes count as pending from the push until the
+//! body takes it out of the channel (`WatchOut`). A slow reader fills the
+//! channel, then the queue; past `--watch-max-pending-bytes` pending the hub
+//! moves the stream's watchers to catch-up from the store, which resumes
+//! once less than half of it is pending: nothing is dropped, and memory
+//! stays bounded.
 //!
-//! Ordering: creates, cancels and progress requests wait on the native
-//! server in a FIFO (`control`), so their answers go out in request order
-//! while events keep flowing. A progress answer is sent only after every
-//! event frame that reached the native connection before it has been
-//! forwarded: the native client routes frames in arrival order, so when the
-//! progress answer is delivered, all earlier event frames are already in
-//! their watch's buffer, and `drain_ready` forwards them first.
+//! When the client goes away (the response body is dropped), the session's
+//! watches leave the hub.
 
-use std::collections::HashSet;
-use std::pin::Pin;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
-use corekv_wire::{ApiError, Client, WatchFrame, WatchStream, WireError};
-use futures::stream::{FuturesOrdered, Stream, StreamExt};
-use futures::{FutureExt, future::BoxFuture};
-use tokio::sync::mpsc;
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use corekv_wire::{ApiError, OwnedFrame, validate_owned_frame};
+use futures::{Stream, StreamExt};
+use hyper::body::Incoming;
+use prost::Message;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tonic::body::Body;
+use tonic::{Status, Streaming};
 
-use super::GatewayOptions;
-use super::convert;
-use super::pool::{NativePool, api_status, status};
+use super::{GatewayOptions, convert, status};
+use crate::node::route::{Api, Route, WatchOp};
+use crate::node::watch::{WatchSession, WatchSink};
 
-/// etcd's texts for refused creates (mvcc errors, not etcdserver ones).
-const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
-const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// A response and its encoded length (0 for an error).
+type Item = (usize, Result<pb::WatchResponse, Status>);
 
-pub struct WatchService {
-    pool: Arc<NativePool>,
-    opts: GatewayOptions,
+/// The session's end of the response channel.
+pub struct Out {
+    tx: mpsc::Sender<Item>,
+    pending: Arc<AtomicUsize>,
 }
 
-impl WatchService {
-    pub fn new(pool: Arc<NativePool>, opts: GatewayOptions) -> Self {
-        WatchService { pool, opts }
+/// The client's end: the response stream; taking a response out of it ends
+/// its bytes' pending time.
+pub struct WatchOut {
+    rx: mpsc::Receiver<Item>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Stream for WatchOut {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|next| {
+            next.map(|(len, item)| {
+                self.pending.fetch_sub(len, Ordering::Relaxed);
+                item
+            })
+        })
     }
 }
 
-type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
-type NativeEvents = Pin<Box<dyn Stream<Item = Result<WatchFrame, WireError>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::watch_server::Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
-
-    async fn watch(
-        &self,
-        request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let require_leader = request
-            .metadata()
-            .get("hasleader")
-            .and_then(|v| v.to_str().ok())
-            == Some("true");
-        let client = self.pool.dedicated().await?;
-        let addr = self.pool.addr().to_owned();
-        if require_leader {
-            let s = client
-                .status(w::StatusRequest {})
-                .await
-                .map_err(|e| status(&addr, e))?;
-            if s.leader == 0 {
-                return Err(api_status(&ApiError::NoLeader));
-            }
-        }
-        let (tx, rx) = mpsc::channel(self.opts.grpc_stream_buffer_responses.max(1));
-        let session = Session {
-            client,
-            addr,
+/// A response channel of `capacity` responses.
+pub fn out_channel(capacity: usize) -> (Out, WatchOut) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        Out {
             tx,
-            watches: StreamMap::new(),
-            control: FuturesOrdered::new(),
-            reserved: HashSet::new(),
-            cancel_on_create: HashSet::new(),
-            next_id: 0,
-            progress_in_flight: false,
-            progress_waiters: 0,
-            max_watches: self.opts.max_watches_per_stream,
-            max_control: self.opts.max_pending_watch_control.max(1),
+            pending: pending.clone(),
+        },
+        WatchOut { rx, pending },
+    )
+}
+
+pub async fn serve(
+    api: Rc<Api>,
+    opts: &GatewayOptions,
+    limit: usize,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
+    // etcd's `hasleader` metadata: refuse the stream while no leader is known.
+    let require_leader =
+        req.headers().get("hasleader").and_then(|v| v.to_str().ok()) == Some("true");
+    if require_leader && api.shared.leader().is_none() {
+        return status(ApiError::NoLeader).into_http();
+    }
+    let (input_tx, mut input_rx) = oneshot::channel();
+    let (out_tx, out_rx) = out_channel(opts.grpc_stream_buffer_responses);
+    let handoff = Handoff {
+        input: Some(input_tx),
+        output: Some(out_rx),
+    };
+    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+        pb::WatchResponse,
+        pb::WatchRequest,
+    >::default())
+    .max_decoding_message_size(limit);
+    let resp = grpc.streaming(handoff, req).await;
+    // `Handoff::call` ran inside `streaming`; without an input (the request
+    // was refused before the call) there is no session.
+    if let Ok(input) = input_rx.try_recv() {
+        spawn_session(api, input, out_tx);
+    }
+    resp
+}
+
+/// tonic's streaming service must be `Send`: it only hands the decoded
+/// request stream over to the session and returns the response channel.
+struct Handoff {
+    input: Option<oneshot::Sender<Streaming<pb::WatchRequest>>>,
+    output: Option<WatchOut>,
+}
+
+impl tonic::server::StreamingService<pb::WatchRequest> for Handoff {
+    type Response = pb::WatchResponse;
+    type ResponseStream = WatchOut;
+    type Future = std::future::Ready<Result<tonic::Response<WatchOut>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<pb::WatchRequest>>) -> Self::Future {
+        let result = match (self.input.take(), self.output.take()) {
+            (Some(input), Some(output)) => {
+                // The receiver lives in `serve` until this returns.
+                let _ = input.send(request.into_inner());
+                Ok(tonic::Response::new(output))
+            }
+            _ => Err(Status::internal("corekv: watch stream handed off twice")),
         };
-        tokio::spawn(session.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        std::future::ready(result)
     }
 }
 
-/// The outcome of a create: the responses to send (created, and maybe a
-/// first event or the final cancel), and the stream if the watch lives on.
-struct Created {
-    responses: Vec<pb::WatchResponse>,
-    stream: Option<WatchStream>,
+/// The stream's response queue (see the module doc).
+struct StreamSink {
+    queue: RefCell<VecDeque<(usize, pb::WatchResponse)>>,
+    /// Bytes pushed and not yet taken by the response body.
+    pending: Arc<AtomicUsize>,
+    wake: Notify,
+    gone: Cell<bool>,
 }
 
-enum Control {
-    Created {
-        id: i64,
-        outcome: Result<Created, WireError>,
-    },
-    Canceled {
-        id: i64,
-        header: Result<w::ResponseHeader, WireError>,
-    },
-    Progress(Result<w::WatchResponse, WireError>),
+impl WatchSink for StreamSink {
+    fn push(&self, resp: w::WatchResponse, _last: bool) {
+        if self.gone.get() {
+            return;
+        }
+        let resp = convert::watch_response(resp);
+        let len = resp.encoded_len();
+        self.pending.fetch_add(len, Ordering::Relaxed);
+        self.queue.borrow_mut().push_back((len, resp));
+        self.wake.notify_one();
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
 }
 
-/// Why a session ends early.
-enum End {
-    /// The gRPC client is gone.
-    ClientGone,
-    /// Ends the stream with this status.
-    Fail(Status),
+/// Runs one watch stream: requests from `input` (gRPC, or the HTTP/JSON
+/// gateway's decoded body), responses into `out`, until `out`'s receiver
+/// is dropped (the client is gone).
+pub fn spawn_session<S>(api: Rc<Api>, input: S, out: Out)
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + 'static,
+{
+    glommio::spawn_local(session(api, input, out)).detach();
 }
 
-struct Session {
-    client: Client,
-    addr: String,
-    tx: Tx,
-    watches: StreamMap<i64, NativeEvents>,
-    control: FuturesOrdered<BoxFuture<'static, Control>>,
-    /// Ids of creates still waiting on the native server.
-    reserved: HashSet<i64>,
-    /// Pending creates cancelled before they completed.
-    cancel_on_create: HashSet<i64>,
-    next_id: i64,
-    progress_in_flight: bool,
-    /// Progress requests the in-flight one answers.
-    progress_waiters: usize,
-    max_watches: usize,
-    max_control: usize,
+async fn session<S>(api: Rc<Api>, input: S, out: Out)
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + 'static,
+{
+    let sink = Rc::new(StreamSink {
+        queue: RefCell::new(VecDeque::new()),
+        pending: out.pending.clone(),
+        wake: Notify::new(),
+        gone: Cell::new(false),
+    });
+    let watches = Rc::new(WatchSession::default());
+    let reader = glommio::spawn_local(read_requests(
+        api.clone(),
+        input,
+        watches.clone(),
+        sink.clone(),
+    ));
+    forward(&sink, &out).await;
+    // The client is gone: drop its watches from the hub, stop reading.
+    sink.gone.set(true);
+    sink.queue.borrow_mut().clear();
+    watches.clear(&api.hub);
+    drop(reader);
 }
 
-impl Session {
-    async fn run(mut self, mut input: Streaming<pb::WatchRequest>) {
-        let mut input_open = true;
-        loop {
-            let step = tokio::select! {
-                _ = self.tx.closed() => Err(End::ClientGone),
-                Some(c) = self.control.next(), if !self.control.is_empty() => {
-                    self.on_control(c).await
+/// Moves queued responses into the response channel until the client goes.
+async fn forward(sink: &StreamSink, out: &Out) {
+    loop {
+        let next = sink.queue.borrow_mut().pop_front();
+        match next {
+            Some((len, resp)) => {
+                if out.tx.send((len, Ok(resp))).await.is_err() {
+                    return;
                 }
-                Some((id, item)) = self.watches.next(), if !self.watches.is_empty() => {
-                    self.on_event(id, item).await
-                }
-                // `next()` (poll_next) is cancel-safe: a lost race leaves the
-                // partly read message in the stream's buffer.
-                msg = input.next(), if input_open && self.control.len() < self.max_control => {
-                    match msg {
-                        Some(Ok(req)) => self.on_request(req),
-                        // A half-closed stream keeps delivering events, as etcd's does.
-                        None => {
-                            input_open = false;
-                            Ok(())
-                        }
-                        Some(Err(_)) => Err(End::ClientGone),
-                    }
-                }
-            };
-            match step {
-                Ok(()) => {}
-                Err(End::ClientGone) => return,
-                Err(End::Fail(s)) => {
-                    let _ = self.tx.send(Err(s)).await;
+            }
+            None => {
+                let woken = async {
+                    sink.wake.notified().await;
+                    false
+                };
+                let closed = async {
+                    out.tx.closed().await;
+                    true
+                };
+                if futures_lite::future::or(woken, closed).await {
                     return;
                 }
             }
         }
     }
+}
 
-    fn fail(&self, e: WireError) -> End {
-        End::Fail(status(&self.addr, e))
-    }
-
-    fn in_use(&self, id: i64) -> bool {
-        self.watches.contains_key(&id) || self.reserved.contains(&id)
-    }
-
-    fn on_request(&mut self, req: pb::WatchRequest) -> Result<(), End> {
+/// Reads the client's requests. A half-closed request stream ends this
+/// task but not the watches (etcd keeps delivering).
+async fn read_requests<S>(
+    api: Rc<Api>,
+    mut input: S,
+    watches: Rc<WatchSession>,
+    sink: Rc<StreamSink>,
+) where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+{
+    let progress_waiters = Rc::new(Cell::new(0usize));
+    while let Some(Ok(req)) = input.next().await {
         use pb::watch_request::RequestUnion as U;
-        match req.request_union {
-            Some(U::CreateRequest(c)) => self.on_create(c),
-            Some(U::CancelRequest(c)) => self.on_cancel(c.watch_id),
-            Some(U::ProgressRequest(_)) => self.on_progress(),
+        let native = match req.request_union {
+            Some(U::CreateRequest(c)) => w::Request::WatchCreate(convert::watch_create(c)),
+            Some(U::CancelRequest(c)) => w::Request::WatchCancel(w::WatchCancelRequest {
+                watch_id: c.watch_id,
+            }),
+            Some(U::ProgressRequest(_)) => w::Request::WatchProgress(w::WatchProgressRequest {}),
             // etcd ignores an empty request.
-            None => {}
-        }
-        Ok(())
-    }
-
-    fn on_create(&mut self, c: pb::WatchCreateRequest) {
-        let refuse = if c.watch_id != 0 && self.in_use(c.watch_id) {
-            Some(ERR_DUPLICATE_ID.to_owned())
-        } else if range_is_empty(&c.key, &c.range_end) {
-            Some(ERR_EMPTY_RANGE.to_owned())
-        } else if self.watches.len() + self.reserved.len() >= self.max_watches {
-            Some(format!(
-                "corekv gateway: too many watches on this stream (limit {})",
-                self.max_watches
-            ))
-        } else {
-            None
+            None => continue,
         };
-        let client = self.client.clone();
-        if let Some(reason) = refuse {
-            self.control
-                .push_back(Box::pin(refused(client, reason)) as BoxFuture<'static, Control>);
-            return;
-        }
-        let id = if c.watch_id != 0 {
-            c.watch_id
-        } else {
-            while self.in_use(self.next_id) {
-                self.next_id += 1;
-            }
-            self.next_id += 1;
-            self.next_id - 1
+        let refused = |reason: &str| {
+            sink.push(refusal(&api, reason), false);
         };
-        self.reserved.insert(id);
-        let req = convert::watch_create(c);
-        self.control.push_back(Box::pin(create(client, id, req)));
-    }
-
-    fn on_cancel(&mut self, id: i64) {
-        if self.reserved.contains(&id) {
-            self.cancel_on_create.insert(id);
-            return;
-        }
-        // Dropping the native stream cancels the native watch.
-        if self.watches.remove(&id).is_none() {
-            // etcd answers nothing for an unknown id.
-            return;
-        }
-        let client = self.client.clone();
-        self.control.push_back(Box::pin(async move {
-            let header = client.status(w::StatusRequest {}).await.map(|s| s.header);
-            Control::Canceled { id, header }
-        }));
-    }
-
-    fn on_progress(&mut self) {
-        self.progress_waiters += 1;
-        if self.progress_in_flight {
-            return;
-        }
-        self.progress_in_flight = true;
-        let client = self.client.clone();
-        self.control.push_back(Box::pin(async move {
-            Control::Progress(client.watch_progress(w::WatchProgressRequest {}).await)
-        }));
-    }
-
-    async fn on_control(&mut self, c: Control) -> Result<(), End> {
-        match c {
-            Control::Created { id, outcome } => {
-                self.reserved.remove(&id);
-                let cancel = self.cancel_on_create.remove(&id);
-                let created = outcome.map_err(|e| self.fail(e))?;
-                let header = created.responses.first().and_then(|r| r.header);
-                for r in created.responses {
-                    send(&self.tx, r).await?;
-                }
-                if let Some(stream) = created.stream {
-                    if cancel {
-                        drop(stream);
-                        send(&self.tx, canceled(id, header)).await?;
-                    } else {
-                        self.watches.insert(id, events(stream));
-                    }
-                }
-                Ok(())
+        let frame = match OwnedFrame::encode_request(0, &native) {
+            Ok(f) => f,
+            Err(e) => {
+                refused(&e.to_string());
+                continue;
             }
-            Control::Canceled { id, header } => {
-                let header = header.map_err(|e| self.fail(e))?;
-                send(&self.tx, canceled(id, convert::header(header))).await
+        };
+        let req = match validate_owned_frame(&frame, &api.shared.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                refused(e.message());
+                continue;
             }
-            Control::Progress(result) => {
-                self.progress_in_flight = false;
-                let waiters = std::mem::take(&mut self.progress_waiters);
-                match result {
-                    Ok(resp) => {
-                        self.drain_ready().await?;
-                        for _ in 0..waiters {
-                            send(&self.tx, convert::watch_response(resp.clone(), -1)).await?;
+        };
+        if let Err(e) = api.gate(req) {
+            refused(e.message());
+            continue;
+        }
+        match api.route(req) {
+            Route::Watch(WatchOp::Create(c)) => {
+                api.watch_create(&watches, c, sink.clone());
+            }
+            // etcd answers a cancel only through the watch's own final
+            // response (none for an unknown id).
+            Route::Watch(WatchOp::Cancel(id)) => {
+                api.watch_cancel(&watches, id);
+            }
+            Route::Watch(WatchOp::Progress) => {
+                progress_waiters.set(progress_waiters.get() + 1);
+                if progress_waiters.get() == 1 {
+                    let (api, watches, sink) = (api.clone(), watches.clone(), sink.clone());
+                    let waiters = progress_waiters.clone();
+                    glommio::spawn_local(async move {
+                        let result = api.watch_progress(&watches).await;
+                        // Like etcd, nothing while watches are still
+                        // catching up.
+                        if let Ok(resp) = result {
+                            for _ in 0..waiters.get() {
+                                sink.push(resp.clone(), false);
+                            }
                         }
-                        Ok(())
-                    }
-                    // Like etcd, no notification while watches are still
-                    // catching up (the native server times the request out).
-                    Err(WireError::Api(e)) => {
-                        tracing::debug!(error = %e, "watch progress request not answered");
-                        Ok(())
-                    }
-                    Err(e) => Err(self.fail(e)),
+                        waiters.set(0);
+                    })
+                    .detach();
                 }
             }
-        }
-    }
-
-    /// Forwards every event frame already received from the native server.
-    async fn drain_ready(&mut self) -> Result<(), End> {
-        while let Some(Some((id, item))) = self.watches.next().now_or_never() {
-            self.on_event(id, item).await?;
-        }
-        Ok(())
-    }
-
-    async fn on_event(&mut self, id: i64, item: Result<WatchFrame, WireError>) -> Result<(), End> {
-        match item {
-            Ok(frame) => {
-                let resp = frame.to_owned_watch().map_err(|e| self.fail(e))?;
-                send(&self.tx, convert::watch_response(resp, id)).await
+            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Auth => {
+                refused("corekv: not a watch request");
             }
-            // The native server ended this watch with an error: the watch
-            // is cancelled with that reason, the stream carries on.
-            Err(WireError::Api(e)) => {
-                self.watches.remove(&id);
-                let mut resp = canceled(id, None);
-                resp.cancel_reason = e.message().to_owned();
-                send(&self.tx, resp).await
-            }
-            Err(e) => Err(self.fail(e)),
         }
     }
 }
 
-async fn send(tx: &Tx, resp: pb::WatchResponse) -> Result<(), End> {
-    tx.send(Ok(resp)).await.map_err(|_| End::ClientGone)
-}
-
-fn canceled(watch_id: i64, header: Option<pb::ResponseHeader>) -> pb::WatchResponse {
-    pb::WatchResponse {
-        header,
-        watch_id,
+/// etcd's answer to a create it refuses: created + canceled, watch id -1.
+fn refusal(api: &Api, reason: &str) -> w::WatchResponse {
+    let shared = &api.shared;
+    w::WatchResponse {
+        header: shared.header(shared.store().current_revision()),
+        watch_id: -1,
+        created: true,
         canceled: true,
+        cancel_reason: reason.to_string(),
         ..Default::default()
-    }
-}
-
-/// etcd: a non-empty range_end (other than "\0", meaning "to the end") must
-/// be greater than key.
-fn range_is_empty(key: &[u8], range_end: &[u8]) -> bool {
-    !range_end.is_empty() && range_end != [0] && key >= range_end
-}
-
-fn events(ws: WatchStream) -> NativeEvents {
-    Box::pin(futures::stream::unfold(Some(ws), |state| async move {
-        let mut ws = state?;
-        match ws.next().await {
-            Ok(Some(f)) => Some((Ok(f), Some(ws))),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), None)),
-        }
-    }))
-}
-
-/// etcd answers a refused create with created + canceled, watch id -1.
-async fn refused(client: Client, reason: String) -> Control {
-    let outcome = client.status(w::StatusRequest {}).await.map(|s| Created {
-        responses: vec![pb::WatchResponse {
-            header: convert::header(s.header),
-            watch_id: -1,
-            created: true,
-            canceled: true,
-            cancel_reason: reason,
-            ..Default::default()
-        }],
-        stream: None,
-    });
-    Control::Created { id: -1, outcome }
-}
-
-async fn create(client: Client, id: i64, req: w::WatchCreateRequest) -> Control {
-    let outcome = async {
-        let mut ws = match client.watch(req).await {
-            Ok(ws) => ws,
-            Err(WireError::Api(e)) => {
-                let s = client.status(w::StatusRequest {}).await?;
-                return Ok(Created {
-                    responses: vec![pb::WatchResponse {
-                        header: convert::header(s.header),
-                        watch_id: id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: e.message().to_owned(),
-                        ..Default::default()
-                    }],
-                    stream: None,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        // The native client consumes the `created` frame unless it also
-        // ends the watch; then it is the first frame of the stream.
-        let first = ws.next().now_or_never();
-        if let Some(Ok(Some(f))) = &first {
-            if f.get().created {
-                let resp = convert::watch_response(f.to_owned_watch()?, id);
-                return Ok(Created {
-                    responses: vec![resp],
-                    stream: Some(ws),
-                });
-            }
-        }
-        // etcd's created response carries the revision current at creation.
-        let s = client.status(w::StatusRequest {}).await?;
-        let mut responses = vec![pb::WatchResponse {
-            header: convert::header(s.header),
-            watch_id: id,
-            created: true,
-            ..Default::default()
-        }];
-        match first {
-            Some(Ok(Some(f))) => responses.push(convert::watch_response(f.to_owned_watch()?, id)),
-            Some(Ok(None)) => {
-                return Ok(Created {
-                    responses,
-                    stream: None,
-                });
-            }
-            Some(Err(e)) => return Err(e),
-            None => {}
-        }
-        Ok(Created {
-            responses,
-            stream: Some(ws),
-        })
-    }
-    .await;
-    Control::Created { id, outcome }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_watch_ranges_follow_etcd() {
-        assert!(!range_is_empty(b"a", b""), "single key");
-        assert!(!range_is_empty(b"a", b"\0"), "from key");
-        assert!(!range_is_empty(b"a", b"b"));
-        assert!(range_is_empty(b"b", b"a"));
-        assert!(range_is_empty(b"a", b"a"));
     }
 }

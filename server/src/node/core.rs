@@ -151,6 +151,7 @@ impl Core {
             PeerIn::Forward { data } => self.replica.on_forwarded(data),
             PeerIn::Snapshot { path, msg } => self.install_snapshot(path, msg).await?,
             PeerIn::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
+            PeerIn::Lease { from, msg } => self.replica.on_lease_msg(Instant::now(), from, msg),
         }
         Ok(())
     }
@@ -159,6 +160,10 @@ impl Core {
         for out in self.replica.take_outbox() {
             match out {
                 Outbound::Raft(m) => self.send_message(m),
+                Outbound::Lease { to, msg } => {
+                    // A lost lease message is answered by the asker's timeout.
+                    let _ = self.peers.send(to, PeerOut::Lease(msg));
+                }
                 Outbound::Forward { to, ticket, data } => {
                     if !self.peers.send(to, PeerOut::Forward { data }) {
                         self.replica.forward_dropped(ticket);
@@ -306,6 +311,7 @@ impl Core {
         if let Some(store) = &installed {
             // The image carries the leader's auth state.
             self.shared.auth.load(store)?;
+            self.replica.reload_leases(store)?;
         }
         let applied = installed.map(|store| {
             let applied = store.applied_index();

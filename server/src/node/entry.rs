@@ -15,6 +15,9 @@
 //! at its own start (never 0): an entry proposed before a restart can never
 //! answer a client of the new run. Entries written before the nonce existed
 //! carry 0 there (the field was reserved and zero), which matches no run.
+//! `kind` 2: an internal request a member proposes itself (lease revokes by
+//! expiry, lease checkpoints; body format in `lease/internal.rs`); no client
+//! waits for it (proposal id 0).
 //! Unknown kinds are refused at apply time with a clear error, never guessed.
 //!
 //! `auth` (bytes 2..8, u48): the auth stamp of the check the accepting
@@ -25,6 +28,7 @@
 
 pub const ENTRY_HEADER_BYTES: usize = 32;
 pub const KIND_CLIENT_REQUEST: u8 = 1;
+pub const KIND_INTERNAL: u8 = 2;
 /// Entry format version, bumped with any layout change (kept in byte 1).
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
 
@@ -41,8 +45,17 @@ pub struct Origin {
 pub const MAX_AUTH_STAMP: u64 = (1 << 48) - 1;
 
 pub fn encode(origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
+    encode_kind(KIND_CLIENT_REQUEST, origin, auth_stamp, body)
+}
+
+/// An internal entry (`KIND_INTERNAL`); `origin.proposal_id` is 0.
+pub fn encode_internal(origin: Origin, body: &[u8]) -> Vec<u8> {
+    encode_kind(KIND_INTERNAL, origin, 0, body)
+}
+
+fn encode_kind(kind: u8, origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
-    out.push(KIND_CLIENT_REQUEST);
+    out.push(kind);
     out.push(ENTRY_FORMAT_VERSION);
     // A stamp beyond 48 bits saturates: apply then sees a revision that is
     // never old, which cannot happen before 2^48 auth changes.
@@ -56,6 +69,8 @@ pub fn encode(origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded<'a> {
+    /// `KIND_CLIENT_REQUEST` or `KIND_INTERNAL`.
+    pub kind: u8,
     pub origin: Origin,
     pub auth_stamp: u64,
     pub body: &'a [u8],
@@ -68,7 +83,8 @@ pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
             data.len()
         ));
     }
-    if data[0] != KIND_CLIENT_REQUEST || data[1] != ENTRY_FORMAT_VERSION {
+    let known = data[0] == KIND_CLIENT_REQUEST || data[0] == KIND_INTERNAL;
+    if !known || data[1] != ENTRY_FORMAT_VERSION {
         return Err(format!(
             "unknown entry kind {} version {}",
             data[0], data[1]
@@ -80,6 +96,7 @@ pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
         u64::from_le_bytes(b)
     };
     Ok(Decoded {
+        kind: data[0],
         origin: Origin {
             member: u64_at(8),
             proposal_id: u64_at(16),
@@ -109,6 +126,7 @@ mod tests {
         assert_eq!(
             decode(&data).unwrap(),
             Decoded {
+                kind: KIND_CLIENT_REQUEST,
                 origin,
                 auth_stamp: 5,
                 body: b"body"
@@ -116,6 +134,9 @@ mod tests {
         );
         let data = encode(origin, u64::MAX, b"");
         assert_eq!(decode(&data).unwrap().auth_stamp, MAX_AUTH_STAMP);
+        let bytes = encode_internal(origin, b"x");
+        let internal = decode(&bytes).unwrap();
+        assert_eq!((internal.kind, internal.body), (KIND_INTERNAL, &b"x"[..]));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 pub mod auth;
 pub mod core;
 pub mod entry;
+pub mod lease;
 pub mod peer;
 pub mod replica;
+pub mod route;
 pub mod serve;
 pub mod start;
 pub mod watch;
@@ -44,6 +46,8 @@ pub enum CoreMsg {
         target: u64,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// A keep-alive or time-to-live question (`lease::LeaseDriver`).
+    Lease(lease::Ask),
 }
 
 /// State every shard and the HTTP thread may read. Written by shard 0.

@@ -52,6 +52,8 @@ pub enum PeerMsg {
         data: Vec<u8>,
         done: Option<Message>,
     },
+    /// Keep-alive / time-to-live forwarded to the leader, and its answer.
+    Lease(super::lease::LeaseMsg),
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
@@ -66,15 +68,28 @@ pub struct Hello {
 /// From the transport to the Raft core.
 pub enum PeerIn {
     Raft(Message),
-    Forward { data: Vec<u8> },
-    Snapshot { path: PathBuf, msg: Message },
-    SnapshotSent { to: NodeId, ok: bool },
+    Forward {
+        data: Vec<u8>,
+    },
+    Snapshot {
+        path: PathBuf,
+        msg: Message,
+    },
+    SnapshotSent {
+        to: NodeId,
+        ok: bool,
+    },
+    Lease {
+        from: NodeId,
+        msg: super::lease::LeaseMsg,
+    },
 }
 
 /// From the Raft core to one peer.
 pub enum PeerOut {
     Raft(Message),
     Forward { data: Vec<u8> },
+    Lease(super::lease::LeaseMsg),
 }
 
 pub struct Peers {
@@ -183,6 +198,7 @@ async fn outbound(
                 let msg = match out {
                     PeerOut::Raft(m) => PeerMsg::Raft(m),
                     PeerOut::Forward { data } => PeerMsg::Forward { data },
+                    PeerOut::Lease(m) => PeerMsg::Lease(m),
                 };
                 if let Err(e) = encode_frame(0, &msg, &mut buf) {
                     tracing::error!(error = %e, "cannot encode a peer message");
@@ -437,6 +453,12 @@ async fn inbound(
                 (PeerMsg::Forward { data }, Some(_)) => {
                     to_core
                         .send(PeerIn::Forward { data })
+                        .await
+                        .map_err(|_| "core stopped")?;
+                }
+                (PeerMsg::Lease(msg), Some(from)) => {
+                    to_core
+                        .send(PeerIn::Lease { from, msg })
                         .await
                         .map_err(|_| "core stopped")?;
                 }

@@ -2,18 +2,19 @@
 //!
 //! Every shard binds the native address with SO_REUSEPORT, so the kernel
 //! spreads connections over shards; a connection lives on one shard. Per
-//! connection: a reader decodes frames in place from its receive buffer and
-//! answers reads at once from a store snapshot; writes (and linearizable
-//! reads, which need a read-index round) become tasks bounded by
-//! `--max-requests-per-conn`; one writer task flushes every answer queued
-//! meanwhile in one socket write. Answers may leave in any order; the client
-//! matches them by request id.
+//! connection: a reader decodes frames in place from its receive buffer,
+//! validates them and hands them to the shard's request layer (`route.rs`):
+//! inline answers are encoded at once; writes, linearizable reads and
+//! maintenance become tasks bounded by `--max-requests-per-conn`; watches
+//! attach to the shard's hub with the connection's outbox as their sink. One
+//! writer task flushes every answer queued meanwhile in one socket write.
+//! Answers may leave in any order; the client matches them by request id.
+//! When the connection closes, its watches leave the hub.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use corekv_wire::messages as w;
 use corekv_wire::{
@@ -21,68 +22,81 @@ use corekv_wire::{
     validate_request_frame,
 };
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use super::auth;
-use super::core::is_replicated;
-use super::watch::{ConnWatches, Hub};
-use super::{CoreMsg, Shared};
-use crate::http::ETCD_COMPAT_VERSION;
-use crate::kv;
+use super::route::{Api, Route, WatchOp};
+use super::watch::{WatchSession, WatchSink};
 use crate::metrics::{METRICS, ReqKind};
 
-pub fn listen(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let hub = Hub::start(shared.clone());
+    accept_loop(listener, api.clone(), "native", move |stream| {
+        let api = api.clone();
+        async move {
+            let result = match api.shared.client_tls.clone() {
+                None => connection(api, stream, None).await,
+                Some(tls) => match futures_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                    Ok(s) => {
+                        // Present only when the verifier checked the chain.
+                        let cn = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        let cn = cn.and_then(crate::tls::common_name);
+                        connection(api, s, cn).await
+                    }
+                    Err(e) => Err(format!("TLS handshake: {e}")),
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection closed");
+            }
+        }
+    });
+    Ok(bound)
+}
+
+/// Accepts connections on `listener` (one front-end of this shard) until
+/// the member stops, at most `--max-conns-per-core` open at once, each
+/// served by `serve` in a task of its own.
+pub fn accept_loop<F, Fut>(listener: TcpListener, api: Rc<Api>, front: &'static str, serve: F)
+where
+    F: Fn(TcpStream) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     glommio::spawn_local(async move {
+        let shared = api.shared.clone();
         let active = Rc::new(Cell::new(0usize));
         while !shared.stopping() {
             let stream = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "client accept failed");
+                    tracing::warn!(error = %e, front, "client accept failed");
                     glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             };
             if active.get() >= shared.cfg.max_conns_per_core {
-                tracing::warn!("refusing a client connection: --max-conns-per-core reached");
+                tracing::warn!(
+                    front,
+                    "refusing a client connection: --max-conns-per-core reached"
+                );
                 drop(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             active.set(active.get() + 1);
-            let shared = shared.clone();
             let active = active.clone();
-            let hub = hub.clone();
+            let conn = serve(stream);
             glommio::spawn_local(async move {
-                let result = match shared.client_tls.clone() {
-                    None => connection(shared, hub, stream, None).await,
-                    Some(tls) => {
-                        match futures_rustls::TlsAcceptor::from(tls).accept(stream).await {
-                            Ok(s) => {
-                                // Set only when the verifier checked the chain.
-                                let cn = s.get_ref().1.peer_certificates().and_then(|c| c.first());
-                                let cn = cn.and_then(crate::tls::common_name);
-                                connection(shared, hub, s, cn).await
-                            }
-                            Err(e) => Err(format!("TLS handshake: {e}")),
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "client connection closed");
-                }
+                conn.await;
                 active.set(active.get() - 1);
             })
             .detach();
         }
     })
     .detach();
-    Ok(bound)
 }
 
 /// Encoded answers waiting for the connection's writer.
@@ -124,13 +138,35 @@ impl Outbox {
 
 /// What a connection's request handlers share.
 struct Conn {
-    shared: Arc<Shared>,
+    api: Rc<Api>,
     outbox: Rc<Outbox>,
     permits: Rc<Semaphore>,
-    hub: Rc<Hub>,
-    watches: ConnWatches,
+    watches: WatchSession,
     /// Common name of the client's verified certificate (`--client-cert-auth`).
     cn: Option<String>,
+}
+
+/// A native watch's sink: frames on the create request's id, MORE on all
+/// but the last.
+struct NativeSink {
+    outbox: Rc<Outbox>,
+    request_id: u64,
+}
+
+impl WatchSink for NativeSink {
+    fn push(&self, resp: w::WatchResponse, last: bool) {
+        let flags = if last {
+            FrameFlags::NONE
+        } else {
+            FrameFlags::MORE
+        };
+        self.outbox
+            .push_flags(self.request_id, flags, &w::Response::Watch(resp));
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
+    }
 }
 
 async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
@@ -154,25 +190,20 @@ async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
     }
 }
 
-async fn connection<S>(
-    shared: Arc<Shared>,
-    hub: Rc<Hub>,
-    stream: S,
-    cn: Option<String>,
-) -> Result<(), String>
+async fn connection<S>(api: Rc<Api>, stream: S, cn: Option<String>) -> Result<(), String>
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
+    let shared = api.shared.clone();
     let (mut reader, writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone()));
     let permits = Rc::new(Semaphore::new(shared.cfg.max_requests_per_conn as u64));
     let conn = Rc::new(Conn {
-        shared: shared.clone(),
+        api: api.clone(),
         outbox: outbox.clone(),
         permits: permits.clone(),
-        hub,
-        watches: ConnWatches::default(),
+        watches: WatchSession::default(),
         cn,
     });
     let mut decoder = FrameDecoder::new(&shared.limits);
@@ -203,8 +234,10 @@ where
             break Err(e);
         }
     };
-    // Let in-flight requests finish (bounded by the request timeout), then
-    // flush and close.
+    // The client is gone: its watches leave the hub now (no more matching,
+    // no more memory). Then let in-flight requests finish (bounded by the
+    // request timeout), flush and close.
+    conn.watches.clear(&api.hub);
     let _ = permits
         .acquire(shared.cfg.max_requests_per_conn as u64)
         .await;
@@ -215,26 +248,31 @@ where
 }
 
 fn kind_of(req: &w::ArchivedRequest) -> ReqKind {
+    use w::ArchivedRequest as R;
     match req {
-        w::ArchivedRequest::Range(_) => ReqKind::Range,
-        w::ArchivedRequest::Put(_) => ReqKind::Put,
-        w::ArchivedRequest::DeleteRange(_) => ReqKind::DeleteRange,
-        w::ArchivedRequest::Txn(_) => ReqKind::Txn,
-        w::ArchivedRequest::Compact(_) => ReqKind::Compact,
-        w::ArchivedRequest::WatchCreate(_)
-        | w::ArchivedRequest::WatchCancel(_)
-        | w::ArchivedRequest::WatchProgress(_) => ReqKind::Watch,
-        w::ArchivedRequest::LeaseGrant(_)
-        | w::ArchivedRequest::LeaseRevoke(_)
-        | w::ArchivedRequest::LeaseKeepAlive(_)
-        | w::ArchivedRequest::LeaseTimeToLive(_)
-        | w::ArchivedRequest::LeaseLeases(_) => ReqKind::Lease,
-        w::ArchivedRequest::MemberList(_)
-        | w::ArchivedRequest::MemberAdd(_)
-        | w::ArchivedRequest::MemberRemove(_)
-        | w::ArchivedRequest::MemberUpdate(_)
-        | w::ArchivedRequest::MemberPromote(_) => ReqKind::Cluster,
-        _ => ReqKind::Maintenance,
+        R::Range(_) => ReqKind::Range,
+        R::Put(_) => ReqKind::Put,
+        R::DeleteRange(_) => ReqKind::DeleteRange,
+        R::Txn(_) => ReqKind::Txn,
+        R::Compact(_) => ReqKind::Compact,
+        R::WatchCreate(_) | R::WatchCancel(_) | R::WatchProgress(_) => ReqKind::Watch,
+        R::LeaseGrant(_)
+        | R::LeaseRevoke(_)
+        | R::LeaseKeepAlive(_)
+        | R::LeaseTimeToLive(_)
+        | R::LeaseLeases(_) => ReqKind::Lease,
+        R::MemberList(_)
+        | R::MemberAdd(_)
+        | R::MemberRemove(_)
+        | R::MemberUpdate(_)
+        | R::MemberPromote(_) => ReqKind::Cluster,
+        R::Status(_)
+        | R::HashKv(_)
+        | R::Defragment(_)
+        | R::Alarm(_)
+        | R::MoveLeader(_)
+        | R::Snapshot(_)
+        | R::Auth(_) => ReqKind::Maintenance,
     }
 }
 
@@ -245,69 +283,53 @@ fn answer(outbox: &Outbox, request_id: u64, kind: ReqKind, result: Result<w::Res
 }
 
 async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
-    let (shared, outbox, permits) = (&conn.shared, &conn.outbox, &conn.permits);
+    let (api, outbox) = (&conn.api, &conn.outbox);
     let id = frame.request_id();
-    let req = match validate_request_frame(frame, &shared.limits) {
+    let req = match validate_request_frame(frame, &api.shared.limits) {
         Ok(r) => r,
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
-    let stamp = match auth::calls::gate(&shared.auth, frame.token(), conn.cn.as_deref(), req) {
+    let stamp = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req) {
         Ok(stamp) => stamp,
-        Err(e) => return answer(outbox, id, kind, auth::calls::refusal(shared, req, e)),
+        Err(e) => return answer(outbox, id, kind, auth::calls::refusal(&api.shared, req, e)),
     };
-    // Reads that need no round trip are answered inline, from the receive
-    // buffer, without a task.
-    match req {
-        w::ArchivedRequest::Range(r) if r.serializable => {
-            return answer(outbox, id, kind, range(shared, r));
-        }
-        w::ArchivedRequest::Status(_) => return answer(outbox, id, kind, Ok(status(shared))),
-        w::ArchivedRequest::MemberList(_) => {
-            return answer(outbox, id, kind, Ok(member_list(shared)));
-        }
-        w::ArchivedRequest::HashKv(h) => {
-            return answer(outbox, id, kind, hash_kv(shared, h.revision.to_native()));
-        }
-        w::ArchivedRequest::Alarm(a) => return answer(outbox, id, kind, alarm(shared, a)),
-        w::ArchivedRequest::WatchCreate(c) => {
-            if let Err(e) = watch_create(conn, id, c) {
-                answer(outbox, id, kind, Err(e));
-            } else {
-                METRICS.native_request(kind, true);
-            }
+    // Inline answers and watch control are handled here, from the receive
+    // buffer, without a task; everything that waits gets a task and a permit.
+    let task = match api.route(req) {
+        Route::Done(result) => return answer(outbox, id, kind, result),
+        Route::Watch(WatchOp::Create(c)) => {
+            let sink = Rc::new(NativeSink {
+                outbox: outbox.clone(),
+                request_id: id,
+            });
+            let created = api.watch_create(&conn.watches, c, sink);
+            METRICS.native_request(kind, created.is_some());
             return;
         }
-        w::ArchivedRequest::WatchCancel(c) => {
-            let watch_id = c.watch_id.to_native();
-            conn.watches.cancel(&conn.hub, shared, watch_id);
-            let resp = w::WatchResponse {
-                header: shared.header(shared.store().current_revision()),
-                watch_id,
-                canceled: true,
-                ..Default::default()
-            };
+        Route::Watch(WatchOp::Cancel(watch_id)) => {
+            let resp = api.watch_cancel(&conn.watches, watch_id);
             return answer(outbox, id, kind, Ok(w::Response::Watch(resp)));
         }
-        _ => {}
-    }
-    let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+        Route::Watch(WatchOp::Progress) => Task::Progress,
+        Route::Later(later) => Task::Later(later),
+        Route::Propose => Task::Propose(frame.to_owned_frame().with_tag(stamp)),
+        Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(stamp)),
+    };
+    let Ok(permit) = conn.permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));
     };
-    let owned = frame.to_owned_frame();
     let conn = conn.clone();
-    let replicated = is_replicated(req);
     glommio::spawn_local(async move {
-        let result = match owned.access::<w::Request>() {
-            Err(e) => Err(ApiError::MalformedRequest(e.to_string())),
-            Ok(w::ArchivedRequest::Auth(_)) => {
-                let (shared, frame) = (&conn.shared, owned.with_tag(stamp));
-                let propose = async |f| propose(shared, f).await;
-                auth::calls::call(shared, frame, propose, async || read_barrier(shared).await).await
-            }
-            Ok(_) if replicated => propose(&conn.shared, owned.with_tag(stamp)).await,
-            Ok(w::ArchivedRequest::WatchProgress(_)) => watch_progress(&conn).await,
-            Ok(req) => slow_path(&conn.shared, req).await,
+        let api = &conn.api;
+        let result = match task {
+            Task::Progress => api
+                .watch_progress(&conn.watches)
+                .await
+                .map(w::Response::Watch),
+            Task::Later(later) => api.finish_as(later, stamp).await,
+            Task::Propose(frame) => api.propose(frame).await,
+            Task::Auth(frame) => api.auth_call(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -315,171 +337,10 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     .detach();
 }
 
-async fn propose(shared: &Shared, frame: corekv_wire::OwnedFrame) -> Result<w::Response, ApiError> {
-    let (reply, rx) = oneshot::channel();
-    shared
-        .to_core
-        .send(CoreMsg::Propose { frame, reply })
-        .await
-        .map_err(|_| ApiError::Stopped)?;
-    rx.await.map_err(|_| ApiError::Stopped)?
-}
-
-/// Waits until this member's store reflects every write committed before the
-/// call (ReadIndex, batched in the core with every other waiting read).
-pub async fn read_barrier(shared: &Shared) -> Result<(), ApiError> {
-    let (reply, rx) = oneshot::channel();
-    shared
-        .to_core
-        .send(CoreMsg::ReadIndex { reply })
-        .await
-        .map_err(|_| ApiError::Stopped)?;
-    rx.await.map_err(|_| ApiError::Stopped)?
-}
-
-async fn slow_path(shared: &Shared, req: &w::ArchivedRequest) -> Result<w::Response, ApiError> {
-    match req {
-        w::ArchivedRequest::Range(r) => {
-            read_barrier(shared).await?;
-            range(shared, r)
-        }
-        w::ArchivedRequest::MoveLeader(m) => {
-            let (reply, rx) = oneshot::channel();
-            let target = m.target_id.to_native();
-            shared
-                .to_core
-                .send(CoreMsg::MoveLeader { target, reply })
-                .await
-                .map_err(|_| ApiError::Stopped)?;
-            rx.await.map_err(|_| ApiError::Stopped)??;
-            Ok(w::Response::MoveLeader(w::MoveLeaderResponse {
-                header: shared.header(shared.store().current_revision()),
-            }))
-        }
-        w::ArchivedRequest::Defragment(_) => {
-            let store = shared.store();
-            let result = glommio::executor()
-                .spawn_blocking(move || store.defragment())
-                .await;
-            result.map_err(kv::storage_error)?;
-            Ok(w::Response::Defragment(w::DefragmentResponse {
-                header: shared.header(shared.store().current_revision()),
-            }))
-        }
-        // Not built yet: watch, leases, membership changes, snapshot
-        // streaming (see README "Status"). Refused plainly, never faked.
-        _ => Err(ApiError::NotCapable),
-    }
-}
-
-fn range(shared: &Shared, r: &w::ArchivedRangeRequest) -> Result<w::Response, ApiError> {
-    let view = shared.store().read().map_err(kv::storage_error)?;
-    let resp = view
-        .range(&kv::range_request(r))
-        .map_err(kv::storage_error)?;
-    let header = shared.header(view.revision());
-    Ok(w::Response::Range(kv::range_response(header, resp)))
-}
-
-fn status(shared: &Shared) -> w::Response {
-    let store = shared.store();
-    let mut errors = Vec::new();
-    if let Some(reason) = shared.fatal_reason() {
-        errors.push(reason);
-    }
-    w::Response::Status(w::StatusResponse {
-        header: shared.header(store.current_revision()),
-        version: ETCD_COMPAT_VERSION.to_string(),
-        db_size: i64::try_from(store.db_size_bytes()).unwrap_or(i64::MAX),
-        leader: shared.leader.load(Ordering::Relaxed),
-        raft_index: shared.commit_index.load(Ordering::Relaxed),
-        raft_term: shared.term.load(Ordering::Relaxed),
-        raft_applied_index: shared.applied_index.load(Ordering::Relaxed),
-        errors,
-        db_size_in_use: i64::try_from(store.db_size_in_use_bytes()).unwrap_or(i64::MAX),
-        is_learner: shared.is_learner.load(Ordering::Relaxed),
-    })
-}
-
-fn member_list(shared: &Shared) -> w::Response {
-    let cluster = shared
-        .cluster
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let members = cluster
-        .members
-        .values()
-        .map(|m| w::Member {
-            id: m.id,
-            name: m.name.clone(),
-            peer_urls: m.peer_urls.clone(),
-            client_urls: if m.id == shared.member_id {
-                shared.cfg.advertise_client_urls.clone()
-            } else {
-                m.client_urls.clone()
-            },
-            is_learner: m.is_learner,
-        })
-        .collect();
-    let header = shared.header(shared.store().current_revision());
-    w::Response::MemberList(w::MemberListResponse { header, members })
-}
-
-fn hash_kv(shared: &Shared, revision: i64) -> Result<w::Response, ApiError> {
-    let view = shared.store().read().map_err(kv::storage_error)?;
-    let (hash, compact_revision) = view.hash_kv(revision).map_err(kv::storage_error)?;
-    let hash_revision = if revision == 0 {
-        view.revision()
-    } else {
-        revision
-    };
-    Ok(w::Response::HashKv(w::HashKvResponse {
-        header: shared.header(view.revision()),
-        hash,
-        compact_revision,
-        hash_revision,
-    }))
-}
-
-/// corekv raises no alarms yet (NOSPACE is answered per request): listing
-/// alarms is truthful (none); activating one by hand is refused.
-fn alarm(shared: &Shared, a: &w::ArchivedAlarmRequest) -> Result<w::Response, ApiError> {
-    match a.action {
-        w::ArchivedAlarmAction::Get | w::ArchivedAlarmAction::Deactivate => {
-            Ok(w::Response::Alarm(w::AlarmResponse {
-                header: shared.header(shared.store().current_revision()),
-                alarms: Vec::new(),
-            }))
-        }
-        w::ArchivedAlarmAction::Activate => Err(ApiError::NotCapable),
-    }
-}
-
-fn watch_create(
-    conn: &Conn,
-    request_id: u64,
-    req: &w::ArchivedWatchCreateRequest,
-) -> Result<(), ApiError> {
-    let watch_id = conn.watches.assign(req.watch_id.to_native())?;
-    let (key, watcher) = conn.hub.add(req, watch_id, request_id, conn.outbox.clone());
-    conn.watches.insert(watch_id, key, watcher);
-    Ok(())
-}
-
-/// etcd's RequestProgress: once every watch of this connection is synced,
-/// a notification (watch id -1) at the revision all of them have reached.
-async fn watch_progress(conn: &Conn) -> Result<w::Response, ApiError> {
-    let deadline = std::time::Instant::now() + conn.shared.cfg.request_timeout();
-    while !conn.watches.all_synced() {
-        if std::time::Instant::now() > deadline {
-            return Err(ApiError::Timeout);
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    Ok(w::Response::Watch(w::WatchResponse {
-        header: conn.shared.header(conn.hub.progress_revision()),
-        watch_id: -1,
-        ..Default::default()
-    }))
+/// A request that waits, run in a task of its own.
+enum Task {
+    Progress,
+    Later(super::route::Later),
+    Propose(corekv_wire::OwnedFrame),
+    Auth(corekv_wire::OwnedFrame),
 }

@@ -23,12 +23,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::mpsc;
 
 use super::core::Core;
+use super::lease::{LeaseConfig, LeaseDriver};
 use super::peer::{self, Peers};
 use super::replica::{Replica, ReplicaConfig};
+use super::route::Api;
 use super::{Shared, serve};
 use crate::cluster::ClusterInfo;
 use crate::config::{Config, url_to_addr};
-use crate::http;
 
 /// Store meta key holding the cluster's identity and membership (JSON).
 const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
@@ -225,27 +226,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         peer_tls,
     });
 
-    let probe_shared = shared.clone();
-    let probe: http::HealthProbe = Arc::new(move || health(&probe_shared));
     let cores = match cfg.cores {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let gateway_opts = crate::gateway::GatewayOptions {
-        // The gateway's gRPC work is CPU-bound: one tokio worker per core.
-        worker_threads: cores,
-        max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
-        max_txn_ops: cfg.max_txn_ops as usize,
-        request_timeout: cfg.request_timeout(),
-        ..Default::default()
-    };
-    let http_addr = crate::gateway::spawn(
-        http_listen,
-        crate::gateway::native_connect_addr(cfg.listen_native_addr),
-        probe,
-        gateway_opts,
-    )
-    .with_context(|| format!("listen {http_listen}"))?;
 
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cores <= online;
@@ -293,12 +277,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 let durable_hs = wal.hard_state();
                 let raw =
                     RawNode::new(raft_cfg, initial, restored).map_err(|e| format!("raft: {e}"))?;
-                let replica = Replica::new(replica_cfg, raw, applied, durable_hs);
+                let leases =
+                    LeaseDriver::open(LeaseConfig::from_config(&shared.cfg), &shared.store())?;
+                let replica =
+                    Replica::new(replica_cfg, raw, applied, durable_hs).with_leases(leases);
                 peer::listen(shared.clone(), peer_listen, peer_tx.clone())
                     .map_err(|e| format!("listen peer {peer_listen}: {e}"))?;
                 if cores == 1 {
-                    serve::listen(shared.clone(), native)
-                        .map_err(|e| format!("listen native {native}: {e}"))?;
+                    serve_clients(&shared, native, http_listen)?;
                 }
                 let peers = Peers::start(shared.clone(), peer_addrs, peer_tx);
                 Core::new(shared.clone(), replica, wal, peers)
@@ -320,8 +306,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .name(&format!("corekv-serve-{i}"))
             .io_memory(cfg.io_memory_bytes)
             .spawn(move || async move {
-                if let Err(e) = serve::listen(s.clone(), native) {
-                    s.fail(format!("listen native {native}: {e}"));
+                if let Err(e) = serve_clients(&s, native, http_listen) {
+                    s.fail(e);
                     return;
                 }
                 while !s.stopping() {
@@ -331,7 +317,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("start serve executor {i}: {e}"))?;
         serve_shards.push(handle);
     }
-    tracing::info!(%native, http = %http_addr, peer = %peer_listen, cores, pinned = pin, "serving");
+    tracing::info!(%native, client = %http_listen, peer = %peer_listen, cores, pinned = pin, "serving");
 
     while !shared.stopping() {
         if let Some(sig) = wait_signal(&signals, Duration::from_millis(200)) {
@@ -432,36 +418,17 @@ fn raft_config(cfg: &Config, id: u64) -> corekv_raftcore::Config {
     rc
 }
 
-/// etcd's /health: a leader exists and a linearizable read completes.
-fn health(shared: &Shared) -> Result<(), String> {
-    if let Some(reason) = shared.fatal_reason() {
-        return Err(reason);
-    }
-    if shared.leader().is_none() {
-        return Err("RAFT NO LEADER".into());
-    }
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    shared
-        .to_core
-        .try_send(super::CoreMsg::ReadIndex { reply })
-        .map_err(|_| "raft core busy or stopped".to_string())?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut rx = rx;
-    loop {
-        match rx.try_recv() {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => return Err(e.message().to_string()),
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                return Err("raft core stopped".into());
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                if std::time::Instant::now() > deadline {
-                    return Err("timed out waiting for a read index".into());
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
+/// Starts this shard's request layer and its two front-ends: the native
+/// protocol and etcd's gRPC/HTTP API on the client URL (both SO_REUSEPORT).
+fn serve_clients(
+    shared: &Arc<Shared>,
+    native: std::net::SocketAddr,
+    client: std::net::SocketAddr,
+) -> Result<(), String> {
+    let api = Api::start(shared.clone());
+    serve::listen(api.clone(), native).map_err(|e| format!("listen native {native}: {e}"))?;
+    crate::gateway::listen(api, client).map_err(|e| format!("listen client URL {client}: {e}"))?;
+    Ok(())
 }
 
 /// The auth store from `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`,

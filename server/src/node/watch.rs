@@ -2,7 +2,11 @@
 //!
 //! The Raft core broadcasts every applied batch's events (`EventBatch`) to
 //! every shard; each shard's `Hub` fans them out to the watchers of the
-//! connections it owns. A watcher is either
+//! native connections and gRPC Watch streams it owns. Both front-ends attach
+//! watchers the same way: a `WatchSession` (one per native connection or
+//! gRPC stream: watch ids, etcd's create rules) registers them in the hub
+//! with a `WatchSink` that carries their responses to the client. A watcher
+//! is either
 //! - *synced*: it has seen every event below `next_rev`, and live batches
 //!   deliver what it still needs (events with revision >= `next_rev`); or
 //! - *unsynced*: a catch-up task reads history from the store
@@ -26,11 +30,10 @@ use std::time::Duration;
 
 use corekv_storage::{self as st, StorageError};
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, FrameFlags};
+use corekv_wire::{ApiError, WATCH_DUPLICATE_ID, WATCH_EMPTY_RANGE, watch_range_is_empty};
 use tokio::sync::broadcast;
 
 use super::Shared;
-use super::serve::Outbox;
 use crate::kv;
 use crate::metrics::METRICS;
 
@@ -44,9 +47,23 @@ const CATCH_UP_EVENTS: usize = 1000;
 const CATCH_UP_RETRY: Duration = Duration::from_millis(20);
 /// Most events in one watch response frame.
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
-/// Answers a connection may have queued before its watchers are moved to
-/// catch-up (a slow consumer must not grow server memory without bound).
-const MAX_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+/// Key and value bytes after which a watch response is closed at the next
+/// revision boundary (so catch-up of large values stays well below gRPC
+/// clients' default 4 MiB receive limit; one revision is never split for
+/// size).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Watches one session (native connection or gRPC Watch stream) may hold.
+pub const MAX_WATCHES_PER_SESSION: usize = 100_000;
+
+/// Where a watcher's responses go: a native connection's outbox (frames on
+/// the create request's id) or a gRPC stream's response queue.
+pub trait WatchSink {
+    /// Queues one response of the watch; `last` is its final (canceled)
+    /// response.
+    fn push(&self, resp: w::WatchResponse, last: bool);
+    /// Bytes queued towards the client and not yet written to its socket.
+    fn pending_bytes(&self) -> usize;
+}
 
 /// One applied batch, as the core broadcasts it.
 pub struct EventBatch {
@@ -56,14 +73,13 @@ pub struct EventBatch {
 
 pub struct Watcher {
     pub watch_id: i64,
-    request_id: u64,
     key: Vec<u8>,
     range_end: Vec<u8>,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
-    outbox: Rc<Outbox>,
+    sink: Rc<dyn WatchSink>,
     next_rev: Cell<i64>,
     synced: Cell<bool>,
     canceled: Cell<bool>,
@@ -98,24 +114,38 @@ impl Watcher {
     }
 
     fn send(&self, shared: &Shared, revision: i64, events: Vec<w::Event>) {
-        let resp = w::Response::Watch(w::WatchResponse {
+        let resp = w::WatchResponse {
             header: shared.header(revision),
             watch_id: self.watch_id,
             events,
             ..Default::default()
-        });
-        self.outbox
-            .push_flags(self.request_id, FrameFlags::MORE, &resp);
+        };
+        self.sink.push(resp, false);
     }
 
     /// Delivers what matches among `events` (in revision order), in frames
     /// of bounded size, and moves `next_rev` past `upto`.
     fn deliver(&self, shared: &Shared, events: &[st::Event], upto: i64) {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut last_rev = 0;
         for ev in events.iter().filter(|e| self.matches(e)) {
+            let rev = ev.kv.mod_revision;
+            if bytes >= MAX_RESPONSE_BYTES && rev != last_rev && !out.is_empty() {
+                self.send(shared, upto, std::mem::take(&mut out));
+                bytes = 0;
+            }
+            bytes += ev.kv.key.len()
+                + ev.kv.value.len()
+                + ev.prev_kv
+                    .as_ref()
+                    .filter(|_| self.prev_kv)
+                    .map_or(0, |p| p.key.len() + p.value.len());
+            last_rev = rev;
             out.push(self.to_wire(ev));
             if out.len() == MAX_EVENTS_PER_RESPONSE {
                 self.send(shared, upto, std::mem::take(&mut out));
+                bytes = 0;
             }
         }
         if !out.is_empty() {
@@ -124,21 +154,27 @@ impl Watcher {
         self.next_rev.set(self.next_rev.get().max(upto + 1));
     }
 
-    /// The final frame of this watch on its create request id.
+    /// The watch's final response. A compaction cancel
+    /// (`compact_revision != 0`) carries header revision 0, as etcd's does
+    /// (its response is not at any revision); others the current one.
     pub fn cancel(&self, shared: &Shared, compact_revision: i64, reason: &str) {
         if self.canceled.replace(true) {
             return;
         }
-        let resp = w::Response::Watch(w::WatchResponse {
-            header: shared.header(shared.store().current_revision()),
+        let revision = if compact_revision != 0 {
+            0
+        } else {
+            shared.store().current_revision()
+        };
+        let resp = w::WatchResponse {
+            header: shared.header(revision),
             watch_id: self.watch_id,
             canceled: true,
             compact_revision,
             cancel_reason: reason.to_string(),
             ..Default::default()
-        });
-        self.outbox
-            .push_flags(self.request_id, FrameFlags::NONE, &resp);
+        };
+        self.sink.push(resp, true);
     }
 }
 
@@ -206,16 +242,25 @@ impl Hub {
         self.last_batch_rev
             .set(self.last_batch_rev.get().max(batch.revision));
         let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
+        let mut slow = 0usize;
         for w in watchers {
             if !w.synced.get() || w.canceled.get() {
                 continue;
             }
-            if w.outbox.pending_bytes() > MAX_OUTBOX_BYTES {
+            if w.sink.pending_bytes() > self.shared.cfg.watch_max_pending_bytes {
                 w.synced.set(false);
+                slow += 1;
                 spawn_catch_up(self.shared.clone(), self.clone(), w);
                 continue;
             }
             w.deliver(&self.shared, &batch.events, batch.revision);
+        }
+        if slow > 0 {
+            tracing::info!(
+                watchers = slow,
+                revision = batch.revision,
+                "slow watch consumers: watchers moved to catch-up from the store"
+            );
         }
     }
 
@@ -238,17 +283,15 @@ impl Hub {
     }
 
     /// Registers a watch and answers `created`; history (if asked) follows.
-    pub fn add(
+    fn add(
         self: &Rc<Hub>,
         req: &w::ArchivedWatchCreateRequest,
         watch_id: i64,
-        request_id: u64,
-        outbox: Rc<Outbox>,
+        sink: Rc<dyn WatchSink>,
     ) -> (u64, Rc<Watcher>) {
         let start = req.start_revision.to_native();
         let watcher = Rc::new(Watcher {
             watch_id,
-            request_id,
             key: req.key.to_vec(),
             range_end: req.range_end.to_vec(),
             prev_kv: req.prev_kv,
@@ -261,21 +304,19 @@ impl Hub {
                 .iter()
                 .any(|f| matches!(f, w::ArchivedWatchFilterType::NoDelete)),
             progress_notify: req.progress_notify,
-            outbox,
+            sink,
             next_rev: Cell::new(0),
             synced: Cell::new(false),
             canceled: Cell::new(false),
         });
         let current = self.shared.store().current_revision();
-        let created = w::Response::Watch(w::WatchResponse {
+        let created = w::WatchResponse {
             header: self.shared.header(current),
             watch_id,
             created: true,
             ..Default::default()
-        });
-        watcher
-            .outbox
-            .push_flags(request_id, FrameFlags::MORE, &created);
+        };
+        watcher.sink.push(created, false);
         let key = self.next_key.get();
         self.next_key.set(key + 1);
         self.watchers.borrow_mut().insert(key, watcher.clone());
@@ -309,7 +350,9 @@ impl Hub {
 fn spawn_catch_up(shared: Arc<Shared>, hub: Rc<Hub>, w: Rc<Watcher>) {
     glommio::spawn_local(async move {
         while !w.canceled.get() && !shared.stopping() {
-            while w.outbox.pending_bytes() > MAX_OUTBOX_BYTES / 2 && !w.canceled.get() {
+            while w.sink.pending_bytes() > shared.cfg.watch_max_pending_bytes / 2
+                && !w.canceled.get()
+            {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
             let view = match shared.store().read() {
@@ -353,45 +396,78 @@ fn spawn_catch_up(shared: Arc<Shared>, hub: Rc<Hub>, w: Rc<Watcher>) {
     .detach();
 }
 
-/// The watches of one connection, by watch id.
+/// The watches of one native connection or gRPC Watch stream, by watch id.
+/// The one place watch ids are allocated and etcd's create rules applied,
+/// for both front-ends.
 #[derive(Default)]
-pub struct ConnWatches {
+pub struct WatchSession {
     by_id: RefCell<HashMap<i64, (u64, Rc<Watcher>)>>,
     next_id: Cell<i64>,
 }
 
-impl ConnWatches {
-    /// Picks the watch id: the client's if it asked for a free one, else
-    /// the next unused one (etcd assigns per stream, from 0).
-    pub fn assign(&self, requested: i64) -> Result<i64, ApiError> {
-        let ids = self.by_id.borrow();
-        if requested != 0 {
-            if ids.contains_key(&requested) || requested < 0 {
-                return Err(ApiError::MalformedRequest(format!(
-                    "watch id {requested} is already in use"
-                )));
+impl WatchSession {
+    /// Creates a watch, as etcd's `watchStream`: a requested non-zero id is
+    /// used if free; id 0 means the lowest free id counting up from the last
+    /// one assigned. A refused create is answered in-band, as etcd does:
+    /// `created` + `canceled`, watch id -1 and the reason, as the sink's
+    /// final response. Returns the watch id, or None if refused.
+    pub fn create(
+        &self,
+        hub: &Rc<Hub>,
+        req: &w::ArchivedWatchCreateRequest,
+        sink: Rc<dyn WatchSink>,
+    ) -> Option<i64> {
+        let requested = req.watch_id.to_native();
+        let refusal = if requested != 0 && self.by_id.borrow().contains_key(&requested) {
+            Some(WATCH_DUPLICATE_ID.to_string())
+        } else if watch_range_is_empty(req.key.as_slice(), req.range_end.as_slice()) {
+            Some(WATCH_EMPTY_RANGE.to_string())
+        } else if self.by_id.borrow().len() >= MAX_WATCHES_PER_SESSION {
+            Some(format!(
+                "corekv: too many watches on this stream (limit {MAX_WATCHES_PER_SESSION})"
+            ))
+        } else {
+            None
+        };
+        if let Some(cancel_reason) = refusal {
+            let shared = &hub.shared;
+            sink.push(
+                w::WatchResponse {
+                    header: shared.header(shared.store().current_revision()),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason,
+                    ..Default::default()
+                },
+                true,
+            );
+            return None;
+        }
+        let watch_id = if requested != 0 {
+            requested
+        } else {
+            let ids = self.by_id.borrow();
+            let mut id = self.next_id.get();
+            while ids.contains_key(&id) {
+                id += 1;
             }
-            return Ok(requested);
-        }
-        let mut id = self.next_id.get();
-        while ids.contains_key(&id) {
-            id += 1;
-        }
-        self.next_id.set(id + 1);
-        Ok(id)
+            self.next_id.set(id + 1);
+            id
+        };
+        let (key, watcher) = hub.add(req, watch_id, sink);
+        self.by_id.borrow_mut().insert(watch_id, (key, watcher));
+        Some(watch_id)
     }
 
-    pub fn insert(&self, watch_id: i64, hub_key: u64, w: Rc<Watcher>) {
-        self.by_id.borrow_mut().insert(watch_id, (hub_key, w));
-    }
-
-    /// Cancels one watch: its final frame goes out on its create request id.
-    pub fn cancel(&self, hub: &Hub, shared: &Shared, watch_id: i64) -> bool {
+    /// Cancels one watch: its final (canceled) response goes to its sink.
+    /// False for an unknown id.
+    pub fn cancel(&self, hub: &Hub, watch_id: i64) -> bool {
         let Some((key, w)) = self.by_id.borrow_mut().remove(&watch_id) else {
             return false;
         };
         hub.remove(key);
-        w.cancel(shared, 0, "");
+        w.cancel(&hub.shared, 0, "");
         true
     }
 
@@ -402,7 +478,16 @@ impl ConnWatches {
             .all(|(_, w)| w.synced.get() || w.canceled.get())
     }
 
-    /// Drops every watch of a closing connection.
+    pub fn len(&self) -> usize {
+        self.by_id.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.borrow().is_empty()
+    }
+
+    /// Drops every watch of a closed connection or stream: they leave the
+    /// hub (no more matching, no more memory) and their catch-up tasks end.
     pub fn clear(&self, hub: &Hub) {
         for (_, (key, w)) in self.by_id.borrow_mut().drain() {
             w.canceled.set(true);

@@ -37,11 +37,11 @@ impl<'a> Found<'a> {
         let bytes = tree::load_value(t, self.val)?;
         match bytes {
             Cow::Borrowed(b) => {
-                let (r, v) = keys::decode_record(b)?;
+                let (r, v) = keys::decode_record(b, self.main)?;
                 Ok((r, Cow::Borrowed(v)))
             }
             Cow::Owned(b) => {
-                let (r, v) = keys::decode_record(&b)?;
+                let (r, v) = keys::decode_record(&b, self.main)?;
                 Ok((r, Cow::Owned(v.to_vec())))
             }
         }
@@ -49,10 +49,7 @@ impl<'a> Found<'a> {
 
     pub fn is_tombstone<T: TreeRead + ?Sized>(&self, t: &'a T) -> Result<bool> {
         match self.val {
-            ValRef::Inline(b) => b
-                .first()
-                .map(|k| *k == keys::KIND_TOMBSTONE)
-                .ok_or_else(short),
+            ValRef::Inline(b) => keys::record_is_tombstone(b),
             ValRef::Overflow { .. } => Ok(self.load(t)?.0.tombstone),
         }
     }
@@ -77,10 +74,6 @@ impl<'a> Found<'a> {
         };
         Ok((r, kv))
     }
-}
-
-fn short() -> StorageError {
-    StorageError::corrupted(0, "empty mvcc record")
 }
 
 /// `keys::split_key_entry` keeping the prefix borrowed when the key is.
@@ -499,13 +492,15 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             if main > rev {
                 return Ok(true);
             }
-            let value = tree::load_value(t, v)?;
+            // Hashed in the canonical record layout (independent of the
+            // file format).
+            let loaded = tree::load_value(t, v)?;
+            let value = keys::record_to_stream(&loaded, main)?;
             if main <= compacted {
-                let tomb = value.first() == Some(&keys::KIND_TOMBSTONE);
-                pending_base = if tomb {
+                pending_base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value.into_owned()))
+                    Some((k.to_vec(), value))
                 };
             } else {
                 flush(&mut crc, &mut pending_base);

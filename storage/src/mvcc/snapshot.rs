@@ -102,13 +102,14 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
             if res.is_err() {
                 return Ok(false);
             }
-            let value = tree::load_value(snap, v)?;
+            // Streams carry the canonical record layout (see `keys.rs`).
+            let loaded = tree::load_value(snap, v)?;
+            let value = keys::record_to_stream(&loaded, main)?;
             if main <= compacted {
-                let tomb = value.first() == Some(&keys::KIND_TOMBSTONE);
-                base = if tomb {
+                base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value.into_owned()))
+                    Some((k.to_vec(), value))
                 };
             } else {
                 if let Some((bk, bv)) = base.take() {
@@ -247,10 +248,11 @@ pub(crate) fn restore_into(
                 if main > rev || main < 1 {
                     return Err(invalid("key version beyond snapshot revision"));
                 }
-                keys::decode_record(&v).map_err(|_| invalid("bad record"))?;
+                let (rec, value) =
+                    keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
                 let user_key =
                     keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
-                txn.put(&k, &v)?;
+                txn.put(&k, &keys::encode_record(&rec, main, value))?;
                 // Revision entries exist only from the compacted revision
                 // on (compaction removes older ones, see `mvcc/compact.rs`).
                 if main >= compacted {

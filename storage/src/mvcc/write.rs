@@ -91,7 +91,8 @@ impl<'a> WriteBatch<'a> {
                 max: MAX_VALUE_BYTES,
             });
         }
-        self.check_quota()
+        self.check_quota()?;
+        self.check_lease(req)
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
@@ -130,6 +131,7 @@ impl<'a> WriteBatch<'a> {
         };
         let value = value.to_vec();
         self.write_version(&req.key, r.main, r.sub, &rec, &value)?;
+        self.reattach(&req.key, prev.as_ref().map_or(0, |p| p.lease), lease)?;
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: create,
@@ -163,7 +165,7 @@ impl<'a> WriteBatch<'a> {
     ) -> Result<()> {
         self.txn.put(
             &keys::key_entry(key, main, sub),
-            &keys::encode_record(rec, value),
+            &keys::encode_record(rec, main, value),
         )?;
         self.txn.put(&keys::rev_entry(main, sub), key)
     }
@@ -203,6 +205,7 @@ impl<'a> WriteBatch<'a> {
                 lease: 0,
             };
             self.write_version(&prev.key, r.main, r.sub, &rec, &[])?;
+            self.reattach(&prev.key, prev.lease, 0)?;
             r.sub += 1;
             let kv = KeyValue {
                 key: prev.key.clone(),

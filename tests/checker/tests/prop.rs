@@ -194,6 +194,28 @@ fn simulate(gens: &[Gen], split_at: usize) -> History {
         id: 0,
         segments: vec![seg(0, split, 2), seg(split, events.len(), resume)],
     };
+    // Every real run ends the way the chaos runner ends one: a linearizable
+    // read of the whole key space after all clients stopped. It pins which
+    // unknown writes were applied (the watch alone may show a revision that
+    // no acknowledged operation reached).
+    let end = ops.iter().map(|o| o.complete_ns).max().unwrap_or(0) + 1000;
+    let last = Request::Range {
+        key: "k".into(),
+        range_end: "l".into(),
+        revision: 0,
+        serializable: false,
+    };
+    let outcome = match apply(&state, &last).response {
+        Ok(r) => Outcome::Ok(r),
+        Err(e) => Outcome::Failed(e),
+    };
+    ops.push(Operation {
+        client: 0,
+        invoke_ns: end,
+        complete_ns: end + 999,
+        request: last,
+        outcome,
+    });
     ops.sort_by_key(|o| o.invoke_ns);
     History {
         operations: ops,

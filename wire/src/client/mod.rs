@@ -351,7 +351,7 @@ impl Client {
             operation: "WatchCreate",
             got: "non-watch response",
         })?;
-        Ok(WatchStream::new(stream, first))
+        WatchStream::new(stream, first)
     }
 
     /// Streams a snapshot of the backend: frames carry `Response::Snapshot`

@@ -8,7 +8,7 @@ use super::Client;
 use super::response::{ResponseFrame, WatchFrame};
 use crate::error::WireError;
 use crate::frame::OwnedFrame;
-use crate::messages::{Request, WatchCancelRequest};
+use crate::messages::{Request, WatchCancelRequest, WatchResponse};
 
 /// Frames of one streamed request, in order. Ends after the frame sent
 /// without the MORE flag, or with an error if the connection is lost.
@@ -81,23 +81,38 @@ impl Drop for ResponseStream {
 pub struct WatchStream {
     inner: ResponseStream,
     watch_id: i64,
+    /// The server's `created` answer (header at the watch's creation).
+    created: WatchResponse,
 }
 
 impl WatchStream {
-    pub(crate) fn new(inner: ResponseStream, created: WatchFrame) -> Self {
+    pub(crate) fn new(inner: ResponseStream, created: WatchFrame) -> Result<Self, WireError> {
         let watch_id = created.get().watch_id.to_native();
-        let mut s = WatchStream { inner, watch_id };
-        // A watch created on a compacted revision is cancelled right away;
-        // keep the created frame only if it is not the whole stream.
+        let owned = created.to_owned_watch()?;
+        let mut s = WatchStream {
+            inner,
+            watch_id,
+            created: owned,
+        };
+        // A refused create (created + canceled) or a watch cancelled at
+        // once (compacted start revision) ends in its first frame; keep it
+        // in the stream so `next` returns the cancel.
         if created.get().canceled || !created.frame().more() {
             s.inner.push_front(created.into_frame());
         }
-        s
+        Ok(s)
     }
 
-    /// The id the server assigned (or the one requested).
+    /// The id the server assigned (or the one requested); -1 for a create
+    /// the server refused (`created().cancel_reason` says why).
     pub fn watch_id(&self) -> i64 {
         self.watch_id
+    }
+
+    /// The server's `created` response: its header carries the revision at
+    /// which the watch was created, as etcd's does.
+    pub fn created(&self) -> &WatchResponse {
+        &self.created
     }
 
     /// Next watch response; `Ok(None)` once the watch is cancelled and its

@@ -39,16 +39,17 @@ pub fn gate(
 }
 
 /// The answer to a request `gate` refused: the error, except for a watch,
-/// which etcd creates and cancels at once with the reason.
+/// which etcd creates and cancels at once with the reason (watch id -1, as
+/// the gRPC front-end's other refusals).
 pub fn refusal(
     shared: &Shared,
     req: &w::ArchivedRequest,
     err: ApiError,
 ) -> Result<w::Response, ApiError> {
     match req {
-        w::ArchivedRequest::WatchCreate(c) => Ok(w::Response::Watch(w::WatchResponse {
+        w::ArchivedRequest::WatchCreate(_) => Ok(w::Response::Watch(w::WatchResponse {
             header: shared.header(shared.store().current_revision()),
-            watch_id: c.watch_id.to_native(),
+            watch_id: -1,
             created: true,
             canceled: true,
             cancel_reason: err.message().to_owned(),
@@ -59,19 +60,9 @@ pub fn refusal(
 }
 
 fn frame_of(req: &w::Request, tag: u64) -> Result<OwnedFrame, ApiError> {
-    let mut buf = Vec::new();
-    corekv_wire::encode_frame(0, req, &mut buf)
-        .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", req.name())))?;
-    let mut d = corekv_wire::FrameDecoder::new(&corekv_wire::WireLimits {
-        max_frame_bytes: buf.len().max(corekv_wire::frame::HEADER_BYTES),
-        ..Default::default()
-    });
-    d.extend(&buf);
-    match d.next_owned_frame() {
-        Ok(Some(f)) => Ok(f.with_tag(tag)),
-        Ok(None) => Err(ApiError::Internal("re-encoded frame is incomplete".into())),
-        Err(e) => Err(ApiError::Internal(format!("re-encoded frame: {e}"))),
-    }
+    OwnedFrame::encode_request(0, req)
+        .map(|f| f.with_tag(tag))
+        .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", req.name())))
 }
 
 /// Runs `f` on glommio's blocking pool (bcrypt takes milliseconds).
@@ -110,6 +101,9 @@ where
     let header = || shared.header(shared.store().current_revision());
     match req {
         A::Authenticate(a) => {
+            // As etcd: the password is checked against state at least as
+            // new as every write committed before the call.
+            barrier().await?;
             let (name, password) = (a.name.to_string(), a.password.to_string());
             let checker = auth.clone();
             let user = name.clone();
@@ -157,6 +151,8 @@ where
         a if replicated(a) => propose(frame).await,
         a => {
             barrier().await?;
+            // Checked before the barrier, maybe against an older state.
+            auth.admit_stamp(tag)?;
             match auth.read(a, header()) {
                 Some(r) => r.map(w::Response::Auth),
                 None => Err(ApiError::Internal(format!(

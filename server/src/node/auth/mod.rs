@@ -210,12 +210,22 @@ impl Auth {
     /// auth enabled and at the current revision. `AssignToken` was checked
     /// by password, not by stamp (etcd's Authenticate has no such guard).
     pub fn admit(&self, req: &w::ArchivedRequest, stamp: u64) -> Result<(), ApiError> {
-        if !self.enabled()
-            || matches!(
-                req,
-                w::ArchivedRequest::Auth(w::ArchivedAuthRequest::AssignToken(_))
-            )
-        {
+        if matches!(
+            req,
+            w::ArchivedRequest::Auth(w::ArchivedAuthRequest::AssignToken(_))
+        ) {
+            return Ok(());
+        }
+        self.admit_stamp(stamp)
+    }
+
+    /// Whether a check made with `stamp` still holds: auth disabled now, or
+    /// enabled then and at the current revision. Also what a linearizable
+    /// read re-checks after its read barrier (a lagging member may have
+    /// checked against an older auth state; etcd's doSerialize compares the
+    /// revision the same way).
+    pub fn admit_stamp(&self, stamp: u64) -> Result<(), ApiError> {
+        if !self.enabled() {
             return Ok(());
         }
         let revision = self.view().state.revision;

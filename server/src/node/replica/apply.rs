@@ -19,6 +19,7 @@ use rkyv::util::AlignedVec;
 use super::super::entry::{self, Origin};
 use crate::kv;
 use crate::node::auth::{self, Auth};
+use crate::node::lease::{self, lessor::Lessor};
 
 /// How applying one request failed: the request is refused (the client gets
 /// the error, the member goes on), or the store failed (the member stops).
@@ -42,10 +43,20 @@ pub struct ApplyCtx<'a, 'b> {
     pub batch: &'a mut WriteBatch<'b>,
     /// Header fields of every answer; `revision` is set per answer.
     pub header: w::ResponseHeader,
-    pub auth: &'a Auth,
-    /// The entry's Raft index and the auth stamp its request was checked with.
+    pub lessor: &'a mut Lessor,
+    /// Raft index of the entry (server-chosen lease ids derive from it).
     pub index: u64,
+    pub now: std::time::Instant,
+    pub auth: &'a Auth,
+    /// The auth stamp the entry's request was checked with.
     pub auth_stamp: u64,
+}
+
+/// The lease state applying a batch changes along with the store.
+pub struct LeaseCtx<'a> {
+    pub lessor: &'a mut Lessor,
+    /// Wall time of the apply (lease deadlines on the leader start here).
+    pub now: std::time::Instant,
 }
 
 impl ApplyCtx<'_, '_> {
@@ -63,6 +74,8 @@ pub enum Replicated<'a> {
     DeleteRange(&'a w::ArchivedDeleteRangeRequest),
     Txn(&'a w::ArchivedTxnRequest),
     Compact(&'a w::ArchivedCompactionRequest),
+    LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
+    LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
     Auth(&'a w::ArchivedAuthRequest),
 }
 
@@ -76,13 +89,13 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::DeleteRange(d) => Some(Replicated::DeleteRange(d)),
         R::Txn(t) => Some(Replicated::Txn(t)),
         R::Compact(c) => Some(Replicated::Compact(c)),
+        R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
+        R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
         R::Auth(a) => auth::replicated(a).then_some(Replicated::Auth(a)),
         R::Range(_)
         | R::WatchCreate(_)
         | R::WatchCancel(_)
         | R::WatchProgress(_)
-        | R::LeaseGrant(_)
-        | R::LeaseRevoke(_)
         | R::LeaseKeepAlive(_)
         | R::LeaseTimeToLive(_)
         | R::LeaseLeases(_)
@@ -139,6 +152,14 @@ pub fn apply_request(
                 header: ctx.header(ctx.batch.revision()),
             })
         }
+        Replicated::LeaseGrant(g) => {
+            let header = ctx.header.clone();
+            lease::apply::grant(ctx.lessor, ctx.batch, g, ctx.index, ctx.now, header)?
+        }
+        Replicated::LeaseRevoke(r) => {
+            let header = ctx.header.clone();
+            lease::apply::revoke(ctx.lessor, ctx.batch, r.id.to_native(), header)?
+        }
         Replicated::Auth(a) => {
             let header = ctx.header(ctx.batch.revision());
             let r = ctx.auth.apply(ctx.batch, a, ctx.index, header);
@@ -168,6 +189,7 @@ pub fn apply_batch(
     entries: &[Entry],
     header: &w::ResponseHeader,
     applied_term_key: &[u8],
+    lease: LeaseCtx<'_>,
     auth: &Auth,
 ) -> Result<BatchApplied, String> {
     let Some(last) = entries.last() else {
@@ -185,13 +207,33 @@ pub fn apply_batch(
             EntryKind::Normal => {
                 let decoded = entry::decode(&e.data)
                     .map_err(|reason| format!("entry {}: {reason}", e.index))?;
+                if decoded.kind == entry::KIND_INTERNAL {
+                    let applied = lease::apply::internal(
+                        &mut *lease.lessor,
+                        &mut batch,
+                        decoded.body,
+                        lease.now,
+                    );
+                    match applied {
+                        Ok(()) => {}
+                        Err(lease::apply::InternalError::Malformed(reason)) => {
+                            tracing::warn!(index = e.index, %reason, "internal entry refused");
+                        }
+                        Err(lease::apply::InternalError::Store(err)) => {
+                            return Err(format!("apply of entry {}: {err}", e.index));
+                        }
+                    }
+                    continue;
+                }
                 aligned.clear();
                 aligned.extend_from_slice(decoded.body);
                 let mut ctx = ApplyCtx {
                     batch: &mut batch,
                     header: header.clone(),
-                    auth,
+                    lessor: &mut *lease.lessor,
                     index: e.index,
+                    now: lease.now,
+                    auth,
                     auth_stamp: decoded.auth_stamp,
                 };
                 let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)

@@ -24,6 +24,7 @@ use super::requests::{ReadReply, Requests, Ticket, WriteReply};
 use crate::metrics::METRICS;
 use crate::node::CoreMsg;
 use crate::node::entry::{self, Origin};
+use crate::node::lease::{self, LeaseDriver};
 use std::sync::atomic::Ordering;
 
 /// Fixed facts of one run of the replica.
@@ -54,6 +55,11 @@ pub enum Outbound {
         ticket: Ticket,
         data: Vec<u8>,
     },
+    /// Keep-alive / time-to-live forwarded to the leader, or its answer.
+    Lease {
+        to: NodeId,
+        msg: lease::LeaseMsg,
+    },
 }
 
 /// One Ready, split into what the driver does with it.
@@ -70,6 +76,8 @@ pub struct Work {
     /// Committed and locally durable: apply in order.
     pub committed: Vec<Entry>,
     ready: Ready,
+    /// When the Ready was taken (lease deadlines set at apply use it).
+    at: Instant,
 }
 
 impl Work {
@@ -99,6 +107,9 @@ pub struct Replica {
     applied: u64,
     /// The hard state last written to the WAL.
     durable_hs: HardState,
+    /// Leases: the lessor (applied with the entries), expiry and
+    /// checkpoints on the leader, keep-alives forwarded to the leader.
+    lease: LeaseDriver,
 }
 
 impl Replica {
@@ -111,6 +122,46 @@ impl Replica {
             outbox: Vec::new(),
             applied,
             durable_hs,
+            lease: LeaseDriver::empty(),
+        }
+    }
+
+    /// Uses `lease` (loaded from the store) instead of an empty lessor.
+    pub fn with_leases(mut self, lease: LeaseDriver) -> Replica {
+        self.lease = lease;
+        self
+    }
+
+    /// The store was replaced (a leader's image): reload its leases.
+    pub fn reload_leases(&mut self, store: &Store) -> Result<(), String> {
+        self.lease.reload(store)
+    }
+
+    /// A lease message from peer `from`.
+    pub fn on_lease_msg(&mut self, now: Instant, from: NodeId, msg: lease::LeaseMsg) {
+        let actions = self.lease.on_peer(from, msg, now);
+        self.lease_actions(actions);
+    }
+
+    /// Carries out what the lease driver asked for: messages go to the
+    /// outbox, internal entries are proposed (a lost one is retried by the
+    /// lessor: expiry revokes after its retry interval, checkpoints at the
+    /// next interval).
+    fn lease_actions(&mut self, actions: Vec<lease::Action>) {
+        for a in actions {
+            match a {
+                lease::Action::Send { to, msg } => self.outbox.push(Outbound::Lease { to, msg }),
+                lease::Action::Propose(body) => {
+                    let origin = Origin {
+                        member: self.cfg.member_id,
+                        run_nonce: self.cfg.run_nonce,
+                        proposal_id: 0,
+                    };
+                    if let Err(e) = self.raw.propose(entry::encode_internal(origin, &body)) {
+                        tracing::debug!(error = %e, "internal lease proposal dropped");
+                    }
+                }
+            }
         }
     }
 
@@ -149,6 +200,10 @@ impl Replica {
             CoreMsg::ReadIndex { reply } => self.queue_read(deadline, reply),
             CoreMsg::MoveLeader { target, reply } => {
                 let _ = reply.send(self.move_leader(target));
+            }
+            CoreMsg::Lease(ask) => {
+                let actions = self.lease.on_ask(ask, self.raw.status().leader, now);
+                self.lease_actions(actions);
             }
         }
     }
@@ -250,6 +305,10 @@ impl Replica {
         self.raw.tick();
         self.requests.expire(now, self.leader_known());
         self.unpark();
+        let status = self.raw.status();
+        self.lease.set_leader(status.role == Role::Leader, now);
+        let actions = self.lease.on_tick(now, status.leader);
+        self.lease_actions(actions);
     }
 
     fn unpark(&mut self) {
@@ -300,6 +359,7 @@ impl Replica {
             persisted_messages: std::mem::take(&mut rd.persisted_messages),
             committed: std::mem::take(&mut rd.committed_entries),
             ready: rd,
+            at: now,
         }
     }
 
@@ -334,11 +394,16 @@ impl Replica {
             revision: 0,
             raft_term: self.raw.status().term,
         };
+        let lease = apply::LeaseCtx {
+            lessor: &mut self.lease.lessor,
+            now: work.at,
+        };
         let done = apply::apply_batch(
             store,
             &committed,
             &header,
             self.cfg.applied_term_key,
+            lease,
             &self.cfg.auth,
         )?;
         for cc in &done.conf_changes {
@@ -409,6 +474,7 @@ impl Replica {
     /// Answers every waiting request with `err` (the member stops).
     pub fn fail_all(&mut self, err: &ApiError) {
         self.requests.fail_all(err);
+        self.lease.fail_all(err);
     }
 }
 

@@ -1,0 +1,389 @@
+//! etcd's HTTP/JSON gateway (grpc-gateway in etcd 3.4) on the client URL:
+//! `POST /v3/<service>/<call>` (and the `/v3beta/` alias) with the request
+//! message as JSON, answered with the response message as JSON. Each route
+//! calls the same gRPC adapter as the gRPC service, so behaviour and errors
+//! are the gRPC ones.
+//!
+//! JSON follows grpc-gateway's `JSONPb{OrigName: true}`: proto field names,
+//! 64-bit integers as strings, bytes as base64, enums by name, fields at
+//! their default value left out; the mapping is driven by the compiled
+//! descriptors (`corekv_wire::proto::FILE_DESCRIPTOR_SET`), so adding a route
+//! is one line in `json_routes!` plus its arm in `dispatch`.
+//!
+//! Errors: `{"error": message, "code": grpc code, "message": message}` with
+//! grpc-gateway's HTTP status for the code. `/v3/watch` streams one
+//! `{"result": WatchResponse}` object per line.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use corekv_wire::proto::etcdserverpb as pb;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::{Code, Status};
+
+use super::http_routes::json as json_response;
+use super::{GatewayOptions, cluster, kv, maintenance, watch};
+use crate::node::route::Api;
+
+macro_rules! json_routes {
+    ($($variant:ident => $path:literal,)*) => {
+        /// Every JSON route, by its path after `/v3/`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum JsonRoute { $($variant,)* }
+
+        impl JsonRoute {
+            pub fn from_path(path: &str) -> Option<JsonRoute> {
+                let rest = path
+                    .strip_prefix("/v3/")
+                    .or_else(|| path.strip_prefix("/v3beta/"))?;
+                match rest {
+                    $($path => Some(JsonRoute::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+json_routes! {
+    Range => "kv/range",
+    Put => "kv/put",
+    DeleteRange => "kv/deleterange",
+    Txn => "kv/txn",
+    Compaction => "kv/compaction",
+    Watch => "watch",
+    MaintenanceStatus => "maintenance/status",
+    MemberList => "cluster/member/list",
+}
+
+pub async fn dispatch(
+    api: Rc<Api>,
+    opts: &GatewayOptions,
+    route: JsonRoute,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
+    let call = JsonCall {
+        api,
+        limit: opts.grpc_max_recv_bytes(),
+        req,
+    };
+    use JsonRoute as J;
+    match route {
+        J::Range => call.unary("RangeRequest", "RangeResponse", kv::range).await,
+        J::Put => call.unary("PutRequest", "PutResponse", kv::put).await,
+        J::DeleteRange => {
+            call.unary(
+                "DeleteRangeRequest",
+                "DeleteRangeResponse",
+                kv::delete_range,
+            )
+            .await
+        }
+        J::Txn => call.unary("TxnRequest", "TxnResponse", kv::txn).await,
+        J::Compaction => {
+            call.unary("CompactionRequest", "CompactionResponse", kv::compact)
+                .await
+        }
+        J::Watch => watch_stream(call, opts.grpc_stream_buffer_responses),
+        J::MaintenanceStatus => {
+            call.unary("StatusRequest", "StatusResponse", maintenance::status)
+                .await
+        }
+        J::MemberList => {
+            call.unary(
+                "MemberListRequest",
+                "MemberListResponse",
+                cluster::member_list,
+            )
+            .await
+        }
+    }
+}
+
+struct JsonCall {
+    api: Rc<Api>,
+    limit: usize,
+    req: http::Request<Incoming>,
+}
+
+impl JsonCall {
+    /// Decodes the JSON body as `etcdserverpb.<req_name>`, runs the gRPC
+    /// adapter `f`, encodes its answer as `etcdserverpb.<resp_name>`.
+    async fn unary<Req, Resp, F, Fut>(
+        self,
+        req_name: &str,
+        resp_name: &str,
+        f: F,
+    ) -> http::Response<Body>
+    where
+        Req: Message + Default,
+        Resp: Message,
+        F: FnOnce(Rc<Api>, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, Status>>,
+    {
+        let body = match Limited::new(self.req.into_body(), self.limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return error(&Status::invalid_argument(e.to_string())),
+        };
+        let msg: Req = match from_json(req_name, &body) {
+            Ok(m) => m,
+            Err(e) => return error(&Status::invalid_argument(e)),
+        };
+        match f(self.api, msg).await {
+            Ok(resp) => match to_json(resp_name, &resp) {
+                Ok(text) => json_response(StatusCode::OK, text),
+                Err(e) => error(&Status::internal(e)),
+            },
+            Err(s) => error(&s),
+        }
+    }
+}
+
+/// grpc-gateway's JSON options (`JSONPb{OrigName: true}`, no defaults).
+const SERIALIZE: SerializeOptions = SerializeOptions::new()
+    .use_proto_field_name(true)
+    .stringify_64_bit_integers(true)
+    .skip_default_fields(true);
+
+/// The compiled descriptors. Decoding can only fail if the build embedded a
+/// corrupt set; every route then answers that error.
+static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+    DescriptorPool::decode(corekv_wire::proto::FILE_DESCRIPTOR_SET)
+        .map_err(|e| format!("corekv: embedded protobuf descriptors: {e}"))
+});
+
+fn descriptor(name: &str) -> Result<prost_reflect::MessageDescriptor, String> {
+    let pool = POOL.as_ref().map_err(Clone::clone)?;
+    let full = format!("etcdserverpb.{name}");
+    pool.get_message_by_name(&full)
+        .ok_or_else(|| format!("corekv: no descriptor for {full}"))
+}
+
+/// Proto3 JSON -> message (an empty body is the empty message).
+pub fn from_json<M: Message + Default>(name: &str, body: &[u8]) -> Result<M, String> {
+    let desc = descriptor(name)?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let dynamic = DynamicMessage::deserialize(desc, &mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| e.to_string())
+}
+
+/// Message -> proto3 JSON with grpc-gateway's options.
+pub fn to_json<M: Message>(name: &str, msg: &M) -> Result<String, String> {
+    let desc = descriptor(name)?;
+    let dynamic =
+        DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut out);
+    dynamic
+        .serialize_with_options(&mut ser, &SERIALIZE)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// grpc-gateway's HTTP status for a gRPC code (`runtime.HTTPStatusFromCode`).
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn error_body(s: &Status) -> String {
+    serde_json::json!({
+        "error": s.message(),
+        "code": s.code() as i32,
+        "message": s.message(),
+    })
+    .to_string()
+}
+
+fn error(s: &Status) -> http::Response<Body> {
+    json_response(http_status(s.code()), error_body(s))
+}
+
+/// `/v3/watch`: JSON `WatchRequest`s from the body (one or more objects),
+/// one `{"result": WatchResponse}` line per response, until the client
+/// closes the connection. The stream is a watch session on the shard's hub,
+/// as a gRPC Watch stream is.
+fn watch_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
+    let buffer = buffer.max(1);
+    let (in_tx, in_rx) = mpsc::channel(buffer);
+    let (out_tx, mut out_rx) = watch::out_channel(buffer);
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(buffer);
+    glommio::spawn_local(read_watch_requests(call.req.into_body(), call.limit, in_tx)).detach();
+    watch::spawn_session(call.api, ReceiverStream::new(in_rx), out_tx);
+    glommio::spawn_local(async move {
+        while let Some(item) = out_rx.next().await {
+            let line = match item {
+                Ok(resp) => match to_json("WatchResponse", &resp) {
+                    Ok(text) => format!("{{\"result\":{text}}}\n"),
+                    Err(e) => format!("{{\"error\":{}}}\n", error_body(&Status::internal(e))),
+                },
+                Err(s) => format!("{{\"error\":{}}}\n", error_body(&s)),
+            };
+            if body_tx.send(Bytes::from(line)).await.is_err() {
+                // The client is gone; dropping `out_rx` ends the session.
+                return;
+            }
+        }
+    })
+    .detach();
+    let frames = ReceiverStream::new(body_rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut resp = http::Response::new(Body::new(StreamBody::new(frames)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Decodes concatenated JSON `WatchRequest`s as the body arrives; a bad one
+/// ends the stream with its error. At most `limit` bytes of one incomplete
+/// object are buffered.
+async fn read_watch_requests(
+    mut body: Incoming,
+    limit: usize,
+    tx: mpsc::Sender<Result<pb::WatchRequest, Status>>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        loop {
+            let mut values =
+                serde_json::Deserializer::from_slice(&buf).into_iter::<serde_json::Value>();
+            let next = values.next();
+            let consumed = values.byte_offset();
+            match next {
+                Some(Ok(value)) => {
+                    let text = value.to_string();
+                    let parsed = from_json::<pb::WatchRequest>("WatchRequest", text.as_bytes());
+                    let item = parsed.map_err(Status::invalid_argument);
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                    buf.drain(..consumed);
+                }
+                Some(Err(e)) if e.is_eof() => {
+                    if buf.len() > limit {
+                        let _ = tx
+                            .send(Err(Status::invalid_argument(
+                                "etcdserver: request is too large",
+                            )))
+                            .await;
+                        return;
+                    }
+                    break;
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                    return;
+                }
+                None => {
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_grpc_gateways() {
+        let r = pb::RangeResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: u64::MAX,
+                revision: 7,
+                ..Default::default()
+            }),
+            kvs: vec![corekv_wire::proto::mvccpb::KeyValue {
+                key: Bytes::from_static(b"foo"),
+                value: Bytes::from_static(b"bar"),
+                create_revision: 2,
+                mod_revision: 7,
+                version: 3,
+                lease: 0,
+            }],
+            more: false,
+            count: 1,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&to_json("RangeResponse", &r).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "header": {"cluster_id": "18446744073709551615", "revision": "7"},
+                "kvs": [{"key": "Zm9v", "value": "YmFy", "create_revision": "2",
+                         "mod_revision": "7", "version": "3"}],
+                "count": "1"
+            })
+        );
+        let req: pb::RangeRequest = from_json(
+            "RangeRequest",
+            br#"{"key":"Zm9v","range_end":"Zm9w","limit":"5","sort_order":"DESCEND"}"#,
+        )
+        .unwrap();
+        assert_eq!(&req.key[..], b"foo");
+        assert_eq!(req.limit, 5);
+        assert_eq!(req.sort_order, 2);
+        let empty: pb::StatusRequest = from_json("StatusRequest", b"").unwrap();
+        assert_eq!(empty, pb::StatusRequest {});
+        assert!(from_json::<pb::RangeRequest>("RangeRequest", b"{\"nope\":1}").is_err());
+    }
+
+    #[test]
+    fn routes_and_the_v3beta_alias() {
+        assert_eq!(JsonRoute::from_path("/v3/kv/range"), Some(JsonRoute::Range));
+        assert_eq!(
+            JsonRoute::from_path("/v3beta/cluster/member/list"),
+            Some(JsonRoute::MemberList)
+        );
+        assert_eq!(JsonRoute::from_path("/v3/kv/nope"), None);
+        assert_eq!(JsonRoute::from_path("/v2/keys"), None);
+        assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! The request layer of a serve shard: what both client front-ends (the
+//! native protocol, `serve.rs`, and etcd's gRPC / HTTP API, `gateway/`)
+//! call. A request arrives validated (`corekv_wire::validate_*`, etcd's
+//! rules, one copy for both front-ends) as an archived `Request`;
+//! `Api::route` decides where it goes, in one exhaustive match:
+//!
+//! | route | what happens |
+//! |---|---|
+//! | `Done` | answered on the caller's task: serializable range from a store read snapshot, Status, MemberList, HashKV, Alarm, and refusals of what is not built |
+//! | `Later(LinearizableRange)` | batched ReadIndex in the Raft core, then a snapshot read |
+//! | `Propose` | the request's archive goes to the Raft core as the entry body |
+//! | `Later(MoveLeader / Defragment)` | maintenance: Raft leader transfer, defragmentation on the blocking pool |
+//! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
+//! | `Watch` | the caller's `WatchSession` on this shard's hub |
+//! | `Auth` | etcd's Auth service (`auth::calls`) |
+//!
+//! Before routing, every request passes `Api::gate` (auth: the caller's
+//! token or certificate name against etcd's permission table); a write's
+//! frame is tagged with the auth stamp its entry carries to apply.
+//!
+//! Errors are `ApiError`s: the native front-end sends them as they are, the
+//! gRPC front-end maps them once (`gateway::status`) to etcd's code and text.
+//! The boundary to the Raft core is `CoreMsg` (shard 0).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use corekv_storage as st;
+use corekv_wire::messages as w;
+use corekv_wire::{ApiError, OwnedFrame, validate_owned_frame};
+use tokio::sync::oneshot;
+
+use super::watch::{Hub, WatchSession, WatchSink};
+use super::{CoreMsg, Shared, auth};
+use crate::http::ETCD_COMPAT_VERSION;
+use crate::kv;
+
+/// How long `/health` waits for its read-index round.
+pub const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a progress request re-checks whether its session's watches are
+/// synced (catch-up in progress).
+const PROGRESS_POLL: Duration = Duration::from_millis(5);
+
+/// Where a validated request goes.
+pub enum Route<'a> {
+    /// Answered on the caller's task, without a wait.
+    Done(Result<w::Response, ApiError>),
+    /// Needs a wait on the Raft core or the blocking pool; the caller runs
+    /// `Api::finish` in a task of its own (bounded by its in-flight limit).
+    Later(Later),
+    /// A write: `Api::propose` with the request's archive.
+    Propose,
+    /// Watch control, run against the caller's watch session.
+    Watch(WatchOp<'a>),
+    /// An Auth service call (`auth::calls::call`): password checks and
+    /// hashing on the blocking pool, then a proposal or a read.
+    Auth,
+}
+
+/// The waits of `Route::Later`.
+pub enum Later {
+    /// ReadIndex (batched in the core with every other waiting read), then a
+    /// read of this member's store.
+    LinearizableRange(st::RangeRequest),
+    MoveLeader {
+        target: u64,
+    },
+    Defragment,
+    LeaseKeepAlive(i64),
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+    },
+}
+
+pub enum WatchOp<'a> {
+    Create(&'a w::ArchivedWatchCreateRequest),
+    Cancel(i64),
+    Progress,
+}
+
+/// One serve shard's request layer: the member's shared state and this
+/// shard's watch hub. Single-threaded (`Rc`), like the shard.
+pub struct Api {
+    pub shared: Arc<Shared>,
+    pub hub: Rc<Hub>,
+    /// Who calls through this handle (gRPC: one handle per call or stream).
+    pub caller: Caller,
+}
+
+/// A caller's credentials: the token it sent (gRPC metadata `token`) and
+/// its verified client certificate's common name.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub token: Option<String>,
+    pub cn: Option<String>,
+}
+
+impl Api {
+    /// Starts this shard's watch hub; call once per shard.
+    pub fn start(shared: Arc<Shared>) -> Rc<Api> {
+        let hub = Hub::start(shared.clone());
+        Rc::new(Api {
+            shared,
+            hub,
+            caller: Caller::default(),
+        })
+    }
+
+    /// This shard's layer for one caller.
+    pub fn for_caller(&self, caller: Caller) -> Rc<Api> {
+        Rc::new(Api {
+            shared: self.shared.clone(),
+            hub: self.hub.clone(),
+            caller,
+        })
+    }
+
+    /// `auth::calls::gate` for this handle's caller: the stamp of a request
+    /// it may make, or why not.
+    pub fn gate(&self, req: &w::ArchivedRequest) -> Result<u64, ApiError> {
+        let token = self.caller.token.as_deref().map(str::as_bytes);
+        auth::calls::gate(&self.shared.auth, token, self.caller.cn.as_deref(), req)
+    }
+
+    /// An Auth service call (`Route::Auth`), its frame tagged with its stamp.
+    pub async fn auth_call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
+        let propose = async |f| self.propose(f).await;
+        auth::calls::call(&self.shared, frame, propose, async || {
+            self.read_barrier().await
+        })
+        .await
+    }
+
+    /// The routing of every request kind: one exhaustive match, so a new
+    /// request kind does not compile until it is routed here.
+    pub fn route<'a>(&self, req: &'a w::ArchivedRequest) -> Route<'a> {
+        use w::ArchivedRequest as R;
+        match req {
+            R::Range(r) if r.serializable => Route::Done(self.range(&kv::range_request(r))),
+            R::Range(r) => Route::Later(Later::LinearizableRange(kv::range_request(r))),
+            R::Put(_) | R::DeleteRange(_) | R::Txn(_) | R::Compact(_) => Route::Propose,
+            R::LeaseGrant(_) | R::LeaseRevoke(_) => Route::Propose,
+            R::LeaseKeepAlive(k) => Route::Later(Later::LeaseKeepAlive(k.id.to_native())),
+            R::LeaseTimeToLive(t) => Route::Later(Later::LeaseTimeToLive {
+                id: t.id.to_native(),
+                keys: t.keys,
+            }),
+            R::LeaseLeases(_) => Route::Done(super::lease::serve::leases(&self.shared)),
+            R::WatchCreate(c) => Route::Watch(WatchOp::Create(c)),
+            R::WatchCancel(c) => Route::Watch(WatchOp::Cancel(c.watch_id.to_native())),
+            R::WatchProgress(_) => Route::Watch(WatchOp::Progress),
+            R::Status(_) => Route::Done(Ok(self.status())),
+            R::MemberList(_) => Route::Done(Ok(self.member_list())),
+            R::HashKv(h) => Route::Done(self.hash_kv(h.revision.to_native())),
+            R::Alarm(a) => Route::Done(self.alarm(a)),
+            R::Defragment(_) => Route::Later(Later::Defragment),
+            R::MoveLeader(m) => Route::Later(Later::MoveLeader {
+                target: m.target_id.to_native(),
+            }),
+            R::Auth(_) => Route::Auth,
+            // Not built yet (README "Status"): refused plainly, never faked.
+            R::MemberAdd(_)
+            | R::MemberRemove(_)
+            | R::MemberUpdate(_)
+            | R::MemberPromote(_)
+            | R::Snapshot(_) => Route::Done(Err(ApiError::NotCapable)),
+        }
+    }
+
+    /// A whole unary call from an in-process frame (gRPC, HTTP/JSON):
+    /// validate, route, wait if the route needs it.
+    pub async fn call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
+        let req = validate_owned_frame(&frame, &self.shared.limits)?;
+        let stamp = self.gate(req)?;
+        let later = match self.route(req) {
+            Route::Done(result) => return result,
+            Route::Later(later) => later,
+            Route::Propose => return self.propose(frame.with_tag(stamp)).await,
+            Route::Auth => return self.auth_call(frame.with_tag(stamp)).await,
+            Route::Watch(_) => {
+                return Err(ApiError::MalformedRequest(format!(
+                    "{} belongs on a watch stream",
+                    req.name()
+                )));
+            }
+        };
+        self.finish_as(later, stamp).await
+    }
+
+    /// `finish` for a caller checked with `stamp`: a linearizable read is
+    /// re-checked once its read barrier passed (this member may have
+    /// checked against an auth state older than the one it reads at).
+    pub async fn finish_as(&self, later: Later, stamp: u64) -> Result<w::Response, ApiError> {
+        let read = matches!(later, Later::LinearizableRange(_));
+        let result = self.finish(later).await;
+        if read {
+            self.shared.auth.admit_stamp(stamp)?;
+        }
+        result
+    }
+
+    pub async fn finish(&self, later: Later) -> Result<w::Response, ApiError> {
+        let shared = &self.shared;
+        match later {
+            Later::LinearizableRange(r) => {
+                self.read_barrier().await?;
+                self.range(&r)
+            }
+            Later::MoveLeader { target } => {
+                let (reply, rx) = oneshot::channel();
+                self.to_core(CoreMsg::MoveLeader { target, reply }).await?;
+                rx.await.map_err(|_| ApiError::Stopped)??;
+                Ok(w::Response::MoveLeader(w::MoveLeaderResponse {
+                    header: shared.header(shared.store().current_revision()),
+                }))
+            }
+            Later::LeaseKeepAlive(id) => super::lease::serve::keep_alive(shared, id).await,
+            Later::LeaseTimeToLive { id, keys } => {
+                super::lease::serve::time_to_live(shared, id, keys).await
+            }
+            Later::Defragment => {
+                let store = shared.store();
+                let result = glommio::executor()
+                    .spawn_blocking(move || store.defragment())
+                    .await;
+                result.map_err(kv::storage_error)?;
+                Ok(w::Response::Defragment(w::DefragmentResponse {
+                    header: shared.header(shared.store().current_revision()),
+                }))
+            }
+        }
+    }
+
+    /// Sends a validated write (its archive is the Raft entry body) to the
+    /// core; answered once this member applied it.
+    pub async fn propose(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.to_core(CoreMsg::Propose { frame, reply }).await?;
+        rx.await.map_err(|_| ApiError::Stopped)?
+    }
+
+    async fn to_core(&self, msg: CoreMsg) -> Result<(), ApiError> {
+        self.shared
+            .to_core
+            .send(msg)
+            .await
+            .map_err(|_| ApiError::Stopped)
+    }
+
+    /// Waits until this member's store reflects every write committed before
+    /// the call (ReadIndex, batched in the core with every other waiting read).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.to_core(CoreMsg::ReadIndex { reply }).await?;
+        rx.await.map_err(|_| ApiError::Stopped)?
+    }
+
+    /// etcd's `/health`: a leader is known and a linearizable round trip
+    /// through the Raft core and the apply loop completes in time.
+    pub async fn health(&self) -> Result<(), String> {
+        if let Some(reason) = self.shared.fatal_reason() {
+            return Err(reason);
+        }
+        if self.shared.leader().is_none() {
+            return Err("RAFT NO LEADER".into());
+        }
+        let barrier = async { Some(self.read_barrier().await) };
+        let timer = async {
+            glommio::timer::sleep(HEALTH_READ_TIMEOUT).await;
+            None
+        };
+        match futures_lite::future::or(barrier, timer).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.message().to_string()),
+            None => Err("timed out waiting for a read index".into()),
+        }
+    }
+
+    /// Creates a watch on this shard's hub for `session`; see
+    /// `WatchSession::create` (refusals are answered in-band on `sink`).
+    pub fn watch_create(
+        &self,
+        session: &WatchSession,
+        req: &w::ArchivedWatchCreateRequest,
+        sink: Rc<dyn WatchSink>,
+    ) -> Option<i64> {
+        session.create(&self.hub, req, sink)
+    }
+
+    /// Cancels a watch of `session`; its final response goes to its sink.
+    /// The returned response answers the cancel request itself (the native
+    /// protocol answers every request id; etcd's gRPC stream does not).
+    pub fn watch_cancel(&self, session: &WatchSession, watch_id: i64) -> w::WatchResponse {
+        session.cancel(&self.hub, watch_id);
+        w::WatchResponse {
+            header: self.shared.header(self.shared.store().current_revision()),
+            watch_id,
+            canceled: true,
+            ..Default::default()
+        }
+    }
+
+    /// etcd's RequestProgress: once every watch of the session is synced, a
+    /// notification (watch id -1) at the revision all of them have reached.
+    /// `Timeout` if they do not catch up within the request timeout (etcd
+    /// sends nothing for unsynced watchers; the caller decides).
+    pub async fn watch_progress(
+        &self,
+        session: &WatchSession,
+    ) -> Result<w::WatchResponse, ApiError> {
+        let deadline = std::time::Instant::now() + self.shared.cfg.request_timeout();
+        while !session.all_synced() {
+            if std::time::Instant::now() > deadline {
+                return Err(ApiError::Timeout);
+            }
+            glommio::timer::sleep(PROGRESS_POLL).await;
+        }
+        Ok(w::WatchResponse {
+            header: self.shared.header(self.hub.progress_revision()),
+            watch_id: -1,
+            ..Default::default()
+        })
+    }
+
+    fn range(&self, r: &st::RangeRequest) -> Result<w::Response, ApiError> {
+        let view = self.shared.store().read().map_err(kv::storage_error)?;
+        let resp = view.range(r).map_err(kv::storage_error)?;
+        let header = self.shared.header(view.revision());
+        Ok(w::Response::Range(kv::range_response(header, resp)))
+    }
+
+    fn status(&self) -> w::Response {
+        let shared = &self.shared;
+        let store = shared.store();
+        let mut errors = Vec::new();
+        if let Some(reason) = shared.fatal_reason() {
+            errors.push(reason);
+        }
+        w::Response::Status(w::StatusResponse {
+            header: shared.header(store.current_revision()),
+            version: ETCD_COMPAT_VERSION.to_string(),
+            db_size: i64::try_from(store.db_size_bytes()).unwrap_or(i64::MAX),
+            leader: shared.leader.load(Ordering::Relaxed),
+            raft_index: shared.commit_index.load(Ordering::Relaxed),
+            raft_term: shared.term.load(Ordering::Relaxed),
+            raft_applied_index: shared.applied_index.load(Ordering::Relaxed),
+            errors,
+            db_size_in_use: i64::try_from(store.db_size_in_use_bytes()).unwrap_or(i64::MAX),
+            is_learner: shared.is_learner.load(Ordering::Relaxed),
+        })
+    }
+
+    /// etcd's MemberList header carries no revision (cluster state is not
+    /// part of the key space).
+    fn member_list(&self) -> w::Response {
+        let shared = &self.shared;
+        let cluster = shared
+            .cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let members = cluster
+            .members
+            .values()
+            .map(|m| w::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: if m.id == shared.member_id {
+                    shared.cfg.advertise_client_urls.clone()
+                } else {
+                    m.client_urls.clone()
+                },
+                is_learner: m.is_learner,
+            })
+            .collect();
+        let header = shared.header(0);
+        w::Response::MemberList(w::MemberListResponse { header, members })
+    }
+
+    fn hash_kv(&self, revision: i64) -> Result<w::Response, ApiError> {
+        let view = self.shared.store().read().map_err(kv::storage_error)?;
+        let (hash, compact_revision) = view.hash_kv(revision).map_err(kv::storage_error)?;
+        let hash_revision = if revision == 0 {
+            view.revision()
+        } else {
+            revision
+        };
+        Ok(w::Response::HashKv(w::HashKvResponse {
+            header: self.shared.header(view.revision()),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    /// corekv raises no alarms yet (NOSPACE is answered per request): listing
+    /// alarms is truthful (none); activating one by hand is refused.
+    fn alarm(&self, a: &w::ArchivedAlarmRequest) -> Result<w::Response, ApiError> {
+        match a.action {
+            w::ArchivedAlarmAction::Get | w::ArchivedAlarmAction::Deactivate => {
+                Ok(w::Response::Alarm(w::AlarmResponse {
+                    header: self.shared.header(self.shared.store().current_revision()),
+                    alarms: Vec::new(),
+                }))
+            }
+            w::ArchivedAlarmAction::Activate => Err(ApiError::NotCapable),
+        }
+    }
+}

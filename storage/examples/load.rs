@@ -1,0 +1,62 @@
+//! Small loader for footprint measurements: puts N keys into a fresh store
+//! in durable commits of 1000 and prints the file size; inspect the result
+//! with `corekv inspect --file PATH`.
+//!
+//! `cargo run --release -p corekv-storage --example load -- PATH [N] [KEY_BYTES] [VALUE_BYTES] [ORDER]`
+//! (defaults 1,000,000, 64, 256, `random`; ORDER `seq` puts keys in
+//! ascending order). Random keys are the storage bench's: 16 hex digits of a
+//! hash of the index, padded with '.'.
+
+use corekv_storage::{PutRequest, Store, StoreOptions};
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(path) = args.get(1) else {
+        eprintln!("usage: load PATH [N] [KEY_BYTES] [VALUE_BYTES] [random|seq]");
+        std::process::exit(2);
+    };
+    let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let (n, kb, vb) = (num(2, 1_000_000), num(3, 64) as usize, num(4, 256) as usize);
+    let seq = args.get(5).is_some_and(|s| s == "seq");
+    let _ = std::fs::remove_file(path);
+    let store = Store::open(path.as_ref(), StoreOptions::default()).expect("open");
+    let t = std::time::Instant::now();
+    let mut applied = 0;
+    for chunk in 0..n.div_ceil(1000) {
+        let mut b = store.write().expect("write");
+        for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
+            let mut key = if seq {
+                format!("{i:016}").into_bytes()
+            } else {
+                format!("{:016x}", mix(i)).into_bytes()
+            };
+            key.resize(kb, b'.');
+            let mut value = vec![7u8; vb];
+            value[..8].copy_from_slice(&i.to_le_bytes());
+            b.put(&PutRequest {
+                key,
+                value,
+                ..Default::default()
+            })
+            .expect("put");
+        }
+        applied += 1;
+        b.commit(applied, true).expect("commit");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{n} keys ({kb} B keys, {vb} B values, {}) in {secs:.1} s ({:.0} puts/s); file {:.1} MB, in use {:.1} MB, payload {:.1} MB",
+        if seq { "ascending" } else { "random order" },
+        n as f64 / secs,
+        store.db_size_bytes() as f64 / 1e6,
+        store.db_size_in_use_bytes() as f64 / 1e6,
+        (n * (kb + vb) as u64) as f64 / 1e6
+    );
+}
