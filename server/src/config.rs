@@ -378,10 +378,10 @@ impl Config {
 /// Resolves the `host:port` of an `http://host:port` URL to a socket address.
 pub fn url_to_addr(url: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    if url.starts_with("https://") {
-        return Err(format!("{url}: TLS is not supported yet (use http://)"));
-    }
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     hostport
         .to_socket_addrs()

@@ -212,6 +212,44 @@ async fn tls_only_cluster_with_certificate_users() {
         other => panic!("{other:?}"),
     }
 
+    // etcdctl over https with alice's certificate: the CN is the user.
+    let https = format!("https://127.0.0.1:{}", cluster.members[1].spec.http);
+    let etcdctl = |cert: Option<&(PathBuf, PathBuf)>, endpoint: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                endpoint,
+                "--command-timeout=5s",
+                "--dial-timeout=3s",
+            ])
+            .args(["--cacert", &p(&ca_pem)]);
+        if let Some((c, k)) = cert {
+            cmd.args(["--cert", &p(c), "--key", &p(k)]);
+        }
+        let out = cmd.args(args).output().expect("etcdctl not found");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = etcdctl(
+        Some(&alice_cert),
+        &https,
+        &["get", "/b/1", "--print-value-only"],
+    );
+    assert!(ok && out == "v\n", "{out}{err}");
+    let (ok, _, err) = etcdctl(Some(&alice_cert), &https, &["put", "/x", "1"]);
+    assert!(
+        !ok && err.contains("etcdserver: permission denied"),
+        "{err}"
+    );
+    // Plain text to the https client URL, and https without a certificate, fail.
+    let plain = format!("http://127.0.0.1:{}", cluster.members[1].spec.http);
+    assert!(!etcdctl(Some(&alice_cert), &plain, &["get", "/b/1"]).0);
+    assert!(!etcdctl(None, &https, &["get", "/b/1"]).0);
+
     // Rotate the server certificate to one from another CA: new connections
     // get it without a restart (clients trusting only the old CA fail).
     let ca2 = ca("corekv test ca 2");

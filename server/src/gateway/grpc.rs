@@ -105,7 +105,8 @@ pub async fn dispatch(
         .find_map(|h| req.headers().get(*h))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let api = api.for_caller(Caller { token, cn: None });
+    let cn = api.caller.cn.clone();
+    let api = api.for_caller(Caller { token, cn });
     let call = Call { api, limit, req };
     use Method as M;
     match method {

@@ -447,7 +447,10 @@ fn tls_configs(
     cfg: &Config,
 ) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<super::PeerTls>)> {
     let client = match cfg.client_tls().map_err(|e| anyhow!(e))? {
-        Some(files) => Some(crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?),
+        // ALPN for gRPC / HTTP on an https client URL; native clients offer none.
+        Some(files) => {
+            Some(crate::tls::server_config(&files, &[b"h2", b"http/1.1"]).map_err(|e| anyhow!(e))?)
+        }
         None => None,
     };
     let peer = match cfg.peer_tls().map_err(|e| anyhow!(e))? {

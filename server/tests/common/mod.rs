@@ -60,6 +60,14 @@ pub struct Member {
 }
 
 impl Member {
+    pub fn client_scheme(&self) -> &'static str {
+        if self.extra.iter().any(|a| a == "--cert-file") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn native_addr(&self) -> String {
         format!("127.0.0.1:{}", self.spec.native)
     }
@@ -75,7 +83,8 @@ impl Member {
             .arg(&s.data_dir)
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", s.http),
+                // Members given a client certificate serve https there.
+                &format!("{}://127.0.0.1:{}", self.client_scheme(), s.http),
             ])
             .args([
                 "--listen-peer-urls",
