@@ -95,6 +95,7 @@
 
 pub mod config;
 pub mod error;
+pub mod failpoint;
 mod log;
 pub mod message;
 pub mod progress;

@@ -11,6 +11,9 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("inspect") {
         std::process::exit(corekv_server::inspect::main(std::env::args().skip(1)));
     }
+    // FAILPOINTS=name=action;... (docs/reliability.md); lives until exit.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cfg = corekv_server::config::Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));

@@ -271,3 +271,106 @@ async fn etcdctl_lock_and_elect() {
     let _ = elect.kill();
     let _ = elect.wait();
 }
+
+fn corekvctl(native: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corekvctl"))
+        .arg(format!("--endpoints={native}"))
+        .args(args)
+        .output()
+        .expect("run corekvctl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn etcdctl_out(port: u16, args: &[&str]) -> (bool, String) {
+    let out = etcdctl(port).args(args).output().expect("run etcdctl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The same lease commands through corekvctl (native) and etcdctl 3.4
+/// (gRPC) print the same text, lease ids and remaining TTLs aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corekvctl_lease_lock_elect_print_like_etcdctl() {
+    let cluster = Cluster::start(1, &[]).await;
+    let native = cluster.members[0].native_addr();
+    let port = cluster.members[0].spec.http;
+    type Tool<'a> = Box<dyn Fn(&[&str]) -> (bool, String) + 'a>;
+    let tools: [(&str, Tool); 2] = [
+        ("corekvctl", Box::new(|a: &[&str]| corekvctl(&native, a))),
+        ("etcdctl", Box::new(|a: &[&str]| etcdctl_out(port, a))),
+    ];
+    let mut transcripts = Vec::new();
+    for (tool, run) in &tools {
+        let mut t = Vec::new();
+        let (ok, out) = run(&["lease", "grant", "100"]);
+        assert!(ok, "{tool}: {out}");
+        let id = out.split_whitespace().nth(1).unwrap().to_string();
+        let key = format!("k-{tool}");
+        t.push(out.replace(&id, "ID"));
+        let (ok, out) = run(&["put", &key, "v", &format!("--lease={id}")]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out);
+        let (ok, out) = run(&["lease", "timetolive", &id, "--keys"]);
+        assert!(ok, "{tool}: {out}");
+        // remaining(99s) or (100s): not part of the format.
+        let masked = out.replace(&id, "ID").replace(&key, "KEY");
+        let at = masked.find("remaining(").unwrap();
+        let end = masked[at..].find(')').unwrap() + at;
+        t.push(format!("{}remaining(N{}", &masked[..at], &masked[end..]));
+        let (ok, out) = run(&["lease", "keep-alive", "--once", &id]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out.replace(&id, "ID"));
+        let (ok, out) = run(&["lease", "list"]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out.replace(&id, "ID"));
+        let (ok, out) = run(&["lease", "revoke", &id]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out.replace(&id, "ID"));
+        let (ok, out) = run(&["lease", "timetolive", &id]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out.replace(&id, "ID"));
+        let (ok, out) = run(&[
+            "lock",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            "echo held ${ETCD_LOCK_KEY%/*}",
+        ]);
+        assert!(ok, "{tool}: {out}");
+        t.push(out);
+        transcripts.push(t);
+    }
+    assert_eq!(transcripts[0], transcripts[1]);
+    assert_eq!(transcripts[0][0], "lease ID granted with TTL(100s)\n");
+    assert_eq!(transcripts[0][7], "held jobs\n");
+
+    // corekvctl elect prints the leader like etcdctl's.
+    let mut elect = Command::new(env!("CARGO_BIN_EXE_corekvctl"))
+        .arg(format!("--endpoints={native}"))
+        .args(["elect", "svc", "p1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = elect.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .expect("corekvctl elect printed the leader")
+        .unwrap();
+    let _ = elect.kill();
+    let _ = elect.wait();
+    assert!(lines[0].starts_with("svc/"), "{lines:?}");
+    assert_eq!(lines[1], "p1");
+}

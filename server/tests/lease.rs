@@ -267,3 +267,45 @@ async fn lease_survives_a_full_cluster_restart() {
     assert_eq!(t.keys, vec![b"svc".to_vec()]);
     assert_eq!(c.get(b"svc").await.unwrap().unwrap().lease, g.id);
 }
+
+/// etcd's JSON gateway routes for leases (`/v3/lease/*`, `/v3/kv/lease/*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_serves_lease_routes() {
+    let cluster = Cluster::start(1, &[]).await;
+    let port = cluster.members[0].spec.http;
+    let post = move |path: &'static str, body: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {text}");
+            serde_json::from_str::<serde_json::Value>(body).unwrap()
+        })
+    };
+    let g = post("/v3/lease/grant", r#"{"TTL": 30, "ID": 77}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        (g["ID"].as_str(), g["TTL"].as_str()),
+        (Some("77"), Some("30")),
+        "{g}"
+    );
+    let t = post("/v3/kv/lease/timetolive", r#"{"ID": 77}"#)
+        .await
+        .unwrap();
+    assert_eq!(t["grantedTTL"].as_str(), Some("30"), "{t}");
+    let l = post("/v3/lease/leases", "{}").await.unwrap();
+    assert_eq!(l["leases"][0]["ID"].as_str(), Some("77"), "{l}");
+    post("/v3/lease/revoke", r#"{"ID": 77}"#).await.unwrap();
+    let t = post("/v3/lease/timetolive", r#"{"ID": 77}"#).await.unwrap();
+    assert_eq!(t["TTL"].as_str(), Some("-1"), "{t}");
+}

@@ -2,12 +2,13 @@
 //! in durable commits of 1000 and prints the file size; inspect the result
 //! with `corekv inspect --file PATH`.
 //!
-//! `cargo run --release -p corekv-storage --example load -- PATH [N] [KEY_BYTES] [VALUE_BYTES] [ORDER]`
+//! `cargo run --release -p corekv-storage --example load -- PATH [N] [KEY_BYTES] [VALUE_BYTES] [ORDER] [del]`
 //! (defaults 1,000,000, 64, 256, `random`; ORDER `seq` puts keys in
-//! ascending order). Random keys are the storage bench's: 16 hex digits of a
+//! ascending order; `del` then deletes every key with one delete-range
+//! request in one commit, like `etcdctl del --prefix`, and times it). Random keys are the storage bench's: 16 hex digits of a
 //! hash of the index, padded with '.'.
 
-use corekv_storage::{PutRequest, Store, StoreOptions};
+use corekv_storage::{DeleteRangeRequest, PutRequest, Store, StoreOptions};
 
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -59,4 +60,27 @@ fn main() {
         store.db_size_in_use_bytes() as f64 / 1e6,
         (n * (kb + vb) as u64) as f64 / 1e6
     );
+    if args.get(6).is_some_and(|s| s == "del") {
+        let t = std::time::Instant::now();
+        let mut b = store.write().expect("write");
+        let r = b
+            .delete_range(&DeleteRangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            })
+            .expect("delete");
+        let t_apply = t.elapsed().as_secs_f64();
+        let info = b.commit(applied + 1, false).expect("commit");
+        let t_commit = t.elapsed().as_secs_f64();
+        store.sync().expect("sync");
+        println!(
+            "delete of {} keys: apply {t_apply:.2} s, commit {:.2} s, sync {:.2} s ({} events); file {:.1} MB",
+            r.deleted,
+            t_commit - t_apply,
+            t.elapsed().as_secs_f64() - t_commit,
+            info.events.len(),
+            store.db_size_bytes() as f64 / 1e6
+        );
+    }
 }

@@ -502,6 +502,7 @@ impl Db {
         durable: bool,
         truncate: Option<u64>,
     ) -> Result<()> {
+        crate::failpoint::hit("store-commit");
         let txid = txn.txid;
         let root = txn.root;
         let dirty = std::mem::take(&mut txn.dirty);
@@ -551,6 +552,7 @@ impl Db {
             meta.free_chain_count = chain_count;
             meta.page_count = w.page_count;
             w.backend.sync()?;
+            crate::failpoint::hit("store-commit-meta");
             let slot = 1 - w.durable_slot;
             w.backend
                 .write_at(slot * PAGE_SIZE as u64, &meta.encode()[..])?;

@@ -77,6 +77,7 @@ fn defragment_inner(db: &Db, opts: &DefragOptions) -> Result<DefragReport> {
         while relocation_passes < max_passes {
             relocation_passes += 1;
             report.passes += 1;
+            crate::failpoint::hit("defrag-relocate");
             let (moved, complete) = relocation_pass(db, target, opts.batch_pages)?;
             report.relocated_pages += moved;
             if complete {

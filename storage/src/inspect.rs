@@ -268,16 +268,15 @@ impl Reader<'_> {
     }
 }
 
-/// Length of the user key inside a `k` tree key (escapes undone).
-fn user_key_len(tree_key: &[u8]) -> u64 {
-    match keys::split_key_entry(tree_key) {
-        Ok((prefix, _, _)) => {
-            let body = &prefix[1..prefix.len() - 2];
-            let escapes = body.windows(2).filter(|w| w == &[0, 0xFF]).count();
-            (body.len() - escapes) as u64
-        }
-        Err(_) => 0,
-    }
+/// Length of the user key inside a `k` tree key of format `version`
+/// (version 2 used the stream's byte stuffing).
+fn user_key_len(tree_key: &[u8], version: u8) -> u64 {
+    let key = if version == 2 {
+        keys::split_stream_key_entry(tree_key).map(|(k, _, _)| k)
+    } else {
+        keys::split_key_entry(tree_key).and_then(|(p, _, _)| keys::unescape_prefix(p))
+    };
+    key.map_or(0, |k| k.len() as u64)
 }
 
 /// Format versions the inspector reads: the current one and version 2
@@ -385,7 +384,7 @@ pub fn inspect(path: &Path) -> Result<Budget> {
                 t.entry_header_bytes += (LEAF_FIXED - SLOT) as u64;
                 if first == Some(T_KEY) {
                     t.user_key_bytes += match key_bytes {
-                        Some(k) => user_key_len(k),
+                        Some(k) => user_key_len(k, format_version),
                         // A long key: its chain length minus the table
                         // byte, terminator and revision (escapes ignored).
                         None => match key {

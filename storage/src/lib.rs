@@ -30,6 +30,7 @@ mod checksum;
 mod db;
 mod defrag;
 mod error;
+pub mod failpoint;
 mod freelist;
 #[doc(hidden)]
 pub mod fuzzing;

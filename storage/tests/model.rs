@@ -20,9 +20,11 @@ enum Op {
     Read(u8, Option<u8>, i64, u8),
 }
 
-/// Twelve one-byte keys and four long ones (format v2 key chains): long
-/// keys sharing a 3001-byte prefix (one a prefix of the others, one ~64 KiB)
-/// force long separators, and a key of zero bytes doubles when escaped.
+/// Eight one-byte keys, four with zero runs around the encoding's run
+/// token boundaries (format 3: runs of up to 127 zeros per token; one a
+/// prefix of the next), and four long ones (key chains): long keys sharing
+/// a 3001-byte prefix (one a prefix of the others, one ~64 KiB) force long
+/// separators, and one is 2000 zero bytes after its first byte.
 fn key(k: u8) -> Vec<u8> {
     let shared = |tail: &[u8]| {
         let mut v = vec![b'c'];
@@ -37,6 +39,17 @@ fn key(k: u8) -> Vec<u8> {
         15 => {
             let mut v = vec![b'f'];
             v.extend(std::iter::repeat_n(0u8, 2000));
+            v
+        }
+        8..=11 => {
+            let mut v = vec![b'g'];
+            v.extend(std::iter::repeat_n(
+                0u8,
+                [0, 1, 127, 130][k as usize % 16 - 8],
+            ));
+            if k % 16 == 11 {
+                v.push(1);
+            }
             v
         }
         i => vec![b'a' + i],

@@ -194,6 +194,7 @@ impl Wal {
             });
         }
         let reset = self.state.snapshot_resets(meta);
+        crate::failpoint::hit("wal-snapshot-marker");
         self.write_records(&[], None, Some((meta, reset))).await?;
         self.sync().await?;
         self.state.apply_snapshot(meta.clone(), reset);
@@ -409,7 +410,11 @@ impl Wal {
                 .unwrap_or_default();
             return Err(self.latch(WalError::io("fdatasync", path, e)));
         }
-        if let Err(e) = self.file.fdatasync().await {
+        let synced = match crate::failpoint::io_error("wal-fsync") {
+            Some(e) => Err(e.into()),
+            None => self.file.fdatasync().await,
+        };
+        if let Err(e) = synced {
             let path = self
                 .segments
                 .last()
@@ -425,6 +430,7 @@ impl Wal {
     /// Closes the active segment (fdatasync first if dirty) and opens the
     /// next one, which starts with the crc seed, hard state and snapshot.
     async fn roll(&mut self) -> Result<(), WalError> {
+        crate::failpoint::hit("wal-rotate");
         if self.dirty {
             self.sync().await?;
         }
@@ -519,6 +525,7 @@ impl Wal {
             let e = std::io::Error::other("injected write failure");
             return Err(self.latch(WalError::io("write records", path, e)));
         }
+        crate::failpoint::hit("wal-write");
         if let Err(e) = write_all(&self.file, buf, start, &path, "write records").await {
             return Err(self.latch(e));
         }

@@ -190,6 +190,7 @@ pub async fn create_segment(
     file.fdatasync()
         .await
         .map_err(|e| WalError::io("fdatasync new segment", &tmp, e))?;
+    crate::failpoint::hit("wal-segment-rename");
     file.rename(&path)
         .await
         .map_err(|e| WalError::io("rename new segment", &tmp, e))?;

@@ -6,6 +6,7 @@
 //! 2 (etcdctl's ExitBadConnection); bad arguments exit 128 (ExitBadArgs).
 
 pub mod auth;
+pub mod lease;
 pub mod output;
 pub mod txn_parse;
 
@@ -198,6 +199,33 @@ pub enum Cmd {
     Auth {
         #[command(subcommand)]
         cmd: auth::AuthCmd,
+    },
+    /// Lease related commands.
+    Lease {
+        #[command(subcommand)]
+        cmd: lease::LeaseCmd,
+    },
+    /// Acquires a named lock (holds it until interrupted, or runs a command
+    /// while holding it).
+    Lock {
+        lockname: String,
+        /// Session TTL in seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+        /// Command (and arguments) to run while holding the lock.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Observes and participates in leader election.
+    Elect {
+        election: String,
+        proposal: Option<String>,
+        /// Observation mode: print every leader proclamation.
+        #[arg(short = 'l', long)]
+        listen: bool,
+        /// Session TTL in seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
     },
 }
 
@@ -664,6 +692,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Cmd::Lease { cmd } => lease::run_lease(&cli, cmd).await?,
+        Cmd::Lock {
+            lockname,
+            ttl,
+            command,
+        } => lease::run_lock(&cli, lockname, *ttl, command).await?,
+        Cmd::Elect {
+            election,
+            proposal,
+            listen,
+            ttl,
+        } => lease::run_elect(&cli, election, proposal.as_deref(), *listen, *ttl).await?,
     }
     Ok(())
 }

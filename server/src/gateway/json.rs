@@ -33,7 +33,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use super::http_routes::json as json_response;
-use super::{GatewayOptions, cluster, kv, maintenance, watch};
+use super::{GatewayOptions, cluster, kv, lease, maintenance, watch};
 use crate::node::route::Api;
 
 macro_rules! json_routes {
@@ -65,6 +65,13 @@ json_routes! {
     Watch => "watch",
     MaintenanceStatus => "maintenance/status",
     MemberList => "cluster/member/list",
+    LeaseGrant => "lease/grant",
+    LeaseRevoke => "lease/revoke",
+    LeaseRevokeKv => "kv/lease/revoke",
+    LeaseTimeToLive => "lease/timetolive",
+    LeaseTimeToLiveKv => "kv/lease/timetolive",
+    LeaseLeases => "lease/leases",
+    LeaseLeasesKv => "kv/lease/leases",
 }
 
 pub async fn dispatch(
@@ -98,6 +105,26 @@ pub async fn dispatch(
         J::Watch => watch_stream(call, opts.grpc_stream_buffer_responses),
         J::MaintenanceStatus => {
             call.unary("StatusRequest", "StatusResponse", maintenance::status)
+                .await
+        }
+        J::LeaseGrant => {
+            call.unary("LeaseGrantRequest", "LeaseGrantResponse", lease::grant)
+                .await
+        }
+        J::LeaseRevoke | J::LeaseRevokeKv => {
+            call.unary("LeaseRevokeRequest", "LeaseRevokeResponse", lease::revoke)
+                .await
+        }
+        J::LeaseTimeToLive | J::LeaseTimeToLiveKv => {
+            call.unary(
+                "LeaseTimeToLiveRequest",
+                "LeaseTimeToLiveResponse",
+                lease::time_to_live,
+            )
+            .await
+        }
+        J::LeaseLeases | J::LeaseLeasesKv => {
+            call.unary("LeaseLeasesRequest", "LeaseLeasesResponse", lease::leases)
                 .await
         }
         J::MemberList => {

@@ -56,6 +56,8 @@ pub struct Member {
     pub spec: MemberSpec,
     pub child: Option<Child>,
     pub extra: Vec<String>,
+    /// Environment of the next start (e.g. FAILPOINTS).
+    pub env: Vec<(String, String)>,
     pub initial_cluster: String,
 }
 
@@ -107,6 +109,7 @@ impl Member {
                 "info",
             ])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -194,6 +197,7 @@ impl Cluster {
                 spec,
                 child: None,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                env: Vec::new(),
                 initial_cluster: initial_cluster.clone(),
             })
             .collect();

@@ -207,6 +207,7 @@ fn revision_step(txn: &mut TreeTxn<'_>, done: i64, target: i64, budget: usize) -
             return Ok(false);
         }
         last_main = Some(main);
+        // enc(user key): sorts and dedups like the keys (canonical, order-preserving).
         user_keys.push(tree::load_value(&*txn, v)?.into_owned());
         Ok(true)
     })?;
@@ -219,7 +220,7 @@ fn revision_step(txn: &mut TreeTxn<'_>, done: i64, target: i64, budget: usize) -
     let mut dead_r_at_target: Vec<Vec<u8>> = Vec::new();
     let mut versions: Vec<(Vec<u8>, i64, i64)> = Vec::new();
     for uk in &user_keys {
-        let prefix = keys::key_prefix(uk);
+        let prefix = keys::prefix_from_enc(uk);
         let mut upper = prefix.clone();
         upper.extend_from_slice(&keys::rev_bytes(target.saturating_add(1), 0));
         versions.clear();

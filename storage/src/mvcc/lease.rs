@@ -366,6 +366,38 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_images_carry_leases_and_attachments() {
+        let s = store();
+        let mut b = s.write().unwrap();
+        b.lease_grant(9, 30).unwrap();
+        b.lease_checkpoint(9, 12).unwrap();
+        put(&mut b, "a", 9).unwrap();
+        b.commit(1, false).unwrap();
+        let mut image = Vec::new();
+        s.write_snapshot(&mut image).unwrap();
+        let restored = Store::restore_snapshot_with_backend(
+            Arc::new(MemBackend::new()),
+            &mut image.as_slice(),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let view = restored.read().unwrap();
+        assert_eq!(
+            view.leases().unwrap(),
+            vec![LeaseRecord {
+                id: 9,
+                ttl: 30,
+                remaining_ttl: 12
+            }]
+        );
+        assert_eq!(view.lease_keys(9, 10).unwrap(), vec![b"a".to_vec()]);
+        assert_eq!(
+            view.hash_kv(0).unwrap(),
+            s.read().unwrap().hash_kv(0).unwrap()
+        );
+    }
+
+    #[test]
     fn checkpoints_persist_and_leases_list_in_order() {
         let s = store();
         let mut b = s.write().unwrap();

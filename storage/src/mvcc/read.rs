@@ -420,25 +420,26 @@ pub fn events_since<T: TreeRead + ?Sized>(
             return Ok(false);
         }
         scanned += 1;
-        let user_key = tree::load_value(t, v)?;
-        let entry = keys::key_entry(&user_key, main, sub);
+        // The value is enc(user key): `k` + it is the version's prefix.
+        let enc = tree::load_value(t, v)?;
+        let entry = keys::key_entry_from_enc(&enc, main, sub);
         let in_range = entry.as_slice() >= kstart.as_slice()
             && kend.as_deref().is_none_or(|e| entry.as_slice() < e);
         if in_range {
-            found.push((main, sub, user_key.into_owned()));
+            found.push((main, sub, enc.into_owned()));
         }
         Ok(true)
     })?;
     let mut events = Vec::with_capacity(found.len());
-    for (main, sub, user_key) in found {
-        let entry = keys::key_entry(&user_key, main, sub);
+    for (main, sub, enc) in found {
+        let entry = keys::key_entry_from_enc(&enc, main, sub);
         let Some(val) = tree::get(t, &entry)? else {
             return Err(StorageError::corrupted(
                 0,
                 "revision index points at a missing key entry",
             ));
         };
-        let prefix = keys::key_prefix(&user_key);
+        let prefix = keys::prefix_from_enc(&enc);
         let f = Found {
             prefix: Cow::Borrowed(&prefix),
             main,
@@ -492,19 +493,20 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             if main > rev {
                 return Ok(true);
             }
-            // Hashed in the canonical record layout (independent of the
-            // file format).
+            // Hashed in the canonical key and record encodings
+            // (independent of the file format).
             let loaded = tree::load_value(t, v)?;
             let value = keys::record_to_stream(&loaded, main)?;
+            let stream_key = keys::key_entry_to_stream(&k)?;
             if main <= compacted {
                 pending_base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value))
+                    Some((stream_key, value))
                 };
             } else {
                 flush(&mut crc, &mut pending_base);
-                crc = crate::checksum::crc32c_append(crc, &k);
+                crc = crate::checksum::crc32c_append(crc, &stream_key);
                 crc = crate::checksum::crc32c_append(crc, &value);
             }
             Ok(true)

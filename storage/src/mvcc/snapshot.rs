@@ -102,20 +102,22 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
             if res.is_err() {
                 return Ok(false);
             }
-            // Streams carry the canonical record layout (see `keys.rs`).
+            // Streams carry the canonical key and record encodings (see
+            // `keys.rs`), independent of the file format.
             let loaded = tree::load_value(snap, v)?;
             let value = keys::record_to_stream(&loaded, main)?;
+            let stream_key = keys::key_entry_to_stream(k)?;
             if main <= compacted {
                 base = if keys::record_is_tombstone(&loaded)? {
                     None
                 } else {
-                    Some((k.to_vec(), value))
+                    Some((stream_key, value))
                 };
             } else {
                 if let Some((bk, bv)) = base.take() {
                     emit(&mut w, TAG_KEY, &bk, &bv)?;
                 }
-                emit(&mut w, TAG_KEY, k, &value)?;
+                emit(&mut w, TAG_KEY, &stream_key, &value)?;
             }
             Ok(true)
         },
@@ -243,20 +245,20 @@ pub(crate) fn restore_into(
         let v = r.take(vlen as usize)?;
         match tag {
             TAG_KEY => {
-                let (prefix, main, sub) =
-                    keys::split_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
+                // Stream keys and records are canonical (see `keys.rs`).
+                let (user_key, main, sub) =
+                    keys::split_stream_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
                 if main > rev || main < 1 {
                     return Err(invalid("key version beyond snapshot revision"));
                 }
                 let (rec, value) =
                     keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
-                let user_key =
-                    keys::unescape_prefix(prefix).map_err(|_| invalid("bad key escape"))?;
-                txn.put(&k, &keys::encode_record(&rec, main, value))?;
+                let entry = keys::key_entry(&user_key, main, sub);
+                txn.put(&entry, &keys::encode_record(&rec, main, value))?;
                 // Revision entries exist only from the compacted revision
                 // on (compaction removes older ones, see `mvcc/compact.rs`).
                 if main >= compacted {
-                    txn.put(&keys::rev_entry(main, sub), &user_key)?;
+                    txn.put(&keys::rev_entry(main, sub), keys::enc_of_entry(&entry))?;
                 }
             }
             TAG_META if k.first() == Some(&keys::T_META) => txn.put(&k, &v)?,

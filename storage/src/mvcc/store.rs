@@ -179,6 +179,7 @@ impl Store {
     /// Makes the last commit durable (checkpoint).
     pub fn sync(&self) -> Result<()> {
         let applied = self.applied_index();
+        crate::failpoint::hit("store-sync-applied");
         self.inner.db.sync()?;
         self.inner
             .durable_applied
@@ -208,6 +209,7 @@ impl Store {
         let mut b = self.write()?;
         let budget = self.inner.opts.compaction_batch_entries;
         b.compact_step(budget)?;
+        crate::failpoint::hit("store-compact-step");
         let applied = self.applied_index();
         let more = b.compact_done < b.compacted;
         let WriteBatch {
@@ -235,6 +237,7 @@ impl Store {
     /// Streams a consistent snapshot of the last commit (see `snapshot.rs`
     /// for the format). Reads and writes continue meanwhile.
     pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
+        crate::failpoint::hit("snapshot-write");
         super::snapshot::write_snapshot(&self.read()?, out)
     }
 

@@ -58,8 +58,10 @@ pub fn install_image(
     let fail = |e: &dyn std::fmt::Display| format!("snapshot install: {e}");
     let mut batch = restored.write().map_err(|e| fail(&e))?;
     batch.put_meta(paths.member_meta_key, &paths.member_id.to_le_bytes());
+    corekv_storage::failpoint::hit("snapshot-install");
     batch.commit(applied, true).map_err(|e| fail(&e))?;
     drop(restored);
+    corekv_storage::failpoint::hit("snapshot-rename");
     std::fs::rename(&staging, &paths.db).map_err(|e| fail(&e))?;
     sync_dir(&paths.db).map_err(|e| fail(&e))?;
     let store = Store::open(&paths.db, paths.store_options.clone()).map_err(|e| fail(&e))?;

@@ -139,6 +139,8 @@ impl Replica {
 
     /// A lease message from peer `from`.
     pub fn on_lease_msg(&mut self, now: Instant, from: NodeId, msg: lease::LeaseMsg) {
+        self.lease
+            .set_leader(self.raw.status().role == Role::Leader, now);
         let actions = self.lease.on_peer(from, msg, now);
         self.lease_actions(actions);
     }
@@ -202,7 +204,11 @@ impl Replica {
                 let _ = reply.send(self.move_leader(target));
             }
             CoreMsg::Lease(ask) => {
-                let actions = self.lease.on_ask(ask, self.raw.status().leader, now);
+                // Follow the role now, not at the next tick: a new leader
+                // answers at once instead of forwarding to itself.
+                let status = self.raw.status();
+                self.lease.set_leader(status.role == Role::Leader, now);
+                let actions = self.lease.on_ask(ask, status.leader, now);
                 self.lease_actions(actions);
             }
         }
