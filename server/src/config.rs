@@ -261,6 +261,52 @@ pub struct Config {
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
 
+    /// etcd's `--auth-token`: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Seconds a simple token stays valid after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// bcrypt cost of stored password hashes (4..=31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
+    /// Client TLS certificate (PEM). With it, the native address speaks only
+    /// TLS; reloaded when the file changes.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Client TLS private key (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// CA that client certificates must chain to.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Require client certificates; their common name is the user when auth
+    /// is enabled and the request carries no token.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+
+    /// Peer TLS certificate (PEM), also presented when dialling peers.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Peer TLS private key (PEM).
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// CA that peer certificates must chain to.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Require peer certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH")]
+    pub peer_client_cert_auth: bool,
     /// Most leases the leader revokes by expiry per second (etcd's
     /// leaseRevokeRate); a mass expiry is spread out at this rate.
     #[arg(long, env = "COREKV_LEASE_REVOKE_RATE", default_value_t = 1000,
@@ -279,6 +325,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// Client TLS files, if configured.
+    pub fn client_tls(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        crate::tls::TlsFiles::from_flags(
+            "",
+            &self.cert_file,
+            &self.key_file,
+            &self.trusted_ca_file,
+            self.client_cert_auth,
+        )
+    }
+
+    /// Peer TLS files, if configured.
+    pub fn peer_tls(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        crate::tls::TlsFiles::from_flags(
+            "peer-",
+            &self.peer_cert_file,
+            &self.peer_key_file,
+            &self.peer_trusted_ca_file,
+            self.peer_client_cert_auth,
+        )
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
@@ -364,10 +432,10 @@ impl Config {
 /// Resolves the `host:port` of an `http://host:port` URL to a socket address.
 pub fn url_to_addr(url: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    if url.starts_with("https://") {
-        return Err(format!("{url}: TLS is not supported yet (use http://)"));
-    }
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     hostport
         .to_socket_addrs()

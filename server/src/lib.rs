@@ -13,3 +13,4 @@ pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod stages;
+pub mod tls;

@@ -515,7 +515,8 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
         .auth_enable(pb::AuthEnableRequest {})
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.message(), "etcdserver: root user does not exist");
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     let hr = health

@@ -94,6 +94,14 @@ api_errors! {
     Corrupt => "etcdserver: corrupt cluster",
     NotSupportedForLearner => "etcdserver: rpc not supported for learner",
     BadLeaderTransferee => "etcdserver: bad leader transferee",
+    /// The auth state changed after the request's credentials were checked
+    /// (clients authenticate again and retry).
+    AuthOldRevision => "etcdserver: revision of auth store is old",
+    /// etcd 3.4's maintenance service (HashKV, Defragment, Snapshot) answers
+    /// its admin check with the auth package's own errors, gRPC code Unknown.
+    AuthRawUserEmpty => "auth: user name is empty",
+    AuthRawUserNotFound => "auth: user name not found",
+    AuthRawPermissionDenied => "auth: permission denied",
 }
 
 impl ApiError {
@@ -104,7 +112,9 @@ impl ApiError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | MemberBadUrls | RequestTooLarge | UserEmpty | RoleEmpty
-            | AuthFailed | InvalidAuthMgmt | MalformedRequest(_) => Code::InvalidArgument,
+            | AuthFailed | InvalidAuthMgmt | AuthOldRevision | MalformedRequest(_) => {
+                Code::InvalidArgument
+            }
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -138,6 +148,7 @@ impl ApiError {
             | Unhealthy
             | NotSupportedForLearner => Code::Unavailable,
             Corrupt => Code::DataLoss,
+            AuthRawUserEmpty | AuthRawUserNotFound | AuthRawPermissionDenied => Code::Unknown,
             Internal(_) => Code::Internal,
         }
     }
@@ -182,7 +193,10 @@ mod tests {
         let kinds = ApiError::all_kinds();
         let mut seen = std::collections::HashSet::new();
         for k in &kinds {
-            assert!(k.message().starts_with("etcdserver: "), "{k:?}");
+            assert!(
+                k.message().starts_with("etcdserver: ") || k.message().starts_with("auth: "),
+                "{k:?}"
+            );
             assert!(
                 seen.insert(k.message()),
                 "duplicate message {}",

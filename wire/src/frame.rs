@@ -11,6 +11,11 @@
 //! Because every frame is a multiple of 16 long and the decoder's buffer is
 //! 16-byte aligned, every payload starts 16-byte aligned in the receive
 //! buffer and is validated and read in place (rkyv's default aligned format).
+//!
+//! Version 2 adds the `TOKEN` flag: the payload area then starts with the
+//! caller's auth token, `[u16 token_len][token][0 x pad to 16]`, and the rkyv
+//! payload follows it, still 16-byte aligned. Decoders accept versions 1 and
+//! 2 (a version-1 frame cannot carry a token).
 
 use rkyv::api::high::HighSerializer;
 use rkyv::api::low::LowValidator;
@@ -24,8 +29,12 @@ use rkyv::{Archive, Portable, Serialize};
 use crate::error::WireError;
 use crate::limits::WireLimits;
 
-/// Protocol version carried in every frame header.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version written in every frame header.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// Oldest version a decoder accepts (version 1 has no `TOKEN` flag).
+pub const MIN_PROTOCOL_VERSION: u8 = 1;
+/// Longest auth token a frame may carry.
+pub const MAX_TOKEN_BYTES: usize = 4096;
 /// Size of the fixed frame header.
 pub const HEADER_BYTES: usize = 16;
 /// Frames are padded to multiples of this; payloads start aligned to it.
@@ -48,10 +57,19 @@ impl FrameFlags {
     /// More frames follow for the same request id (watch events, snapshot
     /// chunks). Lets a client route frames without reading payloads.
     pub const MORE: FrameFlags = FrameFlags(1);
-    const KNOWN_BITS: u8 = 1;
+    /// The payload area starts with an auth token (version 2).
+    pub const TOKEN: FrameFlags = FrameFlags(2);
+    const KNOWN_BITS: u8 = 3;
 
     pub fn more(self) -> bool {
         self.0 & Self::MORE.0 != 0
+    }
+    pub fn token(self) -> bool {
+        self.0 & Self::TOKEN.0 != 0
+    }
+    #[must_use]
+    pub fn with(self, other: FrameFlags) -> FrameFlags {
+        FrameFlags(self.0 | other.0)
     }
     pub fn bits(self) -> u8 {
         self.0
@@ -120,8 +138,45 @@ pub fn encode_frame_flags<T: Encode>(
     msg: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
+    encode_frame_with(request_id, flags, None, msg, out)
+}
+
+/// Appends one frame carrying `msg` and the caller's auth `token` (flag
+/// `TOKEN`). On error `out` is left as it was.
+pub fn encode_frame_token<T: Encode>(
+    request_id: u64,
+    flags: FrameFlags,
+    token: &[u8],
+    msg: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    encode_frame_with(request_id, flags, Some(token), msg, out)
+}
+
+fn encode_frame_with<T: Encode>(
+    request_id: u64,
+    mut flags: FrameFlags,
+    token: Option<&[u8]>,
+    msg: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    if let Some(token) = token {
+        if token.len() > MAX_TOKEN_BYTES {
+            out.truncate(start);
+            return Err(WireError::Encode {
+                request_id,
+                type_name: "token",
+                reason: format!("token of {} bytes exceeds {MAX_TOKEN_BYTES}", token.len()),
+            });
+        }
+        flags = flags.with(FrameFlags::TOKEN);
+        // token.len() <= MAX_TOKEN_BYTES fits a u16.
+        out.extend_from_slice(&(token.len() as u16).to_le_bytes());
+        out.extend_from_slice(token);
+        out.resize(start + HEADER_BYTES + token_area_bytes(token.len()), 0);
+    }
     let base = out.len();
     let writer = PayloadWriter {
         out: &mut *out,
@@ -136,7 +191,7 @@ pub fn encode_frame_flags<T: Encode>(
         });
     }
     let payload_len = out.len() - base;
-    let pad = (FRAME_ALIGN - (HEADER_BYTES + payload_len) % FRAME_ALIGN) % FRAME_ALIGN;
+    let pad = (FRAME_ALIGN - payload_len % FRAME_ALIGN) % FRAME_ALIGN;
     out.resize(out.len() + pad, 0);
     let frame_bytes = out.len() - start;
     let Ok(len) = u32::try_from(frame_bytes - 4) else {
@@ -156,6 +211,11 @@ pub fn encode_frame_flags<T: Encode>(
     header[14] = pad as u8;
     header[15] = 0;
     Ok(())
+}
+
+/// Bytes the token area takes: length prefix + token, padded to 16.
+fn token_area_bytes(token_len: usize) -> usize {
+    (2 + token_len).div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
 /// A parsed, length-checked frame header.
@@ -183,7 +243,7 @@ pub fn parse_header(
             max_frame_bytes,
         });
     }
-    if h[12] != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h[12]) {
         return Err(WireError::UnsupportedVersion {
             request_id,
             got: h[12],
@@ -196,6 +256,9 @@ pub fn parse_header(
     }
     if h[13] & !FrameFlags::KNOWN_BITS != 0 {
         return bad("unknown flag bits set");
+    }
+    if FrameFlags(h[13]).token() && h[12] < 2 {
+        return bad("token flag in a version-1 frame");
     }
     if h[15] != 0 {
         return bad("reserved header byte is not zero");
@@ -229,6 +292,8 @@ fn validate<T: Decode>(request_id: u64, payload: &[u8]) -> Result<&T::Archived, 
 pub struct Frame<'a> {
     header: FrameHeader,
     payload: &'a [u8],
+    /// The auth token (flag `TOKEN`), empty when the frame has none.
+    token: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
@@ -245,18 +310,24 @@ impl<'a> Frame<'a> {
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
+    /// The caller's auth token, when the frame carries one.
+    pub fn token(&self) -> Option<&'a [u8]> {
+        self.header.flags.token().then_some(self.token)
+    }
     /// Validates the payload as an archived `T` and returns it in place.
     pub fn access<T: Decode>(&self) -> Result<&'a T::Archived, WireError> {
         validate::<T>(self.header.request_id, self.payload)
     }
     /// Copies the payload into an owned, aligned buffer that can be moved to
-    /// another task or thread.
+    /// another task or thread. The token is not copied (it is resolved to a
+    /// user before a request leaves the connection, and never replicated).
     pub fn to_owned_frame(&self) -> OwnedFrame {
         let mut buf = AlignedVec::<FRAME_ALIGN>::with_capacity(self.payload.len());
         buf.extend_from_slice(self.payload);
         OwnedFrame {
             header: self.header,
             payload: buf,
+            tag: 0,
         }
     }
 }
@@ -266,6 +337,9 @@ impl<'a> Frame<'a> {
 pub struct OwnedFrame {
     header: FrameHeader,
     payload: AlignedVec<FRAME_ALIGN>,
+    /// An opaque value the receiving server attaches to the frame it passes
+    /// on (corekv: the auth stamp of the request's check); never on the wire.
+    tag: u64,
 }
 
 impl OwnedFrame {
@@ -280,6 +354,14 @@ impl OwnedFrame {
     }
     pub fn payload(&self) -> &[u8] {
         self.payload.as_slice()
+    }
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    #[must_use]
+    pub fn with_tag(mut self, tag: u64) -> OwnedFrame {
+        self.tag = tag;
+        self
     }
     /// Validates the payload as an archived `T` and returns it in place.
     pub fn access<T: Decode>(&self) -> Result<&T::Archived, WireError> {
@@ -310,8 +392,38 @@ impl OwnedFrame {
             frame_bytes: (HEADER_BYTES + payload_bytes).div_ceil(FRAME_ALIGN) * FRAME_ALIGN,
             payload_bytes,
         };
-        Ok(OwnedFrame { header, payload })
+        Ok(OwnedFrame {
+            header,
+            payload,
+            tag: 0,
+        })
     }
+}
+
+/// Splits a `TOKEN` frame's payload area into (token, rkyv payload); the
+/// token area's padding must be zero.
+fn split_token(header: FrameHeader, area: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    if !header.flags.token() {
+        return Ok((&[], area));
+    }
+    let bad = |reason| {
+        Err(WireError::BadHeader {
+            request_id: header.request_id,
+            reason,
+        })
+    };
+    let Some(len) = area.get(..2) else {
+        return bad("token length missing");
+    };
+    let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+    let area_bytes = token_area_bytes(len);
+    if len > MAX_TOKEN_BYTES || area_bytes > area.len() {
+        return bad("token length out of range");
+    }
+    if area[2 + len..area_bytes].iter().any(|&b| b != 0) {
+        return bad("non-zero token padding bytes");
+    }
+    Ok((&area[2..2 + len], &area[area_bytes..]))
 }
 
 /// Incremental frame decoder. Feed it bytes (`buf_mut` + `advance`, or
@@ -442,9 +554,18 @@ impl FrameDecoder {
                 reason: "non-zero padding bytes",
             });
         }
+        let (token, payload) = match split_token(header, &buf[begin..begin + header.payload_bytes])
+        {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
         Ok(Some(Frame {
             header,
-            payload: &buf[begin..begin + header.payload_bytes],
+            payload,
+            token,
         }))
     }
 
@@ -575,8 +696,8 @@ mod tests {
         encode_frame(3, &put(b"k"), &mut good).unwrap();
         type Case = (usize, u8, fn(&WireError) -> bool);
         let cases: [Case; 5] = [
-            (12, 2, |e| {
-                matches!(e, WireError::UnsupportedVersion { got: 2, .. })
+            (12, 3, |e| {
+                matches!(e, WireError::UnsupportedVersion { got: 3, .. })
             }),
             (13, 0x80, |e| matches!(e, WireError::BadHeader { .. })),
             (15, 1, |e| matches!(e, WireError::BadHeader { .. })),
@@ -611,6 +732,65 @@ mod tests {
             f.access::<Request>(),
             Err(WireError::Validation { request_id: 4, .. })
         ));
+    }
+
+    #[test]
+    fn token_frames_round_trip_aligned() {
+        let mut out = Vec::new();
+        for (i, token) in [&b""[..], b"t", &[b'x'; 14], &[b'y'; 30], &[7u8; 300]]
+            .into_iter()
+            .enumerate()
+        {
+            out.clear();
+            encode_frame_token(i as u64, FrameFlags::NONE, token, &put(b"k"), &mut out).unwrap();
+            let mut d = FrameDecoder::new(&WireLimits::default());
+            d.extend(&out);
+            let f = d.next_frame().unwrap().unwrap();
+            assert_eq!(f.payload().as_ptr() as usize % FRAME_ALIGN, 0);
+            assert_eq!(f.token(), Some(token));
+            assert!(f.flags().token() && !f.flags().more());
+            let r = f.access::<Request>().unwrap().to_owned_request().unwrap();
+            assert_eq!(r, put(b"k"));
+        }
+        out.clear();
+        encode_frame(1, &put(b"k"), &mut out).unwrap();
+        let mut d = FrameDecoder::new(&WireLimits::default());
+        d.extend(&out);
+        assert_eq!(d.next_frame().unwrap().unwrap().token(), None);
+    }
+
+    #[test]
+    fn bad_token_areas_are_typed_errors() {
+        let mut good = Vec::new();
+        encode_frame_token(3, FrameFlags::NONE, b"tok", &put(b"k"), &mut good).unwrap();
+        let too_long = (MAX_TOKEN_BYTES as u16 + 1).to_le_bytes();
+        let cases: [(usize, u8); 4] = [
+            (HEADER_BYTES, too_long[0]),
+            (HEADER_BYTES + 1, too_long[1]),
+            (HEADER_BYTES + 2 + 3, 1), // token padding
+            (12, 1),                   // token flag in a version-1 frame
+        ];
+        for (at, val) in cases {
+            let mut bad = good.clone();
+            bad[at] = val;
+            let mut d = FrameDecoder::new(&WireLimits::default());
+            d.extend(&bad);
+            let err = d.next_frame().unwrap_err();
+            assert!(
+                matches!(err, WireError::BadHeader { .. }),
+                "byte {at}: {err}"
+            );
+        }
+        assert!(
+            encode_frame_token(
+                1,
+                FrameFlags::NONE,
+                &[0; MAX_TOKEN_BYTES + 1],
+                &put(b"k"),
+                &mut good
+            )
+            .is_err()
+        );
     }
 
     #[test]

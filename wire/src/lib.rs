@@ -16,11 +16,13 @@ pub mod proto;
 pub mod validate;
 
 pub use api_error::{ApiError, ArchivedApiError};
-pub use client::{Client, ClientOptions, ResponseFrame, ResponseStream, WatchFrame, WatchStream};
+pub use client::{
+    Client, ClientOptions, ClientTls, ResponseFrame, ResponseStream, WatchFrame, WatchStream,
+};
 pub use error::WireError;
 pub use frame::{
-    Decode, Encode, Frame, FrameDecoder, FrameFlags, FrameHeader, OwnedFrame, PROTOCOL_VERSION,
-    encode_frame, encode_frame_flags,
+    Decode, Encode, Frame, FrameDecoder, FrameFlags, FrameHeader, MAX_TOKEN_BYTES, OwnedFrame,
+    PROTOCOL_VERSION, encode_frame, encode_frame_flags, encode_frame_token,
 };
 pub use limits::WireLimits;
 pub use messages::*;

@@ -5,6 +5,7 @@
 //! `Error: <etcd message>` on stderr and exit 1; a connection failure exits
 //! 2 (etcdctl's ExitBadConnection); bad arguments exit 128 (ExitBadArgs).
 
+pub mod auth;
 pub mod lease;
 pub mod check;
 pub mod endpoint;
@@ -63,6 +64,21 @@ pub struct Cli {
     /// Print hex member ids and revision numbers in JSON as hex strings (etcdctl's --hex).
     #[arg(long, global = true)]
     pub hex: bool,
+    /// username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long = "user", id = "global-user", global = true)]
+    pub user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include password).
+    #[arg(long = "password", id = "global-password", global = true)]
+    pub password: Option<String>,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long = "cacert", id = "global-cacert", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// identify secure client using this TLS certificate file.
+    #[arg(long = "cert", id = "global-cert", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// identify secure client using this TLS key file.
+    #[arg(long = "key", id = "global-key", global = true)]
+    pub key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -207,6 +223,21 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: snapshot::SnapshotCmd,
     },
+    /// User related commands.
+    User {
+        #[command(subcommand)]
+        cmd: auth::UserCmd,
+    },
+    /// Role related commands.
+    Role {
+        #[command(subcommand)]
+        cmd: auth::RoleCmd,
+    },
+    /// Enable or disable authentication.
+    Auth {
+        #[command(subcommand)]
+        cmd: auth::AuthCmd,
+    },
     /// Lease related commands.
     Lease {
         #[command(subcommand)]
@@ -296,7 +327,18 @@ async fn connect(cli: &Cli, endpoint: &str) -> Result<Client, Failure> {
         request_timeout: cli.command_timeout,
         ..Default::default()
     };
-    Ok(Client::connect(endpoint, opts).await?)
+    let (endpoint, tls) = auth::endpoint_tls(cli, endpoint)?;
+    let opts = ClientOptions { tls, ..opts };
+    let client = Client::connect(&endpoint, opts).await?;
+    let Some((name, password)) = auth::credentials(cli)? else {
+        return Ok(client);
+    };
+    // As etcd's clients: a cluster without auth ignores the credentials.
+    match client.authenticate(&name, &password).await {
+        Ok(token) => Ok(client.with_token(Some(&token))),
+        Err(WireError::Api(corekv_wire::ApiError::AuthNotEnabled)) => Ok(client),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Connects to the first endpoint that answers.
@@ -460,6 +502,9 @@ fn read_txn_input(interactive: bool) -> Result<String, Failure> {
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.cmd {
+        Cmd::User { cmd } => auth::user(&cli, &connect_any(&cli).await?, cmd).await?,
+        Cmd::Role { cmd } => auth::role(&cli, &connect_any(&cli).await?, cmd).await?,
+        Cmd::Auth { cmd } => auth::auth(&connect_any(&cli).await?, cmd).await?,
         Cmd::Put {
             key,
             value,

@@ -15,7 +15,7 @@ use tonic::server::UnaryService;
 use tonic_health::pb as health_pb;
 
 use super::{GatewayOptions, auth, cluster, coord, kv, lease, maintenance, watch};
-use crate::node::route::Api;
+use crate::node::route::{Api, Caller};
 
 macro_rules! methods {
     ($($variant:ident => $path:literal,)*) => {
@@ -98,6 +98,15 @@ pub async fn dispatch(
             .into_http();
     };
     let limit = opts.grpc_max_recv_bytes();
+    // etcd's clients send the token as metadata `token` (3.5+ also accept
+    // `authorization`).
+    let token = ["token", "authorization"]
+        .iter()
+        .find_map(|h| req.headers().get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let cn = api.caller.cn.clone();
+    let api = api.for_caller(Caller { token, cn });
     let call = Call { api, limit, req };
     use Method as M;
     match method {
@@ -125,22 +134,22 @@ pub async fn dispatch(
         M::Snapshot => call.server_streaming(maintenance::snapshot).await,
         M::MoveLeader => call.unary(maintenance::move_leader).await,
         M::AuthStatus => call.unary(auth::auth_status).await,
-        M::AuthEnable
-        | M::AuthDisable
-        | M::Authenticate
-        | M::UserAdd
-        | M::UserGet
-        | M::UserList
-        | M::UserDelete
-        | M::UserChangePassword
-        | M::UserGrantRole
-        | M::UserRevokeRole
-        | M::RoleAdd
-        | M::RoleGet
-        | M::RoleList
-        | M::RoleDelete
-        | M::RoleGrantPermission
-        | M::RoleRevokePermission => auth::not_built(method),
+        M::AuthEnable => call.unary(auth::auth_enable).await,
+        M::AuthDisable => call.unary(auth::auth_disable).await,
+        M::Authenticate => call.unary(auth::authenticate).await,
+        M::UserAdd => call.unary(auth::user_add).await,
+        M::UserGet => call.unary(auth::user_get).await,
+        M::UserList => call.unary(auth::user_list).await,
+        M::UserDelete => call.unary(auth::user_delete).await,
+        M::UserChangePassword => call.unary(auth::user_change_password).await,
+        M::UserGrantRole => call.unary(auth::user_grant_role).await,
+        M::UserRevokeRole => call.unary(auth::user_revoke_role).await,
+        M::RoleAdd => call.unary(auth::role_add).await,
+        M::RoleGet => call.unary(auth::role_get).await,
+        M::RoleList => call.unary(auth::role_list).await,
+        M::RoleDelete => call.unary(auth::role_delete).await,
+        M::RoleGrantPermission => call.unary(auth::role_grant_permission).await,
+        M::RoleRevokePermission => call.unary(auth::role_revoke_permission).await,
         M::Lock => call.unary(coord::lock).await,
         M::Unlock => call.unary(coord::unlock).await,
         M::Campaign => call.unary(coord::campaign).await,

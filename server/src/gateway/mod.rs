@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 use tonic::Status;
 
 use crate::config::Config;
-use crate::node::route::Api;
+use crate::node::route::{Api, Caller};
 use crate::node::serve::accept_loop;
 
 /// Every bound of the client-URL front-end.
@@ -125,13 +125,40 @@ pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let opts = Rc::new(GatewayOptions::from_config(&api.shared.cfg));
+    // TLS when the client URL is https:// (etcd's rule), with --cert-file.
+    let tls = match api.shared.cfg.listen_client_urls.first() {
+        Some(url) if url.starts_with("https://") => {
+            Some(api.shared.client_tls.clone().ok_or_else(|| {
+                std::io::Error::other(format!("{url}: https needs --cert-file and --key-file"))
+            })?)
+        }
+        _ => None,
+    };
     accept_loop(listener, api.clone(), "client URL", move |stream| {
-        serve_connection(api.clone(), opts.clone(), stream)
+        let (api, opts, tls) = (api.clone(), opts.clone(), tls.clone());
+        async move {
+            let Some(tls) = tls else {
+                return serve_connection(api, opts, stream).await;
+            };
+            match futures_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                Ok(s) => {
+                    // Present only when the verifier checked the chain.
+                    let cn = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    let cn = cn.and_then(crate::tls::common_name);
+                    let api = api.for_caller(Caller { token: None, cn });
+                    serve_connection(api, opts, s).await
+                }
+                Err(e) => tracing::debug!(error = %e, "client URL TLS handshake failed"),
+            }
+        }
     });
     Ok(bound)
 }
 
-async fn serve_connection(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: glommio::net::TcpStream) {
+async fn serve_connection<S>(api: Rc<Api>, opts: Rc<GatewayOptions>, stream: S)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let mut builder = hyper_util::server::conn::auto::Builder::new(rt::LocalExec);
     builder
         .http2()

@@ -11,9 +11,6 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
-
 /// Runs hyper's background work (HTTP/2 streams) as local tasks.
 #[derive(Clone, Copy, Default)]
 pub struct LocalExec;
@@ -28,10 +25,10 @@ where
     }
 }
 
-/// A glommio TCP stream as hyper IO.
-pub struct Io(pub TcpStream);
+/// A glommio TCP stream (or a TLS stream over one) as hyper IO.
+pub struct Io<S>(pub S);
 
-impl hyper::rt::Read for Io {
+impl<S: futures_lite::AsyncRead + Unpin> hyper::rt::Read for Io<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -56,7 +53,7 @@ impl hyper::rt::Read for Io {
     }
 }
 
-impl hyper::rt::Write for Io {
+impl<S: futures_lite::AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

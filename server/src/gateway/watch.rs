@@ -292,6 +292,10 @@ async fn read_requests<S>(
                 continue;
             }
         };
+        if let Err(e) = api.gate(req) {
+            refused(e.message());
+            continue;
+        }
         match api.route(req) {
             Route::Watch(WatchOp::Create(c)) => {
                 api.watch_create(&watches, c, sink.clone());
@@ -320,7 +324,7 @@ async fn read_requests<S>(
                     .detach();
                 }
             }
-            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Snapshot => {
+            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Snapshot | Route::Auth => {
                 refused("corekv: not a watch request");
             }
         }

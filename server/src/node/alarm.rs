@@ -217,7 +217,8 @@ fn costs(req: &w::ArchivedRequest) -> bool {
         | w::ArchivedRequest::Defragment(_)
         | w::ArchivedRequest::Alarm(_)
         | w::ArchivedRequest::MoveLeader(_)
-        | w::ArchivedRequest::Snapshot(_) => false,
+        | w::ArchivedRequest::Snapshot(_)
+        | w::ArchivedRequest::Auth(_) => false,
     }
 }
 

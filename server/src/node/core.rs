@@ -379,6 +379,8 @@ impl Core {
             .spawn_blocking(move || install_image(&path, current, &paths))
             .await?;
         if let Some(store) = &installed {
+            // The image carries the leader's auth state.
+            self.shared.auth.load(store)?;
             self.replica.reload_leases(store)?;
         }
         let applied = installed.map(|store| {

@@ -3,7 +3,7 @@
 //! ```text
 //!  0     1        8               16              24              32
 //!  +-----+--------+---------------+---------------+---------------+------------------+
-//!  |kind |ver|0 x6| origin member | proposal id   | run nonce     | body (aligned 16)|
+//!  |kind |ver|auth| origin member | proposal id   | run nonce     | body (aligned 16)|
 //!  +-----+--------+---------------+---------------+---------------+------------------+
 //! ```
 //! Integers little endian. `kind` 1: the body is a validated native-protocol
@@ -19,6 +19,12 @@
 //! expiry, lease checkpoints; body format in `lease/internal.rs`); no client
 //! waits for it (proposal id 0).
 //! Unknown kinds are refused at apply time with a clear error, never guessed.
+//!
+//! `auth` (bytes 2..8, u48): the auth stamp of the check the accepting
+//! member made (`node::auth::Auth::stamp`): 0 when auth was disabled, else
+//! the auth revision checked + 1. Apply refuses the entry when auth is
+//! enabled and the revision moved since (etcd's `revision of auth store is
+//! old`). Entries from before auth existed carry 0 there, which is true.
 
 pub const ENTRY_HEADER_BYTES: usize = 32;
 pub const KIND_CLIENT_REQUEST: u8 = 1;
@@ -35,20 +41,25 @@ pub struct Origin {
     pub proposal_id: u64,
 }
 
-pub fn encode(origin: Origin, body: &[u8]) -> Vec<u8> {
-    encode_kind(KIND_CLIENT_REQUEST, origin, body)
+/// Largest auth stamp the header holds (48 bits).
+pub const MAX_AUTH_STAMP: u64 = (1 << 48) - 1;
+
+pub fn encode(origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
+    encode_kind(KIND_CLIENT_REQUEST, origin, auth_stamp, body)
 }
 
 /// An internal entry (`KIND_INTERNAL`); `origin.proposal_id` is 0.
 pub fn encode_internal(origin: Origin, body: &[u8]) -> Vec<u8> {
-    encode_kind(KIND_INTERNAL, origin, body)
+    encode_kind(KIND_INTERNAL, origin, 0, body)
 }
 
-fn encode_kind(kind: u8, origin: Origin, body: &[u8]) -> Vec<u8> {
+fn encode_kind(kind: u8, origin: Origin, auth_stamp: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
     out.push(kind);
     out.push(ENTRY_FORMAT_VERSION);
-    out.extend_from_slice(&[0u8; 6]);
+    // A stamp beyond 48 bits saturates: apply then sees a revision that is
+    // never old, which cannot happen before 2^48 auth changes.
+    out.extend_from_slice(&auth_stamp.min(MAX_AUTH_STAMP).to_le_bytes()[..6]);
     out.extend_from_slice(&origin.member.to_le_bytes());
     out.extend_from_slice(&origin.proposal_id.to_le_bytes());
     out.extend_from_slice(&origin.run_nonce.to_le_bytes());
@@ -61,6 +72,7 @@ pub struct Decoded<'a> {
     /// `KIND_CLIENT_REQUEST` or `KIND_INTERNAL`.
     pub kind: u8,
     pub origin: Origin,
+    pub auth_stamp: u64,
     pub body: &'a [u8],
 }
 
@@ -90,6 +102,11 @@ pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
             proposal_id: u64_at(16),
             run_nonce: u64_at(24),
         },
+        auth_stamp: {
+            let mut b = [0u8; 8];
+            b[..6].copy_from_slice(&data[2..8]);
+            u64::from_le_bytes(b)
+        },
         body: &data[ENTRY_HEADER_BYTES..],
     })
 }
@@ -105,15 +122,18 @@ mod tests {
             run_nonce: 9,
             proposal_id: 42,
         };
-        let data = encode(origin, b"body");
+        let data = encode(origin, 5, b"body");
         assert_eq!(
             decode(&data).unwrap(),
             Decoded {
                 kind: KIND_CLIENT_REQUEST,
                 origin,
+                auth_stamp: 5,
                 body: b"body"
             }
         );
+        let data = encode(origin, u64::MAX, b"");
+        assert_eq!(decode(&data).unwrap().auth_stamp, MAX_AUTH_STAMP);
         let bytes = encode_internal(origin, b"x");
         let internal = decode(&bytes).unwrap();
         assert_eq!((internal.kind, internal.body), (KIND_INTERNAL, &b"x"[..]));
@@ -127,7 +147,7 @@ mod tests {
             run_nonce: 1,
             proposal_id: 1,
         };
-        let mut data = encode(origin, b"");
+        let mut data = encode(origin, 0, b"");
         data[0] = 9;
         assert!(decode(&data).is_err());
     }

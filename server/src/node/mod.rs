@@ -10,6 +10,7 @@
 
 pub mod alarm;
 pub mod autocompact;
+pub mod auth;
 pub mod core;
 pub mod corrupt;
 pub mod entry;
@@ -78,6 +79,18 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Set by shard 0 on a fatal error (WAL or store IO): the member stops.
     pub fatal: RwLock<Option<String>>,
+    /// Users, roles and tokens (read by every shard, changed by apply).
+    pub auth: Arc<auth::Auth>,
+    /// TLS of the client-facing ports (`--cert-file` ...), if configured.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS of the peer port and of dials to peers (`--peer-cert-file` ...).
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// Both sides of peer TLS.
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 impl Shared {

@@ -159,9 +159,11 @@ fn hello(shared: &Shared) -> PeerMsg {
     })
 }
 
-async fn dial(shared: &Shared, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(addr, DIAL_TIMEOUT).await?;
-    stream.set_nodelay(true)?;
+async fn dial(shared: &Shared, addr: SocketAddr) -> std::io::Result<Box<dyn crate::tls::Io>> {
+    let tcp = TcpStream::connect_timeout(addr, DIAL_TIMEOUT).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream =
+        crate::tls::connect(shared.peer_tls.as_ref().map(|t| &t.client), addr, tcp).await?;
     let mut buf = Vec::new();
     encode_frame(0, &hello(shared), &mut buf).map_err(std::io::Error::other)?;
     stream.write_all(&buf).await?;
@@ -371,7 +373,12 @@ pub fn listen(
                     let to_core = to_core.clone();
                     let guard = active.clone();
                     glommio::spawn_local(async move {
-                        if let Err(e) = inbound(&shared, stream, &to_core).await {
+                        let tls = shared.peer_tls.as_ref().map(|t| t.server.clone());
+                        let result = match crate::tls::accept(tls, stream).await {
+                            Ok(stream) => inbound(&shared, stream, &to_core).await,
+                            Err(e) => Err(format!("TLS handshake: {e}")),
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(error = %e, "peer connection closed");
                         }
                         drop(guard);
@@ -391,7 +398,7 @@ pub fn listen(
 
 async fn inbound(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: Box<dyn crate::tls::Io>,
     to_core: &mpsc::Sender<PeerIn>,
 ) -> Result<(), String> {
     let limits = WireLimits {

@@ -13,6 +13,11 @@
 //! | `Later(MoveLeader / Defragment)` | maintenance: Raft leader transfer, defragmentation on the blocking pool |
 //! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
 //! | `Watch` | the caller's `WatchSession` on this shard's hub |
+//! | `Auth` | etcd's Auth service (`auth::calls`) |
+//!
+//! Before routing, every request passes `Api::gate` (auth: the caller's
+//! token or certificate name against etcd's permission table); a write's
+//! frame is tagged with the auth stamp its entry carries to apply.
 //!
 //! Errors are `ApiError`s: the native front-end sends them as they are, the
 //! gRPC front-end maps them once (`gateway::status`) to etcd's code and text.
@@ -30,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::alarm;
 use super::watch::{Hub, WatchSession, WatchSink};
-use super::{CoreMsg, Shared};
+use super::{CoreMsg, Shared, auth};
 use crate::http::ETCD_COMPAT_VERSION;
 use crate::kv;
 
@@ -54,6 +59,9 @@ pub enum Route<'a> {
     /// Maintenance.Snapshot: a stream (`snapshot_stream::open`), served by
     /// each front-end's stream writer.
     Snapshot,
+    /// An Auth service call (`auth::calls::call`): password checks and
+    /// hashing on the blocking pool, then a proposal or a read.
+    Auth,
 }
 
 /// The waits of `Route::Later`.
@@ -83,13 +91,52 @@ pub enum WatchOp<'a> {
 pub struct Api {
     pub shared: Arc<Shared>,
     pub hub: Rc<Hub>,
+    /// Who calls through this handle (gRPC: one handle per call or stream).
+    pub caller: Caller,
+}
+
+/// A caller's credentials: the token it sent (gRPC metadata `token`) and
+/// its verified client certificate's common name.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub token: Option<String>,
+    pub cn: Option<String>,
 }
 
 impl Api {
     /// Starts this shard's watch hub; call once per shard.
     pub fn start(shared: Arc<Shared>) -> Rc<Api> {
         let hub = Hub::start(shared.clone());
-        Rc::new(Api { shared, hub })
+        Rc::new(Api {
+            shared,
+            hub,
+            caller: Caller::default(),
+        })
+    }
+
+    /// This shard's layer for one caller.
+    pub fn for_caller(&self, caller: Caller) -> Rc<Api> {
+        Rc::new(Api {
+            shared: self.shared.clone(),
+            hub: self.hub.clone(),
+            caller,
+        })
+    }
+
+    /// `auth::calls::gate` for this handle's caller: the stamp of a request
+    /// it may make, or why not.
+    pub fn gate(&self, req: &w::ArchivedRequest) -> Result<u64, ApiError> {
+        let token = self.caller.token.as_deref().map(str::as_bytes);
+        auth::calls::gate(&self.shared.auth, token, self.caller.cn.as_deref(), req)
+    }
+
+    /// An Auth service call (`Route::Auth`), its frame tagged with its stamp.
+    pub async fn auth_call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
+        let propose = async |f| self.propose(f).await;
+        auth::calls::call(&self.shared, frame, propose, async || {
+            self.read_barrier().await
+        })
+        .await
     }
 
     /// The routing of every request kind: one exhaustive match, so a new
@@ -129,6 +176,7 @@ impl Api {
             R::MoveLeader(m) => Route::Later(Later::MoveLeader {
                 target: m.target_id.to_native(),
             }),
+            R::Auth(_) => Route::Auth,
             // Not built yet (README "Status"): refused plainly, never faked.
             R::MemberAdd(_) | R::MemberRemove(_) | R::MemberUpdate(_) | R::MemberPromote(_) => {
                 Route::Done(Err(ApiError::NotCapable))
@@ -140,10 +188,12 @@ impl Api {
     /// validate, route, wait if the route needs it.
     pub async fn call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
         let req = validate_owned_frame(&frame, &self.shared.limits)?;
+        let stamp = self.gate(req)?;
         let later = match self.route(req) {
             Route::Done(result) => return result,
             Route::Later(later) => later,
-            Route::Propose => return self.propose(frame).await,
+            Route::Propose => return self.propose(frame.with_tag(stamp)).await,
+            Route::Auth => return self.auth_call(frame.with_tag(stamp)).await,
             Route::Watch(_) | Route::Snapshot => {
                 return Err(ApiError::MalformedRequest(format!(
                     "{} belongs on a stream",
@@ -151,7 +201,19 @@ impl Api {
                 )));
             }
         };
-        self.finish(later).await
+        self.finish_as(later, stamp).await
+    }
+
+    /// `finish` for a caller checked with `stamp`: a linearizable read is
+    /// re-checked once its read barrier passed (this member may have
+    /// checked against an auth state older than the one it reads at).
+    pub async fn finish_as(&self, later: Later, stamp: u64) -> Result<w::Response, ApiError> {
+        let read = matches!(later, Later::LinearizableRange(_));
+        let result = self.finish(later).await;
+        if read {
+            self.shared.auth.admit_stamp(stamp)?;
+        }
+        result
     }
 
     pub async fn finish(&self, later: Later) -> Result<w::Response, ApiError> {

@@ -26,6 +26,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use tokio::sync::Notify;
 
+use super::auth;
 use super::route::{Api, Route, WatchOp};
 use super::watch::{WatchSession, WatchSink};
 use crate::metrics::{METRICS, ReqKind};
@@ -36,7 +37,19 @@ pub fn listen(api: Rc<Api>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     accept_loop(listener, api.clone(), "native", move |stream| {
         let api = api.clone();
         async move {
-            if let Err(e) = connection(api, stream).await {
+            let result = match api.shared.client_tls.clone() {
+                None => connection(api, stream, None).await,
+                Some(tls) => match futures_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                    Ok(s) => {
+                        // Present only when the verifier checked the chain.
+                        let cn = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        let cn = cn.and_then(crate::tls::common_name);
+                        connection(api, s, cn).await
+                    }
+                    Err(e) => Err(format!("TLS handshake: {e}")),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "client connection closed");
             }
         }
@@ -129,6 +142,8 @@ struct Conn {
     outbox: Rc<Outbox>,
     permits: Rc<Semaphore>,
     watches: WatchSession,
+    /// Common name of the client's verified certificate (`--client-cert-auth`).
+    cn: Option<String>,
 }
 
 /// A native watch's sink: frames on the create request's id, MORE on all
@@ -154,8 +169,8 @@ impl WatchSink for NativeSink {
     }
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+async fn write_loop<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
     outbox: Rc<Outbox>,
 ) -> std::io::Result<()> {
     let mut spare = Vec::new();
@@ -175,7 +190,10 @@ async fn write_loop(
     }
 }
 
-async fn connection(api: Rc<Api>, stream: TcpStream) -> Result<(), String> {
+async fn connection<S>(api: Rc<Api>, stream: S, cn: Option<String>) -> Result<(), String>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let shared = api.shared.clone();
     let (mut reader, writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
@@ -186,6 +204,7 @@ async fn connection(api: Rc<Api>, stream: TcpStream) -> Result<(), String> {
         outbox: outbox.clone(),
         permits: permits.clone(),
         watches: WatchSession::default(),
+        cn,
     });
     let mut decoder = FrameDecoder::new(&shared.limits);
     let result = loop {
@@ -252,7 +271,8 @@ fn kind_of(req: &w::ArchivedRequest) -> ReqKind {
         | R::Defragment(_)
         | R::Alarm(_)
         | R::MoveLeader(_)
-        | R::Snapshot(_) => ReqKind::Maintenance,
+        | R::Snapshot(_)
+        | R::Auth(_) => ReqKind::Maintenance,
     }
 }
 
@@ -270,6 +290,10 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
+    let stamp = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req) {
+        Ok(stamp) => stamp,
+        Err(e) => return answer(outbox, id, kind, auth::calls::refusal(&api.shared, req, e)),
+    };
     // Inline answers and watch control are handled here, from the receive
     // buffer, without a task; everything that waits gets a task and a permit.
     let task = match api.route(req) {
@@ -289,7 +313,8 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         }
         Route::Watch(WatchOp::Progress) => Task::Progress,
         Route::Later(later) => Task::Later(later),
-        Route::Propose => Task::Propose(frame.to_owned_frame()),
+        Route::Propose => Task::Propose(frame.to_owned_frame().with_tag(stamp)),
+        Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(stamp)),
         Route::Snapshot => {
             return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
         }
@@ -305,8 +330,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
                 .watch_progress(&conn.watches)
                 .await
                 .map(w::Response::Watch),
-            Task::Later(later) => api.finish(later).await,
+            Task::Later(later) => api.finish_as(later, stamp).await,
             Task::Propose(frame) => api.propose(frame).await,
+            Task::Auth(frame) => api.auth_call(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -319,4 +345,5 @@ enum Task {
     Progress,
     Later(super::route::Later),
     Propose(corekv_wire::OwnedFrame),
+    Auth(corekv_wire::OwnedFrame),
 }

@@ -180,6 +180,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "starting corekv member"
     );
 
+    let auth = Arc::new(auth_store(&cfg, &store)?);
+    let (client_tls, peer_tls) = tls_configs(&cfg)?;
     let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
     let limits = WireLimits {
@@ -210,6 +212,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         is_learner: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
+        auth,
+        client_tls,
+        peer_tls,
     });
 
     super::corrupt::spawn(shared.clone(), cfg.experimental_corrupt_check_time)
@@ -240,6 +245,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         max_pending_requests: cfg.max_pending_requests,
         applied_term_key: APPLIED_TERM_META_KEY,
         alarms: shared.alarms.clone(),
+        auth: shared.auth.clone(),
     };
     let wal_opts = wal_options(&cfg);
     let core = LocalExecutorBuilder::new(placement(0))
@@ -417,4 +423,36 @@ fn serve_clients(
     serve::listen(api.clone(), native).map_err(|e| format!("listen native {native}: {e}"))?;
     crate::gateway::listen(api, client).map_err(|e| format!("listen client URL {client}: {e}"))?;
     Ok(())
+}
+
+/// The auth store from `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`,
+/// with the state the store holds.
+fn auth_store(cfg: &Config, store: &Store) -> anyhow::Result<super::auth::Auth> {
+    let ttl = std::time::Duration::from_secs(cfg.auth_token_ttl);
+    let kind =
+        super::auth::token::TokenKind::parse(&cfg.auth_token, ttl).map_err(|e| anyhow!(e))?;
+    let auth = super::auth::Auth::new(kind, cfg.bcrypt_cost).map_err(|e| anyhow!(e))?;
+    auth.load(store).map_err(|e| anyhow!(e))?;
+    Ok(auth)
+}
+
+/// TLS from etcd's flags: the client side (native port) and peer TLS.
+fn tls_configs(
+    cfg: &Config,
+) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<super::PeerTls>)> {
+    let client = match cfg.client_tls().map_err(|e| anyhow!(e))? {
+        // ALPN for gRPC / HTTP on an https client URL; native clients offer none.
+        Some(files) => {
+            Some(crate::tls::server_config(&files, &[b"h2", b"http/1.1"]).map_err(|e| anyhow!(e))?)
+        }
+        None => None,
+    };
+    let peer = match cfg.peer_tls().map_err(|e| anyhow!(e))? {
+        Some(files) => Some(super::PeerTls {
+            server: crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?,
+            client: crate::tls::peer_client_config(&files).map_err(|e| anyhow!(e))?,
+        }),
+        None => None,
+    };
+    Ok((client, peer))
 }

@@ -62,6 +62,14 @@ pub struct Member {
 }
 
 impl Member {
+    pub fn client_scheme(&self) -> &'static str {
+        if self.extra.iter().any(|a| a == "--cert-file") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn native_addr(&self) -> String {
         format!("127.0.0.1:{}", self.spec.native)
     }
@@ -77,7 +85,8 @@ impl Member {
             .arg(&s.data_dir)
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", s.http),
+                // Members given a client certificate serve https there.
+                &format!("{}://127.0.0.1:{}", self.client_scheme(), s.http),
             ])
             .args([
                 "--listen-peer-urls",
@@ -156,23 +165,35 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members with `extra` flags each; waits for a leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let c = Cluster::launch(n, extra);
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Starts `n` members with `extra` flags each, without waiting (for
+    /// members the plain client cannot talk to, e.g. TLS only).
+    pub fn launch(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("corekv-it-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("tempdir");
         let members = members(dir.path(), n, extra);
-        Cluster::start_members(members, dir).await
+        Cluster::launch_members(members, dir)
     }
 
     /// Starts prepared members (their data dirs may already exist, e.g.
     /// restored from a snapshot) and waits for a leader; `dir` holds them.
-    pub async fn start_members(mut members: Vec<Member>, dir: tempfile::TempDir) -> Cluster {
+    pub async fn start_members(members: Vec<Member>, dir: tempfile::TempDir) -> Cluster {
+        let c = Cluster::launch_members(members, dir);
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    fn launch_members(mut members: Vec<Member>, dir: tempfile::TempDir) -> Cluster {
         for m in &mut members {
             m.start();
         }
-        let c = Cluster { members, _dir: dir };
-        c.wait_leader(Duration::from_secs(20)).await;
-        c
+        Cluster { members, _dir: dir }
     }
 
     pub async fn client(&self, i: usize) -> Client {

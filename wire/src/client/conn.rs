@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::WireError;
@@ -123,9 +122,9 @@ impl Shared {
     }
 }
 
-pub(crate) async fn reader(
+pub(crate) async fn reader<R: AsyncRead + Unpin>(
     shared: std::sync::Arc<Shared>,
-    mut read: OwnedReadHalf,
+    mut read: R,
     limits: WireLimits,
     read_chunk_bytes: usize,
 ) {
@@ -168,9 +167,9 @@ pub(crate) async fn reader(
     shared.close(reason);
 }
 
-pub(crate) async fn writer(
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(
     shared: std::sync::Arc<Shared>,
-    mut write: OwnedWriteHalf,
+    mut write: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
     write_coalesce_bytes: usize,
 ) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::WireError;
-use crate::frame::{FRAME_ALIGN, encode_frame};
+use crate::frame::{FRAME_ALIGN, FrameFlags, encode_frame, encode_frame_token};
 use crate::limits::WireLimits;
 use crate::messages::*;
 pub use response::{ResponseFrame, WatchFrame};
@@ -47,6 +47,8 @@ pub struct ClientOptions {
     pub stream_buffer_frames: usize,
     /// Bytes asked from the socket per read.
     pub read_chunk_bytes: usize,
+    /// Speak TLS (the server's `--cert-file`); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// Largest frame accepted from the server. Larger than
     /// `limits.max_frame_bytes` (which bounds what we send) because etcd
     /// clients accept large range responses; a bigger frame closes the
@@ -65,15 +67,27 @@ impl Default for ClientOptions {
             write_coalesce_bytes: 256 * 1024,
             stream_buffer_frames: 256,
             read_chunk_bytes: 64 * 1024,
+            tls: None,
             max_response_frame_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// TLS settings of a client connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name (or IP address) the server's certificate must carry.
+    pub server_name: String,
 }
 
 /// A connection to a corekv server speaking the native protocol.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Auth token sent in every frame of this handle (frame flag `TOKEN`);
+    /// clones made with `with_token` share the connection, not the token.
+    token: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -128,7 +142,44 @@ impl Client {
             addr: addr.to_owned(),
             source,
         })?;
-        let (read_half, write_half) = stream.into_split();
+        match &opts.tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                Ok(Self::start(addr, read_half, write_half, opts))
+            }
+            Some(tls) => {
+                let io_err = |source| WireError::Io {
+                    operation: "tls handshake",
+                    addr: addr.to_owned(),
+                    source,
+                };
+                let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| {
+                        io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let handshake = connector.connect(name, stream);
+                let stream = match tokio::time::timeout(opts.dial_timeout, handshake).await {
+                    Ok(s) => s.map_err(io_err)?,
+                    Err(_) => {
+                        return Err(WireError::DialTimeout {
+                            addr: addr.to_owned(),
+                            timeout_ms: opts.dial_timeout.as_millis() as u64,
+                        });
+                    }
+                };
+                let (read_half, write_half) = tokio::io::split(stream);
+                Ok(Self::start(addr, read_half, write_half, opts))
+            }
+        }
+    }
+
+    /// Starts the reader and writer tasks of a connected stream.
+    fn start<R, W>(addr: &str, read_half: R, write_half: W, opts: ClientOptions) -> Client
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared::new(addr.to_owned()));
         let (write_tx, write_rx) = mpsc::channel(opts.write_queue_frames.max(1));
         tokio::spawn(conn::writer(
@@ -148,7 +199,8 @@ impl Client {
             opts.read_chunk_bytes,
         ))
         .abort_handle();
-        Ok(Client {
+        Client {
+            token: None,
             inner: Arc::new(Inner {
                 shared,
                 next_id: AtomicU64::new(1),
@@ -157,7 +209,37 @@ impl Client {
                 opts,
                 reader,
             }),
-        })
+        }
+    }
+
+    /// A handle on the same connection whose requests carry `token`
+    /// (from `authenticate`); `None` sends none.
+    #[must_use]
+    pub fn with_token(&self, token: Option<&str>) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            token: token.map(Arc::from),
+        }
+    }
+
+    /// The token this handle sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// etcd's Authenticate: a token for `name` (use it with `with_token`).
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, WireError> {
+        let req = AuthRequest::Authenticate(AuthenticateRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        });
+        match self.auth(req).await? {
+            AuthResponse::Authenticate(a) => Ok(a.token),
+            _ => Err(WireError::UnexpectedResponse {
+                operation: "Authenticate",
+                got: "another auth response",
+            }),
+        }
     }
 
     /// The options this client was built with.
@@ -181,7 +263,12 @@ impl Client {
     /// dropping the connection (a frame over `max_frame_bytes`).
     fn encode(&self, request_id: u64, req: &Request) -> Result<Vec<u8>, WireError> {
         let mut buf = Vec::with_capacity(128);
-        encode_frame(request_id, req, &mut buf)?;
+        match &self.token {
+            Some(t) => {
+                encode_frame_token(request_id, FrameFlags::NONE, t.as_bytes(), req, &mut buf)?
+            }
+            None => encode_frame(request_id, req, &mut buf)?,
+        }
         if buf.len() > self.inner.opts.limits.max_frame_bytes {
             return Err(WireError::Api(crate::ApiError::RequestTooLarge));
         }
@@ -346,6 +433,8 @@ owned_calls! {
     defragment(DefragmentRequest) -> DefragmentResponse = Defragment / Defragment;
     alarm(AlarmRequest) -> AlarmResponse = Alarm / Alarm;
     move_leader(MoveLeaderRequest) -> MoveLeaderResponse = MoveLeader / MoveLeader;
+    /// One call of etcd's Auth service.
+    auth(AuthRequest) -> AuthResponse = Auth / Auth;
     /// Asks for a progress notification (answered with `watch_id == -1`).
     watch_progress(WatchProgressRequest) -> WatchResponse = WatchProgress / Watch;
 }

@@ -1,5 +1,6 @@
 //! The top-level `Request` and `Response` enums carried in frames.
 
+use super::auth::*;
 use super::cluster::*;
 use super::kv::*;
 use super::lease::*;
@@ -35,6 +36,8 @@ wire_enums! {
         Alarm(AlarmRequest),
         MoveLeader(MoveLeaderRequest),
         Snapshot(SnapshotRequest),
+        /// etcd's Auth service (appended: archived discriminants are stable).
+        Auth(AuthRequest),
     }
 
     /// Every answer. `Watch` answers WatchCreate (created, then the event
@@ -63,6 +66,7 @@ wire_enums! {
         MoveLeader(MoveLeaderResponse),
         Snapshot(SnapshotResponse),
         Error(ApiError),
+        Auth(AuthResponse),
     }
 }
 
@@ -86,10 +90,10 @@ macro_rules! names {
 names!(Request, ArchivedRequest: Range, Put, DeleteRange, Txn, Compact, WatchCreate, WatchCancel,
     WatchProgress, LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList,
     MemberAdd, MemberRemove, MemberUpdate, MemberPromote, Status, HashKv, Defragment, Alarm,
-    MoveLeader, Snapshot);
+    MoveLeader, Snapshot, Auth);
 names!(Response, ArchivedResponse: Range, Put, DeleteRange, Txn, Compact, Watch, LeaseGrant,
     LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList, MemberAdd, MemberRemove,
-    MemberUpdate, MemberPromote, Status, HashKv, Defragment, Alarm, MoveLeader, Snapshot, Error);
+    MemberUpdate, MemberPromote, Status, HashKv, Defragment, Alarm, MoveLeader, Snapshot, Error, Auth);
 
 impl ArchivedRequest {
     /// Deserializes into the owned form.

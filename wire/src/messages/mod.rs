@@ -32,6 +32,7 @@ macro_rules! wire_default_enums {
     )*};
 }
 
+mod auth;
 mod cluster;
 mod common;
 mod envelope;
@@ -41,6 +42,7 @@ mod maintenance;
 mod txn;
 mod watch;
 
+pub use auth::*;
 pub use cluster::*;
 pub use common::*;
 pub use envelope::*;

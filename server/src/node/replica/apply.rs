@@ -19,6 +19,7 @@ use rkyv::util::AlignedVec;
 use super::super::entry::{self, Origin};
 use crate::kv;
 use crate::node::alarm::{self, Alarms};
+use crate::node::auth::{self, Auth};
 use crate::node::lease::{self, lessor::Lessor};
 
 /// How applying one request failed: the request is refused (the client gets
@@ -49,6 +50,9 @@ pub struct ApplyCtx<'a, 'b> {
     pub now: std::time::Instant,
     /// Active alarms: decide refusals, changed by Alarm entries.
     pub alarms: &'a Alarms,
+    pub auth: &'a Auth,
+    /// The auth stamp the entry's request was checked with.
+    pub auth_stamp: u64,
 }
 
 /// The lease state applying a batch changes along with the store.
@@ -77,6 +81,7 @@ pub enum Replicated<'a> {
     Alarm(&'a w::ArchivedAlarmRequest),
     LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
     LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
+    Auth(&'a w::ArchivedAuthRequest),
 }
 
 /// Which request kinds go through Raft: the one exhaustive match over
@@ -92,6 +97,7 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::Alarm(a) if alarm::is_replicated_action(a) => Some(Replicated::Alarm(a)),
         R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
         R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
+        R::Auth(a) => auth::replicated(a).then_some(Replicated::Auth(a)),
         R::Range(_)
         | R::WatchCreate(_)
         | R::WatchCancel(_)
@@ -128,6 +134,9 @@ pub fn apply_request(
         let reason = format!("{} is not a replicated request", req.name());
         return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
     };
+    ctx.auth
+        .admit(req, ctx.auth_stamp)
+        .map_err(Applied::Refused)?;
     alarm::check_apply(ctx.alarms, req).map_err(Applied::Refused)?;
     Ok(match kind {
         Replicated::Put(p) => {
@@ -162,6 +171,11 @@ pub fn apply_request(
             let header = ctx.header.clone();
             lease::apply::revoke(ctx.lessor, ctx.batch, r.id.to_native(), header)?
         }
+        Replicated::Auth(a) => {
+            let header = ctx.header(ctx.batch.revision());
+            let r = ctx.auth.apply(ctx.batch, a, ctx.index, header);
+            w::Response::Auth(r.map_err(Applied::Refused)?)
+        }
     })
 }
 
@@ -189,6 +203,7 @@ pub fn apply_batch(
     applied_term_key: &[u8],
     alarms: &Alarms,
     lease: LeaseCtx<'_>,
+    auth: &Auth,
 ) -> Result<BatchApplied, String> {
     let Some(last) = entries.last() else {
         unreachable!("apply_batch is called with at least one entry")
@@ -232,6 +247,8 @@ pub fn apply_batch(
                     lessor: &mut *lease.lessor,
                     index: e.index,
                     now: lease.now,
+                    auth,
+                    auth_stamp: decoded.auth_stamp,
                 };
                 let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)
                 {

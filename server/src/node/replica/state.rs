@@ -47,6 +47,8 @@ pub struct ReplicaConfig {
     pub applied_term_key: &'static [u8],
     /// The replicated alarm set, shared with the serve shards.
     pub alarms: std::sync::Arc<crate::node::alarm::Alarms>,
+    /// The auth store replicated auth requests change.
+    pub auth: std::sync::Arc<crate::node::auth::Auth>,
 }
 
 /// What the driver must send.
@@ -314,14 +316,14 @@ impl Replica {
             run_nonce: self.cfg.run_nonce,
             proposal_id: ticket,
         };
-        let data = entry::encode(origin, frame.payload());
+        let data = entry::encode(origin, frame.tag(), frame.payload());
         match self.raw.propose(data) {
             Ok(_) => self.requests.proposed(ticket, deadline, taken, reply),
             Err(RaftError::NotLeader {
                 leader: Some(leader),
             }) => {
                 // Forward; this member answers when it applies the entry.
-                let data = entry::encode(origin, frame.payload());
+                let data = entry::encode(origin, frame.tag(), frame.payload());
                 self.outbox.push(Outbound::Forward {
                     to: leader,
                     ticket,
@@ -509,6 +511,7 @@ impl Replica {
             self.cfg.applied_term_key,
             &self.cfg.alarms,
             lease,
+            &self.cfg.auth,
         )?;
         for cc in &done.conf_changes {
             let cs = self.raw.apply_conf_change(cc);

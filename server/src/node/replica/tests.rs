@@ -65,6 +65,7 @@ pub fn replica_config(id: u64, nonce: u64, cap: usize) -> ReplicaConfig {
         max_pending_requests: cap,
         applied_term_key: b"test/applied_term",
         alarms: Default::default(),
+        auth: std::sync::Arc::new(crate::node::auth::Auth::default()),
     }
 }
 
