@@ -96,6 +96,29 @@ impl ClusterInfo {
         })
     }
 
+    /// The cluster of `--initial-cluster` and this member's id in it; the
+    /// member's entry must list exactly `advertise_peer_urls` (etcd's rule).
+    /// Used by a first start and by `snapshot restore`.
+    pub fn bootstrap_member(
+        spec: &str,
+        token: &str,
+        name: &str,
+        advertise_peer_urls: &[String],
+    ) -> Result<(ClusterInfo, u64), String> {
+        let cluster = ClusterInfo::bootstrap(spec, token)?;
+        let me = cluster
+            .find_by_name(name)
+            .ok_or_else(|| format!("member name {name:?} is not in --initial-cluster {spec:?}"))?;
+        if me.peer_urls != advertise_peer_urls {
+            return Err(format!(
+                "--initial-cluster has {name}={:?} but --initial-advertise-peer-urls is {:?}",
+                me.peer_urls, advertise_peer_urls
+            ));
+        }
+        let id = me.id;
+        Ok((cluster, id))
+    }
+
     pub fn find_by_name(&self, name: &str) -> Option<&Member> {
         self.members.values().find(|m| m.name == name)
     }

@@ -15,6 +15,13 @@ pub enum ClusterState {
     Existing,
 }
 
+/// etcd's `--auto-compaction-mode`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutoCompactionMode {
+    Periodic,
+    Revision,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "corekv",
@@ -22,6 +29,14 @@ pub enum ClusterState {
     about = "corekv: an etcd-compatible, Raft-replicated key-value store"
 )]
 pub struct Config {
+    /// Path to the server configuration file (etcd's YAML format: the keys
+    /// are these flags' names; TLS under client-transport-security and
+    /// peer-transport-security). Note that if a configuration file is
+    /// provided, other command line flags and environment variables will be
+    /// ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// Human-readable name of this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
@@ -112,9 +127,47 @@ pub struct Config {
     )]
     pub snapshot_catchup_entries: u64,
 
-    /// Size limit of the backend database; beyond it puts fail with NOSPACE.
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to
+    /// 2 GiB): the NOSPACE alarm is raised cluster-wide and puts, txns with
+    /// puts and lease grants fail until space is freed and the alarm disarmed.
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_backend_bytes: u64,
+
+    /// Duration of time between cluster corruption check passes (HashKV of
+    /// every member at the leader's revision; 0 = off, etcd's default).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = crate::duration::parse
+    )]
+    pub experimental_corrupt_check_time: Duration,
+
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    /// 'periodic' for duration based retention, defaulting to hours if no
+    /// time unit is provided (e.g. '5m'). 'revision' for revision number
+    /// based retention.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        value_enum,
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: AutoCompactionMode,
+
+    /// Auto compaction retention for mvcc key value store. 0 means disable
+    /// auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// In revision mode, time between two auto-compaction checks (etcd
+    /// uses a fixed 5 minutes).
+    #[arg(
+        long,
+        env = "COREKV_AUTO_COMPACTION_REVISION_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub auto_compaction_revision_interval_ms: u64,
 
     /// Maximum client request size in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
@@ -277,6 +330,7 @@ impl Config {
         if self.max_txn_ops == 0 {
             return Err("--max-txn-ops must be > 0".into());
         }
+        crate::node::autocompact::policy(self)?;
         if self.snapshot_count == 0 {
             return Err("--snapshot-count must be > 0".into());
         }

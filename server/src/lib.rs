@@ -2,11 +2,14 @@
 
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod coord;
 pub mod ctl;
+pub mod duration;
 pub mod gateway;
 pub mod http;
 pub mod inspect;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod stages;

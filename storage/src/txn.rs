@@ -289,12 +289,10 @@ impl TreeTxn<'_> {
         }
         let (i, child_id) = self.descend(id, key)?;
         let (mut pieces, old) = self.insert_rec(child_id, key, val, depth + 1)?;
-        if pieces.len() == 1
-            && self
-                .dirty
-                .get(&pieces[0].1)
-                .is_some_and(|n| n.size() > NODE_CAP)
-        {
+        // Only leaves are left oversized (branches split themselves); the
+        // kind test keeps a wide branch from being summed on every put.
+        let oversized_leaf = |n: &Node| matches!(n, Node::Leaf(_)) && n.size() > NODE_CAP;
+        if pieces.len() == 1 && self.dirty.get(&pieces[0].1).is_some_and(oversized_leaf) {
             // A leaf overflowed in the middle of the key space: move entries
             // to a sibling with room before splitting (see `redistribute`).
             self.materialize(id)?;

@@ -32,6 +32,7 @@ fn member() -> Member {
         peer_urls: vec!["http://a:2380".into()],
         client_urls: vec!["http://a:2379".into()],
         is_learner: true,
+        native_addr: "127.0.0.1:2378".into(),
     }
 }
 

@@ -6,11 +6,18 @@
 //! 2 (etcdctl's ExitBadConnection); bad arguments exit 128 (ExitBadArgs).
 
 pub mod lease;
+pub mod check;
+pub mod endpoint;
+pub mod fields;
+pub mod maint;
+pub mod member;
 pub mod output;
+pub mod snapshot;
 pub mod txn_parse;
+pub mod watch;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use corekv_wire::messages as w;
@@ -44,7 +51,7 @@ pub struct Cli {
     /// Timeout for short running commands (excluding dial timeout).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
-    /// Output format: simple, json or table.
+    /// Output format: simple, json, table or fields.
     #[arg(
         short = 'w',
         long = "write-out",
@@ -161,13 +168,44 @@ pub enum Cmd {
     },
     /// Endpoint related commands.
     Endpoint {
+        /// use all endpoints from the cluster member list
+        #[arg(long, global = true)]
+        cluster: bool,
         #[command(subcommand)]
-        cmd: EndpointCmd,
+        cmd: endpoint::EndpointCmd,
     },
     /// Membership related commands.
     Member {
         #[command(subcommand)]
-        cmd: MemberCmd,
+        cmd: member::MemberCmd,
+    },
+    /// Watches events stream on keys or prefixes.
+    Watch(watch::WatchArgs),
+    /// Defragments the storage of the corekv members with given endpoints.
+    Defrag {
+        /// use all endpoints from the cluster member list
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Transfers leadership to another corekv cluster member.
+    MoveLeader {
+        /// the member id (hex) of the new leader
+        transferee_id: String,
+    },
+    /// Alarm related commands.
+    Alarm {
+        #[command(subcommand)]
+        cmd: maint::AlarmCmd,
+    },
+    /// Commands for checking properties of the corekv cluster.
+    Check {
+        #[command(subcommand)]
+        cmd: check::CheckCmd,
+    },
+    /// Manages corekv node snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
     },
     /// Lease related commands.
     Lease {
@@ -196,20 +234,6 @@ pub enum Cmd {
         #[arg(long, default_value_t = 60)]
         ttl: i64,
     },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EndpointCmd {
-    /// Prints out the status of endpoints specified in `--endpoints` flag.
-    Status,
-    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
-    Health,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum MemberCmd {
-    /// Lists all members in the cluster.
-    List,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -362,6 +386,7 @@ fn print_range(
 ) {
     match cli.write_out {
         Format::Json => print_json(&output::range_json(r)),
+        Format::Fields => fields::range(r).print(),
         Format::Simple if count_only => println!("{}", r.count),
         Format::Simple => print_kvs(&r.kvs, value_only, keys_only),
         Format::Table => {
@@ -473,6 +498,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let resp = client.put(req).await?;
             match cli.write_out {
                 Format::Json => print_json(&output::put_json(&resp)),
+                Format::Fields => fields::put(&resp).print(),
                 _ => {
                     println!("OK");
                     if let Some(kv) = &resp.prev_kv {
@@ -548,6 +574,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?;
             match cli.write_out {
                 Format::Json => print_json(&output::delete_json(&resp)),
+                Format::Fields => fields::delete(&resp).print(),
                 _ => {
                     println!("{}", resp.deleted);
                     print_kvs(&resp.prev_kvs, false, false);
@@ -583,70 +610,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?;
             println!("compacted revision {revision}");
         }
-        Cmd::Endpoint {
-            cmd: EndpointCmd::Status,
-        } => endpoint_status(&cli).await?,
-        Cmd::Endpoint {
-            cmd: EndpointCmd::Health,
-        } => endpoint_health(&cli).await?,
-        Cmd::Member {
-            cmd: MemberCmd::List,
-        } => {
-            let client = connect_any(&cli).await?;
-            let resp = client
-                .member_list(w::MemberListRequest {
-                    linearizable: false,
-                })
-                .await?;
-            match cli.write_out {
-                Format::Json => print_json(&serde_json::json!({
-                    "header": output::header_json(&resp.header),
-                    "members": resp.members.iter().map(output::member_json).collect::<Vec<_>>(),
-                })),
-                Format::Simple => {
-                    for m in &resp.members {
-                        println!(
-                            "{:x}, started, {}, {}, {}, {}",
-                            m.id,
-                            m.name,
-                            m.peer_urls.join(","),
-                            m.client_urls.join(","),
-                            m.is_learner
-                        );
-                    }
-                }
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = resp
-                        .members
-                        .iter()
-                        .map(|m| {
-                            vec![
-                                format!("{:x}", m.id),
-                                "started".into(),
-                                m.name.clone(),
-                                m.peer_urls.join(","),
-                                m.client_urls.join(","),
-                                m.is_learner.to_string(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        output::table(
-                            &[
-                                "ID",
-                                "STATUS",
-                                "NAME",
-                                "PEER ADDRS",
-                                "CLIENT ADDRS",
-                                "IS LEARNER"
-                            ],
-                            &rows
-                        )
-                    );
-                }
-            }
-        }
+        Cmd::Endpoint { cluster, cmd } => endpoint::run(&cli, *cluster, cmd).await?,
+        Cmd::Member { cmd } => member::run(&cli, cmd).await?,
+        Cmd::Snapshot { cmd } => snapshot::run(&cli, cmd).await?,
+        Cmd::Watch(args) => watch::run(&cli, args).await?,
+        Cmd::Defrag { cluster } => maint::defrag(&cli, *cluster).await?,
+        Cmd::MoveLeader { transferee_id } => maint::move_leader(&cli, transferee_id).await?,
+        Cmd::Alarm { cmd } => maint::alarm(&cli, cmd).await?,
+        Cmd::Check { cmd } => check::run(&cli, cmd).await?,
         Cmd::Lease { cmd } => lease::run_lease(&cli, cmd).await?,
         Cmd::Lock {
             lockname,
@@ -659,105 +630,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             listen,
             ttl,
         } => lease::run_elect(&cli, election, proposal.as_deref(), *listen, *ttl).await?,
-    }
-    Ok(())
-}
-
-async fn endpoint_status(cli: &Cli) -> Result<(), Failure> {
-    let mut rows = Vec::new();
-    let mut json = Vec::new();
-    let mut failed = None;
-    for ep in &cli.endpoints {
-        let result = async {
-            let client = connect(cli, ep).await?;
-            Ok::<_, Failure>(client.status(w::StatusRequest {}).await?)
-        }
-        .await;
-        match result {
-            Ok(s) => {
-                rows.push(vec![
-                    ep.clone(),
-                    format!("{:x}", s.header.member_id),
-                    s.version.clone(),
-                    output::human_bytes(s.db_size),
-                    (s.leader == s.header.member_id).to_string(),
-                    s.is_learner.to_string(),
-                    s.raft_term.to_string(),
-                    s.raft_index.to_string(),
-                    s.raft_applied_index.to_string(),
-                    s.errors.join(", "),
-                ]);
-                json.push(output::status_json(ep, &s));
-            }
-            Err(e) => {
-                eprintln!("Failed to get the status of endpoint {ep} ({})", e.message);
-                failed = Some(e);
-            }
-        }
-    }
-    match cli.write_out {
-        Format::Json => print_json(&Value::Array(json)),
-        Format::Simple => {
-            for r in &rows {
-                println!("{}", r.join(", "));
-            }
-        }
-        Format::Table => print!(
-            "{}",
-            output::table(
-                &[
-                    "ENDPOINT",
-                    "ID",
-                    "VERSION",
-                    "DB SIZE",
-                    "IS LEADER",
-                    "IS LEARNER",
-                    "RAFT TERM",
-                    "RAFT INDEX",
-                    "RAFT APPLIED INDEX",
-                    "ERRORS"
-                ],
-                &rows
-            )
-        ),
-    }
-    match failed {
-        Some(e) if rows.is_empty() => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// etcdctl's health check: a linearizable Get of the key "health"; any
-/// answer, even "key not found", proves a working leader and apply loop.
-async fn endpoint_health(cli: &Cli) -> Result<(), Failure> {
-    let mut unhealthy = false;
-    for ep in &cli.endpoints {
-        let started = Instant::now();
-        let result = async {
-            let client = connect(cli, ep).await?;
-            client.get(b"health").await?;
-            Ok::<_, Failure>(())
-        }
-        .await;
-        match result {
-            Ok(()) => println!(
-                "{ep} is healthy: successfully committed proposal: took = {:?}",
-                started.elapsed()
-            ),
-            Err(e) => {
-                unhealthy = true;
-                eprintln!(
-                    "{ep} is unhealthy: failed to commit proposal: {}",
-                    e.message
-                );
-            }
-        }
-    }
-    if unhealthy {
-        return Err(Failure {
-            code: EXIT_ERROR,
-            message: "unhealthy cluster".into(),
-        });
     }
     Ok(())
 }

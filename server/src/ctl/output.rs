@@ -1,6 +1,6 @@
 //! etcdctl-shaped output: `simple`, `json` (Go's encoding/json of etcd's
 //! protobuf structs: the same field names, zero values omitted, bytes in
-//! base64) and `table`.
+//! base64), `table` and `fields` (`fields.rs`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,6 +12,7 @@ pub enum Format {
     Simple,
     Json,
     Table,
+    Fields,
 }
 
 fn insert_nonzero(m: &mut Map<String, Value>, k: &str, v: i64) {
@@ -148,6 +149,13 @@ pub fn human_bytes(n: i64) -> String {
         format!("{v:.1} {unit}")
     } else {
         format!("{v:.0} {unit}")
+    }
+}
+
+/// etcdctl's simple form of a table: each row's cells joined by ", ".
+pub fn print_simple_rows(rows: &[Vec<String>]) {
+    for r in rows {
+        println!("{}", r.join(", "));
     }
 }
 

@@ -9,6 +9,7 @@ use tonic::Status;
 use super::grpc::ResponseStream;
 use super::{call, convert, expect_response};
 use crate::node::route::Api;
+use crate::node::snapshot_stream;
 
 pub async fn alarm(api: Rc<Api>, r: pb::AlarmRequest) -> Result<pb::AlarmResponse, Status> {
     let req = w::Request::Alarm(convert::alarm_request(r)?);
@@ -73,14 +74,36 @@ pub async fn move_leader(
     })
 }
 
-/// Snapshot streaming is not built in the request layer (it answers
-/// "etcdserver: not capable"); that answer is the call's status, before
-/// any data. `snapshot::SnapshotFramer` holds etcd's stream framing for when
-/// it is.
+/// Maintenance.Snapshot: the member's stream (`node/snapshot_stream.rs`,
+/// already in etcd's form: padding and SHA-256 trailer) forwarded chunk by
+/// chunk. A refusal (too many streams) is the call's status, before any
+/// data; a client that takes nothing for `SNAPSHOT_STALL_TIMEOUT` is
+/// dropped.
 pub async fn snapshot(
     api: Rc<Api>,
     _r: pb::SnapshotRequest,
 ) -> Result<ResponseStream<pb::SnapshotResponse>, Status> {
-    let resp = call(&api, w::Request::Snapshot(w::SnapshotRequest {})).await?;
-    Err(super::unexpected("Snapshot", &resp))
+    let mut chunks = snapshot_stream::open(&api.shared).map_err(super::status)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(snapshot_stream::SNAPSHOT_QUEUE_CHUNKS);
+    let shared = api.shared.clone();
+    glommio::spawn_local(async move {
+        while let Some(item) = chunks.next().await {
+            let msg = item
+                .map(|(revision, c)| pb::SnapshotResponse {
+                    header: convert::header(shared.header(revision)),
+                    remaining_bytes: c.remaining_bytes,
+                    blob: c.blob.into(),
+                })
+                .map_err(super::status);
+            let sent = futures_lite::future::or(async { tx.send(msg).await.is_ok() }, async {
+                glommio::timer::sleep(snapshot_stream::SNAPSHOT_STALL_TIMEOUT).await;
+                false
+            });
+            if !sent.await {
+                break;
+            }
+        }
+    })
+    .detach();
+    Ok(ResponseStream::new(rx))
 }

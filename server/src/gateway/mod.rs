@@ -24,7 +24,6 @@ mod kv;
 mod lease;
 mod maintenance;
 mod rt;
-pub mod snapshot;
 mod watch;
 
 use std::convert::Infallible;

@@ -8,13 +8,18 @@
 //! from the store directly; writes and read-index rounds go to shard 0 over
 //! bounded channels (`Shared::to_core`).
 
+pub mod alarm;
+pub mod autocompact;
 pub mod core;
+pub mod corrupt;
 pub mod entry;
+pub mod internal;
 pub mod lease;
 pub mod peer;
 pub mod replica;
 pub mod route;
 pub mod serve;
+pub mod snapshot_stream;
 pub mod start;
 pub mod watch;
 
@@ -35,6 +40,9 @@ pub enum CoreMsg {
     Propose {
         frame: OwnedFrame,
         reply: oneshot::Sender<Result<w::Response, ApiError>>,
+        /// When the shard received the request (the start of the write's
+        /// latency budget, see `stages.rs`).
+        received: std::time::Instant,
     },
     /// A linearizable read point: answered once the local store has applied
     /// everything committed when the leader confirmed its leadership.
@@ -54,6 +62,8 @@ pub struct Shared {
     pub cfg: Config,
     pub member_id: u64,
     pub cluster: RwLock<ClusterInfo>,
+    /// Active alarms (replicated; written by the apply loop).
+    pub alarms: Arc<alarm::Alarms>,
     store: RwLock<Arc<Store>>,
     pub to_core: mpsc::Sender<CoreMsg>,
     /// Applied events, from the core to every shard's watch hub.

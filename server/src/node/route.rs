@@ -6,9 +6,10 @@
 //!
 //! | route | what happens |
 //! |---|---|
-//! | `Done` | answered on the caller's task: serializable range from a store read snapshot, Status, MemberList, HashKV, Alarm, and refusals of what is not built |
+//! | `Done` | answered on the caller's task: serializable range from a store read snapshot, Status, MemberList, HashKV, Alarm list, and refusals (quota/alarms before a write, what is not built) |
 //! | `Later(LinearizableRange)` | batched ReadIndex in the Raft core, then a snapshot read |
-//! | `Propose` | the request's archive goes to the Raft core as the entry body |
+//! | `Propose` | the request's archive goes to the Raft core as the entry body (writes, alarm activate/deactivate) |
+//! | `Snapshot` | a stream from `snapshot_stream::open`, written by the front-end |
 //! | `Later(MoveLeader / Defragment)` | maintenance: Raft leader transfer, defragmentation on the blocking pool |
 //! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
 //! | `Watch` | the caller's `WatchSession` on this shard's hub |
@@ -27,6 +28,7 @@ use corekv_wire::messages as w;
 use corekv_wire::{ApiError, OwnedFrame, validate_owned_frame};
 use tokio::sync::oneshot;
 
+use super::alarm;
 use super::watch::{Hub, WatchSession, WatchSink};
 use super::{CoreMsg, Shared};
 use crate::http::ETCD_COMPAT_VERSION;
@@ -49,6 +51,9 @@ pub enum Route<'a> {
     Propose,
     /// Watch control, run against the caller's watch session.
     Watch(WatchOp<'a>),
+    /// Maintenance.Snapshot: a stream (`snapshot_stream::open`), served by
+    /// each front-end's stream writer.
+    Snapshot,
 }
 
 /// The waits of `Route::Later`.
@@ -94,8 +99,17 @@ impl Api {
         match req {
             R::Range(r) if r.serializable => Route::Done(self.range(&kv::range_request(r))),
             R::Range(r) => Route::Later(Later::LinearizableRange(kv::range_request(r))),
-            R::Put(_) | R::DeleteRange(_) | R::Txn(_) | R::Compact(_) => Route::Propose,
-            R::LeaseGrant(_) | R::LeaseRevoke(_) => Route::Propose,
+            // The quota and active alarms may refuse a write before Raft.
+            R::Put(_) | R::DeleteRange(_) | R::Txn(_) | R::Compact(_) => {
+                match alarm::admit(&self.shared, req) {
+                    Ok(()) => Route::Propose,
+                    Err(e) => Route::Done(Err(e)),
+                }
+            }
+            R::LeaseGrant(_) | R::LeaseRevoke(_) => match alarm::admit(&self.shared, req) {
+                Ok(()) => Route::Propose,
+                Err(e) => Route::Done(Err(e)),
+            },
             R::LeaseKeepAlive(k) => Route::Later(Later::LeaseKeepAlive(k.id.to_native())),
             R::LeaseTimeToLive(t) => Route::Later(Later::LeaseTimeToLive {
                 id: t.id.to_native(),
@@ -108,17 +122,17 @@ impl Api {
             R::Status(_) => Route::Done(Ok(self.status())),
             R::MemberList(_) => Route::Done(Ok(self.member_list())),
             R::HashKv(h) => Route::Done(self.hash_kv(h.revision.to_native())),
-            R::Alarm(a) => Route::Done(self.alarm(a)),
+            R::Alarm(a) if alarm::is_replicated_action(a) => Route::Propose,
+            R::Alarm(_) => Route::Done(Ok(alarm::list(&self.shared))),
+            R::Snapshot(_) => Route::Snapshot,
             R::Defragment(_) => Route::Later(Later::Defragment),
             R::MoveLeader(m) => Route::Later(Later::MoveLeader {
                 target: m.target_id.to_native(),
             }),
             // Not built yet (README "Status"): refused plainly, never faked.
-            R::MemberAdd(_)
-            | R::MemberRemove(_)
-            | R::MemberUpdate(_)
-            | R::MemberPromote(_)
-            | R::Snapshot(_) => Route::Done(Err(ApiError::NotCapable)),
+            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberUpdate(_) | R::MemberPromote(_) => {
+                Route::Done(Err(ApiError::NotCapable))
+            }
         }
     }
 
@@ -130,9 +144,9 @@ impl Api {
             Route::Done(result) => return result,
             Route::Later(later) => later,
             Route::Propose => return self.propose(frame).await,
-            Route::Watch(_) => {
+            Route::Watch(_) | Route::Snapshot => {
                 return Err(ApiError::MalformedRequest(format!(
-                    "{} belongs on a watch stream",
+                    "{} belongs on a stream",
                     req.name()
                 )));
             }
@@ -175,9 +189,7 @@ impl Api {
     /// Sends a validated write (its archive is the Raft entry body) to the
     /// core; answered once this member applied it.
     pub async fn propose(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.to_core(CoreMsg::Propose { frame, reply }).await?;
-        rx.await.map_err(|_| ApiError::Stopped)?
+        propose(&self.shared, frame).await
     }
 
     async fn to_core(&self, msg: CoreMsg) -> Result<(), ApiError> {
@@ -313,6 +325,11 @@ impl Api {
                     m.client_urls.clone()
                 },
                 is_learner: m.is_learner,
+                native_addr: if m.id == shared.member_id {
+                    shared.cfg.native_advertise().to_string()
+                } else {
+                    m.native_addr.clone().unwrap_or_default()
+                },
             })
             .collect();
         let header = shared.header(0);
@@ -334,18 +351,23 @@ impl Api {
             hash_revision,
         }))
     }
+}
 
-    /// corekv raises no alarms yet (NOSPACE is answered per request): listing
-    /// alarms is truthful (none); activating one by hand is refused.
-    fn alarm(&self, a: &w::ArchivedAlarmRequest) -> Result<w::Response, ApiError> {
-        match a.action {
-            w::ArchivedAlarmAction::Get | w::ArchivedAlarmAction::Deactivate => {
-                Ok(w::Response::Alarm(w::AlarmResponse {
-                    header: self.shared.header(self.shared.store().current_revision()),
-                    alarms: Vec::new(),
-                }))
-            }
-            w::ArchivedAlarmAction::Activate => Err(ApiError::NotCapable),
-        }
-    }
+/// Sends a validated write to the Raft core and waits for its applied
+/// answer (also for requests the member makes itself, `internal.rs`).
+pub async fn propose(shared: &Shared, frame: OwnedFrame) -> Result<w::Response, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    let received = std::time::Instant::now();
+    shared
+        .to_core
+        .send(CoreMsg::Propose {
+            frame,
+            reply,
+            received,
+        })
+        .await
+        .map_err(|_| ApiError::Stopped)?;
+    let answer = rx.await.map_err(|_| ApiError::Stopped)?;
+    crate::stages::observe_total(received);
+    answer
 }

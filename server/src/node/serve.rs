@@ -290,6 +290,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Route::Watch(WatchOp::Progress) => Task::Progress,
         Route::Later(later) => Task::Later(later),
         Route::Propose => Task::Propose(frame.to_owned_frame()),
+        Route::Snapshot => {
+            return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
+        }
     };
     let Ok(permit) = conn.permits.clone().acquire_static_permit(1).await else {
         return answer(outbox, id, kind, Err(ApiError::Stopped));

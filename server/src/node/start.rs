@@ -32,7 +32,7 @@ use crate::cluster::ClusterInfo;
 use crate::config::{Config, url_to_addr};
 
 /// Store meta key holding the cluster's identity and membership (JSON).
-const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
+pub const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
 /// Store meta key holding this member's id.
 pub const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
 /// Store meta key holding the Raft term of the last applied entry (written
@@ -53,9 +53,12 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
-pub fn store_options(cfg: &Config) -> StoreOptions {
+pub fn store_options(_cfg: &Config) -> StoreOptions {
     StoreOptions {
-        quota_bytes: cfg.quota_backend_bytes,
+        // The quota is enforced by the alarm layer (`node/alarm.rs`) from
+        // replicated state; a store-local refusal at apply could make
+        // members diverge (their file sizes differ).
+        quota_bytes: u64::MAX,
         ..StoreOptions::default()
     }
 }
@@ -88,29 +91,13 @@ fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64
              support yet; start every member with --initial-cluster-state=new"
         );
     }
-    let cluster = ClusterInfo::bootstrap(&cfg.initial_cluster_spec(), &cfg.initial_cluster_token)
-        .map_err(|e| anyhow!(e))?;
-    let me = cluster.find_by_name(&cfg.name).ok_or_else(|| {
-        anyhow!(
-            "member name {:?} is not in --initial-cluster {:?}",
-            cfg.name,
-            cfg.initial_cluster_spec()
-        )
-    })?;
-    let mine: Vec<&str> = cfg
-        .initial_advertise_peer_urls
-        .iter()
-        .map(String::as_str)
-        .collect();
-    if me.peer_urls.iter().map(String::as_str).collect::<Vec<_>>() != mine {
-        bail!(
-            "--initial-cluster has {}={:?} but --initial-advertise-peer-urls is {:?}",
-            cfg.name,
-            me.peer_urls,
-            mine
-        );
-    }
-    let id = me.id;
+    let (cluster, id) = ClusterInfo::bootstrap_member(
+        &cfg.initial_cluster_spec(),
+        &cfg.initial_cluster_token,
+        &cfg.name,
+        &cfg.initial_advertise_peer_urls,
+    )
+    .map_err(|e| anyhow!(e))?;
     let mut batch = store.write()?;
     batch.put_meta(CLUSTER_META_KEY, &serde_json::to_vec(&cluster)?);
     batch.put_meta(MEMBER_META_KEY, &id.to_le_bytes());
@@ -204,10 +191,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         max_key_bytes: corekv_storage::MAX_KEY_BYTES,
         ..WireLimits::default()
     };
+    let alarms = Arc::new(super::alarm::Alarms::load(
+        &store.read().context("reading the alarms")?,
+    ));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         member_id,
         cluster: RwLock::new(cluster),
+        alarms,
         store: RwLock::new(Arc::new(store)),
         to_core,
         events: tokio::sync::broadcast::channel(super::watch::WATCH_BROADCAST_DEPTH).0,
@@ -221,6 +212,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         fatal: RwLock::new(None),
     });
 
+    super::corrupt::spawn(shared.clone(), cfg.experimental_corrupt_check_time)
+        .context("start the corruption checker")?;
     let cores = match cfg.cores {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -246,6 +239,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         request_timeout: cfg.request_timeout(),
         max_pending_requests: cfg.max_pending_requests,
         applied_term_key: APPLIED_TERM_META_KEY,
+        alarms: shared.alarms.clone(),
     };
     let wal_opts = wal_options(&cfg);
     let core = LocalExecutorBuilder::new(placement(0))

@@ -160,30 +160,13 @@ impl Cluster {
             .prefix("corekv-it-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("tempdir");
-        let specs: Vec<MemberSpec> = (1..=n)
-            .map(|i| MemberSpec {
-                name: format!("m{i}"),
-                native: free_port(),
-                http: free_port(),
-                peer: free_port(),
-                data_dir: dir.path().join(format!("m{i}")),
-            })
-            .collect();
-        let initial_cluster = specs
-            .iter()
-            .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut members: Vec<Member> = specs
-            .into_iter()
-            .map(|spec| Member {
-                spec,
-                child: None,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-                env: Vec::new(),
-                initial_cluster: initial_cluster.clone(),
-            })
-            .collect();
+        let members = members(dir.path(), n, extra);
+        Cluster::start_members(members, dir).await
+    }
+
+    /// Starts prepared members (their data dirs may already exist, e.g.
+    /// restored from a snapshot) and waits for a leader; `dir` holds them.
+    pub async fn start_members(mut members: Vec<Member>, dir: tempfile::TempDir) -> Cluster {
         for m in &mut members {
             m.start();
         }
@@ -223,6 +206,35 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// `n` members `m1..mn` with fresh ports and data dirs under `dir`, one
+/// cluster (`initial_cluster` lists them all), not started.
+pub fn members(dir: &std::path::Path, n: usize, extra: &[&str]) -> Vec<Member> {
+    let specs: Vec<MemberSpec> = (1..=n)
+        .map(|i| MemberSpec {
+            name: format!("m{i}"),
+            native: free_port(),
+            http: free_port(),
+            peer: free_port(),
+            data_dir: dir.join(format!("m{i}")),
+        })
+        .collect();
+    let initial_cluster = specs
+        .iter()
+        .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    specs
+        .into_iter()
+        .map(|spec| Member {
+            spec,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            initial_cluster: initial_cluster.clone(),
+        })
+        .collect()
 }
 
 pub async fn try_connect(addr: &str) -> Result<Client, WireError> {

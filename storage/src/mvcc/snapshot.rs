@@ -159,6 +159,8 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
 struct CrcReader<'a> {
     input: &'a mut dyn Read,
     crc: u32,
+    /// Bytes taken so far (covered by `crc`).
+    read: u64,
 }
 
 impl CrcReader<'_> {
@@ -168,6 +170,7 @@ impl CrcReader<'_> {
             .read_exact(&mut b)
             .map_err(|e| io("read snapshot", e))?;
         self.crc = crate::checksum::crc32c_append(self.crc, &b);
+        self.read += n as u64;
         Ok(b)
     }
     fn u32(&mut self) -> Result<u32> {
@@ -201,14 +204,14 @@ pub(crate) fn restore_snapshot(
     restore_into(backend, input, opts)
 }
 
-pub(crate) fn restore_into(
-    backend: Arc<dyn Backend>,
-    input: &mut dyn Read,
-    opts: StoreOptions,
-) -> Result<Store> {
-    let batch_entries = opts.restore_batch_entries.max(1);
-    let store = Store::open_with_backend(backend, opts)?;
-    let mut r = CrcReader { input, crc: 0 };
+/// The stream header's revisions and applied index.
+struct Header {
+    revision: i64,
+    compacted: i64,
+    applied: u64,
+}
+
+fn read_header(r: &mut CrcReader<'_>) -> Result<Header> {
     let header = r.take(40)?;
     if &header[..8] != MAGIC {
         return Err(invalid("bad magic"));
@@ -221,57 +224,73 @@ pub(crate) fn restore_into(
         a.copy_from_slice(&header[at..at + 8]);
         a
     };
-    let rev = i64::from_le_bytes(f(16));
-    let compacted = i64::from_le_bytes(f(24));
-    let applied = u64::from_le_bytes(f(32));
-    if rev < 1 || compacted > rev {
+    let h = Header {
+        revision: i64::from_le_bytes(f(16)),
+        compacted: i64::from_le_bytes(f(24)),
+        applied: u64::from_le_bytes(f(32)),
+    };
+    if h.revision < 1 || h.compacted > h.revision {
         return Err(invalid("revisions out of range"));
     }
-    let db = &store.inner.db;
-    let mut entries = 0u64;
-    let mut txn = db.begin()?;
-    let mut in_batch = 0usize;
-    loop {
-        let tag = r.take(1)?[0];
-        if tag == TAG_END {
-            break;
-        }
-        let klen = r.u32()?;
-        let vlen = r.u32()?;
-        if klen > MAX_ENTRY_BYTES || vlen > MAX_ENTRY_BYTES {
-            return Err(invalid("entry too large"));
-        }
-        let k = r.take(klen as usize)?;
-        let v = r.take(vlen as usize)?;
-        match tag {
-            TAG_KEY => {
-                // Stream keys and records are canonical (see `keys.rs`).
-                let (user_key, main, sub) =
-                    keys::split_stream_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
-                if main > rev || main < 1 {
-                    return Err(invalid("key version beyond snapshot revision"));
-                }
-                let (rec, value) =
-                    keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
-                let entry = keys::key_entry(&user_key, main, sub);
-                txn.put(&entry, &keys::encode_record(&rec, main, value))?;
-                // Revision entries exist only from the compacted revision
-                // on (compaction removes older ones, see `mvcc/compact.rs`).
-                if main >= compacted {
-                    txn.put(&keys::rev_entry(main, sub), keys::enc_of_entry(&entry))?;
-                }
-            }
-            TAG_META if k.first() == Some(&keys::T_META) => txn.put(&k, &v)?,
-            _ => return Err(invalid(format!("unknown entry tag {tag}"))),
-        }
-        entries += 1;
-        in_batch += 1;
-        if in_batch >= batch_entries {
-            db.commit(txn, |_| {}, false)?;
-            txn = db.begin()?;
-            in_batch = 0;
-        }
+    Ok(h)
+}
+
+/// One validated stream entry.
+enum Item {
+    /// A key version: tree key, tree record, main and sub revision.
+    Key {
+        k: Vec<u8>,
+        v: Vec<u8>,
+        main: i64,
+        sub: i64,
+    },
+    Meta {
+        k: Vec<u8>,
+        v: Vec<u8>,
+    },
+}
+
+/// Reads the next entry (`None` at the end tag), checking it against the
+/// header the same way for restore and inspection.
+fn read_item(r: &mut CrcReader<'_>, h: &Header) -> Result<Option<Item>> {
+    let tag = r.take(1)?[0];
+    if tag == TAG_END {
+        return Ok(None);
     }
+    let klen = r.u32()?;
+    let vlen = r.u32()?;
+    if klen > MAX_ENTRY_BYTES || vlen > MAX_ENTRY_BYTES {
+        return Err(invalid("entry too large"));
+    }
+    let k = r.take(klen as usize)?;
+    let v = r.take(vlen as usize)?;
+    match tag {
+        TAG_KEY => {
+            // Stream keys and records are canonical (see `keys.rs`).
+            let (user_key, main, sub) =
+                keys::split_stream_key_entry(&k).map_err(|_| invalid("bad key entry"))?;
+            if main > h.revision || main < 1 {
+                return Err(invalid("key version beyond snapshot revision"));
+            }
+            let (rec, value) = keys::decode_stream_record(&v).map_err(|_| invalid("bad record"))?;
+            // The tree's form of the key and record (the stream's differ).
+            let k = keys::key_entry(&user_key, main, sub);
+            let v = keys::encode_record(&rec, main, value);
+            Ok(Some(Item::Key {
+                k,
+                v,
+                main,
+                sub,
+            }))
+        }
+        TAG_META if k.first() == Some(&keys::T_META) => Ok(Some(Item::Meta { k, v })),
+        _ => Err(invalid(format!("unknown entry tag {tag}"))),
+    }
+}
+
+/// Reads the entry count and checksum after the end tag; returns the
+/// checksum (crc32c of everything before it).
+fn read_trailer(r: &mut CrcReader<'_>, entries: u64) -> Result<u32> {
     let count = r.u64()?;
     let crc = r.crc;
     let mut tail = [0u8; 4];
@@ -284,6 +303,78 @@ pub(crate) fn restore_into(
     if count != entries {
         return Err(invalid("entry count mismatch"));
     }
+    Ok(crc)
+}
+
+/// Reads and verifies a whole stream without restoring it: what
+/// `snapshot status` reports. `bytes` counts the stream up to its trailer
+/// (anything the input holds after it is not read).
+pub(crate) fn inspect_snapshot(input: &mut dyn Read) -> Result<SnapshotInfo> {
+    let mut r = CrcReader {
+        input,
+        crc: 0,
+        read: 0,
+    };
+    let h = read_header(&mut r)?;
+    let mut entries = 0u64;
+    while read_item(&mut r, &h)?.is_some() {
+        entries += 1;
+    }
+    let checksum = read_trailer(&mut r, entries)?;
+    Ok(SnapshotInfo {
+        revision: h.revision,
+        compacted_revision: h.compacted,
+        applied_index: h.applied,
+        entries,
+        bytes: r.read + 4,
+        checksum,
+    })
+}
+
+pub(crate) fn restore_into(
+    backend: Arc<dyn Backend>,
+    input: &mut dyn Read,
+    opts: StoreOptions,
+) -> Result<Store> {
+    let batch_entries = opts.restore_batch_entries.max(1);
+    let store = Store::open_with_backend(backend, opts)?;
+    let mut r = CrcReader {
+        input,
+        crc: 0,
+        read: 0,
+    };
+    let h = read_header(&mut r)?;
+    let db = &store.inner.db;
+    let mut entries = 0u64;
+    let mut txn = db.begin()?;
+    let mut in_batch = 0usize;
+    while let Some(item) = read_item(&mut r, &h)? {
+        match item {
+            Item::Key {
+                k,
+                v,
+                main,
+                sub,
+            } => {
+                txn.put(&k, &v)?;
+                // Revision entries exist only from the compacted revision
+                // on (compaction removes older ones, see `mvcc/compact.rs`).
+                if main >= h.compacted {
+                    txn.put(&keys::rev_entry(main, sub), keys::enc_of_entry(&k))?;
+                }
+            }
+            Item::Meta { k, v } => txn.put(&k, &v)?,
+        }
+        entries += 1;
+        in_batch += 1;
+        if in_batch >= batch_entries {
+            db.commit(txn, |_| {}, false)?;
+            txn = db.begin()?;
+            in_batch = 0;
+        }
+    }
+    read_trailer(&mut r, entries)?;
+    let (rev, compacted, applied) = (h.revision, h.compacted, h.applied);
     db.commit(
         txn,
         |m| {

@@ -251,6 +251,12 @@ impl Store {
         super::snapshot::restore_snapshot(path, input, opts)
     }
 
+    /// Reads and verifies a stream written by [`Store::write_snapshot`]
+    /// (checksum, entry count, every entry) without restoring it.
+    pub fn inspect_snapshot(input: &mut dyn std::io::Read) -> Result<SnapshotInfo> {
+        super::snapshot::inspect_snapshot(input)
+    }
+
     /// Like [`Store::restore_snapshot`] on any (empty) backend.
     pub fn restore_snapshot_with_backend(
         backend: Arc<dyn Backend>,

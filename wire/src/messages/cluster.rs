@@ -10,6 +10,9 @@ wire_structs! {
         pub peer_urls: Vec<String>,
         pub client_urls: Vec<String>,
         pub is_learner: bool,
+        /// corekv: the member's native-protocol address ("" if unknown),
+        /// so `corekvctl --cluster` can reach every member.
+        pub native_addr: String,
     }
     pub struct MemberListRequest {
         pub linearizable: bool,

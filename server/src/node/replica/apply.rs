@@ -18,6 +18,7 @@ use rkyv::util::AlignedVec;
 
 use super::super::entry::{self, Origin};
 use crate::kv;
+use crate::node::alarm::{self, Alarms};
 use crate::node::lease::{self, lessor::Lessor};
 
 /// How applying one request failed: the request is refused (the client gets
@@ -46,6 +47,8 @@ pub struct ApplyCtx<'a, 'b> {
     /// Raft index of the entry (server-chosen lease ids derive from it).
     pub index: u64,
     pub now: std::time::Instant,
+    /// Active alarms: decide refusals, changed by Alarm entries.
+    pub alarms: &'a Alarms,
 }
 
 /// The lease state applying a batch changes along with the store.
@@ -70,6 +73,8 @@ pub enum Replicated<'a> {
     DeleteRange(&'a w::ArchivedDeleteRangeRequest),
     Txn(&'a w::ArchivedTxnRequest),
     Compact(&'a w::ArchivedCompactionRequest),
+    /// Activate or deactivate (a GET is answered by the member).
+    Alarm(&'a w::ArchivedAlarmRequest),
     LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
     LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
 }
@@ -84,6 +89,7 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::DeleteRange(d) => Some(Replicated::DeleteRange(d)),
         R::Txn(t) => Some(Replicated::Txn(t)),
         R::Compact(c) => Some(Replicated::Compact(c)),
+        R::Alarm(a) if alarm::is_replicated_action(a) => Some(Replicated::Alarm(a)),
         R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
         R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
         R::Range(_)
@@ -122,6 +128,7 @@ pub fn apply_request(
         let reason = format!("{} is not a replicated request", req.name());
         return Err(Applied::Refused(ApiError::MalformedRequest(reason)));
     };
+    alarm::check_apply(ctx.alarms, req).map_err(Applied::Refused)?;
     Ok(match kind {
         Replicated::Put(p) => {
             let r = ctx.batch.put(&kv::put_request(p))?;
@@ -143,6 +150,10 @@ pub fn apply_request(
                 header: ctx.header(ctx.batch.revision()),
             })
         }
+        Replicated::Alarm(a) => {
+            let header = ctx.header(ctx.batch.revision());
+            alarm::apply(ctx.alarms, ctx.batch, header, a).map_err(Applied::Refused)?
+        }
         Replicated::LeaseGrant(g) => {
             let header = ctx.header.clone();
             lease::apply::grant(ctx.lessor, ctx.batch, g, ctx.index, ctx.now, header)?
@@ -158,8 +169,9 @@ pub fn apply_request(
 pub struct BatchApplied {
     /// Last entry index of the batch (the store's applied index now).
     pub last_index: u64,
-    /// The answer of each client request, by who proposed it.
-    pub answers: Vec<(Origin, Result<w::Response, ApiError>)>,
+    /// The answer of each client request, by who proposed it, with the
+    /// entry's index.
+    pub answers: Vec<(Origin, u64, Result<w::Response, ApiError>)>,
     /// Membership changes, in log order, for Raft to take.
     pub conf_changes: Vec<ConfChange>,
     /// Client requests applied (refused ones included).
@@ -175,6 +187,7 @@ pub fn apply_batch(
     entries: &[Entry],
     header: &w::ResponseHeader,
     applied_term_key: &[u8],
+    alarms: &Alarms,
     lease: LeaseCtx<'_>,
 ) -> Result<BatchApplied, String> {
     let Some(last) = entries.last() else {
@@ -215,6 +228,7 @@ pub fn apply_batch(
                 let mut ctx = ApplyCtx {
                     batch: &mut batch,
                     header: header.clone(),
+                    alarms,
                     lessor: &mut *lease.lessor,
                     index: e.index,
                     now: lease.now,
@@ -232,7 +246,7 @@ pub fn apply_batch(
                     }
                 };
                 requests += 1;
-                answers.push((decoded.origin, result));
+                answers.push((decoded.origin, e.index, result));
             }
             EntryKind::ConfChange => {
                 let cc = ConfChange::decode(&e.data)
