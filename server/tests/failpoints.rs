@@ -181,16 +181,25 @@ async fn crash_at_snapshot_step(failpoint: &str, on_all: bool) {
         .iter()
         .map(|m| m.native_addr())
         .collect();
-    let acked = load::write_load(
-        &addrs,
-        "k",
-        Extra::None,
-        Until::Deadline,
-        Duration::from_secs(3),
-    )
-    .await;
+    // Enough writes for the others to compact their logs past member 3
+    // (a loaded host may need several rounds).
+    let mut acked = Acked::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() < 300 && Instant::now() < deadline {
+        let prefix = format!("k{}-", acked.len());
+        acked.extend(
+            load::write_load(
+                &addrs,
+                &prefix,
+                Extra::None,
+                Until::Deadline,
+                Duration::from_secs(2),
+            )
+            .await,
+        );
+    }
     assert!(
-        acked.len() > 200,
+        acked.len() >= 300,
         "too few writes to compact the log: {}",
         acked.len()
     );
