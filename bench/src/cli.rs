@@ -127,6 +127,15 @@ pub enum Command {
         compact_interval: Option<Duration>,
         #[arg(long, default_value_t = 1000)]
         compact_index_delta: i64,
+        /// Print the members' write latency budget for this run, stage by
+        /// stage (corekv only; read from their /metrics).
+        #[arg(long)]
+        stages: bool,
+        /// /metrics URLs for --stages (default: http://<endpoint>/metrics
+        /// for each --endpoints; with --protocol native give the members'
+        /// client URLs, e.g. http://127.0.0.1:2379/metrics).
+        #[arg(long, value_delimiter = ',')]
+        metrics_urls: Vec<String>,
     },
     /// Range over a key, a range [key, end) or a prefix.
     Range {

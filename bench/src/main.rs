@@ -12,6 +12,7 @@ mod plot;
 mod progress;
 mod recorder;
 mod report;
+mod stages;
 mod target;
 mod wal;
 mod workload;
@@ -91,6 +92,11 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         clients: g.clients,
         seed: g.seed,
     };
+    let stage_urls = stage_urls(&cli)?;
+    let stages_before = match &stage_urls {
+        Some(urls) => Some(stages::scrape_all(urls).await?),
+        None => None,
+    };
     let started = SystemTime::now();
     let (name, clients, out) = match &cli.command {
         Command::Put {
@@ -98,6 +104,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             keys,
             compact_interval,
             compact_index_delta,
+            ..
         } => (
             "put",
             g.clients,
@@ -211,6 +218,10 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         OutputFormat::Text => print!("{}", summary.to_text()),
         OutputFormat::Json => println!("{}", summary.to_json()),
     }
+    if let (Some(urls), Some(before)) = (&stage_urls, &stages_before) {
+        let after = stages::scrape_all(urls).await?;
+        print!("{}", stages::table(&stages::diff(&after, before)));
+    }
     if let Some(path) = &g.histogram_out {
         report::write_histogram_log(path, &out.recorder, started, out.elapsed)?;
     }
@@ -224,4 +235,32 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         })?;
     }
     Ok(())
+}
+
+/// The /metrics URLs `put --stages` reads, or None without `--stages`.
+fn stage_urls(cli: &Cli) -> Result<Option<Vec<String>>, BenchError> {
+    let Command::Put {
+        stages: true,
+        metrics_urls,
+        ..
+    } = &cli.command
+    else {
+        return Ok(None);
+    };
+    if !metrics_urls.is_empty() {
+        return Ok(Some(metrics_urls.clone()));
+    }
+    match cli.global.protocol {
+        Protocol::Grpc => Ok(Some(
+            cli.global
+                .endpoints
+                .iter()
+                .map(|e| format!("http://{}/metrics", e.trim_start_matches("http://")))
+                .collect(),
+        )),
+        Protocol::Native => Err(BenchError::InvalidArgument(
+            "put --stages with --protocol native needs --metrics-urls (the members' client URLs)"
+                .into(),
+        )),
+    }
 }

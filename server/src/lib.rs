@@ -10,3 +10,4 @@ pub mod inspect;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod stages;

@@ -249,6 +249,7 @@ impl Metrics {
                 self.native_err[i].load(Relaxed)
             );
         }
+        crate::stages::WRITE_STAGES.render(&mut out);
         out
     }
 }

@@ -1,7 +1,7 @@
 //! Real etcd client libraries against a corekv member's client URL: the Rust
 //! `etcd-client` crate (tonic) and Python's `etcd-sdk-python` (grpcio, gRPC)
-//! plus `etcd3gw` (the HTTP/JSON gateway). KV, txn and watch; each must work
-//! unchanged, as against etcd. The Python packages live in a venv made by
+//! plus `etcd3gw` (the HTTP/JSON gateway). KV, txn and watch (and leases
+//! over gRPC); each must work unchanged, as against etcd. The Python packages live in a venv made by
 //! scripts/install-test-deps.sh; the test fails when it is missing.
 
 mod common;
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::Cluster;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseTimeToLiveOptions,
+    PutOptions, Txn, TxnOp, WatchOptions,
 };
 
 async fn message(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
@@ -100,6 +101,24 @@ async fn rust_etcd_client_kv_txn_watch() {
             .contains("etcdserver: mvcc: required revision has been compacted"),
         "{e}"
     );
+    // Leases: a key attached to a granted lease goes away with it.
+    let lease = c.lease_grant(60, None).await.unwrap();
+    assert_eq!(lease.ttl(), 60);
+    c.put(
+        "leased",
+        "v",
+        Some(PutOptions::new().with_lease(lease.id())),
+    )
+    .await
+    .unwrap();
+    let ttl = c
+        .lease_time_to_live(lease.id(), Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    assert_eq!(ttl.keys(), [b"leased".to_vec()]);
+    c.lease_revoke(lease.id()).await.unwrap();
+    assert!(c.get("leased", None).await.unwrap().kvs().is_empty());
+
     let s = c.status().await.unwrap();
     assert_eq!(s.leader(), s.header().unwrap().member_id());
     let m = c.member_list().await.unwrap();

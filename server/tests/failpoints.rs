@@ -152,3 +152,88 @@ async fn wal_fdatasync_eio_stops_the_member() {
     );
     verify_after_restart(m, &acked).await;
 }
+
+/// Crash at a snapshot step: member 2 lags (stopped) while the others take
+/// writes and compact their logs; when it returns the leader sends it a
+/// snapshot. `on_all` arms the failpoint on every member (the leader writes
+/// the image), otherwise only on the lagging member (it installs it).
+async fn crash_at_snapshot_step(failpoint: &str, on_all: bool) {
+    let flags = [
+        "--store-sync-entries",
+        "50",
+        "--snapshot-count",
+        "100",
+        "--snapshot-catchup-entries",
+        "10",
+    ];
+    let mut cluster = Cluster::start(3, &flags).await;
+    let fp = format!("{failpoint}=return(crash)");
+    for (i, m) in cluster.members.iter_mut().enumerate() {
+        if on_all || i == 2 {
+            m.stop();
+            m.env = vec![("FAILPOINTS".into(), fp.clone())];
+            m.start();
+        }
+    }
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    cluster.members[2].stop();
+    let addrs: Vec<String> = cluster.members[..2]
+        .iter()
+        .map(|m| m.native_addr())
+        .collect();
+    let acked = load::write_load(
+        &addrs,
+        "k",
+        Extra::None,
+        Until::Deadline,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        acked.len() > 200,
+        "too few writes to compact the log: {}",
+        acked.len()
+    );
+    cluster.members[2].start();
+    // Some member dies by SIGKILL at the failpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let crashed = 'found: loop {
+        for (i, m) in cluster.members.iter_mut().enumerate() {
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                m.child = None;
+                assert_eq!(status.signal(), Some(libc::SIGKILL), "m{i}: {status:?}");
+                break 'found i;
+            }
+        }
+        assert!(Instant::now() < deadline, "{failpoint} never hit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "failpoints: {failpoint}: m{crashed} crashed after {} acknowledged writes",
+        acked.len()
+    );
+    for m in cluster.members.iter_mut() {
+        m.kill();
+        m.env.clear();
+        m.start();
+    }
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    for m in &cluster.members {
+        load::verify(&m.native_addr(), &acked, 0).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_snapshot_write() {
+    crash_at_snapshot_step("snapshot-write", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_snapshot_install() {
+    crash_at_snapshot_step("snapshot-install", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_snapshot_rename() {
+    crash_at_snapshot_step("snapshot-rename", false).await;
+}

@@ -25,6 +25,7 @@
 pub mod bench;
 mod error;
 pub(crate) mod format;
+pub mod fuzzing;
 mod group;
 mod indexed;
 mod log;

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::peer::{PeerIn, PeerOut, Peers};
 use super::replica::snapshot::{InstallPaths, install_image};
-use super::replica::{Outbound, Replica, Work};
+use super::replica::{Outbound, Persist, Replica, Work};
 use super::{CoreMsg, Shared};
 use crate::metrics::METRICS;
 
@@ -46,7 +46,10 @@ const COMPACTION_TICK_BUDGET: std::time::Duration = std::time::Duration::from_mi
 pub struct Core {
     shared: Arc<Shared>,
     replica: Replica,
-    wal: Wal,
+    /// The WAL, when no write is in flight (the write's task owns it then).
+    wal: Option<Wal>,
+    /// The WAL write in flight, if any (at most one).
+    writing: Option<Writing>,
     peers: Peers,
     last_snapshot_index: u64,
     last_sync_applied: u64,
@@ -56,8 +59,23 @@ pub struct Core {
 enum Event {
     Client(CoreMsg),
     Peer(PeerIn),
+    /// Boxed: the WAL is large and this is one event per write.
+    Written(Box<Written>),
     Tick,
     Closed,
+}
+
+struct Writing {
+    task: glommio::Task<Box<Written>>,
+}
+
+/// A finished WAL write: the WAL handed back, and the Work's writes.
+struct Written {
+    wal: Wal,
+    persist: Persist,
+    result: Result<(), corekv_raftcore::wal::WalError>,
+    started: Instant,
+    synced: Instant,
 }
 
 impl Core {
@@ -67,7 +85,8 @@ impl Core {
         Core {
             shared,
             replica,
-            wal,
+            wal: Some(wal),
+            writing: None,
             peers,
             last_snapshot_index,
             last_sync_applied: applied,
@@ -99,20 +118,30 @@ impl Core {
         self.publish_status();
         while !self.shared.stopping() {
             let wait = next_tick.saturating_duration_since(Instant::now());
+            let writing = &mut self.writing;
             let event = future::or(
                 future::or(
                     async { peer_rx.recv().await.map_or(Event::Closed, Event::Peer) },
                     async { client_rx.recv().await.map_or(Event::Closed, Event::Client) },
                 ),
-                async {
-                    glommio::timer::sleep(wait).await;
-                    Event::Tick
-                },
+                future::or(
+                    async {
+                        match writing {
+                            Some(w) => Event::Written((&mut w.task).await),
+                            None => future::pending().await,
+                        }
+                    },
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        Event::Tick
+                    },
+                ),
             )
             .await;
             match event {
                 Event::Client(m) => self.replica.on_client(Instant::now(), m),
                 Event::Peer(m) => self.on_peer(m).await?,
+                Event::Written(done) => self.on_written(done)?,
                 Event::Tick | Event::Closed => {}
             }
             for _ in 0..MAX_DRAIN_PER_TURN {
@@ -138,9 +167,18 @@ impl Core {
             }
             self.replica.start_read_round(now);
             self.send_outbox();
-            while self.replica.has_ready() {
+            // One WAL write in flight: the next Ready (everything that
+            // arrived meanwhile: group commit) is taken when it is durable.
+            while self.writing.is_none() && self.replica.has_ready() {
                 self.handle_ready().await?;
             }
+            if self.writing.is_none() {
+                self.maybe_checkpoint().await?;
+            }
+        }
+        if let Some(w) = self.writing.take() {
+            // Let the write finish (its outcome no longer matters).
+            let _ = w.task.await;
         }
         Ok(())
     }
@@ -173,38 +211,69 @@ impl Core {
         }
     }
 
+    /// Pipelined: the Ready's WAL write is started (on a task of its own),
+    /// then its committed entries (durable already) are applied and
+    /// answered while that write and its fsync are in flight; the write's
+    /// completion comes back as `Event::Written`.
     async fn handle_ready(&mut self) -> Result<(), String> {
         let mut work = self.replica.take_ready(Instant::now());
         for m in std::mem::take(&mut work.messages) {
             self.send_message(m);
         }
-        self.persist(&work).await?;
-        self.replica.on_persisted(&work);
-        for m in std::mem::take(&mut work.persisted_messages) {
-            self.send_message(m);
-        }
-        self.apply(&mut work)?;
-        self.replica.advance(work);
-        self.maybe_checkpoint().await
-    }
-
-    async fn persist(&mut self, work: &Work) -> Result<(), String> {
-        if let Some(meta) = &work.snapshot {
-            self.wal
+        let persist = work.take_persist();
+        if let Some(meta) = &persist.snapshot {
+            self.wal_mut()?
                 .save_snapshot_marker(meta)
                 .await
                 .map_err(|e| format!("wal: {e}"))?;
             self.last_snapshot_index = meta.index;
         }
-        if let Some((entries, hs)) = work.wal_write() {
-            let started = Instant::now();
-            self.wal
-                .append(entries, hs)
-                .await
-                .map_err(|e| format!("wal: {e}"))?;
-            METRICS.wal_fsync.observe(started.elapsed());
+        if persist.wal_write().is_some() {
+            let mut wal = self.wal.take().ok_or("wal: a write is already in flight")?;
+            let task = glommio::spawn_local(async move {
+                let started = Instant::now();
+                let result = match persist.wal_write() {
+                    Some((entries, hs)) => wal.append(entries, hs).await,
+                    None => Ok(()),
+                };
+                Box::new(Written {
+                    wal,
+                    persist,
+                    result,
+                    started,
+                    synced: Instant::now(),
+                })
+            });
+            self.writing = Some(Writing { task });
+        } else {
+            self.replica.on_persisted(&persist, None);
+            for m in persist.persisted_messages {
+                self.send_message(m);
+            }
+        }
+        self.apply(&mut work)?;
+        self.replica.advance(work);
+        Ok(())
+    }
+
+    /// A WAL write is durable (or failed: fatal).
+    fn on_written(&mut self, done: Box<Written>) -> Result<(), String> {
+        self.writing = None;
+        self.wal = Some(done.wal);
+        done.result.map_err(|e| format!("wal: {e}"))?;
+        METRICS.wal_fsync.observe(done.synced - done.started);
+        self.replica
+            .on_persisted(&done.persist, Some((done.started, done.synced)));
+        for m in done.persist.persisted_messages {
+            self.send_message(m);
         }
         Ok(())
+    }
+
+    fn wal_mut(&mut self) -> Result<&mut Wal, String> {
+        self.wal
+            .as_mut()
+            .ok_or_else(|| "wal: a write is in flight".to_string())
     }
 
     fn send_message(&mut self, m: Message) {
@@ -219,7 +288,7 @@ impl Core {
     fn apply(&mut self, work: &mut Work) -> Result<(), String> {
         let started = Instant::now();
         let store = self.shared.store();
-        let Some(done) = self.replica.apply(&store, work)? else {
+        let Some(done) = self.replica.apply(&store, work, &Instant::now)? else {
             return Ok(());
         };
         METRICS.backend_commit.observe(started.elapsed());
@@ -276,12 +345,11 @@ impl Core {
         else {
             return Ok(());
         };
-        self.wal
-            .save_snapshot_marker(&meta)
+        let wal = self.wal_mut()?;
+        wal.save_snapshot_marker(&meta)
             .await
             .map_err(|e| format!("wal: {e}"))?;
-        self.wal
-            .release_before(meta.index)
+        wal.release_before(meta.index)
             .await
             .map_err(|e| format!("wal: {e}"))?;
         self.last_snapshot_index = meta.index;

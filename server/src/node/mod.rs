@@ -35,6 +35,9 @@ pub enum CoreMsg {
     Propose {
         frame: OwnedFrame,
         reply: oneshot::Sender<Result<w::Response, ApiError>>,
+        /// When the shard received the request (the start of the write's
+        /// latency budget, see `stages.rs`).
+        received: std::time::Instant,
     },
     /// A linearizable read point: answered once the local store has applied
     /// everything committed when the leader confirmed its leadership.

@@ -176,8 +176,16 @@ impl Api {
     /// core; answered once this member applied it.
     pub async fn propose(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.to_core(CoreMsg::Propose { frame, reply }).await?;
-        rx.await.map_err(|_| ApiError::Stopped)?
+        let received = std::time::Instant::now();
+        self.to_core(CoreMsg::Propose {
+            frame,
+            reply,
+            received,
+        })
+        .await?;
+        let answer = rx.await.map_err(|_| ApiError::Stopped)?;
+        crate::stages::observe_total(received);
+        answer
     }
 
     async fn to_core(&self, msg: CoreMsg) -> Result<(), ApiError> {

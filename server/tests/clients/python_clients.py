@@ -62,6 +62,11 @@ def check_pyetcd():
     assert ev.key == b"py/a" and ev.value == b"12", ev
     cancel()
     assert c.delete("py/b")
+    lease = c.lease(60)
+    c.put("py/leased", "v", lease=lease)
+    assert c.get("py/leased")[0] == b"v"
+    lease.revoke()
+    assert c.get("py/leased")[0] is None
     st = c.status()
     assert st.leader is not None
     print("pyetcd ok", flush=True)

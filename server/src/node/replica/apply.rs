@@ -158,8 +158,9 @@ pub fn apply_request(
 pub struct BatchApplied {
     /// Last entry index of the batch (the store's applied index now).
     pub last_index: u64,
-    /// The answer of each client request, by who proposed it.
-    pub answers: Vec<(Origin, Result<w::Response, ApiError>)>,
+    /// The answer of each client request, by who proposed it, with the
+    /// entry's index.
+    pub answers: Vec<(Origin, u64, Result<w::Response, ApiError>)>,
     /// Membership changes, in log order, for Raft to take.
     pub conf_changes: Vec<ConfChange>,
     /// Client requests applied (refused ones included).
@@ -232,7 +233,7 @@ pub fn apply_batch(
                     }
                 };
                 requests += 1;
-                answers.push((decoded.origin, result));
+                answers.push((decoded.origin, e.index, result));
             }
             EntryKind::ConfChange => {
                 let cc = ConfChange::decode(&e.data)

@@ -16,7 +16,9 @@ pub mod requests;
 pub mod snapshot;
 pub mod state;
 
-pub use state::{Outbound, Replica, ReplicaConfig, Work};
+pub use state::{Outbound, Persist, Replica, ReplicaConfig, Work};
 
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;

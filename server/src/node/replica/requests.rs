@@ -32,12 +32,13 @@ pub type Ticket = u64;
 /// Where a waiting request is.
 enum Waiting {
     /// Proposed here or forwarded to the leader: answered when its entry
-    /// applies.
-    Proposed { reply: WriteReply },
+    /// applies. `taken`: when the core took it (for the stage timings).
+    Proposed { reply: WriteReply, taken: Instant },
     /// No leader known: proposed once one is.
     Parked {
         frame: OwnedFrame,
         reply: WriteReply,
+        taken: Instant,
     },
     /// Waits for the next read-index round.
     ReadQueued { reply: ReadReply },
@@ -59,6 +60,15 @@ struct Round {
     live: usize,
 }
 
+/// A client write not yet proposed (new, or parked and handed back).
+pub struct NewWrite {
+    pub ticket: Ticket,
+    pub deadline: Instant,
+    pub taken: Instant,
+    pub frame: OwnedFrame,
+    pub reply: WriteReply,
+}
+
 /// The table was full: the request is refused with "too many requests".
 #[derive(Debug)]
 pub struct Full;
@@ -68,7 +78,8 @@ pub struct Requests {
     by_deadline: BTreeSet<(Instant, Ticket)>,
     /// Parked writes in arrival order (deadline order too: one timeout).
     parked: VecDeque<Ticket>,
-    queued_reads: Vec<Ticket>,
+    /// Reads for the next round, in arrival (and deadline) order.
+    queued_reads: VecDeque<Ticket>,
     rounds: HashMap<u64, Round>,
     /// Read points waiting for apply, by index.
     pending_reads: BTreeMap<u64, Vec<Ticket>>,
@@ -84,7 +95,7 @@ impl Requests {
             live: HashMap::new(),
             by_deadline: BTreeSet::new(),
             parked: VecDeque::new(),
-            queued_reads: Vec::new(),
+            queued_reads: VecDeque::new(),
             rounds: HashMap::new(),
             pending_reads: BTreeMap::new(),
             next_ticket: 1,
@@ -142,19 +153,24 @@ impl Requests {
         Some(live.waiting)
     }
 
-    pub fn proposed(&mut self, ticket: Ticket, deadline: Instant, reply: WriteReply) {
-        self.insert(ticket, deadline, Waiting::Proposed { reply });
-    }
-
-    pub fn park(
+    pub fn proposed(
         &mut self,
         ticket: Ticket,
         deadline: Instant,
-        frame: OwnedFrame,
+        taken: Instant,
         reply: WriteReply,
     ) {
-        self.insert(ticket, deadline, Waiting::Parked { frame, reply });
-        self.parked.push_back(ticket);
+        self.insert(ticket, deadline, Waiting::Proposed { reply, taken });
+    }
+
+    pub fn park(&mut self, write: NewWrite) {
+        let waiting = Waiting::Parked {
+            frame: write.frame,
+            reply: write.reply,
+            taken: write.taken,
+        };
+        self.insert(write.ticket, write.deadline, waiting);
+        self.parked.push_back(write.ticket);
     }
 
     pub fn has_parked(&self) -> bool {
@@ -163,37 +179,54 @@ impl Requests {
 
     /// Every parked write, oldest first, with its deadline; the caller
     /// proposes (or parks) each again under the same ticket.
-    pub fn unpark_all(&mut self) -> Vec<(Ticket, Instant, OwnedFrame, WriteReply)> {
+    pub fn unpark_all(&mut self) -> Vec<NewWrite> {
         let tickets: Vec<Ticket> = self.parked.drain(..).collect();
         let mut out = Vec::with_capacity(tickets.len());
         for t in tickets {
             let deadline = self.live.get(&t).map(|l| l.deadline);
-            if let (Some(deadline), Some(Waiting::Parked { frame, reply })) =
-                (deadline, self.remove(t))
+            if let (
+                Some(deadline),
+                Some(Waiting::Parked {
+                    frame,
+                    reply,
+                    taken,
+                }),
+            ) = (deadline, self.remove(t))
             {
-                out.push((t, deadline, frame, reply));
+                out.push(NewWrite {
+                    ticket: t,
+                    deadline,
+                    taken,
+                    frame,
+                    reply,
+                });
             }
         }
         out
     }
 
     /// Answers the write proposed under `ticket`, if it still waits.
-    pub fn answer_write(&mut self, ticket: Ticket, result: Result<w::Response, ApiError>) {
+    pub fn answer_write(
+        &mut self,
+        ticket: Ticket,
+        result: Result<w::Response, ApiError>,
+    ) -> Option<Instant> {
         match self.remove(ticket) {
-            Some(Waiting::Proposed { reply }) => {
+            Some(Waiting::Proposed { reply, taken }) => {
                 let _ = reply.send(result);
+                Some(taken)
             }
             Some(other) => panic!(
                 "answering ticket {ticket} that is not a proposal: {}",
                 other.name()
             ),
-            None => {}
+            None => None,
         }
     }
 
     pub fn queue_read(&mut self, ticket: Ticket, deadline: Instant, reply: ReadReply) {
         self.insert(ticket, deadline, Waiting::ReadQueued { reply });
-        self.queued_reads.push(ticket);
+        self.queued_reads.push_back(ticket);
     }
 
     pub fn has_queued_reads(&self) -> bool {
@@ -295,7 +328,7 @@ impl Requests {
                 ApiError::NoLeader
             };
             match self.remove(ticket) {
-                Some(Waiting::Proposed { reply }) => {
+                Some(Waiting::Proposed { reply, .. }) => {
                     METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(ApiError::Timeout));
                 }
@@ -312,16 +345,14 @@ impl Requests {
                 None => unreachable!("by_deadline holds only live tickets"),
             }
         }
-        // Drop answered tickets from the front of the FIFOs so they stay
-        // bounded by the live requests.
-        while self
-            .parked
-            .front()
-            .is_some_and(|t| !self.live.contains_key(t))
-        {
-            self.parked.pop_front();
+        // Both FIFOs are in deadline order (one timeout for all), so what
+        // expired is at their front: drop it, and they stay bounded by the
+        // live requests. O(expired), never a scan.
+        for fifo in [&mut self.parked, &mut self.queued_reads] {
+            while fifo.front().is_some_and(|t| !self.live.contains_key(t)) {
+                fifo.pop_front();
+            }
         }
-        self.queued_reads.retain(|t| self.live.contains_key(t));
         n
     }
 
@@ -330,7 +361,7 @@ impl Requests {
         let tickets: Vec<Ticket> = self.live.keys().copied().collect();
         for t in tickets {
             match self.remove(t) {
-                Some(Waiting::Proposed { reply } | Waiting::Parked { reply, .. }) => {
+                Some(Waiting::Proposed { reply, .. } | Waiting::Parked { reply, .. }) => {
                     let _ = reply.send(Err(err.clone()));
                 }
                 Some(

@@ -5,26 +5,31 @@
 //! one in the member, a memory-backed one in tests).
 //!
 //! The driver (`node/core.rs`) keeps the Ready contract of raftcore with
-//! it: for each [`Work`] from [`Replica::take_ready`], send `messages`,
-//! persist (`snapshot` marker, then `wal_write()`), call
-//! [`Replica::on_persisted`], send `persisted_messages`, [`Replica::apply`]
-//! the committed entries, then [`Replica::advance`] the whole Work.
+//! it: for each [`Work`] from [`Replica::take_ready`], send `messages`;
+//! hand its [`Persist`] to the WAL (`snapshot` marker, then `wal_write()`),
+//! and when that is durable call [`Replica::on_persisted`] and send
+//! `persisted_messages`; [`Replica::apply`] the committed entries (at once:
+//! they are durable already, this is what lets apply overlap the fsync of
+//! the Work's own entries), then [`Replica::advance`] the Work. Works'
+//! writes become durable in the order the Works were taken.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use corekv_raftcore::{
     Entry, HardState, Message, NodeId, RaftError, RawNode, Ready, Role, SnapshotMeta, Status,
 };
 use corekv_storage::{CommitInfo, Store};
+use corekv_wire::ApiError;
 use corekv_wire::messages as w;
-use corekv_wire::{ApiError, OwnedFrame};
 
 use super::apply;
-use super::requests::{ReadReply, Requests, Ticket, WriteReply};
+use super::requests::{NewWrite, ReadReply, Requests, Ticket};
 use crate::metrics::METRICS;
 use crate::node::CoreMsg;
 use crate::node::entry::{self, Origin};
 use crate::node::lease::{self, LeaseDriver};
+use crate::stages::{Stage, WRITE_STAGES};
 use std::sync::atomic::Ordering;
 
 /// Fixed facts of one run of the replica.
@@ -64,6 +69,29 @@ pub enum Outbound {
 pub struct Work {
     /// Send now (before the writes are durable).
     pub messages: Vec<Message>,
+    persist: Option<Persist>,
+    /// Committed and locally durable: apply in order (they do not wait for
+    /// this Work's own writes).
+    pub committed: Vec<Entry>,
+    /// When the Ready was taken (its committed entries known committed;
+    /// lease deadlines set at apply start here).
+    taken_at: Instant,
+    ready: Ready,
+}
+
+impl Work {
+    /// The writes of this Work and what waits for them. Writes must become
+    /// durable in the order the Works were taken.
+    pub fn take_persist(&mut self) -> Persist {
+        self.persist
+            .take()
+            .expect("take_persist is called once per Work")
+    }
+}
+
+/// One Work's writes, handed to the WAL; report them with
+/// [`Replica::on_persisted`] once durable.
+pub struct Persist {
     /// Persist this snapshot marker before the entries.
     pub snapshot: Option<SnapshotMeta>,
     entries: Vec<Entry>,
@@ -71,19 +99,14 @@ pub struct Work {
     hard_state: Option<HardState>,
     /// Send once the writes are durable.
     pub persisted_messages: Vec<Message>,
-    /// Committed and locally durable: apply in order.
-    pub committed: Vec<Entry>,
-    ready: Ready,
-    /// When the Ready was taken (lease deadlines set at apply use it).
-    at: Instant,
 }
 
-impl Work {
-    /// The WAL write this Ready needs (entries, hard state), if any. A hard
-    /// state whose term and vote are unchanged only moved the commit index,
-    /// which need not be durable (a restarted member learns it again from
-    /// the leader): it rides along with the next entries instead of costing
-    /// an fdatasync of its own.
+impl Persist {
+    /// The WAL write (entries, hard state), if any. A hard state whose term
+    /// and vote are unchanged only moved the commit index, which need not be
+    /// durable (a restarted member learns it again from the leader): it
+    /// rides along with the next entries instead of costing an fdatasync of
+    /// its own.
     pub fn wal_write(&self) -> Option<(&[Entry], Option<HardState>)> {
         (!self.entries.is_empty() || self.hard_state.is_some())
             .then_some((&self.entries[..], self.hard_state))
@@ -105,14 +128,39 @@ pub struct Replica {
     applied: u64,
     /// The hard state last written to the WAL.
     durable_hs: HardState,
+    /// Recent WAL writes, oldest first, for the stage timings; bounded by
+    /// `MAX_TRACKED_WAL_BATCHES`, dropped once applied.
+    wal_batches: VecDeque<WalBatch>,
     /// Leases: the lessor (applied with the entries), expiry and
     /// checkpoints on the leader, keep-alives forwarded to the leader.
     lease: LeaseDriver,
 }
 
+/// Most WAL writes remembered for stage timings.
+const MAX_TRACKED_WAL_BATCHES: usize = 1024;
+
+struct WalBatch {
+    first: u64,
+    last: u64,
+    started: Instant,
+    synced: Instant,
+}
+
 impl Replica {
-    pub fn new(cfg: ReplicaConfig, raw: RawNode, applied: u64, durable_hs: HardState) -> Replica {
+    /// A member that is the only voter campaigns at once (it needs no one's
+    /// vote, so waiting for an election timeout would only delay serving).
+    pub fn new(
+        cfg: ReplicaConfig,
+        mut raw: RawNode,
+        applied: u64,
+        durable_hs: HardState,
+    ) -> Replica {
         assert_ne!(cfg.run_nonce, 0, "a run nonce is never 0");
+        if raw.status().conf_state.voters == [cfg.member_id] {
+            if let Err(e) = raw.campaign() {
+                tracing::debug!(error = %e, "no campaign at start");
+            }
+        }
         Replica {
             raw,
             requests: Requests::new(cfg.max_pending_requests),
@@ -120,6 +168,7 @@ impl Replica {
             outbox: Vec::new(),
             applied,
             durable_hs,
+            wal_batches: VecDeque::new(),
             lease: LeaseDriver::empty(),
         }
     }
@@ -190,8 +239,21 @@ impl Replica {
     pub fn on_client(&mut self, now: Instant, m: CoreMsg) {
         let deadline = now + self.cfg.request_timeout;
         match m {
-            CoreMsg::Propose { frame, reply } => match self.requests.ticket() {
-                Ok(ticket) => self.propose(ticket, deadline, frame, reply),
+            CoreMsg::Propose {
+                frame,
+                reply,
+                received,
+            } => match self.requests.ticket() {
+                Ok(ticket) => {
+                    WRITE_STAGES.observe(Stage::ToCore, now.saturating_duration_since(received));
+                    self.propose(NewWrite {
+                        ticket,
+                        deadline,
+                        taken: now,
+                        frame,
+                        reply,
+                    });
+                }
                 Err(_) => {
                     METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(ApiError::TooManyRequests));
@@ -237,7 +299,14 @@ impl Replica {
 
     /// Proposes a client write here (leader), forwards it (follower that
     /// knows the leader), or parks it until a leader is known.
-    fn propose(&mut self, ticket: Ticket, deadline: Instant, frame: OwnedFrame, reply: WriteReply) {
+    fn propose(&mut self, write: NewWrite) {
+        let NewWrite {
+            ticket,
+            deadline,
+            taken,
+            frame,
+            reply,
+        } = write;
         let origin = Origin {
             member: self.cfg.member_id,
             run_nonce: self.cfg.run_nonce,
@@ -245,7 +314,7 @@ impl Replica {
         };
         let data = entry::encode(origin, frame.payload());
         match self.raw.propose(data) {
-            Ok(_) => self.requests.proposed(ticket, deadline, reply),
+            Ok(_) => self.requests.proposed(ticket, deadline, taken, reply),
             Err(RaftError::NotLeader {
                 leader: Some(leader),
             }) => {
@@ -256,10 +325,16 @@ impl Replica {
                     ticket,
                     data,
                 });
-                self.requests.proposed(ticket, deadline, reply);
+                self.requests.proposed(ticket, deadline, taken, reply);
             }
             Err(RaftError::NotLeader { leader: None }) => {
-                self.requests.park(ticket, deadline, frame, reply);
+                self.requests.park(NewWrite {
+                    ticket,
+                    deadline,
+                    taken,
+                    frame,
+                    reply,
+                });
             }
             Err(e) => {
                 METRICS.proposals_failed.fetch_add(1, Ordering::Relaxed);
@@ -319,8 +394,8 @@ impl Replica {
         if !self.requests.has_parked() || !self.leader_known() {
             return;
         }
-        for (ticket, deadline, frame, reply) in self.requests.unpark_all() {
-            self.propose(ticket, deadline, frame, reply);
+        for write in self.requests.unpark_all() {
+            self.propose(write);
         }
     }
 
@@ -355,20 +430,37 @@ impl Replica {
         let hard_state = rd.hard_state.filter(|hs| {
             !rd.entries.is_empty() || hs.term != durable.term || hs.vote != durable.vote
         });
-        Work {
-            messages: std::mem::take(&mut rd.messages),
+        let persist = Persist {
             snapshot: rd.snapshot.clone(),
             entries: std::mem::take(&mut rd.entries),
             hard_state,
             persisted_messages: std::mem::take(&mut rd.persisted_messages),
+        };
+        Work {
+            messages: std::mem::take(&mut rd.messages),
+            persist: Some(persist),
             committed: std::mem::take(&mut rd.committed_entries),
+            taken_at: now,
             ready: rd,
-            at: now,
         }
     }
 
-    /// The Work's snapshot marker and WAL write are durable.
-    pub fn on_persisted(&mut self, work: &Work) {
+    /// A Work's snapshot marker and WAL write are durable; `wal` is when
+    /// its WAL write started and when its fsync was done.
+    pub fn on_persisted(&mut self, work: &Persist, wal: Option<(Instant, Instant)>) {
+        if let (Some(first), Some(last), Some((started, synced))) =
+            (work.entries.first(), work.entries.last(), wal)
+        {
+            if self.wal_batches.len() == MAX_TRACKED_WAL_BATCHES {
+                self.wal_batches.pop_front();
+            }
+            self.wal_batches.push_back(WalBatch {
+                first: first.index,
+                last: last.index,
+                started,
+                synced,
+            });
+        }
         if let Some(hs) = work.hard_state {
             self.durable_hs = hs;
         }
@@ -384,7 +476,13 @@ impl Replica {
 
     /// Applies the Work's committed entries to `store` and answers this
     /// run's waiting writes. An error is fatal (the store failed).
-    pub fn apply(&mut self, store: &Store, work: &mut Work) -> Result<Option<Applied>, String> {
+    /// `clock` reads the time after the store commit (stage timings).
+    pub fn apply(
+        &mut self,
+        store: &Store,
+        work: &mut Work,
+        clock: &dyn Fn() -> Instant,
+    ) -> Result<Option<Applied>, String> {
         let committed = std::mem::take(&mut work.committed);
         if committed.is_empty() {
             return Ok(None);
@@ -400,7 +498,7 @@ impl Replica {
         };
         let lease = apply::LeaseCtx {
             lessor: &mut self.lease.lessor,
-            now: work.at,
+            now: work.taken_at,
         };
         let done =
             apply::apply_batch(store, &committed, &header, self.cfg.applied_term_key, lease)?;
@@ -412,10 +510,21 @@ impl Replica {
             .proposals_applied
             .fetch_add(done.requests, Ordering::Relaxed);
         self.applied = self.applied.max(done.last_index);
-        for (origin, result) in done.answers {
-            if self.is_mine(origin) {
-                self.requests.answer_write(origin.proposal_id, result);
+        let applied_at = clock();
+        for (origin, index, result) in done.answers {
+            if !self.is_mine(origin) {
+                continue;
             }
+            if let Some(taken) = self.requests.answer_write(origin.proposal_id, result) {
+                self.observe_stages(index, taken, work.taken_at, applied_at);
+            }
+        }
+        while self
+            .wal_batches
+            .front()
+            .is_some_and(|b| b.last <= self.applied)
+        {
+            self.wal_batches.pop_front();
         }
         self.requests.release_reads(self.applied);
         Ok(Some(Applied {
@@ -424,15 +533,34 @@ impl Replica {
         }))
     }
 
+    /// Stage timings of one answered write whose entry is at `index`.
+    fn observe_stages(&self, index: u64, taken: Instant, committed: Instant, applied: Instant) {
+        let since = |later: Instant, earlier: Instant| later.saturating_duration_since(earlier);
+        // The latest write of that index is the one that holds it now.
+        if let Some(b) = self
+            .wal_batches
+            .iter()
+            .rev()
+            .find(|b| b.first <= index && index <= b.last)
+        {
+            WRITE_STAGES.observe(Stage::BatchWait, since(b.started, taken));
+            WRITE_STAGES.observe(Stage::WalWrite, since(b.synced, b.started));
+            WRITE_STAGES.observe(Stage::Commit, since(committed, b.synced));
+        }
+        WRITE_STAGES.observe(Stage::Apply, since(applied, committed));
+    }
+
     fn is_mine(&self, origin: Origin) -> bool {
         origin.member == self.cfg.member_id && origin.run_nonce == self.cfg.run_nonce
     }
 
-    /// Everything in the Work was handled: the whole Ready is reported
-    /// applied (its committed entries, and a snapshot if it carried one).
+    /// The Work's committed entries were applied: the whole Ready is
+    /// reported applied (its committed entries, and a snapshot if it carried
+    /// one, which was installed before the Ready existed). Its writes may
+    /// still be in flight.
     pub fn advance(&mut self, work: Work) {
         debug_assert!(work.committed.is_empty(), "apply before advance");
-        if let Some(s) = &work.snapshot {
+        if let Some(s) = &work.ready.snapshot {
             self.applied = self.applied.max(s.index);
         }
         self.raw.advance(work.ready);

@@ -12,7 +12,7 @@ use corekv_wire::messages as w;
 use corekv_wire::{ApiError, FrameDecoder, OwnedFrame, WireLimits, encode_frame};
 use tokio::sync::oneshot;
 
-use super::{Replica, ReplicaConfig, Work};
+use super::{Persist, Replica, ReplicaConfig};
 use crate::node::CoreMsg;
 
 pub const TIMEOUT: Duration = Duration::from_secs(7);
@@ -28,7 +28,7 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn persist(&mut self, work: &Work) {
+    pub fn persist(&mut self, work: &Persist) {
         if let Some(s) = &work.snapshot {
             self.entries.retain(|e| e.index > s.index);
             self.snapshot = Some(s.clone());
@@ -92,10 +92,11 @@ pub fn drive(r: &mut Replica, disk: &mut Disk, store: &Store, now: Instant) -> V
     while r.has_ready() {
         let mut work = r.take_ready(now);
         out.append(&mut work.messages);
-        disk.persist(&work);
-        r.on_persisted(&work);
-        out.append(&mut work.persisted_messages);
-        r.apply(store, &mut work).expect("apply");
+        let mut persist = work.take_persist();
+        disk.persist(&persist);
+        r.on_persisted(&persist, None);
+        out.append(&mut persist.persisted_messages);
+        r.apply(store, &mut work, &Instant::now).expect("apply");
         r.advance(work);
     }
     out
@@ -121,14 +122,22 @@ pub fn put_frame(key: &[u8], value: &[u8]) -> OwnedFrame {
 pub fn put(r: &mut Replica, now: Instant, key: &[u8]) -> WriteRx {
     let (reply, rx) = oneshot::channel();
     let frame = put_frame(key, b"v");
-    r.on_client(now, CoreMsg::Propose { frame, reply });
+    let received = now;
+    r.on_client(
+        now,
+        CoreMsg::Propose {
+            frame,
+            reply,
+            received,
+        },
+    );
     rx
 }
 
 /// Ticks a single member until it leads.
 pub fn elect(r: &mut Replica, disk: &mut Disk, store: &Store, now: Instant) {
     for _ in 0..100 {
-        if r.status().role == corekv_raftcore::Role::Leader {
+        if r.status().role == corekv_raftcore::Role::Leader && !r.has_ready() {
             return;
         }
         r.tick(now);
@@ -149,11 +158,13 @@ fn an_entry_from_before_a_restart_never_answers_a_new_client() {
     let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
     let mut r = start(1, &[1], 11, &disk, &store);
     elect(&mut r, &mut disk, &store, t0);
+    drive(&mut r, &mut disk, &store, t0);
     let _lost = put(&mut r, t0, b"a");
     // The entry reaches the WAL; the member crashes before applying it.
-    let work = r.take_ready(t0);
-    assert_eq!(work.wal_write().map(|(e, _)| e.len()), Some(1));
-    disk.persist(&work);
+    let mut work = r.take_ready(t0);
+    let persist = work.take_persist();
+    assert_eq!(persist.wal_write().map(|(e, _)| e.len()), Some(1));
+    disk.persist(&persist);
     drop((work, r));
 
     // The new run's first request has the same proposal id (1).
@@ -181,10 +192,11 @@ fn a_snapshot_only_ready_is_reported_applied() {
         conf_state: voters(&[1, 2, 3]),
     });
     r.on_image_installed(None, msg);
-    let work = r.take_ready(t0);
-    assert!(work.snapshot.is_some() && work.committed.is_empty());
-    disk.persist(&work);
-    r.on_persisted(&work);
+    let mut work = r.take_ready(t0);
+    let persist = work.take_persist();
+    assert!(persist.snapshot.is_some() && work.committed.is_empty());
+    disk.persist(&persist);
+    r.on_persisted(&persist, None);
     r.advance(work);
     assert_eq!(r.status().applied, 10);
     drive(&mut r, &mut disk, &store, t0);
@@ -245,4 +257,19 @@ fn writes_and_reads_are_answered_in_a_single_member() {
     assert!(matches!(read.try_recv(), Ok(Ok(()))));
     assert_eq!(r.waiting_requests(), 0);
     assert_eq!(store.applied_index(), r.applied());
+}
+
+#[test]
+fn a_single_member_leads_without_waiting_for_a_tick() {
+    let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
+    for nonce in [1, 2] {
+        // First start, then a restart from the same WAL and store.
+        let mut r = start(1, &[1], nonce, &disk, &store);
+        drive(&mut r, &mut disk, &store, t0);
+        assert_eq!(r.status().role, corekv_raftcore::Role::Leader);
+    }
+    // One voter of three does not campaign on its own.
+    let mut r = start(1, &[1, 2, 3], 3, &Disk::default(), &mem_store());
+    drive(&mut r, &mut Disk::default(), &mem_store(), t0);
+    assert_eq!(r.status().role, corekv_raftcore::Role::Follower);
 }
