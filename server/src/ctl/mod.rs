@@ -6,10 +6,10 @@
 //! 2 (etcdctl's ExitBadConnection); bad arguments exit 128 (ExitBadArgs).
 
 pub mod auth;
-pub mod lease;
 pub mod check;
 pub mod endpoint;
 pub mod fields;
+pub mod lease;
 pub mod maint;
 pub mod member;
 pub mod output;

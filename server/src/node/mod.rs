@@ -9,8 +9,8 @@
 //! bounded channels (`Shared::to_core`).
 
 pub mod alarm;
-pub mod autocompact;
 pub mod auth;
+pub mod autocompact;
 pub mod core;
 pub mod corrupt;
 pub mod entry;

@@ -276,12 +276,7 @@ fn read_item(r: &mut CrcReader<'_>, h: &Header) -> Result<Option<Item>> {
             // The tree's form of the key and record (the stream's differ).
             let k = keys::key_entry(&user_key, main, sub);
             let v = keys::encode_record(&rec, main, value);
-            Ok(Some(Item::Key {
-                k,
-                v,
-                main,
-                sub,
-            }))
+            Ok(Some(Item::Key { k, v, main, sub }))
         }
         TAG_META if k.first() == Some(&keys::T_META) => Ok(Some(Item::Meta { k, v })),
         _ => Err(invalid(format!("unknown entry tag {tag}"))),
@@ -350,12 +345,7 @@ pub(crate) fn restore_into(
     let mut in_batch = 0usize;
     while let Some(item) = read_item(&mut r, &h)? {
         match item {
-            Item::Key {
-                k,
-                v,
-                main,
-                sub,
-            } => {
+            Item::Key { k, v, main, sub } => {
                 txn.put(&k, &v)?;
                 // Revision entries exist only from the compacted revision
                 // on (compaction removes older ones, see `mvcc/compact.rs`).
