@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(cfg.initial_advertise_peer_urls.len(), 2);
         assert_eq!(cfg.election_timeout, 1000, "default");
         assert_eq!(cfg.listen_native_addr.port(), 12378);
-        assert_eq!(ignored, vec!["enable-v2", "client-cert-auth", "cert-file"]);
+        // TLS keys map to the --cert-file family of flags now that TLS exists.
+        assert_eq!(ignored, vec!["enable-v2"]);
+        assert!(!cfg.client_cert_auth);
+        assert_eq!(cfg.cert_file, None, "null keeps the default");
     }
 
     #[test]
@@ -181,10 +184,20 @@ mod tests {
         assert!(e.contains("heartbeat-interval"), "{e}");
         assert!(parse("- a\n- b\n").is_err());
         assert!(parse("name: {a: 1}\n").err().unwrap().contains("name"));
-        let tls = parse("client-transport-security:\n  cert-file: /etc/c.pem\n")
+        let (tls, _) = parse(
+            "client-transport-security:\n  cert-file: /etc/c.pem\n\
+             peer-transport-security:\n  key-file: /etc/p.key\n",
+        )
+        .unwrap();
+        assert_eq!(tls.cert_file, Some(std::path::PathBuf::from("/etc/c.pem")));
+        assert_eq!(
+            tls.peer_key_file,
+            Some(std::path::PathBuf::from("/etc/p.key"))
+        );
+        let auto = parse("client-transport-security:\n  auto-tls: true\n")
             .err()
             .unwrap();
-        assert!(tls.contains("TLS"), "{tls}");
+        assert!(auto.contains("TLS"), "{auto}");
         assert!(parse("config-file: x\n").is_err());
     }
 }
