@@ -127,6 +127,15 @@ pub static METRICS: Metrics = Metrics {
 };
 
 impl Metrics {
+    /// Sets the backend size gauges (`etcd_mvcc_db_total_size_in_bytes`,
+    /// `..._in_use_...`) from the store.
+    pub fn publish_db_size(&self, store: &corekv_storage::Store) {
+        self.db_total_size_bytes
+            .store(store.db_size_bytes(), Relaxed);
+        self.db_in_use_bytes
+            .store(store.db_size_in_use_bytes(), Relaxed);
+    }
+
     pub fn native_request(&self, kind: ReqKind, ok: bool) {
         let counters = if ok {
             &self.native_ok

@@ -427,13 +427,7 @@ impl Core {
             }
             self.last_leader = leader;
         }
-        let store = s.store();
-        METRICS
-            .db_total_size_bytes
-            .store(store.db_size_bytes(), Ordering::Relaxed);
-        METRICS
-            .db_in_use_bytes
-            .store(store.db_size_in_use_bytes(), Ordering::Relaxed);
+        METRICS.publish_db_size(&s.store());
     }
 }
 

@@ -241,6 +241,9 @@ impl Api {
                     .spawn_blocking(move || store.defragment())
                     .await;
                 result.map_err(kv::storage_error)?;
+                // The quota check reads this gauge: a write right after a
+                // defragment must see the smaller file, not wait for a tick.
+                crate::metrics::METRICS.publish_db_size(&shared.store());
                 Ok(w::Response::Defragment(w::DefragmentResponse {
                     header: shared.header(shared.store().current_revision()),
                 }))
