@@ -1,8 +1,10 @@
 //! Three real `corekv` processes. With root and `ip netns`, each member
 //! runs in its own network namespace joined to a bridge by a veth pair, so
-//! partitions are blackhole routes between member addresses (clients on
-//! the bridge are never cut off). Without namespaces the members share
-//! loopback and partitions are not available (reported as such).
+//! partitions are blackhole (packets vanish) or prohibit (sends fail at
+//! once) routes between member addresses (clients on the bridge are never
+//! cut off). Without namespaces the members share loopback and their peer
+//! traffic goes through in-process TCP proxies that blackhole or drop the
+//! connections of a cut link (`proxy.rs`); clients connect directly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +12,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::proxy::{CutMode, Proxy};
+
 pub const MEMBERS: usize = 3;
+/// Members' `--election-timeout` (the checker's lease bounds use it).
+pub const ELECTION_TIMEOUT_MS: u64 = 500;
 
 #[derive(Debug, Clone)]
 pub struct Net {
@@ -27,6 +33,17 @@ impl Net {
     }
     fn ip(&self, i: usize) -> String {
         format!("10.77.{}.{}", self.id, 10 + i)
+    }
+    /// `ip route add|del <kind> <to>/32` in `from`'s namespace.
+    fn route(&self, verb: &str, kind: &str, from: usize, to: usize) -> Result<()> {
+        ip(&[
+            "-n",
+            &self.ns(from),
+            "route",
+            verb,
+            kind,
+            &format!("{}/32", self.ip(to)),
+        ])
     }
 }
 
@@ -45,9 +62,9 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Namespaces, veths and a bridge for the members; `None` if the host
+/// Namespaces, veths and a bridge for the members; an error if the host
 /// cannot make them (not root, no `ip netns`).
-pub fn setup_net(id: u8) -> Option<Net> {
+pub fn setup_net(id: u8) -> Result<Net> {
     let net = Net { id };
     let made = (|| -> Result<()> {
         let br = net.bridge();
@@ -75,14 +92,31 @@ pub fn setup_net(id: u8) -> Option<Net> {
         }
         Ok(())
     })();
-    match made {
-        Ok(()) => Some(net),
-        Err(e) => {
-            eprintln!(
-                "chaos: network namespaces unavailable ({e}); members on loopback, no partitions"
-            );
-            teardown_net(&net);
-            None
+    if made.is_err() {
+        teardown_net(&net);
+    }
+    made.map(|()| net)
+}
+
+/// How the members are connected.
+pub enum Network {
+    /// Own network namespaces on a bridge.
+    Namespaces(Net),
+    /// Loopback, peer traffic through in-process proxies.
+    Proxy(Proxy),
+}
+
+impl Network {
+    pub fn describe(&self) -> String {
+        match self {
+            Network::Namespaces(n) => format!(
+                "network namespaces on bridge {} (10.77.{}.0/24), partitions by routes",
+                n.bridge(),
+                n.id
+            ),
+            Network::Proxy(_) => {
+                "loopback with in-process TCP proxies on the peer links, partitions by blackholing or dropping proxied connections".into()
+            }
         }
     }
 }
@@ -109,11 +143,11 @@ pub struct Member {
 
 pub struct Cluster {
     bin: PathBuf,
-    pub net: Option<Net>,
+    pub net: Network,
     pub members: Vec<Member>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -121,24 +155,30 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    pub fn new(bin: &Path, dir: &Path, net: Option<Net>) -> Result<Cluster> {
-        // (host, native, client, peer) per member.
-        let addrs: Vec<(String, u16, u16, u16)> = (0..MEMBERS)
+    pub fn new(bin: &Path, dir: &Path, net: Network) -> Result<Cluster> {
+        // (host, native, client, peer, advertised peer) per member.
+        let addrs: Vec<(String, u16, u16, u16, u16)> = (0..MEMBERS)
             .map(|i| match &net {
-                Some(n) => (n.ip(i), 2378, 2379, 2380),
-                None => ("127.0.0.1".into(), free_port(), free_port(), free_port()),
+                Network::Namespaces(n) => (n.ip(i), 2378, 2379, 2380, 2380),
+                Network::Proxy(p) => (
+                    "127.0.0.1".into(),
+                    free_port(),
+                    free_port(),
+                    p.peer_port(i),
+                    p.advertised_port(i),
+                ),
             })
             .collect();
         let initial: Vec<String> = addrs
             .iter()
             .enumerate()
-            .map(|(i, (h, _, _, p))| format!("m{i}=http://{h}:{p}"))
+            .map(|(i, (h, _, _, _, a))| format!("m{i}=http://{h}:{a}"))
             .collect();
         let initial = initial.join(",");
         let members = addrs
             .iter()
             .enumerate()
-            .map(|(i, (h, n, c, p))| {
+            .map(|(i, (h, n, c, p, a))| {
                 let data_dir = dir.join(format!("m{i}"));
                 let args = vec![
                     format!("--name=m{i}"),
@@ -146,12 +186,12 @@ impl Cluster {
                     format!("--listen-client-urls=http://{h}:{c}"),
                     format!("--advertise-client-urls=http://{h}:{c}"),
                     format!("--listen-peer-urls=http://{h}:{p}"),
-                    format!("--initial-advertise-peer-urls=http://{h}:{p}"),
+                    format!("--initial-advertise-peer-urls=http://{h}:{a}"),
                     format!("--listen-native-addr={h}:{n}"),
                     format!("--initial-cluster={initial}"),
                     "--cores=1".into(),
                     "--heartbeat-interval=50".into(),
-                    "--election-timeout=500".into(),
+                    format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
                     "--wal-segment-bytes=4194304".into(),
                     "--snapshot-count=2000".into(),
                     "--store-sync-entries=500".into(),
@@ -162,7 +202,10 @@ impl Cluster {
                     client_url: format!("http://{h}:{c}"),
                     data_dir,
                     args,
-                    ns: net.as_ref().map(|n| n.ns(i)),
+                    ns: match &net {
+                        Network::Namespaces(n) => Some(n.ns(i)),
+                        Network::Proxy(_) => None,
+                    },
                     child: None,
                     paused: false,
                 }
@@ -200,7 +243,11 @@ impl Cluster {
         if let Some(fp) = failpoints {
             cmd.env("FAILPOINTS", fp);
         }
-        m.child = Some(cmd.spawn().context("spawn corekv")?);
+        let child = cmd.spawn().context("spawn corekv")?;
+        if let Network::Proxy(p) = &self.net {
+            p.set_pid(i, Some(child.id()));
+        }
+        m.child = Some(child);
         m.paused = false;
         Ok(())
     }
@@ -220,6 +267,9 @@ impl Cluster {
         if let Some(mut c) = self.members[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Network::Proxy(p) = &self.net {
+            p.set_pid(i, None);
         }
         self.members[i].paused = false;
     }
@@ -248,44 +298,37 @@ impl Cluster {
         out
     }
 
-    /// Cuts traffic between members `a` and `b` both ways.
-    pub fn cut(&self, a: usize, b: usize) -> Result<()> {
-        let Some(net) = &self.net else {
-            bail!("partitions need network namespaces");
+    /// Cuts traffic between members `a` and `b` both ways: packets vanish
+    /// (blackhole) or connections fail (drop; a prohibit route in
+    /// namespaces).
+    pub fn cut(&self, a: usize, b: usize, mode: CutMode) -> Result<()> {
+        let net = match &self.net {
+            Network::Proxy(p) => {
+                p.cut(a, b, mode);
+                return Ok(());
+            }
+            Network::Namespaces(n) => n,
         };
-        ip(&[
-            "-n",
-            &net.ns(a),
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", net.ip(b)),
-        ])?;
-        ip(&[
-            "-n",
-            &net.ns(b),
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", net.ip(a)),
-        ])
+        let kind = match mode {
+            CutMode::Blackhole => "blackhole",
+            CutMode::Drop => "prohibit",
+        };
+        for (x, y) in [(a, b), (b, a)] {
+            net.route("add", kind, x, y)?;
+        }
+        Ok(())
     }
 
     /// Removes every partition.
     pub fn heal(&self) {
-        if let Some(net) = &self.net {
-            for i in 0..MEMBERS {
-                for j in 0..MEMBERS {
-                    if i != j {
-                        let _ = ip(&[
-                            "-n",
-                            &net.ns(i),
-                            "route",
-                            "del",
-                            "blackhole",
-                            &format!("{}/32", net.ip(j)),
-                        ]);
-                    }
+        let net = match &self.net {
+            Network::Proxy(p) => return p.heal(),
+            Network::Namespaces(n) => n,
+        };
+        for i in 0..MEMBERS {
+            for j in (0..MEMBERS).filter(|&j| j != i) {
+                for kind in ["blackhole", "prohibit"] {
+                    let _ = net.route("del", kind, i, j);
                 }
             }
         }

@@ -1,14 +1,18 @@
 //! `corekv-chaos --bin target/release/corekv [--runs N] [--seed S]
-//! [--seconds T] [--clients C] [--out DIR]`: N runs of a 3-member cluster
+//! [--seconds T] [--clients C] [--out DIR] [--net auto|netns|proxy|alternate]`:
+//! N runs of a 3-member cluster
 //! under a mixed native+gRPC workload with faults, each ending with heal,
 //! recovery, a sentinel write every watcher must reach, final reads through
 //! every member, HashKV on every member at one revision, and the history
 //! checker's verdict. The last line is
-//! `runs=N ops=... faults=... violations=V lost=L`. Exit status 1 if any
-//! run had a violation or a lost write.
+//! `runs=N ops=... faults=... kills=... leases=... expired=...
+//! inconclusive=I violations=V lost=L`. Exit status 1 if any run had a
+//! violation or a lost write, or the checker ran out of search budget.
 
 mod cluster;
+mod leases;
 mod nemesis;
+mod proxy;
 mod watchers;
 mod workload;
 
@@ -24,7 +28,7 @@ use corekv_checker::{Options, Report, check};
 use corekv_wire::messages as w;
 use tokio::sync::Mutex;
 
-use cluster::{Cluster, MEMBERS};
+use cluster::{Cluster, MEMBERS, Network};
 use nemesis::Faults;
 use workload::{Endpoint, PREFIX, PREFIX_END, Proto, Worker, native_client, record_native};
 
@@ -35,6 +39,20 @@ struct Args {
     seconds: u64,
     clients: u32,
     out: PathBuf,
+    net: NetMode,
+}
+
+/// How the members of a run are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetMode {
+    /// Network namespaces where the host allows them, else proxies.
+    Auto,
+    /// Network namespaces or fail.
+    Netns,
+    /// In-process TCP proxies on loopback.
+    Proxy,
+    /// Even runs `Auto`, odd runs `Proxy` (the default suite covers both).
+    Alternate,
 }
 
 fn parse() -> Result<Args> {
@@ -45,6 +63,7 @@ fn parse() -> Result<Args> {
         seconds: 60,
         clients: 6,
         out: PathBuf::from(format!("/var/tmp/corekv-chaos-{}", std::process::id())),
+        net: NetMode::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +75,15 @@ fn parse() -> Result<Args> {
             "--seconds" => a.seconds = v.parse()?,
             "--clients" => a.clients = v.parse()?,
             "--out" => a.out = v.into(),
+            "--net" => {
+                a.net = match v.as_str() {
+                    "auto" => NetMode::Auto,
+                    "netns" => NetMode::Netns,
+                    "proxy" => NetMode::Proxy,
+                    "alternate" => NetMode::Alternate,
+                    _ => bail!("--net must be auto, netns, proxy or alternate"),
+                }
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -73,6 +101,7 @@ async fn main() -> Result<()> {
     let args = parse()?;
     std::fs::create_dir_all(&args.out)?;
     let (mut ops, mut faults, mut kills, mut violations, mut lost) = (0, 0, 0, 0, 0);
+    let (mut leases, mut expired, mut inconclusive) = (0, 0, 0);
     for run in 0..args.runs {
         let seed = args.seed.wrapping_add(u64::from(run));
         let r = one_run(&args, run, seed).await?;
@@ -81,12 +110,16 @@ async fn main() -> Result<()> {
         kills += r.faults.kills();
         violations += r.report.violations.len() + r.faults.unexpected_exits.len();
         lost += r.report.lost;
+        leases += r.report.leases;
+        expired += r.report.expired;
+        inconclusive += usize::from(r.report.inconclusive.is_some());
     }
     println!(
-        "runs={} ops={ops} faults={faults} kills={kills} violations={violations} lost={lost}",
+        "runs={} ops={ops} faults={faults} kills={kills} leases={leases} expired={expired} inconclusive={inconclusive} violations={violations} lost={lost}",
         args.runs
     );
-    if violations > 0 || lost > 0 {
+    // A run the checker could not decide is not a pass.
+    if violations > 0 || lost > 0 || inconclusive > 0 {
         std::process::exit(1);
     }
     Ok(())
@@ -96,9 +129,9 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
     let dir = args.out.join(format!("run-{run}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let net_id = 20 + ((std::process::id() + run * 7) % 200) as u8;
-    let net = cluster::setup_net(net_id);
-    let mut c = Cluster::new(&args.bin, &dir, net.clone())?;
+    let net = network(args.net, run)?;
+    println!("chaos: run {run}: {}", net.describe());
+    let mut c = Cluster::new(&args.bin, &dir, net)?;
     for i in 0..MEMBERS {
         c.start(i, None)?;
     }
@@ -112,18 +145,23 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
         .collect();
     let cluster = Arc::new(Mutex::new(c));
     let result = drive(args, seed, &cluster, &endpoints, &dir).await;
-    cluster.lock().await.shutdown();
-    if let Some(n) = &net {
-        cluster::teardown_net(n);
+    {
+        let mut c = cluster.lock().await;
+        c.shutdown();
+        if let Network::Namespaces(n) = &c.net {
+            cluster::teardown_net(n);
+        }
     }
     let r = result?;
     println!(
-        "run {run} seed {seed}: ops={} acknowledged={} unknown={} failed={} watch_events={} final_revision={} faults={} {:?} violations={} lost={}{}",
+        "run {run} seed {seed}: ops={} acknowledged={} unknown={} failed={} watch_events={} leases={} expired={} final_revision={} faults={} {:?} violations={} lost={}{}",
         r.ops,
         r.report.acknowledged,
         r.report.unknown,
         r.report.failed,
         r.report.watch_events,
+        r.report.leases,
+        r.report.expired,
         r.report.final_revision,
         r.faults.total(),
         (
@@ -151,6 +189,24 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
     Ok(r)
 }
 
+/// The network of run `run`; namespaces fall back to proxies under `auto`.
+fn network(mode: NetMode, run: u32) -> Result<Network> {
+    let netns = match mode {
+        NetMode::Auto | NetMode::Netns => true,
+        NetMode::Proxy => false,
+        NetMode::Alternate => run % 2 == 0,
+    };
+    if netns {
+        let id = 20 + ((std::process::id() + run * 7) % 200) as u8;
+        match cluster::setup_net(id) {
+            Ok(n) => return Ok(Network::Namespaces(n)),
+            Err(e) if mode == NetMode::Netns => return Err(e.context("--net netns")),
+            Err(e) => eprintln!("chaos: network namespaces unavailable ({e}); using proxies"),
+        }
+    }
+    Ok(Network::Proxy(proxy::Proxy::start(MEMBERS)?))
+}
+
 async fn wait_leader(cluster: &Mutex<Cluster>, within: Duration) -> Result<usize> {
     let deadline = Instant::now() + within;
     loop {
@@ -173,6 +229,7 @@ async fn drive(
 ) -> Result<RunResult> {
     wait_leader(cluster, cluster::START_TIMEOUT).await?;
     let rec = Arc::new(Recorder::new());
+    rec.set_election_timeout_ms(cluster::ELECTION_TIMEOUT_MS);
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_faults = Arc::new(AtomicBool::new(false));
     let done_at = Arc::new(AtomicI64::new(0));
@@ -211,6 +268,12 @@ async fn drive(
         stop_clients.clone(),
         args.clients,
     ));
+    let stop_terms = Arc::new(AtomicBool::new(false));
+    let terms = tokio::spawn(watch_terms(
+        endpoints.to_vec(),
+        rec.clone(),
+        stop_terms.clone(),
+    ));
     let nemesis = tokio::spawn(nemesis::run(cluster.clone(), seed, stop_faults.clone()));
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
 
@@ -228,7 +291,9 @@ async fn drive(
         }
     }
     wait_leader(cluster, Duration::from_secs(30)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A quiet spell with the clients still running: leases granted before
+    // it that nobody keeps alive pass their latest allowed expiry in it.
+    tokio::time::sleep(QUIET).await;
     stop_clients.store(true, Ordering::Relaxed);
     let mut ops = 0u64;
     for w in workers {
@@ -239,6 +304,8 @@ async fn drive(
     // A sentinel write every watcher must reach; final reads; hashes.
     let sentinel = finish(endpoints, &rec, args.clients + 1).await?;
     done_at.store(sentinel, Ordering::Relaxed);
+    stop_terms.store(true, Ordering::Relaxed);
+    terms.await?;
     for w in watchers {
         if tokio::time::timeout(Duration::from_secs(30), w)
             .await
@@ -258,6 +325,41 @@ async fn drive(
         report,
     })
 }
+
+/// Records when a new Raft term is first seen on any member: a leader
+/// change may have happened by then, and the checker's lease bounds allow
+/// a new leader to restart every lease's TTL.
+async fn watch_terms(endpoints: Vec<Endpoint>, rec: Arc<Recorder>, stop: Arc<AtomicBool>) {
+    let mut clients: Vec<Option<corekv_wire::Client>> = vec![None; endpoints.len()];
+    let mut term = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for (e, c) in endpoints.iter().zip(clients.iter_mut()) {
+            if c.is_none() {
+                *c = native_client(&e.native).await.ok();
+            }
+            let Some(client) = c.as_ref() else {
+                continue;
+            };
+            let asked = tokio::time::timeout(TERM_POLL, client.status(w::StatusRequest {})).await;
+            match asked {
+                Ok(Ok(s)) if s.raft_term > term => {
+                    term = s.raft_term;
+                    rec.add_leader_change();
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => *c = None,
+            }
+        }
+        tokio::time::sleep(TERM_POLL).await;
+    }
+}
+
+/// Workload without faults after the heal: longer than the short lease
+/// TTLs plus two election timeouts plus the checker's lease slack.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// How often (and how long at most) the term watcher asks each member.
+const TERM_POLL: Duration = Duration::from_millis(200);
 
 /// Compaction (recorded) and defragmentation now and then.
 async fn admin(endpoints: Vec<Endpoint>, rec: Arc<Recorder>, stop: Arc<AtomicBool>, id: u32) {

@@ -1,6 +1,6 @@
 //! Faults: kill -9 of the leader, a follower or every member; SIGSTOP
-//! pauses; partitions (leader isolated, one follower isolated, a bridge
-//! where only the middle member sees both sides); a slow disk (a member
+//! pauses; partitions (leader isolated, or a bridge where only the leader
+//! sees both sides; packets blackholed or connections dropped); a slow disk (a member
 //! restarted with a delay failpoint on every WAL fdatasync).
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
 use crate::cluster::{Cluster, MEMBERS};
+use crate::proxy::CutMode;
 use crate::workload::native_client;
 
 #[derive(Debug, Default, Clone)]
@@ -74,7 +75,6 @@ async fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
 pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>) -> Faults {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut f = Faults::default();
-    let partitions = cluster.lock().await.net.is_some();
     while !stop.load(Ordering::Relaxed) {
         sleep_ms(&mut rng, 1_000, 3_000).await;
         note_exits(&cluster, &mut f).await;
@@ -83,7 +83,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>)
         let follower = lead.map_or(any, |l| {
             (l + 1 + rng.random_range(0..MEMBERS - 1)) % MEMBERS
         });
-        let kind = rng.random_range(0..if partitions { 7 } else { 5 });
+        let kind = rng.random_range(0..7);
         match kind {
             0 | 1 => {
                 let (victim, leader_hit) = match (kind, lead) {
@@ -135,15 +135,20 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>)
             _ => {
                 let c = cluster.lock().await;
                 let l = lead.unwrap_or(any);
+                let mode = if rng.random_bool(0.5) {
+                    CutMode::Blackhole
+                } else {
+                    CutMode::Drop
+                };
                 let cut = if kind == 5 {
                     // Leader isolated (or one member, without a leader).
                     (0..MEMBERS)
                         .filter(|&j| j != l)
-                        .try_for_each(|j| c.cut(l, j))
+                        .try_for_each(|j| c.cut(l, j, mode))
                 } else {
                     // Bridge: the two others cannot see each other.
                     let (a, b) = ((l + 1) % MEMBERS, (l + 2) % MEMBERS);
-                    c.cut(a, b)
+                    c.cut(a, b, mode)
                 };
                 drop(c);
                 if let Err(e) = cut {

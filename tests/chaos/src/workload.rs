@@ -1,12 +1,13 @@
 //! The clients: half speak the native protocol, half gRPC; each runs a
 //! mixed workload on 16 keys (puts with unique values, linearizable and
 //! serializable gets, prefix ranges, deletes, compare-and-swap txns,
-//! two-key txns) and records every operation. A client that hits a
+//! two-key txns, and leases: grants, puts with a lease, keep-alives,
+//! revokes, expiries; `leases.rs`) and records every operation. A client that hits a
 //! connection error or an ambiguous error moves to the next member.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corekv_checker::history::{
     Compare, CompareResult, CompareTarget, Kv, Outcome, Request, Response, TxnOp, TxnOpResult,
@@ -19,10 +20,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
+use crate::leases;
+
 pub const KEYS: usize = 16;
 /// Every workload key is in ["k", "l").
 pub const PREFIX: &str = "k";
 pub const PREFIX_END: &str = "l";
+/// Share of a client's operations (besides due keep-alives) that are lease
+/// grants, puts with a lease and revokes.
+const LEASE_PERCENT: u32 = 12;
 /// Client-side deadline of one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -40,7 +46,12 @@ pub enum Proto {
 
 enum Conn {
     Native(Client),
-    Grpc(pb::kv_client::KvClient<Channel>),
+    Grpc(Box<GrpcConn>),
+}
+
+struct GrpcConn {
+    kv: pb::kv_client::KvClient<Channel>,
+    lease: pb::lease_client::LeaseClient<Channel>,
 }
 
 pub async fn native_client(addr: &str) -> Result<Client, WireError> {
@@ -63,7 +74,10 @@ async fn connect(proto: Proto, e: &Endpoint) -> Option<Conn> {
                 .connect()
                 .await
                 .ok()?;
-            Some(Conn::Grpc(pb::kv_client::KvClient::new(ch)))
+            Some(Conn::Grpc(Box::new(GrpcConn {
+                kv: pb::kv_client::KvClient::new(ch.clone()),
+                lease: pb::lease_client::LeaseClient::new(ch),
+            })))
         }
     }
 }
@@ -237,9 +251,9 @@ async fn run_native(c: &Client, req: &Request) -> Outcome {
                     .header
                     .revision,
             },
-            Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => {
-                return Err(WireError::Api(ApiError::NotCapable));
-            }
+            Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. } => leases::run_native(c, req).await?,
         })
     }
     .await;
@@ -315,7 +329,11 @@ fn grpc_op(o: &TxnOp) -> pb::RequestOp {
 }
 
 /// Executes `req` over gRPC.
-async fn run_grpc(c: &mut pb::kv_client::KvClient<Channel>, req: &Request) -> Outcome {
+async fn run_grpc(
+    c: &mut pb::kv_client::KvClient<Channel>,
+    l: &mut pb::lease_client::LeaseClient<Channel>,
+    req: &Request,
+) -> Outcome {
     let r: Result<Response, tonic::Status> = async {
         Ok(match req {
             Request::Put { key, value, lease } => {
@@ -414,9 +432,9 @@ async fn run_grpc(c: &mut pb::kv_client::KvClient<Channel>, req: &Request) -> Ou
                     revision: rev_pb(&r.header),
                 }
             }
-            Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => {
-                return Err(tonic::Status::unimplemented("leases"));
-            }
+            Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. } => leases::run_grpc(l, req).await?,
         })
     }
     .await;
@@ -514,6 +532,7 @@ impl Worker {
         let mut conn: Option<Conn> = None;
         let mut last_mod = vec![0i64; KEYS];
         let mut seq = 0u64;
+        let mut book = leases::Book::new(self.id);
         while !self.stop.load(Ordering::Relaxed) {
             let Some(c) = conn.as_mut() else {
                 conn = connect(self.proto, &self.endpoints[target]).await;
@@ -524,15 +543,23 @@ impl Worker {
                 continue;
             };
             seq += 1;
-            let req = self.next_request(&mut rng, seq, &last_mod);
+            let req = match book.due_keep_alive(Instant::now()) {
+                Some(keep_alive) => keep_alive,
+                None if rng.random_range(0..100) < LEASE_PERCENT => {
+                    let k = key(rng.random_range(0..KEYS));
+                    book.next_request(&mut rng, k, format!("c{}-{seq}", self.id))
+                }
+                None => self.next_request(&mut rng, seq, &last_mod),
+            };
             let invoke = self.rec.now_ns();
             let outcome = match c {
                 Conn::Native(n) => run_native(n, &req).await,
-                Conn::Grpc(g) => run_grpc(g, &req).await,
+                Conn::Grpc(g) => run_grpc(&mut g.kv, &mut g.lease, &req).await,
             };
             if let Outcome::Ok(resp) = &outcome {
                 learn(resp, &mut last_mod);
             }
+            book.learn(&req, &outcome, &mut rng);
             let drop_conn = matches!(outcome, Outcome::Unknown(_));
             self.rec.record(self.id, invoke, req, outcome);
             if drop_conn {

@@ -105,6 +105,11 @@ pub enum Request {
     LeaseRevoke {
         id: i64,
     },
+    /// A keep-alive of lease `id` (answered by the leader's lessor, no Raft
+    /// round): the lease exists when it is answered with a TTL above 0.
+    LeaseKeepAlive {
+        id: i64,
+    },
 }
 
 impl Request {
@@ -117,7 +122,7 @@ impl Request {
             | Request::Compact { .. }
             | Request::LeaseGrant { .. }
             | Request::LeaseRevoke { .. } => true,
-            Request::Range { .. } => false,
+            Request::Range { .. } | Request::LeaseKeepAlive { .. } => false,
         }
     }
 
@@ -139,8 +144,27 @@ impl Request {
             | Request::Range { .. }
             | Request::Compact { .. }
             | Request::LeaseGrant { .. }
-            | Request::LeaseRevoke { .. } => Vec::new(),
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. } => Vec::new(),
         }
+    }
+}
+
+/// The ops of the branch an answered txn ran, with their results.
+pub fn txn_branch<'a>(
+    req: &'a Request,
+    resp: &'a Response,
+) -> Option<(&'a [TxnOp], &'a [TxnOpResult])> {
+    match (req, resp) {
+        (
+            Request::Txn {
+                success, failure, ..
+            },
+            Response::Txn {
+                succeeded, results, ..
+            },
+        ) => Some((if *succeeded { success } else { failure }, results)),
+        _ => None,
     }
 }
 
@@ -171,6 +195,10 @@ pub enum Response {
     },
     LeaseRevoke {
         revision: i64,
+    },
+    /// The TTL the lessor answered; 0 = the lease was not found (etcd).
+    LeaseKeepAlive {
+        ttl: i64,
     },
 }
 
@@ -256,10 +284,25 @@ pub struct History {
     pub operations: Vec<Operation>,
     pub watchers: Vec<Watcher>,
     pub hashes: Vec<MemberHash>,
+    /// The cluster's election timeout: a new leader's lessor gives every
+    /// lease one more election timeout (etcd's `Promote(extend)`), which
+    /// the latest allowed expiry of a lease includes.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Times (nanoseconds, the operations' clock) at or before which a
+    /// leader change may have happened: term changes the recorder observed
+    /// and the ends of injected faults. Each restarts the TTL of every live
+    /// lease, so each pushes the latest allowed expiry out.
+    #[serde(default)]
+    pub leader_changes_ns: Vec<u64>,
 }
 
 fn first_revision() -> i64 {
     1
+}
+
+fn default_election_timeout_ms() -> u64 {
+    1000
 }
 
 impl Default for History {
@@ -269,6 +312,8 @@ impl Default for History {
             operations: Vec::new(),
             watchers: Vec::new(),
             hashes: Vec::new(),
+            election_timeout_ms: default_election_timeout_ms(),
+            leader_changes_ns: Vec::new(),
         }
     }
 }

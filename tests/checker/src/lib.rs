@@ -9,10 +9,13 @@
 //!   the revision they report or asked for.
 //! - Watch guarantees ([`watch`]) against the linearized history.
 //! - HashKV agreement between members at one revision.
+//! - Leases ([`lease`]): expiry is a revoke in the search, held between
+//!   the earliest and latest times etcd's lessor allows.
 //! - Lost acknowledged writes: an acknowledged write that a later read of
 //!   its key does not reflect (counted separately for the chaos summary).
 
 pub mod history;
+pub mod lease;
 pub mod linear;
 pub mod model;
 pub mod observe;
@@ -22,8 +25,9 @@ pub mod watch;
 
 use std::collections::BTreeMap;
 
-use history::{History, Outcome, Request, Response, TxnOp, TxnOpResult};
-use linear::{Expect, LinOp, SearchError};
+use history::{History, Outcome, Request, Response, TxnOp, TxnOpResult, txn_branch};
+use lease::Strictness;
+use linear::{Constraints, Expect, LinOp, SearchError};
 use model::State;
 use serde::Serialize;
 use truth::Truth;
@@ -49,6 +53,12 @@ pub enum ViolationKind {
     /// An event that is not the history's event.
     WatchEvent,
     HashMismatch,
+    /// A lease's keys vanished before its TTL ran out since its grant or
+    /// an acknowledged keep-alive.
+    LeaseExpiredEarly,
+    /// A lease's keys were still there past TTL + election timeout + slack
+    /// after its last renewal (leader changes allowed for).
+    LeaseOutlived,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,12 +71,16 @@ pub struct Violation {
 pub struct Options {
     /// Steps the linearizability search may take before giving up.
     pub max_search_steps: u64,
+    /// Added to TTL + election timeout for the latest allowed expiry of a
+    /// lease (the revoke's Raft round and apply on a loaded host).
+    pub lease_slack_ms: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_search_steps: 20_000_000,
+            lease_slack_ms: 3_000,
         }
     }
 }
@@ -80,6 +94,11 @@ pub struct Report {
     pub failed: usize,
     pub watch_events: usize,
     pub final_revision: i64,
+    /// Leases granted (acknowledged or unknown outcome).
+    pub leases: usize,
+    /// Leases whose expiry took effect in the linearization (revoked ones
+    /// are not counted).
+    pub expired: usize,
     /// Acknowledged writes a later read does not reflect.
     pub lost: usize,
     /// Set when the search ran out of budget (no verdict on linearizability).
@@ -116,66 +135,111 @@ pub fn check(h: &History, opts: &Options) -> Report {
     }
     let seen = observe::collect(h);
     observe::check_sources(h, &seen, &mut report.violations);
-    let (ops, past_reads) = prepare(h, &seen, &mut report.violations);
+    let (base, past_reads) = prepare(h, &seen, &mut report.violations);
+    let bounds = lease::bounds(h, opts.lease_slack_ms);
+    report.leases = bounds.len();
+    report.violations.extend(
+        lease::outlived_uses(&bounds)
+            .into_iter()
+            .map(|detail| Violation {
+                kind: ViolationKind::LeaseOutlived,
+                detail,
+            }),
+    );
     let init = State::new(h.initial_revision);
     let mut truth = None;
-    // With the watches' view of each revision first; if that fails but the
-    // operations alone are linearizable, the watches are what is wrong and
-    // the watch checks below say how.
-    let seen = watch::constraints(&h.watchers);
-    let mut found = linear::search(&init, &ops, &seen, opts.max_search_steps);
-    let mut used = &seen;
-    let unconstrained = linear::Constraints::new();
-    if matches!(found, Err(SearchError::NotLinearizable { .. })) && !seen.is_empty() {
-        if let Ok(order) = linear::search(&init, &ops, &unconstrained, opts.max_search_steps) {
-            found = Ok(order);
-            used = &unconstrained;
+    let watched = watch::constraints(&h.watchers);
+    let free = Constraints::new();
+    // Strict first. If no order exists, relaxations tell what is wrong:
+    // lease bounds dropped (a lease expired early or outlived its bound),
+    // then the watches' view of each revision dropped (the watch checks
+    // below then say what the watches got wrong).
+    let mut attempts = vec![(&watched, Strictness::Both)];
+    if !bounds.is_empty() {
+        attempts.push((&watched, Strictness::NoDeadline));
+        attempts.push((&watched, Strictness::None));
+    }
+    if !watched.is_empty() {
+        attempts.push((&free, Strictness::Both));
+        if !bounds.is_empty() {
+            attempts.push((&free, Strictness::NoDeadline));
+            attempts.push((&free, Strictness::None));
         }
     }
-    match found {
-        Ok(order) => {
-            // Of the concrete runs the order allows, the first that the
-            // reads and watches agree with (else the one with fewest
-            // disagreements, which are then reported).
-            let mut best: Option<(Truth, Vec<Violation>, usize)> = None;
-            for path in linear::concretize(&init, &ops, used, &order, MAX_CONCRETE_RUNS) {
-                let t = Truth::build(&init, &ops, &order, &path);
-                let mut v = Vec::new();
-                check_past_reads(h, &past_reads, &t, &mut v);
-                let mut events = 0;
-                for w in &h.watchers {
-                    events += watch::check_watcher(w, Some(&t), &mut v);
+    let mut failed: Option<(SearchError, Vec<LinOp>)> = None;
+    let mut found = None;
+    for (used, strictness) in attempts {
+        let mut ops = base.clone();
+        ops.extend(lease::expiries(&bounds, h, strictness));
+        match linear::search(&init, &ops, used, opts.max_search_steps) {
+            Ok(order) => {
+                found = Some((ops, order, used, strictness));
+                break;
+            }
+            Err(e @ SearchError::Budget { .. }) => {
+                if failed.is_none() {
+                    failed = Some((e, ops));
                 }
-                let done = v.is_empty();
-                if best.as_ref().is_none_or(|b| v.len() < b.1.len()) {
-                    best = Some((t, v, events));
-                }
-                if done {
-                    break;
+                break;
+            }
+            Err(e) => {
+                if failed.is_none() {
+                    failed = Some((e, ops));
                 }
             }
-            if let Some((t, v, events)) = best {
-                report.final_revision = t.final_revision;
-                report.violations.extend(v);
-                report.watch_events = events;
-                truth = Some(t);
+        }
+    }
+    if let Some((ops, order, used, strictness)) = found {
+        lease_violations(&ops, &order, &bounds, strictness, &mut report.violations);
+        // Of the concrete runs the order allows, the first that the
+        // reads and watches agree with (else the one with fewest
+        // disagreements, which are then reported).
+        let mut best: Option<(Truth, Vec<Violation>, usize, usize)> = None;
+        for path in linear::concretize(&init, &ops, used, &order, MAX_CONCRETE_RUNS) {
+            let t = Truth::build(&init, &ops, &order, &path);
+            let mut v = Vec::new();
+            check_past_reads(h, &past_reads, &t, &mut v);
+            let mut events = 0;
+            for w in &h.watchers {
+                events += watch::check_watcher(w, Some(&t), &mut v);
+            }
+            let done = v.is_empty();
+            if best.as_ref().is_none_or(|b| v.len() < b.1.len()) {
+                best = Some((t, v, events, expired(&init, &ops, &order, &path)));
+            }
+            if done {
+                break;
             }
         }
-        Err(SearchError::Budget { steps }) => {
-            report.inconclusive = Some(format!("search budget of {steps} steps exhausted"));
+        if let Some((t, v, events, expired)) = best {
+            report.final_revision = t.final_revision;
+            report.violations.extend(v);
+            report.watch_events = events;
+            report.expired = expired;
+            truth = Some(t);
         }
-        Err(SearchError::NotLinearizable {
-            op,
-            placed,
-            revisions,
-        }) => {
-            report.violations.push(Violation {
-                kind: ViolationKind::NotLinearizable,
-                detail: format!(
-                    "operation #{op} ({:?} -> {:?}) cannot be placed; deepest point: {placed} ops placed, model at revision(s) {revisions:?}",
-                    h.operations[op].request, h.operations[op].outcome
-                ),
-            });
+    } else {
+        match failed {
+            Some((SearchError::Budget { steps }, _)) => {
+                report.inconclusive = Some(format!("search budget of {steps} steps exhausted"));
+            }
+            Some((
+                SearchError::NotLinearizable {
+                    op,
+                    placed,
+                    revisions,
+                },
+                ops,
+            )) => {
+                report.violations.push(Violation {
+                    kind: ViolationKind::NotLinearizable,
+                    detail: format!(
+                        "{} cannot be placed; deepest point: {placed} ops placed, model at revision(s) {revisions:?}",
+                        describe(h, &ops[op])
+                    ),
+                });
+            }
+            None => {}
         }
     }
     if truth.is_none() {
@@ -190,6 +254,65 @@ pub fn check(h: &History, opts: &Options) -> Report {
     report
 }
 
+/// What a search operation is, for a report.
+fn describe(h: &History, op: &LinOp) -> String {
+    match (&op.expect, &op.request) {
+        (Expect::Expiry, Request::LeaseRevoke { id }) => {
+            format!(
+                "the expiry of lease {id:#x} (granted by operation #{})",
+                op.index
+            )
+        }
+        _ => format!(
+            "operation #{} ({:?} -> {:?})",
+            op.index, h.operations[op.index].request, h.operations[op.index].outcome
+        ),
+    }
+}
+
+/// The lease rule a relaxed search had to drop to find an order.
+fn lease_violations(
+    ops: &[LinOp],
+    order: &[usize],
+    bounds: &[lease::Bounds],
+    strictness: Strictness,
+    out: &mut Vec<Violation>,
+) {
+    let (kind, found, fallback) = match strictness {
+        Strictness::Both => return,
+        Strictness::NoDeadline => (
+            ViolationKind::LeaseOutlived,
+            lease::outlived(ops, order, bounds),
+            "the operations fit only if some lease's keys outlive TTL + election timeout + slack",
+        ),
+        Strictness::None => (
+            ViolationKind::LeaseExpiredEarly,
+            lease::early(ops, order, bounds),
+            "the operations fit only if some lease expires before its TTL ran out",
+        ),
+    };
+    if found.is_empty() {
+        out.push(Violation {
+            kind,
+            detail: fallback.into(),
+        });
+    }
+    out.extend(found.into_iter().map(|detail| Violation { kind, detail }));
+}
+
+/// Leases whose expiry took effect along `path`.
+fn expired(init: &State, ops: &[LinOp], order: &[usize], path: &[State]) -> usize {
+    let mut prev = init;
+    let mut n = 0;
+    for (&i, next) in order.iter().zip(path) {
+        if ops[i].expect == Expect::Expiry && next.leases.len() < prev.leases.len() {
+            n += 1;
+        }
+        prev = next;
+    }
+    n
+}
+
 /// Splits the history into search operations and reads checked afterwards.
 /// Failed operations and unknown reads have no effect and are left out.
 fn prepare(
@@ -200,14 +323,25 @@ fn prepare(
     let mut ops = Vec::new();
     let mut past = Vec::new();
     for (index, op) in h.operations.iter().enumerate() {
-        let linearizable_read = matches!(
-            op.request,
-            Request::Range {
-                revision: 0,
-                serializable: false,
-                ..
+        // A keep-alive answered with a TTL reads the lease's existence
+        // at the leader; one answered TTL 0 is not checked (lease.rs).
+        let linearizable_read = match (&op.request, &op.outcome) {
+            (
+                Request::Range {
+                    revision: 0,
+                    serializable: false,
+                    ..
+                },
+                _,
+            ) => true,
+            (Request::LeaseKeepAlive { .. }, Outcome::Ok(Response::LeaseKeepAlive { ttl })) => {
+                if *ttl <= 0 {
+                    continue;
+                }
+                true
             }
-        );
+            _ => false,
+        };
         let (expect, complete_ns) = match (&op.outcome, op.request.is_write()) {
             (Outcome::Failed(_), _) | (Outcome::Unknown(_), false) => continue,
             (Outcome::Ok(resp), _) => {
@@ -253,25 +387,20 @@ fn fits(req: &Request, resp: &Response) -> bool {
         | (Request::Range { .. }, Response::Range { .. })
         | (Request::Compact { .. }, Response::Compact { .. })
         | (Request::LeaseGrant { .. }, Response::LeaseGrant { .. })
-        | (Request::LeaseRevoke { .. }, Response::LeaseRevoke { .. }) => true,
-        (
-            Request::Txn {
-                success, failure, ..
-            },
-            Response::Txn {
-                succeeded, results, ..
-            },
-        ) => {
-            let ops = if *succeeded { success } else { failure };
-            ops.len() == results.len()
-                && ops.iter().zip(results).all(|(o, r)| {
-                    matches!(
-                        (o, r),
-                        (TxnOp::Put { .. }, TxnOpResult::Put)
-                            | (TxnOp::Delete { .. }, TxnOpResult::Delete { .. })
-                            | (TxnOp::Get { .. }, TxnOpResult::Get { .. })
-                    )
-                })
+        | (Request::LeaseRevoke { .. }, Response::LeaseRevoke { .. })
+        | (Request::LeaseKeepAlive { .. }, Response::LeaseKeepAlive { .. }) => true,
+        (Request::Txn { .. }, Response::Txn { .. }) => {
+            txn_branch(req, resp).is_some_and(|(ops, results)| {
+                ops.len() == results.len()
+                    && ops.iter().zip(results).all(|(o, r)| {
+                        matches!(
+                            (o, r),
+                            (TxnOp::Put { .. }, TxnOpResult::Put)
+                                | (TxnOp::Delete { .. }, TxnOpResult::Delete { .. })
+                                | (TxnOp::Get { .. }, TxnOpResult::Get { .. })
+                        )
+                    })
+            })
         }
         _ => false,
     }

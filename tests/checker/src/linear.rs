@@ -17,7 +17,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use crate::history::{Request, Response, WatchEvent};
-use crate::model::{State, apply, in_range};
+use crate::model::{State, apply, in_range, same_answer};
 
 /// What watches saw of one revision: on keys of `[key, range_end)` the
 /// revision's events were exactly `events` (compared with `prev_kv` only if
@@ -60,12 +60,17 @@ pub enum Expect {
     Unknown,
     /// Outcome unknown, but one of its values was observed at this revision.
     Applied { revision: i64 },
+    /// A lease expiry (the request is the lease's revoke): nobody asked for
+    /// it, it happens between its invoke and complete times (the bounds
+    /// etcd's lessor keeps), and does nothing if the lease is already gone.
+    Expiry,
 }
 
 /// One operation of the search.
 #[derive(Debug, Clone)]
 pub struct LinOp {
-    /// Index in the history's operation list (for reports).
+    /// Index in the history's operation list (for reports; for an expiry,
+    /// the lease's grant).
     pub index: usize,
     pub invoke_ns: u64,
     /// `u64::MAX` for unknown outcomes.
@@ -77,8 +82,9 @@ pub struct LinOp {
 /// Why the search gave up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SearchError {
-    /// No order exists. `op` is the history index of an operation that
-    /// could not be placed at the deepest point the search reached.
+    /// No order exists. `op` is the position (in the searched operations)
+    /// of an operation that could not be placed at the deepest point the
+    /// search reached.
     NotLinearizable {
         op: usize,
         placed: usize,
@@ -93,30 +99,38 @@ pub enum SearchError {
 pub fn step(states: &[State], op: &LinOp, seen: &Constraints) -> Vec<State> {
     let mut out: Vec<State> = Vec::with_capacity(states.len() * 2);
     for s in states {
-        let mut a = apply(s, &op.request);
-        if a.state.revision > s.revision && !fits_watches(seen, a.state.revision, &a.events) {
-            // Applying it here contradicts the watches; only "not applied"
-            // remains (for an unknown outcome).
-            a.response = Err("contradicts watches".into());
-            a.state = s.clone();
-        }
+        let a = apply(s, &op.request);
+        // Applying it here contradicts the watches: only "not applied"
+        // remains (for an unknown outcome).
+        let fits =
+            a.state.revision == s.revision || fits_watches(seen, a.state.revision, &a.events);
         match &op.expect {
             Expect::Ok(want) => {
-                if a.response.as_ref() == Ok(want) {
+                if fits && a.response.as_ref().is_ok_and(|got| same_answer(got, want)) {
                     out.push(a.state);
                 }
             }
             Expect::Unknown => {
                 out.push(s.clone());
-                if a.response.is_ok() && a.state != *s {
+                if fits && a.response.is_ok() && a.state != *s {
                     out.push(a.state);
                 }
             }
             Expect::Applied { revision } => {
-                if a.response.is_ok() && a.state.revision == *revision && *revision > s.revision {
+                if fits
+                    && a.response.is_ok()
+                    && a.state.revision == *revision
+                    && *revision > s.revision
+                {
                     out.push(a.state);
                 }
             }
+            Expect::Expiry => match a.response {
+                // Revoked or never granted: the expiry does nothing.
+                Err(_) => out.push(s.clone()),
+                Ok(_) if fits => out.push(a.state),
+                Ok(_) => {}
+            },
         }
     }
     out.sort();
@@ -265,11 +279,7 @@ pub fn search(
             entry = e.next[entry];
         } else {
             if stack.len() >= best.0 {
-                best = (
-                    stack.len(),
-                    ops[op].index,
-                    states.iter().map(|s| s.revision).collect(),
-                );
+                best = (stack.len(), op, states.iter().map(|s| s.revision).collect());
             }
             let Some((call, prev_states)) = stack.pop() else {
                 return Err(SearchError::NotLinearizable {

@@ -1,4 +1,4 @@
-//! `corekv-checker HISTORY.json [--json] [--max-steps N]`: checks one
+//! `corekv-checker HISTORY.json [--json] [--max-steps N] [--lease-slack-ms MS]`: checks one
 //! recorded history and prints the verdict. Exit status 0 = no violation,
 //! 1 = violations, 2 = inconclusive (search budget) or unreadable input.
 
@@ -8,7 +8,7 @@ use corekv_checker::history::History;
 use corekv_checker::{Options, check};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: corekv-checker HISTORY.json [--json] [--max-steps N]");
+    eprintln!("usage: corekv-checker HISTORY.json [--json] [--max-steps N] [--lease-slack-ms MS]");
     ExitCode::from(2)
 }
 
@@ -22,6 +22,10 @@ fn main() -> ExitCode {
             "--json" => json = true,
             "--max-steps" => match args.next().and_then(|s| s.parse().ok()) {
                 Some(n) => opts.max_search_steps = n,
+                None => return usage(),
+            },
+            "--lease-slack-ms" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(n) => opts.lease_slack_ms = n,
                 None => return usage(),
             },
             _ if path.is_none() && !a.starts_with('-') => path = Some(a),
@@ -55,12 +59,14 @@ fn main() -> ExitCode {
             println!("INCONCLUSIVE: {why}");
         }
         println!(
-            "ops={} acknowledged={} unknown={} failed={} watch_events={} final_revision={} violations={} lost={}",
+            "ops={} acknowledged={} unknown={} failed={} watch_events={} leases={} expired={} final_revision={} violations={} lost={}",
             report.operations,
             report.acknowledged,
             report.unknown,
             report.failed,
             report.watch_events,
+            report.leases,
+            report.expired,
             report.final_revision,
             report.violations.len(),
             report.lost

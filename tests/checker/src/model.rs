@@ -4,10 +4,11 @@
 //! share one), a delete that finds nothing and a txn that writes nothing do
 //! not bump the revision, reads inside a txn see the txn's earlier writes.
 //!
-//! Lease expiry is not modelled (time is not part of the model): workloads
-//! checked here revoke their leases or use TTLs longer than the run.
+//! Time is not part of the model: a lease's expiry is a revoke nobody
+//! asked for, which the checker adds to the search with the time bounds
+//! etcd's lessor guarantees (`lease.rs`). A keep-alive reads the lease.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::history::{
     Compare, CompareResult, CompareTarget, EventKind, Kv, Request, Response, TxnOp, TxnOpResult,
@@ -25,7 +26,8 @@ pub struct State {
     pub revision: i64,
     pub compacted: i64,
     pub kvs: BTreeMap<String, Kv>,
-    pub leases: BTreeSet<i64>,
+    /// Lease id -> granted TTL (seconds).
+    pub leases: BTreeMap<i64, i64>,
 }
 
 impl State {
@@ -35,7 +37,7 @@ impl State {
             revision,
             compacted: 0,
             kvs: BTreeMap::new(),
-            leases: BTreeSet::new(),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -129,7 +131,7 @@ impl Writer {
     }
 
     fn lease_ok(&self, lease: i64) -> bool {
-        lease == 0 || self.state.leases.contains(&lease)
+        lease == 0 || self.state.leases.contains_key(&lease)
     }
 
     /// The revision reads and the response header see now.
@@ -205,12 +207,12 @@ pub fn apply(state: &State, req: &Request) -> Applied {
                 events: Vec::new(),
             }
         }
-        Request::LeaseGrant { id, .. } => {
-            if state.leases.contains(id) {
+        Request::LeaseGrant { id, ttl } => {
+            if state.leases.contains_key(id) {
                 return unchanged(state, ERR_LEASE_EXISTS);
             }
             let mut next = state.clone();
-            next.leases.insert(*id);
+            next.leases.insert(*id, *ttl);
             Applied {
                 response: Ok(Response::LeaseGrant {
                     revision: state.revision,
@@ -220,7 +222,7 @@ pub fn apply(state: &State, req: &Request) -> Applied {
             }
         }
         Request::LeaseRevoke { id } => {
-            if !state.leases.contains(id) {
+            if !state.leases.contains_key(id) {
                 return unchanged(state, ERR_LEASE_NOT_FOUND);
             }
             let mut w = Writer::new(state);
@@ -238,6 +240,25 @@ pub fn apply(state: &State, req: &Request) -> Applied {
             let revision = w.revision();
             w.finish(Ok(Response::LeaseRevoke { revision }))
         }
+        Request::LeaseKeepAlive { id } => Applied {
+            state: state.clone(),
+            response: Ok(Response::LeaseKeepAlive {
+                ttl: state.leases.get(id).copied().unwrap_or(0),
+            }),
+            events: Vec::new(),
+        },
+    }
+}
+
+/// The store's answer `got` is the one the model gives (`want`): equal,
+/// except that a keep-alive only tells whether the lease exists (the
+/// server may raise a TTL to its minimum).
+pub fn same_answer(want: &Response, got: &Response) -> bool {
+    match (want, got) {
+        (Response::LeaseKeepAlive { ttl: a }, Response::LeaseKeepAlive { ttl: b }) => {
+            (*a > 0) == (*b > 0)
+        }
+        _ => want == got,
     }
 }
 
@@ -246,7 +267,7 @@ fn apply_txn(state: &State, compare: &[Compare], success: &[TxnOp], failure: &[T
     let ops = if succeeded { success } else { failure };
     // etcd validates leases of the chosen branch before writing anything.
     let leases_ok = ops.iter().all(|op| match op {
-        TxnOp::Put { lease, .. } => *lease == 0 || state.leases.contains(lease),
+        TxnOp::Put { lease, .. } => *lease == 0 || state.leases.contains_key(lease),
         TxnOp::Delete { .. } | TxnOp::Get { .. } => true,
     });
     if !leases_ok {

@@ -55,7 +55,8 @@ pub fn collect(h: &History) -> Observed {
             | Response::Delete { .. }
             | Response::Compact { .. }
             | Response::LeaseGrant { .. }
-            | Response::LeaseRevoke { .. } => {}
+            | Response::LeaseRevoke { .. }
+            | Response::LeaseKeepAlive { .. } => {}
         }
     }
     for w in &h.watchers {

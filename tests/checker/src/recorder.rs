@@ -60,6 +60,18 @@ impl Recorder {
         self.with(|h| h.hashes.push(m));
     }
 
+    /// Notes that a leader change may have happened by now (a new term was
+    /// observed); lease expiry bounds allow for it.
+    pub fn add_leader_change(&self) {
+        let at = self.now_ns();
+        self.with(|h| h.leader_changes_ns.push(at));
+    }
+
+    /// The cluster's election timeout (lease expiry bounds).
+    pub fn set_election_timeout_ms(&self, ms: u64) {
+        self.with(|h| h.election_timeout_ms = ms);
+    }
+
     /// The history so far, operations sorted by invocation.
     pub fn snapshot(&self) -> History {
         let mut h = self.with(|h| h.clone());
