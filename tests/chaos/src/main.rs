@@ -148,8 +148,9 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
     {
         let mut c = cluster.lock().await;
         c.shutdown();
-        if let Network::Namespaces(n) = &c.net {
-            cluster::teardown_net(n);
+        match &c.net {
+            Network::Namespaces(n) => cluster::teardown_net(n),
+            Network::Proxy(p) => println!("chaos: run {run}: proxies {}", p.stats()),
         }
     }
     let r = result?;

@@ -16,6 +16,7 @@
 //!   closed on accept, until the heal.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
@@ -40,6 +41,25 @@ struct Links {
     /// Bumped on every cut and heal; pumps wait on it.
     changed: watch::Sender<u64>,
     pids: Mutex<Vec<Option<u32>>>,
+    stats: Stats,
+}
+
+/// What the proxies did in a run (printed by the runner, so a run shows
+/// its partitions took effect).
+#[derive(Default)]
+struct Stats {
+    /// Connections proxied.
+    accepted: AtomicU64,
+    /// Connections closed on accept: unknown source or a dropped link.
+    refused: AtomicU64,
+    /// Connections closed because their link was dropped.
+    dropped: AtomicU64,
+    /// Times a connection's bytes were held by a blackholed link.
+    held: AtomicU64,
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -85,8 +105,12 @@ impl Links {
         loop {
             match self.mode(link) {
                 None => return true,
-                Some(CutMode::Drop) => return false,
+                Some(CutMode::Drop) => {
+                    count(&self.stats.dropped);
+                    return false;
+                }
                 Some(CutMode::Blackhole) => {
+                    count(&self.stats.held);
                     if changes.changed().await.is_err() {
                         return false;
                     }
@@ -128,6 +152,7 @@ impl Proxy {
             cut: Mutex::new(HashMap::new()),
             changed,
             pids: Mutex::new(vec![None; members]),
+            stats: Stats::default(),
         });
         let mut ports = Vec::with_capacity(members);
         let mut accepters = Vec::with_capacity(members);
@@ -181,6 +206,19 @@ impl Proxy {
         self.links.changed.send_modify(|g| *g += 1);
     }
 
+    /// "accepted=A refused=R dropped=D held=H" so far.
+    pub fn stats(&self) -> String {
+        let s = &self.links.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "accepted={} refused={} dropped={} held={}",
+            get(&s.accepted),
+            get(&s.refused),
+            get(&s.dropped),
+            get(&s.held)
+        )
+    }
+
     pub fn heal(&self) {
         self.links
             .cut
@@ -209,12 +247,15 @@ async fn accept(listener: TcpListener, dst: usize, port: u16, real: u16, links: 
         };
         while conns.try_join_next().is_some() {}
         let Some(src) = links.owner(from.port(), port) else {
+            count(&links.stats.refused);
             continue;
         };
         let link = pair(src, dst);
         if links.mode(link) == Some(CutMode::Drop) {
+            count(&links.stats.refused);
             continue;
         }
+        count(&links.stats.accepted);
         let links = links.clone();
         conns.spawn(async move {
             let Ok(outbound) = TcpStream::connect(("127.0.0.1", real)).await else {
