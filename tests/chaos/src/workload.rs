@@ -23,6 +23,8 @@ use tonic::transport::Channel;
 use crate::leases;
 
 pub const KEYS: usize = 16;
+/// Keys only lease puts write ("kl00".."kl07", inside the watched prefix).
+const LEASE_KEYS: usize = 8;
 /// Every workload key is in ["k", "l").
 pub const PREFIX: &str = "k";
 pub const PREFIX_END: &str = "l";
@@ -546,7 +548,13 @@ impl Worker {
             let req = match book.due_keep_alive(Instant::now()) {
                 Some(keep_alive) => keep_alive,
                 None if rng.random_range(0..100) < LEASE_PERCENT => {
-                    let k = key(rng.random_range(0..KEYS));
+                    // Mostly keys only lease puts write (so keys live until
+                    // their lease ends), sometimes the shared ones.
+                    let k = if rng.random_bool(0.75) {
+                        format!("{PREFIX}l{:02}", rng.random_range(0..LEASE_KEYS))
+                    } else {
+                        key(rng.random_range(0..KEYS))
+                    };
                     book.next_request(&mut rng, k, format!("c{}-{seq}", self.id))
                 }
                 None => self.next_request(&mut rng, seq, &last_mod),

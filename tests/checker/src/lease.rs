@@ -34,10 +34,13 @@
 //! not checked: corekv answers it as soon as the lessor finds the lease
 //! expired, before the revoke applies (etcd waits for the revoke).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::{History, Outcome, Request, Response, TxnOp, TxnOpResult, txn_branch};
+use crate::history::{
+    EventKind, History, Outcome, Request, Response, TxnOp, TxnOpResult, txn_branch,
+};
 use crate::linear::{Expect, LinOp};
+use crate::model::in_range;
 
 /// What the expiry bounds of one lease were computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,4 +305,144 @@ pub fn early(ops: &[LinOp], order: &[usize], bounds: &[Bounds]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Without the search: revisions the watches show deleting only keys of
+/// one lease, that no operation of the history can have made (no
+/// acknowledged write has that revision, no write with an unknown outcome
+/// could delete those keys), are that lease's expiry. The expiry happened
+/// before any acknowledged operation at or past that revision completed;
+/// if that is before the lease's earliest allowed expiry, it was early.
+pub fn early_deletions(h: &History, bounds: &[Bounds]) -> Vec<String> {
+    // Revisions acknowledged writes made (a write that changed nothing
+    // answers the current revision, which may be an expiry's).
+    let acked: BTreeSet<i64> = h
+        .operations
+        .iter()
+        .filter_map(|op| match &op.outcome {
+            Outcome::Ok(r) => made_revision(&op.request, r),
+            Outcome::Failed(_) | Outcome::Unknown(_) => None,
+        })
+        .collect();
+    let unknown: Vec<&Request> = h
+        .operations
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Unknown(_)))
+        .map(|op| &op.request)
+        .collect();
+    // Revision -> (lease ids of its deleted keys, 0 = something else; keys).
+    let mut seen: BTreeMap<i64, (BTreeSet<i64>, BTreeSet<&str>)> = BTreeMap::new();
+    for seg in h.watchers.iter().flat_map(|w| &w.segments) {
+        for ev in seg.responses.iter().flat_map(|r| &r.events) {
+            let lease = match (&ev.kind, &ev.prev_kv) {
+                (EventKind::Delete, Some(prev)) => prev.lease,
+                (EventKind::Delete, None) | (EventKind::Put, _) => 0,
+            };
+            let at = seen.entry(ev.kv.mod_revision).or_default();
+            at.0.insert(lease);
+            at.1.insert(&ev.kv.key);
+        }
+    }
+    let mut out = Vec::new();
+    for (rev, (leases, keys)) in seen {
+        let (Some(&id), 1) = (leases.first(), leases.len()) else {
+            continue;
+        };
+        let Some(b) = bounds.iter().find(|b| b.id == id && !b.revoked) else {
+            continue;
+        };
+        if id == 0 || acked.contains(&rev) || unknown.iter().any(|r| may_delete(r, id, &keys)) {
+            continue;
+        }
+        let seen_by = h
+            .operations
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| match &op.outcome {
+                Outcome::Ok(r) => {
+                    write_revision(r).is_some_and(|w| w > rev) || read_at_or_past(op, r, rev)
+                }
+                Outcome::Failed(_) | Outcome::Unknown(_) => false,
+            })
+            .min_by_key(|(_, op)| op.complete_ns);
+        if let Some((i, op)) = seen_by.filter(|(_, op)| op.complete_ns < b.earliest_ns) {
+            out.push(format!(
+                "lease {id:#x} (TTL {} s, granted by operation #{}): its keys were deleted at revision {rev} (no request did it), already seen by operation #{i} {} ms before the TTL ran out since its grant or last acknowledged keep-alive",
+                b.ttl_s,
+                b.grant,
+                (b.earliest_ns - op.complete_ns) / MS
+            ));
+        }
+    }
+    out
+}
+
+/// A request that could have deleted some of `keys` (or revoked `lease`).
+fn may_delete(req: &Request, lease: i64, keys: &BTreeSet<&str>) -> bool {
+    match req {
+        Request::LeaseRevoke { id } => *id == lease,
+        Request::Delete { key, range_end } => keys.iter().any(|k| in_range(k, key, range_end)),
+        Request::Txn {
+            success, failure, ..
+        } => success.iter().chain(failure).any(|op| match op {
+            TxnOp::Delete { key } => keys.contains(key.as_str()),
+            TxnOp::Put { .. } | TxnOp::Get { .. } => false,
+        }),
+        Request::Put { .. }
+        | Request::Range { .. }
+        | Request::Compact { .. }
+        | Request::LeaseGrant { .. }
+        | Request::LeaseKeepAlive { .. } => false,
+    }
+}
+
+/// The revision an acknowledged put, delete or txn made, if it changed
+/// something (a revoke's keys are told apart by their lease instead).
+fn made_revision(req: &Request, r: &Response) -> Option<i64> {
+    let changed = match r {
+        Response::Put { .. } => true,
+        Response::Delete { deleted, .. } => *deleted > 0,
+        Response::Txn { results, .. } => {
+            txn_branch(req, r)
+                .is_some_and(|(ops, _)| ops.iter().any(|o| matches!(o, TxnOp::Put { .. })))
+                || results
+                    .iter()
+                    .any(|x| matches!(x, TxnOpResult::Delete { deleted } if *deleted > 0))
+        }
+        Response::Range { .. }
+        | Response::Compact { .. }
+        | Response::LeaseGrant { .. }
+        | Response::LeaseRevoke { .. }
+        | Response::LeaseKeepAlive { .. } => false,
+    };
+    changed.then(|| write_revision(r)).flatten()
+}
+
+/// The revision an acknowledged write made (None for reads, no-ops).
+fn write_revision(r: &Response) -> Option<i64> {
+    match r {
+        Response::Put { revision }
+        | Response::Delete { revision, .. }
+        | Response::Txn { revision, .. }
+        | Response::LeaseRevoke { revision } => Some(*revision),
+        Response::Range { .. }
+        | Response::Compact { .. }
+        | Response::LeaseGrant { .. }
+        | Response::LeaseKeepAlive { .. } => None,
+    }
+}
+
+/// A linearizable read answered at `rev` or later.
+fn read_at_or_past(op: &crate::history::Operation, r: &Response, rev: i64) -> bool {
+    matches!(
+        (&op.request, r),
+        (
+            Request::Range {
+                revision: 0,
+                serializable: false,
+                ..
+            },
+            Response::Range { revision, .. },
+        ) if *revision >= rev
+    )
 }

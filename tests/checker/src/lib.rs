@@ -154,17 +154,26 @@ pub fn check(h: &History, opts: &Options) -> Report {
     // lease bounds dropped (a lease expired early or outlived its bound),
     // then the watches' view of each revision dropped (the watch checks
     // below then say what the watches got wrong).
-    let mut attempts = vec![(&watched, Strictness::Both)];
-    if !bounds.is_empty() {
-        attempts.push((&watched, Strictness::NoDeadline));
-        attempts.push((&watched, Strictness::None));
-    }
+    //
+    // An early expiry the watches show directly is reported as such, and
+    // the search starts without lease bounds (with them it would fail only
+    // after exhausting every order).
+    let early = lease::early_deletions(h, &bounds);
+    let early_seen = !early.is_empty();
+    let strictness: &[Strictness] = match (bounds.is_empty(), early.is_empty()) {
+        (true, _) => &[Strictness::Both],
+        (false, true) => &[Strictness::Both, Strictness::NoDeadline, Strictness::None],
+        (false, false) => &[Strictness::None],
+    };
+    report
+        .violations
+        .extend(early.into_iter().map(|detail| Violation {
+            kind: ViolationKind::LeaseExpiredEarly,
+            detail,
+        }));
+    let mut attempts: Vec<_> = strictness.iter().map(|s| (&watched, *s)).collect();
     if !watched.is_empty() {
-        attempts.push((&free, Strictness::Both));
-        if !bounds.is_empty() {
-            attempts.push((&free, Strictness::NoDeadline));
-            attempts.push((&free, Strictness::None));
-        }
+        attempts.extend(strictness.iter().map(|s| (&free, *s)));
     }
     let mut failed: Option<(SearchError, Vec<LinOp>)> = None;
     let mut found = None;
@@ -190,7 +199,9 @@ pub fn check(h: &History, opts: &Options) -> Report {
         }
     }
     if let Some((ops, order, used, strictness)) = found {
-        lease_violations(&ops, &order, &bounds, strictness, &mut report.violations);
+        if !early_seen {
+            lease_violations(&ops, &order, &bounds, strictness, &mut report.violations);
+        }
         // Of the concrete runs the order allows, the first that the
         // reads and watches agree with (else the one with fewest
         // disagreements, which are then reported).

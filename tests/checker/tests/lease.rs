@@ -217,3 +217,23 @@ fn unknown_grant_has_no_deadline() {
     let r = check_all(ops, Vec::new(), Vec::new());
     assert!(r.ok(), "{r:?}");
 }
+
+#[test]
+fn early_expiry_seen_by_a_watch_is_reported_without_the_search() {
+    let mut ops = leased_pair(10);
+    ops.push(get(2, (2 * S, 2 * S + MS), "a", 4, vec![]));
+    let gone = vec![
+        del_ev("a", 4, leased("a", "1", 2)),
+        del_ev("b", 4, leased("b", "1", 3)),
+    ];
+    let w = lease_watcher(vec![resp(3, put_events()), resp(4, gone)]);
+    let r = check_all(ops, w, Vec::new());
+    let early: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.kind == V::LeaseExpiredEarly)
+        .collect();
+    assert_eq!(early.len(), 1, "{r:?}");
+    assert!(early[0].detail.contains("revision 4"), "{r:?}");
+    assert!(!r.has(V::NotLinearizable), "{r:?}");
+}
