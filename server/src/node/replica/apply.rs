@@ -81,6 +81,10 @@ pub enum Replicated<'a> {
     Alarm(&'a w::ArchivedAlarmRequest),
     LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
     LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
+    /// A revoke under auth, with its caller (`auth::calls::Admitted`).
+    LeaseRevokeAs(&'a w::ArchivedLeaseRevokeAsRequest),
+    /// A put with a lease under auth, with its caller.
+    PutAs(&'a w::ArchivedPutAsRequest),
     Auth(&'a w::ArchivedAuthRequest),
 }
 
@@ -97,6 +101,8 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::Alarm(a) if alarm::is_replicated_action(a) => Some(Replicated::Alarm(a)),
         R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
         R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
+        R::LeaseRevokeAs(r) => Some(Replicated::LeaseRevokeAs(r)),
+        R::PutAs(p) => Some(Replicated::PutAs(p)),
         R::Auth(a) => auth::replicated(a).then_some(Replicated::Auth(a)),
         R::Range(_)
         | R::WatchCreate(_)
@@ -171,6 +177,11 @@ pub fn apply_request(
             let header = ctx.header.clone();
             lease::apply::revoke(ctx.lessor, ctx.batch, r.id.to_native(), header)?
         }
+        Replicated::LeaseRevokeAs(r) => {
+            let header = ctx.header.clone();
+            lease::apply::revoke_as(ctx.lessor, ctx.batch, ctx.auth, r, header)?
+        }
+        Replicated::PutAs(p) => lease::apply::put_as(ctx.batch, ctx.auth, p, ctx.header.clone())?,
         Replicated::Auth(a) => {
             let header = ctx.header(ctx.batch.revision());
             let r = ctx.auth.apply(ctx.batch, a, ctx.index, header);
