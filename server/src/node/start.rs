@@ -114,6 +114,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -129,7 +130,8 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-/// Runs a member until SIGINT/SIGTERM or a fatal error.
+/// Runs a member until SIGINT/SIGTERM or a fatal error; SIGHUP re-reads the
+/// TLS certificates and keys (`tls::Reloaders`).
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     cfg.validate().map_err(|e| anyhow!(e))?;
     let signals = block_signals();
@@ -181,7 +183,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let auth = Arc::new(auth_store(&cfg, &store)?);
-    let (client_tls, peer_tls) = tls_configs(&cfg)?;
+    let (client_tls, peer_tls, cert_reload) = tls_configs(&cfg)?;
     let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
     let limits = WireLimits {
@@ -315,6 +317,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     while !shared.stopping() {
         if let Some(sig) = wait_signal(&signals, Duration::from_millis(200)) {
+            if sig == libc::SIGHUP {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                cert_reload.reload_all();
+                continue;
+            }
             tracing::info!(signal = sig, "shutting down");
             shared
                 .shutdown
@@ -436,23 +443,37 @@ fn auth_store(cfg: &Config, store: &Store) -> anyhow::Result<super::auth::Auth> 
     Ok(auth)
 }
 
-/// TLS from etcd's flags: the client side (native port) and peer TLS.
-fn tls_configs(
-    cfg: &Config,
-) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<super::PeerTls>)> {
+/// The TLS configurations from etcd's flags.
+type TlsConfigs = (
+    Option<Arc<rustls::ServerConfig>>,
+    Option<super::PeerTls>,
+    crate::tls::Reloaders,
+);
+
+/// TLS from etcd's flags: the client side (native port and client URL),
+/// peer TLS (one certificate served and presented), and their sources for
+/// SIGHUP.
+fn tls_configs(cfg: &Config) -> anyhow::Result<TlsConfigs> {
+    let mut reload = crate::tls::Reloaders::default();
     let client = match cfg.client_tls().map_err(|e| anyhow!(e))? {
         // ALPN for gRPC / HTTP on an https client URL; native clients offer none.
         Some(files) => {
-            Some(crate::tls::server_config(&files, &[b"h2", b"http/1.1"]).map_err(|e| anyhow!(e))?)
+            let cert = reload.open(&files).map_err(|e| anyhow!(e))?;
+            let alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
+            Some(crate::tls::server_config(&files, cert, alpn).map_err(|e| anyhow!(e))?)
         }
         None => None,
     };
     let peer = match cfg.peer_tls().map_err(|e| anyhow!(e))? {
-        Some(files) => Some(super::PeerTls {
-            server: crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?,
-            client: crate::tls::peer_client_config(&files).map_err(|e| anyhow!(e))?,
-        }),
+        Some(files) => {
+            let cert = reload.open(&files).map_err(|e| anyhow!(e))?;
+            Some(super::PeerTls {
+                server: crate::tls::server_config(&files, cert.clone(), &[])
+                    .map_err(|e| anyhow!(e))?,
+                client: crate::tls::peer_client_config(&files, cert).map_err(|e| anyhow!(e))?,
+            })
+        }
         None => None,
     };
-    Ok((client, peer))
+    Ok((client, peer, reload))
 }
