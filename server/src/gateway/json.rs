@@ -25,7 +25,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -329,8 +329,19 @@ fn descriptor(name: &str) -> Result<prost_reflect::MessageDescriptor, String> {
         .ok_or_else(|| format!("corekv: no descriptor for {full}"))
 }
 
-/// Proto3 JSON -> message (an empty body is the empty message).
+/// Proto3 JSON -> message (an empty body is the empty message); an
+/// unknown field is an error.
 pub fn from_json<M: Message + Default>(name: &str, body: &[u8]) -> Result<M, String> {
+    from_json_with(name, body, true)
+}
+
+/// `from_json`, ignoring unknown fields when `deny_unknown` is false (etcd
+/// 3.4's gateway does so for the requests of a streamed call).
+fn from_json_with<M: Message + Default>(
+    name: &str,
+    body: &[u8],
+    deny_unknown: bool,
+) -> Result<M, String> {
     let desc = descriptor(name)?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -338,7 +349,9 @@ pub fn from_json<M: Message + Default>(name: &str, body: &[u8]) -> Result<M, Str
         body
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let dynamic = DynamicMessage::deserialize(desc, &mut de).map_err(|e| e.to_string())?;
+    let options = DeserializeOptions::new().deny_unknown_fields(deny_unknown);
+    let dynamic = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| e.to_string())
 }
@@ -466,7 +479,8 @@ where
 }
 
 /// Decodes concatenated JSON `etcdserverpb.<name>` objects as the body
-/// arrives; a bad one ends the stream with its error. At most `limit` bytes
+/// arrives (unknown fields ignored, as etcd's gateway does for streamed
+/// requests); a bad one ends the stream with its error. At most `limit` bytes
 /// of one incomplete object are buffered.
 async fn read_requests<M: Message + Default>(
     mut body: Incoming,
@@ -489,7 +503,7 @@ async fn read_requests<M: Message + Default>(
             match next {
                 Some(Ok(value)) => {
                     let text = value.to_string();
-                    let parsed = from_json::<M>(name, text.as_bytes());
+                    let parsed = from_json_with::<M>(name, text.as_bytes(), false);
                     let item = parsed.map_err(Status::invalid_argument);
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
