@@ -92,7 +92,7 @@ pub struct Budget {
     pub k: TableBudget,
     pub r: TableBudget,
     pub m: TableBudget,
-    /// Keys with another first byte (none in a store written by `Store`).
+    /// Keys with another first byte: the `d` table (range tombstones).
     pub other: TableBudget,
     /// Branch pages (all tables).
     pub branch_pages: u64,
@@ -282,7 +282,7 @@ fn user_key_len(tree_key: &[u8], version: u8) -> u64 {
 /// Format versions the inspector reads: the current one and version 2
 /// (same pages; records with the fixed 25-byte header), so a file can be
 /// measured before an upgrade.
-const READABLE_VERSIONS: &[u8] = &[2, page::FORMAT_VERSION];
+const READABLE_VERSIONS: &[u8] = &[2, 3, page::FORMAT_VERSION];
 
 /// Walks the file at `path` read-only and returns its byte budget.
 pub fn inspect(path: &Path) -> Result<Budget> {
