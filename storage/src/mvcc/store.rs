@@ -52,8 +52,9 @@ pub struct StoreOptions {
     /// tombstone version per key: it then costs the scan collecting the
     /// deleted keys (for their events), not a copy of every leaf.
     pub range_delete_min_keys: usize,
-    /// Most range tombstones a state holds (each costs readers a check per
-    /// key until compaction passes it); beyond, deletes use the per-key path.
+    /// Most range tombstones a state holds (each costs every read a decode
+    /// and a check per key until compaction passes it); beyond, deletes use
+    /// the per-key path.
     pub max_range_tombstones: usize,
     /// Distinct older snapshots readers may pin at once: [`Store::read`]
     /// fails with `TooManyReaders` beyond it. Bounds the reader registry
@@ -75,7 +76,7 @@ impl Default for StoreOptions {
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
             range_delete_min_keys: 1024,
-            max_range_tombstones: 64,
+            max_range_tombstones: 16,
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
         }
     }
