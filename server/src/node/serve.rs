@@ -315,6 +315,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Route::Later(later) => Task::Later(later),
         Route::Propose => Task::Propose(frame.to_owned_frame().with_tag(stamp)),
         Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(stamp)),
+        Route::Member => Task::Member(frame.to_owned_frame().with_tag(stamp)),
         Route::Snapshot => {
             return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
         }
@@ -333,6 +334,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
             Task::Later(later) => api.finish_as(later, stamp).await,
             Task::Propose(frame) => api.propose(frame).await,
             Task::Auth(frame) => api.auth_call(frame).await,
+            Task::Member(frame) => api.member_change(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -346,4 +348,5 @@ enum Task {
     Later(super::route::Later),
     Propose(corekv_wire::OwnedFrame),
     Auth(corekv_wire::OwnedFrame),
+    Member(corekv_wire::OwnedFrame),
 }
