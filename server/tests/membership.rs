@@ -131,6 +131,48 @@ async fn put_keys(c: &Client, prefix: &str, range: std::ops::Range<usize>) {
     }
 }
 
+/// Writes `{prefix}{i}` keys through one member until stopped; a failed
+/// write (leader change, member stopping) is not retried.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    async fn start(addr: &str, prefix: &'static str) -> Writer {
+        let client = connect(addr).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("{prefix}{i:05}");
+                if client.put(put(&key, "v")).await.is_ok() {
+                    acked.push(key);
+                }
+                i += 1;
+            }
+            acked
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops; checks every acknowledged write is on `members` (all equal).
+    async fn check(self, members: &[&Member], prefix: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acked = self.task.await.unwrap();
+        assert!(acked.len() > 5, "only {} writes acknowledged", acked.len());
+        let c = connect(&members[0].native_addr()).await;
+        let end = format!("{prefix}\u{7f}");
+        let all = c.range(range(prefix, &end)).await.unwrap();
+        let present: std::collections::HashSet<String> = keys(&all).into_iter().collect();
+        let lost: Vec<&String> = acked.iter().filter(|k| !present.contains(*k)).collect();
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        assert_same(members, prefix, all.count).await;
+    }
+}
+
 /// Waits for the member's process to end.
 fn wait_exit(m: &mut Member) -> ExitStatus {
     let deadline = Instant::now() + WAIT;
@@ -232,7 +274,9 @@ async fn grow_one_to_three_with_a_learner_promoted_once_in_sync() {
     let voter = c1.member_promote(w::MemberPromoteRequest { id: id2 });
     assert_eq!(api_err(voter.await), ApiError::MemberNotLearner);
 
-    // A learner, asked through a follower (forwarded to the leader).
+    // A learner, asked through a follower (forwarded to the leader), with
+    // writes going on until it is promoted.
+    let writer = Writer::start(&m2.native_addr(), "w").await;
     let c2 = connect(&m2.native_addr()).await;
     let mut m3 = joiner(dir.path(), "m3", &extra);
     let added = c2
@@ -276,6 +320,7 @@ async fn grow_one_to_three_with_a_learner_promoted_once_in_sync() {
             Err(e) => panic!("promote: {e}\n{}", logs(&[&cluster.members[0], &m2, &m3])),
         }
     }
+    writer.check(&[&cluster.members[0], &m2, &m3], "w").await;
     assert_same(&[&cluster.members[0], &m2, &m3], "k", 260).await;
     // A voter now: linearizable reads and writes through it.
     let deadline = Instant::now() + WAIT;
@@ -303,7 +348,10 @@ async fn remove_the_leader_a_follower_and_replace_a_failed_member() {
     put_keys(&cl, "a", 0..50).await;
 
     // Remove the leader, asked on the leader: it answers, steps down and
-    // stops; the other two elect a leader and go on.
+    // stops; the other two elect a leader and go on. Writes go on through
+    // a follower meanwhile.
+    let stays = (leader + 1) % 3;
+    let writer = Writer::start(&cluster.members[stays].native_addr(), "w").await;
     let leader_id = member_id(&cl).await;
     let r = cl
         .member_remove(w::MemberRemoveRequest { id: leader_id })
@@ -316,12 +364,9 @@ async fn remove_the_leader_a_follower_and_replace_a_failed_member() {
     let cn = cluster.client(next).await;
     put_keys(&cn, "a", 50..80).await;
     let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    assert_same(
-        &[&cluster.members[alive[0]], &cluster.members[alive[1]]],
-        "a",
-        80,
-    )
-    .await;
+    let pair = [&cluster.members[alive[0]], &cluster.members[alive[1]]];
+    writer.check(&pair, "w").await;
+    assert_same(&pair, "a", 80).await;
 
     // Back to three.
     let mut m4 = joiner(dir.path(), "m4", &[]);

@@ -243,7 +243,9 @@ async fn connect(
 }
 
 /// Connects and says hello; the peer answers with its own hello (or
-/// `Removed`) before anything else flows.
+/// `Removed`) before anything else flows. A peer that does not answer
+/// within `DIAL_TIMEOUT` is taken as a member of a version that does not
+/// answer hellos (it still reads what we send).
 async fn dial(shared: &Shared, addr: SocketAddr) -> Result<Box<dyn crate::tls::Io>, DialError> {
     let mut stream = connect(shared.peer_tls.as_ref().map(|t| &t.client), addr)
         .await
@@ -256,21 +258,22 @@ async fn dial(shared: &Shared, addr: SocketAddr) -> Result<Box<dyn crate::tls::I
         .await
         .map_err(|e| DialError::Io(std::io::Error::other(e)))?
     {
-        PeerMsg::Hello(h) => {
+        Some(PeerMsg::Hello(h)) => {
             // Learn the peer's name and client addresses (MemberList).
             let _ = super::membership::runtime::note_hello(shared, &h);
             Ok(stream)
         }
-        PeerMsg::Removed => Err(DialError::Removed),
-        _ => Err(DialError::Io(std::io::Error::other(
+        Some(PeerMsg::Removed) => Err(DialError::Removed),
+        Some(_) => Err(DialError::Io(std::io::Error::other(
             "peer answered the hello with something else",
         ))),
+        None => Ok(stream),
     }
 }
 
-/// Reads exactly one frame (the answer to a hello or a join), within
-/// `DIAL_TIMEOUT`.
-async fn read_one(stream: &mut Box<dyn crate::tls::Io>) -> Result<PeerMsg, String> {
+/// Reads exactly one frame (the answer to a hello or a join); None if none
+/// came within `DIAL_TIMEOUT`.
+async fn read_one(stream: &mut Box<dyn crate::tls::Io>) -> Result<Option<PeerMsg>, String> {
     let limits = WireLimits {
         max_frame_bytes: PEER_MAX_FRAME_BYTES,
         ..WireLimits::default()
@@ -289,13 +292,14 @@ async fn read_one(stream: &mut Box<dyn crate::tls::Io>) -> Result<PeerMsg, Strin
             if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
                 let archived = frame.access::<PeerMsg>().map_err(|e| e.to_string())?;
                 return rkyv::deserialize::<PeerMsg, rkyv::rancor::Error>(archived)
+                    .map(Some)
                     .map_err(|e| e.to_string());
             }
         }
     };
     let timeout = async {
         glommio::timer::sleep(DIAL_TIMEOUT).await;
-        Err("peer did not answer in time".to_string())
+        Ok(None)
     };
     futures_lite::future::or(read, timeout).await
 }
@@ -311,8 +315,9 @@ pub async fn fetch_cluster(
     encode_frame(0, &PeerMsg::Join, &mut buf).map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
     match read_one(&mut stream).await? {
-        PeerMsg::Cluster { json } => Ok(json),
-        _ => Err("peer answered the join with something else".into()),
+        Some(PeerMsg::Cluster { json }) => Ok(json),
+        Some(_) => Err("peer answered the join with something else".into()),
+        None => Err("peer did not answer the join in time".into()),
     }
 }
 

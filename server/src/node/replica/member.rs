@@ -118,3 +118,113 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+    use std::time::Instant;
+
+    use corekv_raftcore::{Config, RawNode, Restored};
+    use corekv_storage::Store;
+    use corekv_wire::messages as w;
+    use corekv_wire::{ApiError, FrameDecoder, OwnedFrame, WireLimits, encode_frame};
+    use tokio::sync::oneshot;
+
+    use super::super::Replica;
+    use super::super::tests::{Disk, WriteRx, drive, elect, mem_store, replica_config, voters};
+    use crate::cluster::ClusterInfo;
+    use crate::node::CoreMsg;
+    use crate::node::membership::{self, CLUSTER_META_KEY};
+
+    fn frame(req: w::Request) -> OwnedFrame {
+        let mut buf = Vec::new();
+        encode_frame(1, &req, &mut buf).expect("encode");
+        let limits = WireLimits::default();
+        let mut dec = FrameDecoder::new(&limits);
+        dec.extend(&buf);
+        dec.next_owned_frame().expect("frame").expect("one frame")
+    }
+
+    fn change(r: &mut Replica, now: Instant, req: w::Request) -> WriteRx {
+        let (reply, rx) = oneshot::channel();
+        r.on_client(
+            now,
+            CoreMsg::MemberChange {
+                frame: frame(req),
+                reply,
+            },
+        );
+        rx
+    }
+
+    fn add_learner(url: &str) -> w::Request {
+        w::Request::MemberAdd(w::MemberAddRequest {
+            peer_urls: vec![url.into()],
+            is_learner: true,
+        })
+    }
+
+    /// What the core does after an apply: the shared record follows the store.
+    fn follow(store: &Store, shared: &RwLock<ClusterInfo>) -> ClusterInfo {
+        let view = store.read().expect("read");
+        let record = membership::load(view.get_meta(CLUSTER_META_KEY))
+            .expect("record")
+            .expect("present");
+        *shared.write().unwrap() = record.clone();
+        record
+    }
+
+    /// One member leading alone, its membership record in the store.
+    fn single(disk: &mut Disk, store: &Store, now: Instant) -> (Replica, Arc<RwLock<ClusterInfo>>) {
+        let cluster = ClusterInfo::bootstrap("m1=http://127.0.0.1:1", "t").unwrap();
+        let id = *cluster.members.keys().next().unwrap();
+        let mut batch = store.write().unwrap();
+        batch.put_meta(CLUSTER_META_KEY, &serde_json::to_vec(&cluster).unwrap());
+        batch.commit(0, true).unwrap();
+        let shared = Arc::new(RwLock::new(cluster));
+        let mut cfg = replica_config(id, 9, 1024);
+        cfg.cluster = shared.clone();
+        let mut rc = Config::new(id);
+        rc.seed = 1;
+        let raw = RawNode::new(rc, voters(&[id]), Restored::default()).unwrap();
+        let mut r = Replica::new(cfg, raw, 0, disk.hs);
+        elect(&mut r, disk, store, now);
+        (r, shared)
+    }
+
+    #[test]
+    fn one_change_at_a_time_and_each_answered_when_applied() {
+        let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
+        let (mut r, shared) = single(&mut disk, &store, t0);
+        let mut first = change(&mut r, t0, add_learner("http://127.0.0.1:2"));
+        let mut second = change(&mut r, t0, add_learner("http://127.0.0.1:3"));
+        assert_eq!(second.try_recv().unwrap(), Err(ApiError::Timeout));
+        drive(&mut r, &mut disk, &store, t0);
+        let added = match first.try_recv() {
+            Ok(Ok(w::Response::MemberAdd(a))) => a,
+            other => panic!("expected the add's answer, got {other:?}"),
+        };
+        let learner = added.member.expect("new member");
+        assert!(learner.is_learner);
+        assert_eq!(added.members.len(), 2);
+        assert_eq!(r.status().conf_state.learners, [learner.id]);
+        assert!(follow(&store, &shared).members[&learner.id].is_learner);
+
+        // It has none of the log: promotion is refused.
+        let promote = w::Request::MemberPromote(w::MemberPromoteRequest { id: learner.id });
+        let mut early = change(&mut r, t0, promote);
+        assert_eq!(early.try_recv().unwrap(), Err(ApiError::LearnerNotReady));
+
+        let remove = w::Request::MemberRemove(w::MemberRemoveRequest { id: learner.id });
+        let mut removed = change(&mut r, t0, remove);
+        drive(&mut r, &mut disk, &store, t0);
+        assert!(matches!(
+            removed.try_recv(),
+            Ok(Ok(w::Response::MemberRemove(ref m))) if m.members.len() == 1
+        ));
+        assert!(r.status().conf_state.learners.is_empty());
+        let record = follow(&store, &shared);
+        assert!(record.removed.contains(&learner.id));
+        assert!(!record.members.contains_key(&learner.id));
+    }
+}
