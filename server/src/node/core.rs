@@ -193,7 +193,9 @@ impl Core {
             PeerIn::Snapshot { path, msg } => self.install_snapshot(path, msg).await?,
             PeerIn::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
             PeerIn::Lease { from, msg } => self.replica.on_lease_msg(Instant::now(), from, msg),
-            PeerIn::ForwardMember { data } => self.replica.on_forwarded_member(data),
+            PeerIn::ForwardMember { data } => {
+                self.replica.on_forwarded_member(Instant::now(), data)
+            }
             PeerIn::MemberRefused {
                 proposal_id,
                 run_nonce,

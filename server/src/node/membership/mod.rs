@@ -12,9 +12,9 @@
 //!    only when in sync with the leader), giving the single-server Raft
 //!    `ConfChange`. A follower forwards the request to the leader; a
 //!    refusal there comes back to it as a peer message. Raft keeps one
-//!    change in flight: a second change before the first is applied is
-//!    refused (`etcdserver: request timed out`, what etcd answers when its
-//!    wait for such a change runs out).
+//!    change in flight: a change that arrives before the previous one is
+//!    applied waits on the leader (`replica/member.rs`), and times out
+//!    (`etcdserver: request timed out`, etcd's answer) if it cannot go.
 //! 3. `apply` (every member, in log order): the committed change updates
 //!    the membership record in the store (`CLUSTER_META_KEY`, replicated:
 //!    same value at the same index everywhere) and answers the waiting

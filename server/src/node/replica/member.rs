@@ -1,7 +1,10 @@
 //! The replica's side of membership changes (`node/membership` has the
 //! rules): a change from a local client is proposed as a Raft conf change
 //! when this member leads, or forwarded to the leader; a refusal on the
-//! leader goes back to the member whose client waits.
+//! leader goes back to the member whose client waits. Raft takes one change
+//! at a time: a change that arrives while another is not yet applied waits
+//! (retried every tick) until it can go, or until its deadline, when its
+//! client gets `etcdserver: request timed out` (etcd's answer too).
 
 use std::time::Instant;
 
@@ -10,14 +13,30 @@ use corekv_wire::messages as w;
 use corekv_wire::{ApiError, OwnedFrame};
 use rkyv::util::AlignedVec;
 
-use super::requests::WriteReply;
+use super::requests::{Ticket, WriteReply};
 use super::state::{Outbound, Replica, raft_error};
 use crate::node::entry::{self, ENTRY_HEADER_BYTES, Origin};
 use crate::node::membership::{Change, plan};
 
+/// Most membership changes waiting for the one in flight; beyond it a
+/// change is refused at once (`etcdserver: request timed out`).
+pub const MAX_WAITING_MEMBER_CHANGES: usize = 64;
+
+/// A change waiting for the change in flight to be applied.
+pub struct Retry {
+    /// The encoded entry (origin and the client's request).
+    data: Vec<u8>,
+    deadline: Instant,
+    /// The local client's ticket; None for a change another member
+    /// forwarded (refused back to it when it cannot go).
+    local: Option<Ticket>,
+}
+
 /// Why the leader did not propose a change.
 enum Refusal {
     NotLeader(Option<u64>),
+    /// Another change is not applied yet.
+    Pending,
     Api(ApiError),
 }
 
@@ -38,6 +57,18 @@ impl Replica {
         let data = entry::encode(origin, frame.tag(), frame.payload());
         match self.propose_member_entry(&data) {
             Ok(()) => self.requests.proposed(ticket, deadline, now, reply),
+            Err(Refusal::Pending) if self.member_retry.len() < MAX_WAITING_MEMBER_CHANGES => {
+                self.member_retry.push(Retry {
+                    data,
+                    deadline,
+                    local: Some(ticket),
+                });
+                // Answered when applied, or `Timeout` at the deadline.
+                self.requests.proposed(ticket, deadline, now, reply);
+            }
+            Err(Refusal::Pending) => {
+                let _ = reply.send(Err(ApiError::Timeout));
+            }
             Err(Refusal::NotLeader(Some(leader))) => {
                 self.outbox.push(Outbound::ForwardMember {
                     to: leader,
@@ -56,15 +87,30 @@ impl Replica {
     }
 
     /// A change another member forwarded to this one (as its leader).
-    pub fn on_forwarded_member(&mut self, data: Vec<u8>) {
-        let Ok(origin) = entry::decode(&data).map(|d| d.origin) else {
+    pub fn on_forwarded_member(&mut self, now: Instant, data: Vec<u8>) {
+        match self.propose_member_entry(&data) {
+            Ok(()) => {}
+            Err(Refusal::Pending) if self.member_retry.len() < MAX_WAITING_MEMBER_CHANGES => {
+                self.member_retry.push(Retry {
+                    data,
+                    deadline: now + self.cfg.request_timeout,
+                    local: None,
+                });
+            }
+            Err(refusal) => self.refuse_forwarded(&data, refusal),
+        }
+    }
+
+    /// Tells the member that forwarded `data` why it did not go.
+    fn refuse_forwarded(&mut self, data: &[u8], refusal: Refusal) {
+        let Ok(origin) = entry::decode(data).map(|d| d.origin) else {
             tracing::debug!("dropped a malformed forwarded membership change");
             return;
         };
-        let error = match self.propose_member_entry(&data) {
-            Ok(()) => return,
-            Err(Refusal::NotLeader(_)) => ApiError::LeaderChanged,
-            Err(Refusal::Api(e)) => e,
+        let error = match refusal {
+            Refusal::NotLeader(_) => ApiError::LeaderChanged,
+            Refusal::Pending => ApiError::Timeout,
+            Refusal::Api(e) => e,
         };
         self.outbox.push(Outbound::MemberRefused {
             to: origin.member,
@@ -72,6 +118,47 @@ impl Replica {
             run_nonce: origin.run_nonce,
             error: error.message().to_owned(),
         });
+    }
+
+    /// Proposes the waiting changes that can go now (each tick); the ones
+    /// past their deadline are dropped (a local client's request times out
+    /// in the request table).
+    pub(super) fn retry_member_changes(&mut self, now: Instant) {
+        for retry in std::mem::take(&mut self.member_retry) {
+            if now >= retry.deadline {
+                if retry.local.is_none() {
+                    self.refuse_forwarded(&retry.data, Refusal::Pending);
+                }
+                continue;
+            }
+            let refusal = match self.propose_member_entry(&retry.data) {
+                Ok(()) => continue,
+                Err(Refusal::Pending) => {
+                    self.member_retry.push(retry);
+                    continue;
+                }
+                Err(refusal) => refusal,
+            };
+            match (retry.local, refusal) {
+                (None, refusal) => self.refuse_forwarded(&retry.data, refusal),
+                (Some(ticket), Refusal::NotLeader(Some(leader))) => {
+                    self.outbox.push(Outbound::ForwardMember {
+                        to: leader,
+                        ticket,
+                        data: retry.data,
+                    });
+                }
+                (Some(ticket), Refusal::NotLeader(None)) => {
+                    self.requests.answer_write(ticket, Err(ApiError::NoLeader));
+                }
+                (Some(ticket), Refusal::Pending) => {
+                    self.requests.answer_write(ticket, Err(ApiError::Timeout));
+                }
+                (Some(ticket), Refusal::Api(e)) => {
+                    self.requests.answer_write(ticket, Err(e));
+                }
+            }
+        }
     }
 
     /// The leader refused a change this member forwarded.
@@ -106,9 +193,8 @@ impl Replica {
         match self.raw.propose_conf_change_with_context(cc, data) {
             Ok(_) => Ok(()),
             Err(RaftError::NotLeader { leader }) => Err(Refusal::NotLeader(leader)),
-            // etcd lets a second change wait until its request times out.
             Err(RaftError::ProposalDropped { reason }) if reason.starts_with("a conf change") => {
-                Err(Refusal::Api(ApiError::Timeout))
+                Err(Refusal::Pending)
             }
             Err(RaftError::InvalidConfChange {
                 reason: "cannot remove the last voter",
@@ -197,8 +283,12 @@ mod tests {
         let (mut disk, store, t0) = (Disk::default(), mem_store(), Instant::now());
         let (mut r, shared) = single(&mut disk, &store, t0);
         let mut first = change(&mut r, t0, add_learner("http://127.0.0.1:2"));
+        // Waits for the first (a second learner is then refused).
         let mut second = change(&mut r, t0, add_learner("http://127.0.0.1:3"));
-        assert_eq!(second.try_recv().unwrap(), Err(ApiError::Timeout));
+        assert!(
+            second.try_recv().is_err(),
+            "answered before the first applied"
+        );
         drive(&mut r, &mut disk, &store, t0);
         let added = match first.try_recv() {
             Ok(Ok(w::Response::MemberAdd(a))) => a,
@@ -209,6 +299,8 @@ mod tests {
         assert_eq!(added.members.len(), 2);
         assert_eq!(r.status().conf_state.learners, [learner.id]);
         assert!(follow(&store, &shared).members[&learner.id].is_learner);
+        r.tick(t0);
+        assert_eq!(second.try_recv().unwrap(), Err(ApiError::TooManyLearners));
 
         // It has none of the log: promotion is refused.
         let promote = w::Request::MemberPromote(w::MemberPromoteRequest { id: learner.id });
@@ -226,5 +318,26 @@ mod tests {
         let record = follow(&store, &shared);
         assert!(record.removed.contains(&learner.id));
         assert!(!record.members.contains_key(&learner.id));
+
+        // A change still waiting at its deadline times out, and is never
+        // proposed (the one in flight is applied, its client gone too).
+        let _third = change(&mut r, t0, add_learner("http://127.0.0.1:4"));
+        let mut fourth = change(&mut r, t0, add_learner("http://127.0.0.1:5"));
+        let late = t0 + super::super::tests::TIMEOUT + std::time::Duration::from_secs(1);
+        r.tick(late);
+        assert_eq!(fourth.try_recv().unwrap(), Err(ApiError::Timeout));
+        drive(&mut r, &mut disk, &store, late);
+        r.tick(late);
+        drive(&mut r, &mut disk, &store, late);
+        let urls: Vec<String> = follow(&store, &shared)
+            .members
+            .values()
+            .flat_map(|m| m.peer_urls.clone())
+            .collect();
+        assert!(urls.contains(&"http://127.0.0.1:4".to_string()), "{urls:?}");
+        assert!(
+            !urls.contains(&"http://127.0.0.1:5".to_string()),
+            "{urls:?}"
+        );
     }
 }

@@ -210,7 +210,7 @@ impl Sim {
                 Packet::Raft(m) => r.step(m),
                 Packet::Forward { data, .. } => r.on_forwarded(data),
                 Packet::Lease { from, msg, .. } => r.on_lease_msg(self.now, from, msg),
-                Packet::ForwardMember { data, .. } => r.on_forwarded_member(data),
+                Packet::ForwardMember { data, .. } => r.on_forwarded_member(self.now, data),
                 Packet::MemberRefused {
                     proposal_id,
                     run_nonce,

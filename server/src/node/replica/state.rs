@@ -156,6 +156,9 @@ pub struct Replica {
     /// Leases: the lessor (applied with the entries), expiry and
     /// checkpoints on the leader, keep-alives forwarded to the leader.
     lease: LeaseDriver,
+    /// Membership changes waiting for the one in flight to be applied
+    /// (`replica/member.rs`).
+    pub(super) member_retry: Vec<super::member::Retry>,
 }
 
 /// Most WAL writes remembered for stage timings.
@@ -192,6 +195,7 @@ impl Replica {
             durable_hs,
             wal_batches: VecDeque::new(),
             lease: LeaseDriver::empty(),
+            member_retry: Vec::new(),
         }
     }
 
@@ -407,6 +411,7 @@ impl Replica {
         self.raw.tick();
         self.requests.expire(now, self.leader_known());
         self.unpark();
+        self.retry_member_changes(now);
         let status = self.raw.status();
         self.lease.set_leader(status.role == Role::Leader, now);
         let actions = self.lease.on_tick(now, status.leader);
