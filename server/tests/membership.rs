@@ -349,6 +349,11 @@ async fn grow_one_to_three_with_a_learner_promoted_once_in_sync() {
     let mut names: Vec<&str> = list.members.iter().map(|m| m.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["m1", "m2", "m3"]);
+    // A member that joined (by snapshot) restarts from its own data.
+    m2.stop();
+    c1.put(put("k9998", "while m2 is down")).await.unwrap();
+    m2.start();
+    assert_same(&[&cluster.members[0], &m2, &m3], "k", 262).await;
     cluster.members.extend([m2, m3]);
 }
 
@@ -493,6 +498,26 @@ fn error_line(out: &std::process::Output) -> String {
     stderr.lines().last().unwrap_or_default().to_string()
 }
 
+/// POSTs JSON to a member's HTTP/JSON gateway; the status code and the
+/// raw body (`Connection: close`, read to the end).
+fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
 fn stdout_ok(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -562,6 +587,30 @@ async fn etcdctl_member_session() {
     m2.initial_cluster = printed.to_string();
     m2.start();
     assert_same(&[&cluster.members[0], &m2], "e", 20).await;
+
+    // The JSON gateway's member routes: etcd's errors as HTTP statuses.
+    let http = cluster.members[0].spec.http;
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        let bad = post_json(
+            http,
+            "/v3/cluster/member/add",
+            r#"{"peerURLs":["127.0.0.1:9"]}"#,
+        );
+        let missing = post_json(http, "/v3/cluster/member/promote", r#"{"ID":"4660"}"#);
+        assert_eq!(missing.0, 404, "{missing:?}");
+        assert!(
+            missing.1.contains("etcdserver: member not found"),
+            "{missing:?}"
+        );
+        bad
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("etcdserver: given member URLs are invalid"),
+        "{body}"
+    );
 
     let mut m3 = joiner(dir.path(), "m3", &[]);
     let url3 = peer_url(&m3);
@@ -634,6 +683,21 @@ async fn etcdctl_member_session() {
         assert_eq!(row[3], url, "{text}");
         assert_eq!(row[5], "false", "{text}");
     }
+    // corekvctl (native protocol) lists what etcdctl lists.
+    let native = cluster.members[0].native_addr();
+    let ctl = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_corekvctl"))
+            .args(["--endpoints", &native, "member", "list"])
+            .output()
+            .expect("run corekvctl")
+    })
+    .await
+    .unwrap();
+    let mut ctl_lines: Vec<&str> = std::str::from_utf8(&ctl.stdout).unwrap().lines().collect();
+    let mut etcdctl_lines: Vec<&str> = text.lines().collect();
+    ctl_lines.sort_unstable();
+    etcdctl_lines.sort_unstable();
+    assert_eq!(ctl_lines, etcdctl_lines);
     let out = run(vec![
         "member".into(),
         "update".into(),
