@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod members;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
