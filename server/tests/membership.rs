@@ -225,17 +225,9 @@ async fn remove_the_leader_a_follower_and_replace_a_failed_member() {
     .await;
 
     // The failed member comes back with its old data: the others tell it
-    // it was removed, and it stops.
+    // it was removed, and it stops, and refuses every later start.
     cluster.members[failed].start();
-    let status = wait_exit(&mut cluster.members[failed]);
-    assert!(!status.success());
-    assert!(
-        cluster.members[failed]
-            .log()
-            .contains("the member has been permanently removed from the cluster"),
-        "{}",
-        cluster.members[failed].log()
-    );
+    assert_removed_and_refused(&mut cluster.members[failed]);
 
     // Remove a running follower: it stops by itself.
     let next = cluster.wait_leader(WAIT).await;

@@ -6,6 +6,7 @@
 //! <data-dir>/member/snap/db     the store (B+ tree file)
 //! <data-dir>/member/snap/*.snap snapshot images in transit
 //! <data-dir>/member/wal/        WAL segments
+//! <data-dir>/member/removed     present once the cluster removed this member
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,16 @@ fn load_cluster(
     store: &Store,
     peer_tls: Option<&super::PeerTls>,
 ) -> anyhow::Result<(ClusterInfo, u64)> {
+    let marker = super::membership::runtime::removed_marker(&cfg.data_dir());
+    if marker.exists() {
+        bail!(
+            "this member was removed from the cluster ({}, {}); its data dir cannot rejoin: \
+             delete it and add the member again (member add, then start with \
+             --initial-cluster-state=existing)",
+            super::membership::runtime::REMOVED_REASON,
+            marker.display()
+        );
+    }
     let view = store.read().context("reading the cluster identity")?;
     if let (Some(cluster), Some(member)) = (
         view.get_meta(CLUSTER_META_KEY),

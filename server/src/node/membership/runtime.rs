@@ -80,8 +80,14 @@ pub fn on_changed(shared: &Arc<Shared>, peers: &mut Peers, applied: ClusterInfo)
     }
 }
 
-/// This member was removed: log it, and stop after `REMOVED_STOP_DELAY`.
-/// Its store no longer lists it, so it refuses to start again.
+/// The marker a removed member leaves in its data dir, so a later start
+/// refuses even when it applied no removal (it learnt it from a peer).
+pub fn removed_marker(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("member").join("removed")
+}
+
+/// This member was removed: log it, leave the marker, and stop after
+/// `REMOVED_STOP_DELAY`. It refuses to start again with this data.
 pub fn removed(shared: &Arc<Shared>) {
     if shared.stopping() {
         return;
@@ -92,6 +98,13 @@ pub fn removed(shared: &Arc<Shared>) {
     );
     let shared = shared.clone();
     glommio::spawn_local(async move {
+        let marker = removed_marker(&shared.cfg.data_dir());
+        let written = glommio::executor()
+            .spawn_blocking(move || std::fs::write(&marker, REMOVED_REASON))
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not leave the removed-member marker");
+        }
         glommio::timer::sleep(REMOVED_STOP_DELAY).await;
         shared.fail(REMOVED_REASON.to_string());
     })
