@@ -65,6 +65,10 @@ json_routes! {
     Watch => "watch",
     MaintenanceStatus => "maintenance/status",
     MemberList => "cluster/member/list",
+    MemberAdd => "cluster/member/add",
+    MemberRemove => "cluster/member/remove",
+    MemberUpdate => "cluster/member/update",
+    MemberPromote => "cluster/member/promote",
     LeaseGrant => "lease/grant",
     LeaseRevoke => "lease/revoke",
     LeaseRevokeKv => "kv/lease/revoke",
@@ -261,6 +265,34 @@ pub async fn dispatch(
                 "AuthRoleRevokePermissionRequest",
                 "AuthRoleRevokePermissionResponse",
                 auth::role_revoke_permission,
+            )
+            .await
+        }
+        J::MemberAdd => {
+            call.unary("MemberAddRequest", "MemberAddResponse", cluster::member_add)
+                .await
+        }
+        J::MemberRemove => {
+            call.unary(
+                "MemberRemoveRequest",
+                "MemberRemoveResponse",
+                cluster::member_remove,
+            )
+            .await
+        }
+        J::MemberUpdate => {
+            call.unary(
+                "MemberUpdateRequest",
+                "MemberUpdateResponse",
+                cluster::member_update,
+            )
+            .await
+        }
+        J::MemberPromote => {
+            call.unary(
+                "MemberPromoteRequest",
+                "MemberPromoteResponse",
+                cluster::member_promote,
             )
             .await
         }

@@ -347,7 +347,12 @@ async fn read_requests<S>(
                     .detach();
                 }
             }
-            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Snapshot | Route::Auth => {
+            Route::Done(_)
+            | Route::Later(_)
+            | Route::Propose
+            | Route::Snapshot
+            | Route::Auth
+            | Route::Member => {
                 refused("corekv: not a watch request");
             }
         }

@@ -14,6 +14,10 @@
 //! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
 //! | `Watch` | the caller's `WatchSession` on this shard's hub |
 //! | `Auth` | etcd's Auth service (`auth::calls`) |
+//! | `Member` | MemberAdd/Remove/Promote: a Raft conf change (`membership`); MemberUpdate is a `Propose` |
+//!
+//! On a learner, everything but Status and serializable ranges is refused
+//! first (`membership::api::learner_may_serve`, etcd 3.4's rule).
 //!
 //! Before routing, every request passes `Api::gate` (auth: the caller's
 //! token or certificate name against etcd's permission table); a write's
@@ -62,6 +66,9 @@ pub enum Route<'a> {
     /// An Auth service call (`auth::calls::call`): password checks and
     /// hashing on the blocking pool, then a proposal or a read.
     Auth,
+    /// A membership change proposed as a Raft conf change
+    /// (`Api::member_change`).
+    Member,
 }
 
 /// The waits of `Route::Later`.
@@ -143,6 +150,9 @@ impl Api {
     /// request kind does not compile until it is routed here.
     pub fn route<'a>(&self, req: &'a w::ArchivedRequest) -> Route<'a> {
         use w::ArchivedRequest as R;
+        if let Err(e) = self.learner_gate(req) {
+            return Route::Done(Err(e));
+        }
         match req {
             R::Range(r) if r.serializable => Route::Done(self.range(&kv::range_request(r))),
             R::Range(r) => Route::Later(Later::LinearizableRange(kv::range_request(r))),
@@ -181,10 +191,10 @@ impl Api {
             R::LeaseRevokeAs(_) | R::PutAs(_) => Route::Done(Err(ApiError::MalformedRequest(
                 format!("{} is internal to the cluster", req.name()),
             ))),
-            // Not built yet (README "Status"): refused plainly, never faked.
-            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberUpdate(_) | R::MemberPromote(_) => {
-                Route::Done(Err(ApiError::NotCapable))
+            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberPromote(_) => {
+                self.route_member_change(req)
             }
+            R::MemberUpdate(u) => self.route_member_update(u),
         }
     }
 
@@ -198,6 +208,7 @@ impl Api {
             Route::Later(later) => later,
             Route::Propose => return self.propose(admitted.proposal(frame)?).await,
             Route::Auth => return self.auth_call(frame.with_tag(admitted.stamp)).await,
+            Route::Member => return self.member_change(frame.with_tag(admitted.stamp)).await,
             Route::Watch(_) | Route::Snapshot => {
                 return Err(ApiError::MalformedRequest(format!(
                     "{} belongs on a stream",

@@ -320,6 +320,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
             Err(e) => return answer(outbox, id, kind, Err(e)),
         },
         Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(admitted.stamp)),
+        Route::Member => Task::Member(frame.to_owned_frame().with_tag(admitted.stamp)),
         Route::Snapshot => {
             return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
         }
@@ -338,6 +339,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
             Task::Later(later) => api.finish_as(later, &admitted).await,
             Task::Propose(frame) => api.propose(frame).await,
             Task::Auth(frame) => api.auth_call(frame).await,
+            Task::Member(frame) => api.member_change(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -351,4 +353,5 @@ enum Task {
     Later(super::route::Later),
     Propose(corekv_wire::OwnedFrame),
     Auth(corekv_wire::OwnedFrame),
+    Member(corekv_wire::OwnedFrame),
 }
