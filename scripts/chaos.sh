@@ -11,7 +11,8 @@
 #
 # --net: auto (default) uses namespaces where possible, else proxies;
 # alternate runs even runs like auto and odd runs on proxies. Each run
-# prints which network it uses.
+# prints which network it uses. CHAOS_MEMBER_ARGS adds flags to every member
+# (e.g. "--lease-checkpoint-interval-ms=2000").
 # --minutes is the total fault time, split evenly over the runs.
 # CHAOS_PROFILE=dev reuses the debug build (the default test suite does);
 # the default is a release build. Last line:

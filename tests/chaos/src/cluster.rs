@@ -180,7 +180,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, (h, n, c, p, a))| {
                 let data_dir = dir.join(format!("m{i}"));
-                let args = vec![
+                let mut args = vec![
                     format!("--name=m{i}"),
                     format!("--data-dir={}", data_dir.display()),
                     format!("--listen-client-urls=http://{h}:{c}"),
@@ -197,6 +197,14 @@ impl Cluster {
                     "--store-sync-entries=500".into(),
                     "--request-timeout-ms=3000".into(),
                 ];
+                // Extra flags for every member, e.g. to exercise lease
+                // checkpoints: CHAOS_MEMBER_ARGS="--lease-checkpoint-interval-ms=2000".
+                args.extend(
+                    std::env::var("CHAOS_MEMBER_ARGS")
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_owned),
+                );
                 Member {
                     native: format!("{h}:{n}"),
                     client_url: format!("http://{h}:{c}"),
