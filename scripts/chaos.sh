@@ -44,7 +44,9 @@ esac
 # without the feature would replace target/$dir/corekv.
 cargo build $flag --locked -p corekv-server --features failpoints --bin corekv
 mkdir -p target/chaos
-cp "target/$dir/corekv" target/chaos/corekv-failpoints
+# Copied then renamed: another chaos run may be executing the old one.
+cp "target/$dir/corekv" target/chaos/corekv-failpoints.$$
+mv -f target/chaos/corekv-failpoints.$$ target/chaos/corekv-failpoints
 cargo build $flag --locked -p corekv-chaos
 
 seconds=$(( minutes * 60 / runs ))
