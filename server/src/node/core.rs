@@ -339,6 +339,7 @@ impl Core {
             let batch = super::watch::EventBatch {
                 revision: done.commit.revision,
                 events: done.commit.events,
+                restored: false,
             };
             // No receiver (no serve shard yet) is not an error.
             let _ = self.shared.events.send(Arc::new(batch));
@@ -432,8 +433,14 @@ impl Core {
                     Err(e) => tracing::error!(error = %e, "membership of the installed image"),
                 }
             }
+            let revision = store.current_revision();
             self.shared.replace_store(Arc::new(store));
             self.last_sync_applied = applied;
+            // Watchers synced before the image must not skip its revisions.
+            let _ = self
+                .shared
+                .events
+                .send(Arc::new(super::watch::EventBatch::restored(revision)));
             tracing::info!(applied, "installed a snapshot from the leader");
             applied
         });
