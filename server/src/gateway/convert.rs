@@ -260,6 +260,9 @@ pub fn watch_create(c: pb::WatchCreateRequest) -> w::WatchCreateRequest {
     }
 }
 
+/// Test-only: the prost form the Watch stream's direct encoder
+/// (`watch_codec`) must match byte for byte.
+#[cfg(test)]
 pub fn event(e: w::Event) -> mvccpb::Event {
     mvccpb::Event {
         r#type: match e.event_type {
@@ -271,6 +274,7 @@ pub fn event(e: w::Event) -> mvccpb::Event {
     }
 }
 
+#[cfg(test)]
 pub fn watch_response(r: w::WatchResponse) -> pb::WatchResponse {
     pb::WatchResponse {
         header: header(r.header),

@@ -33,7 +33,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use super::http_routes::json as json_response;
-use super::{GatewayOptions, auth, cluster, kv, lease, maintenance, watch};
+use super::{GatewayOptions, auth, cluster, kv, lease, maintenance, watch, watch_codec};
 use crate::node::route::Api;
 
 macro_rules! json_routes {
@@ -450,7 +450,10 @@ fn watch_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
     ))
     .detach();
     watch::spawn_session(call.api, ReceiverStream::new(in_rx), out_tx);
-    response_lines("WatchResponse", out_rx, buffer)
+    // The session queues protobuf bytes (the gRPC stream's form): render
+    // them from the decoded message, as before.
+    let out = out_rx.map(|item| item.and_then(watch_codec::decode_response));
+    response_lines("WatchResponse", out, buffer)
 }
 
 /// `/v3/lease/keepalive`: JSON `LeaseKeepAliveRequest`s from the body, one

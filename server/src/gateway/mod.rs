@@ -25,6 +25,7 @@ mod lease;
 mod maintenance;
 mod rt;
 mod watch;
+mod watch_codec;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -4,7 +4,8 @@
 //! or task per watch.
 //!
 //! Data flow: the hub pushes each watcher's responses into the stream's
-//! `StreamSink` (a local queue); a forwarder task moves them into the
+//! `StreamSink`, which encodes each one to protobuf once, right there
+//! (`watch_codec`), and queues the bytes (a local queue); a forwarder task moves them into the
 //! bounded channel that feeds the HTTP/2 response body (tonic needs a `Send`
 //! stream). A response's bytes count as pending from the push until the
 //! body takes it out of the channel (`WatchOut`). A slow reader fills the
@@ -25,25 +26,25 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use corekv_wire::messages as w;
 use corekv_wire::proto::etcdserverpb as pb;
 use corekv_wire::{ApiError, OwnedFrame, validate_owned_frame};
 use futures::{Stream, StreamExt};
 use hyper::body::Incoming;
-use prost::Message;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::body::Body;
 use tonic::{Status, Streaming};
 
+use super::watch_codec::{WatchCodec, encode_response};
 use super::{GatewayOptions, convert, status};
 use crate::node::route::{Api, Route, WatchOp};
 use crate::node::watch::{WatchSession, WatchSink};
 
-/// A response (or the status that ends the stream) and its encoded length.
-/// Boxed: the channel preallocates its slots in blocks, and a boxed slot is
-/// 8 bytes instead of ~200 per idle
-/// stream's block.
-type Item = (usize, Result<Box<pb::WatchResponse>, Box<Status>>);
+/// An encoded response (or the status that ends the stream) and its length.
+/// The status is boxed: the channel preallocates its slots in blocks, and
+/// a small slot keeps an idle stream's block small.
+type Item = (usize, Result<Bytes, Box<Status>>);
 
 /// The session's end of the response channel.
 pub struct Out {
@@ -59,7 +60,7 @@ pub struct WatchOut {
 }
 
 impl Stream for WatchOut {
-    type Item = Result<pb::WatchResponse, Status>;
+    type Item = Result<Bytes, Status>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -68,7 +69,7 @@ impl Stream for WatchOut {
         self.rx.poll_recv(cx).map(|next| {
             next.map(|(len, resp)| {
                 self.pending.fetch_sub(len, Ordering::Relaxed);
-                resp.map(|r| *r).map_err(|s| *s)
+                resp.map_err(|s| *s)
             })
         })
     }
@@ -115,35 +116,6 @@ pub async fn serve(
     resp
 }
 
-/// Initial encode/decode buffer of a watch stream. tonic's default (8 KiB
-/// each way) was most of an idle stream's memory; buffers grow for larger
-/// messages.
-const WATCH_CODEC_BUFFER_BYTES: usize = 512;
-/// tonic's default: encoded responses a stream batches before yielding.
-const WATCH_CODEC_YIELD_BYTES: usize = 32 * 1024;
-
-/// The prost codec with small initial buffers.
-struct WatchCodec;
-
-impl tonic::codec::Codec for WatchCodec {
-    type Encode = pb::WatchResponse;
-    type Decode = pb::WatchRequest;
-    type Encoder = tonic_prost::ProstEncoder<pb::WatchResponse>;
-    type Decoder = tonic_prost::ProstDecoder<pb::WatchRequest>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(buffers())
-    }
-}
-
-fn buffers() -> tonic::codec::BufferSettings {
-    tonic::codec::BufferSettings::new(WATCH_CODEC_BUFFER_BYTES, WATCH_CODEC_YIELD_BYTES)
-}
-
 /// tonic's streaming service must be `Send`: it only hands the decoded
 /// request stream over to the session and returns the response channel.
 struct Handoff {
@@ -152,7 +124,7 @@ struct Handoff {
 }
 
 impl tonic::server::StreamingService<pb::WatchRequest> for Handoff {
-    type Response = pb::WatchResponse;
+    type Response = Bytes;
     type ResponseStream = WatchOut;
     type Future = std::future::Ready<Result<tonic::Response<WatchOut>, Status>>;
 
@@ -171,7 +143,7 @@ impl tonic::server::StreamingService<pb::WatchRequest> for Handoff {
 
 /// The stream's response queue (see the module doc).
 struct StreamSink {
-    queue: RefCell<VecDeque<(usize, pb::WatchResponse)>>,
+    queue: RefCell<VecDeque<Bytes>>,
     /// Bytes pushed and not yet taken by the response body.
     pending: Arc<AtomicUsize>,
     wake: Notify,
@@ -186,10 +158,9 @@ impl WatchSink for StreamSink {
         if self.gone.get() {
             return;
         }
-        let resp = convert::watch_response(resp);
-        let len = resp.encoded_len();
-        self.pending.fetch_add(len, Ordering::Relaxed);
-        self.queue.borrow_mut().push_back((len, resp));
+        let bytes = encode_response(&resp);
+        self.pending.fetch_add(bytes.len(), Ordering::Relaxed);
+        self.queue.borrow_mut().push_back(bytes);
         self.wake.notify_one();
     }
 
@@ -239,8 +210,8 @@ async fn forward(sink: &StreamSink, out: &Out) {
     loop {
         let next = sink.queue.borrow_mut().pop_front();
         match next {
-            Some((len, resp)) => {
-                if out.tx.send((len, Ok(Box::new(resp)))).await.is_err() {
+            Some(bytes) => {
+                if out.tx.send((bytes.len(), Ok(bytes))).await.is_err() {
                     return;
                 }
             }
