@@ -210,6 +210,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         commit_index: AtomicU64::new(0),
         applied_index: AtomicU64::new(applied),
         is_learner: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
         auth,
