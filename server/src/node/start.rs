@@ -53,8 +53,9 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
-pub fn store_options(_cfg: &Config) -> StoreOptions {
+pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
+        writeout_queue_commits: cfg.store_writeout_queue_commits,
         // The quota is enforced by the alarm layer (`node/alarm.rs`) from
         // replicated state; a store-local refusal at apply could make
         // members diverge (their file sizes differ).

@@ -51,6 +51,10 @@ pub struct StoreOptions {
     /// fails with `TooManyReaders` beyond it. Bounds the reader registry
     /// (at most this + 1 entries) and the pages old readers keep from reuse.
     pub max_live_snapshots: usize,
+    /// Non-durable commits whose pages may wait for the store's write-out
+    /// thread (encode, checksum and write off the committing thread, see
+    /// `writeout.rs`); 0 = written by the committing thread.
+    pub writeout_queue_commits: usize,
 }
 
 impl Default for StoreOptions {
@@ -67,6 +71,7 @@ impl Default for StoreOptions {
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
+            writeout_queue_commits: 16,
         }
     }
 }
@@ -121,6 +126,7 @@ impl Store {
                 initial_file_bytes: opts.initial_mmap_bytes,
                 max_growth_bytes: opts.max_growth_bytes,
                 max_live_snapshots: opts.max_live_snapshots,
+                writeout_queue_commits: opts.writeout_queue_commits,
             },
         )?;
         let applied = db.latest_meta().applied_index;
