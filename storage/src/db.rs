@@ -29,6 +29,10 @@ pub struct DbOptions {
     /// thread. Only file backends whose mapping follows writes use the
     /// thread (a copied mapping could not show pages written later).
     pub writeout_queue_commits: usize,
+    /// A commit of fewer dirty pages than this is written on the committing
+    /// thread when no commit is queued (a few `pwrite`s into the page cache
+    /// cost less than waking the write-out thread).
+    pub writeout_min_pages: usize,
 }
 
 /// Smallest address-space reservation of a file mapping. A mapping reserves
@@ -289,11 +293,23 @@ impl Writer {
     /// commit, an integrity check, anything that reads the file whole).
     pub(crate) fn flush(&mut self) -> Result<()> {
         if let Some(wo) = &self.writeout {
-            wo.drain()?;
+            if self.pending.iter().all(|c| c.is_written()) {
+                wo.check()?;
+            } else {
+                wo.drain()?;
+            }
         }
         self.pending.clear();
         self.overlay = Overlay::default();
         Ok(())
+    }
+
+    /// Whether a non-durable commit of `dirty` tree pages (plus the staged
+    /// ones) is small enough to write here: only when nothing is queued, so
+    /// commits still reach the file in commit order.
+    fn writes_inline(&self, dirty: usize) -> bool {
+        dirty + self.staged.len() < self.opts.writeout_min_pages
+            && self.pending.iter().all(|c| c.is_written())
     }
 
     /// True when no queued commit waits for the write-out thread.
@@ -596,7 +612,7 @@ impl Db {
         let root = txn.root;
         let dirty = std::mem::take(&mut txn.dirty);
         let w = &mut *txn.w;
-        if w.writeout.is_some() && !durable {
+        if w.writeout.is_some() && !durable && !w.writes_inline(dirty.len()) {
             // Encoding, checksums and writes happen on the write-out thread;
             // readers find the pages in the overlay meanwhile.
             w.queue(dirty)?;

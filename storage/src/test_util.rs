@@ -11,6 +11,7 @@ pub(crate) fn opts() -> DbOptions {
         max_growth_bytes: 1 << 20,
         max_live_snapshots: 1024,
         writeout_queue_commits: 16,
+        writeout_min_pages: 0,
     }
 }
 

@@ -153,7 +153,7 @@ impl WriteOut {
         })
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(msg) => Err(StorageError::Failed(format!("store write-out: {msg}"))),
             None => Ok(()),

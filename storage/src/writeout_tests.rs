@@ -170,3 +170,35 @@ fn a_failed_write_out_latches() {
     backend.fail.store(false, Ordering::SeqCst);
     assert!(db.begin().is_err(), "the failure latched");
 }
+
+#[test]
+fn small_commits_are_written_inline_only_when_nothing_is_queued() {
+    let dir = tempdir();
+    let backend = Gated::new(&dir.path().join("db"));
+    let small_inline = crate::db::DbOptions {
+        writeout_min_pages: 16,
+        ..opts()
+    };
+    let db = Db::open(backend.clone(), small_inline).unwrap();
+    // A large commit is queued (its writes are held).
+    backend.close();
+    let mut t = db.begin().unwrap();
+    for i in 0..300 {
+        t.put(&key(i), &value(i, 0)).unwrap();
+    }
+    db.commit(t, |_| {}, false).unwrap();
+    // A small one behind it is queued too (commit order in the file).
+    let mut t = db.begin().unwrap();
+    t.put(b"small", b"1").unwrap();
+    db.commit(t, |_| {}, false).unwrap();
+    assert!(!db.lock_writer().overlay_is_empty());
+    backend.open();
+    db.sync().unwrap();
+    // Nothing queued: a small commit is written here, so a write failure
+    // is the commit's own error at once.
+    backend.fail.store(true, Ordering::SeqCst);
+    let mut t = db.begin().unwrap();
+    t.put(b"small", b"2").unwrap();
+    let err = db.commit(t, |_| {}, false).unwrap_err();
+    assert!(err.to_string().contains("injected write failure"), "{err}");
+}

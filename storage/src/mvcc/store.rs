@@ -55,6 +55,9 @@ pub struct StoreOptions {
     /// thread (encode, checksum and write off the committing thread, see
     /// `writeout.rs`); 0 = written by the committing thread.
     pub writeout_queue_commits: usize,
+    /// Commits of fewer dirty pages are written by the committing thread
+    /// when nothing is queued (cheaper than a hand-over).
+    pub writeout_min_pages: usize,
 }
 
 impl Default for StoreOptions {
@@ -72,6 +75,7 @@ impl Default for StoreOptions {
             defrag_truncate_attempts: 50,
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
             writeout_queue_commits: 16,
+            writeout_min_pages: 8,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Store {
                 max_growth_bytes: opts.max_growth_bytes,
                 max_live_snapshots: opts.max_live_snapshots,
                 writeout_queue_commits: opts.writeout_queue_commits,
+                writeout_min_pages: opts.writeout_min_pages,
             },
         )?;
         let applied = db.latest_meta().applied_index;
