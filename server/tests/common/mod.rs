@@ -37,12 +37,27 @@ pub fn free_port() -> u16 {
             .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .rotate_left(17);
         let port = MEMBER_PORTS.start + (x % span) as u16;
+        // Never the same port twice in one test process: two members of one
+        // cluster picked in the same millisecond must not share a port.
+        if !handed_out().lock().unwrap().insert(port) {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free port in {MEMBER_PORTS:?}");
 }
+
+fn handed_out() -> &'static std::sync::Mutex<std::collections::HashSet<u16>> {
+    static PORTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
+        std::sync::OnceLock::new();
+    PORTS.get_or_init(Default::default)
+}
+
+/// How a member that lost a port race says so (another process bound the
+/// port between our pick and the member's bind).
+const PORT_TAKEN: &str = "Address already in use";
 
 pub struct MemberSpec {
     pub name: String,
@@ -164,7 +179,18 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` members with `extra` flags each; waits for a leader.
+    /// A pre-picked port can be taken by another process before the member
+    /// binds it (tests of other binaries run at the same time): then the
+    /// whole cluster is launched again on fresh ports, at most twice.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        for _ in 0..2 {
+            let c = Cluster::launch(n, extra);
+            match c.try_wait_leader(Duration::from_secs(20)).await {
+                Ok(_) => return c,
+                Err(logs) if logs.contains(PORT_TAKEN) => continue,
+                Err(logs) => panic!("no leader within 20s; logs:\n{logs}"),
+            }
+        }
         let c = Cluster::launch(n, extra);
         c.wait_leader(Duration::from_secs(20)).await;
         c
@@ -202,7 +228,24 @@ impl Cluster {
 
     /// Index of the member that reports itself leader.
     pub async fn wait_leader(&self, within: Duration) -> usize {
+        match self.try_wait_leader(within).await {
+            Ok(i) => i,
+            Err(logs) => panic!("no leader within {within:?}; logs:\n{logs}"),
+        }
+    }
+
+    /// Index of the member that reports itself leader, or the members' logs
+    /// when none does within `within` (early when a member lost a port race).
+    pub async fn try_wait_leader(&self, within: Duration) -> Result<usize, String> {
         let deadline = Instant::now() + within;
+        let logs = || {
+            self.members
+                .iter()
+                .map(|m| m.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        let mut polls = 0u32;
         loop {
             for (i, m) in self.members.iter().enumerate() {
                 if m.child.is_none() {
@@ -213,16 +256,19 @@ impl Cluster {
                 };
                 if let Ok(s) = c.status(w::StatusRequest {}).await {
                     if s.leader != 0 && s.leader == s.header.member_id {
-                        return i;
+                        return Ok(i);
                     }
                 }
             }
+            polls += 1;
             if Instant::now() > deadline {
-                let logs: Vec<String> = self.members.iter().map(|m| m.log()).collect();
-                panic!(
-                    "no leader within {within:?}; logs:\n{}",
-                    logs.join("\n----\n")
-                );
+                return Err(logs());
+            }
+            if polls % 10 == 0 {
+                let l = logs();
+                if l.contains(PORT_TAKEN) {
+                    return Err(l);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
