@@ -70,7 +70,8 @@ grep -i "requests/sec\|throughput" "$DIR/load.txt" | head -2 || true
 DB="$DIR/data/member/snap/db"
 echo "db file: $(du -m "$DB" | cut -f1) MiB; WAL: $(du -sm "$DIR/data/member/wal" | cut -f1) MiB"
 kill -9 "$PID"
-wait "$PID" 2>/dev/null || true
+# Braces: the shell's own "Killed" notice goes to /dev/null too.
+{ wait "$PID"; } 2>/dev/null || true
 PID=
 
 RUN=restart
