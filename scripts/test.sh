@@ -9,5 +9,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # Fault injection (docs/reliability.md): a crash at every failpoint, then a
 # 2-minute chaos run on the same debug build, judged by the history checker.
-cargo test -p corekv-server --features failpoints --locked --test failpoints
+cargo test -p corekv-server --features failpoints --locked --test failpoints --test lease_keys_lagging
 CHAOS_PROFILE=dev bash scripts/chaos.sh --runs 1 --minutes 2

@@ -209,7 +209,17 @@ impl RawNode {
     /// Proposes a single-server membership change (leader only). Refused
     /// while an earlier change is not yet applied.
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<u64, RaftError> {
-        self.raft.propose_conf_change(cc)
+        self.raft.propose_conf_change(cc, &[])
+    }
+
+    /// [`RawNode::propose_conf_change`] with an application context carried
+    /// in the entry (read back with [`ConfChange::decode_with_context`]).
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        cc: ConfChange,
+        context: &[u8],
+    ) -> Result<u64, RaftError> {
+        self.raft.propose_conf_change(cc, context)
     }
 
     /// Requests a linearizable read point; the answer appears as a

@@ -89,8 +89,12 @@ pub struct SnapshotMeta {
     pub conf_state: ConfState,
 }
 
-/// Format version of an encoded [`ConfChange`] (first byte of the entry).
+/// Format version of an encoded [`ConfChange`] (first byte of the entry):
+/// 1 is `[1][archive]`; 2 is `[2][archive length, u32 LE][archive][context]`,
+/// where the context is the application's own bytes (etcd's
+/// `ConfChange.Context`), opaque to Raft.
 const CONF_CHANGE_VERSION: u8 = 1;
+const CONF_CHANGE_VERSION_CONTEXT: u8 = 2;
 
 impl ConfChange {
     /// Serializes for an `EntryKind::ConfChange` entry: a version byte, then
@@ -105,8 +109,33 @@ impl ConfChange {
         out
     }
 
-    /// Decodes and validates bytes produced by [`ConfChange::encode`].
+    /// Serializes with an application context (version 2); an empty
+    /// context gives the version-1 form.
+    pub fn encode_with_context(&self, context: &[u8]) -> Vec<u8> {
+        let plain = self.encode();
+        if context.is_empty() {
+            return plain;
+        }
+        let archive = &plain[1..];
+        let len = u32::try_from(archive.len()).expect("a conf change archive fits u32");
+        let mut out = Vec::with_capacity(5 + archive.len() + context.len());
+        out.push(CONF_CHANGE_VERSION_CONTEXT);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(archive);
+        out.extend_from_slice(context);
+        out
+    }
+
+    /// Decodes and validates bytes produced by [`ConfChange::encode`] or
+    /// [`ConfChange::encode_with_context`] (the context is dropped).
     pub fn decode(bytes: &[u8]) -> Result<ConfChange, crate::error::RaftError> {
+        Self::decode_with_context(bytes).map(|(cc, _)| cc)
+    }
+
+    /// Decodes either version; the context is empty for version 1.
+    pub fn decode_with_context(
+        bytes: &[u8],
+    ) -> Result<(ConfChange, &[u8]), crate::error::RaftError> {
         let err = |reason: String| crate::error::RaftError::Decode {
             what: "conf change",
             reason,
@@ -114,13 +143,25 @@ impl ConfChange {
         let (&version, body) = bytes
             .split_first()
             .ok_or_else(|| err("empty".to_string()))?;
-        if version != CONF_CHANGE_VERSION {
-            return Err(err(format!("unknown version {version}")));
-        }
+        let (body, context) = match version {
+            CONF_CHANGE_VERSION => (body, &[][..]),
+            CONF_CHANGE_VERSION_CONTEXT => {
+                let (len, rest) = body
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| err("truncated length".to_string()))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if rest.len() < len {
+                    return Err(err(format!("archive of {len} bytes is truncated")));
+                }
+                rest.split_at(len)
+            }
+            _ => return Err(err(format!("unknown version {version}"))),
+        };
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
         aligned.extend_from_slice(body);
-        rkyv::from_bytes::<ConfChange, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| err(e.to_string()))
+        let cc = rkyv::from_bytes::<ConfChange, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| err(e.to_string()))?;
+        Ok((cc, context))
     }
 }
 
@@ -144,5 +185,19 @@ mod tests {
             *b = 0xff;
         }
         assert!(ConfChange::decode(&garbage).is_err());
+    }
+
+    #[test]
+    fn conf_change_context_round_trips() {
+        let cc = ConfChange::Remove { id: 3 };
+        let bytes = cc.encode_with_context(b"ctx");
+        assert_eq!(
+            ConfChange::decode_with_context(&bytes),
+            Ok((cc.clone(), &b"ctx"[..]))
+        );
+        assert_eq!(ConfChange::decode(&bytes), Ok(cc.clone()));
+        assert_eq!(cc.encode_with_context(b""), cc.encode());
+        assert!(ConfChange::decode(&bytes[..4]).is_err());
+        assert!(ConfChange::decode(&bytes[..bytes.len() - 4]).is_err());
     }
 }

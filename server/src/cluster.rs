@@ -5,7 +5,7 @@
 //! same ids without talking to the others. They are persisted in the store on
 //! first start; later starts read them back and ignore the bootstrap flags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,10 +22,22 @@ pub struct Member {
 }
 
 /// The cluster's membership and id, persisted in the store's meta table.
+/// Changed only by applied membership changes (`node/membership`), so every
+/// member holds the same value at the same applied index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub cluster_id: u64,
     pub members: BTreeMap<u64, Member>,
+    /// The voters at log index 0 (the `--initial-cluster`): what Raft
+    /// starts from when it replays the log from the beginning. Empty in
+    /// data written before membership changes existed (the members are the
+    /// bootstrap set then).
+    #[serde(default)]
+    pub bootstrap_voters: Vec<u64>,
+    /// Members removed from the cluster: they may never rejoin with the
+    /// same id (a peer connection from one is answered "removed").
+    #[serde(default)]
+    pub removed: BTreeSet<u64>,
 }
 
 /// FNV-1a, 64 bit: stable across Rust releases, unlike `DefaultHasher`.
@@ -39,6 +51,16 @@ fn fnv1a64(parts: &[&[u8]]) -> u64 {
     }
     // 0 means "none" in Raft.
     h.max(1)
+}
+
+/// The id of a member added at run time: from its peer URLs, the cluster
+/// and a value unique to the proposal (etcd mixes in the time), so a member
+/// re-added with the same URLs gets a new id.
+pub fn added_member_id(peer_urls: &[String], cluster_id: u64, unique: &[u8]) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
+    urls.sort_unstable();
+    let joined = urls.join(",");
+    fnv1a64(&[joined.as_bytes(), &cluster_id.to_le_bytes(), unique])
 }
 
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
@@ -93,6 +115,8 @@ impl ClusterInfo {
         Ok(ClusterInfo {
             cluster_id,
             members,
+            bootstrap_voters: ids,
+            removed: BTreeSet::new(),
         })
     }
 
@@ -129,6 +153,15 @@ impl ClusterInfo {
             .filter(|m| !m.is_learner)
             .map(|m| m.id)
             .collect()
+    }
+
+    /// The voters Raft starts from at log index 0.
+    pub fn initial_voters(&self) -> Vec<u64> {
+        if self.bootstrap_voters.is_empty() {
+            self.voters()
+        } else {
+            self.bootstrap_voters.clone()
+        }
     }
 
     pub fn learners(&self) -> Vec<u64> {

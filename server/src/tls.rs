@@ -3,16 +3,20 @@
 //! set for peers.
 //!
 //! The certificate and key are re-read when either file changes (checked at
-//! a handshake at most once per `RELOAD_CHECK_INTERVAL`), so a rotated
-//! certificate takes effect without a restart; a pair that fails to load
-//! keeps the previous one in use (and is logged). The trusted CA is read at
-//! start.
+//! a handshake at most once per `RELOAD_CHECK_INTERVAL`) and at once on
+//! SIGHUP (`Reloaders::reload_all`, called by the member's signal loop), so
+//! a rotated certificate takes effect without a restart, on the client URL,
+//! the native port and the peer port, and as the certificate a member
+//! presents when it dials a peer. A pair that fails to load keeps the
+//! previous one in use (and is logged). The trusted CA is read at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls::SignatureScheme;
+use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -117,9 +121,10 @@ fn mtimes(files: &TlsFiles) -> Mtimes {
     (m(&files.cert), m(&files.key))
 }
 
-/// Serves the current certificate, re-reading the files when they change.
+/// Serves the current certificate, re-reading the files when they change
+/// or on request (SIGHUP).
 #[derive(Debug)]
-struct Reloading {
+pub struct Reloading {
     files: TlsFiles,
     current: RwLock<(Arc<CertifiedKey>, Mtimes)>,
     epoch: Instant,
@@ -137,6 +142,26 @@ impl Reloading {
             epoch: Instant::now(),
             checked_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Re-reads the files now, whatever their modification times say (a
+    /// renewed pair copied with its old times preserved is still taken).
+    /// On an error the previous pair stays in use.
+    pub fn reload_now(&self) -> Result<(), String> {
+        let stamp = mtimes(&self.files);
+        let key = certified_key(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (key, stamp);
+        tracing::info!(cert = %self.files.cert.display(), "reloaded the TLS certificate");
+        Ok(())
+    }
+
+    /// The pair in use now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     fn maybe_reload(&self) {
@@ -170,20 +195,59 @@ impl Reloading {
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.maybe_reload();
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 
-/// The server side: the certificate (reloaded on change) and, with client
-/// certificate auth, a verifier for the trusted CA. `alpn` lists the
-/// protocols offered (gRPC needs `h2`).
-pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+/// The certificate a member presents when it dials a peer.
+impl ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.maybe_reload();
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Every certificate source of a member, for SIGHUP.
+#[derive(Debug, Default)]
+pub struct Reloaders {
+    sources: Vec<Arc<Reloading>>,
+}
+
+impl Reloaders {
+    /// Loads the pair of `files` and keeps it for `reload_all`.
+    pub fn open(&mut self, files: &TlsFiles) -> Result<Arc<Reloading>, String> {
+        let source = Arc::new(Reloading::new(files.clone())?);
+        self.sources.push(source.clone());
+        Ok(source)
+    }
+
+    /// Re-reads every certificate and key now (SIGHUP). A pair that does
+    /// not load is logged and the previous one stays in use.
+    pub fn reload_all(&self) {
+        for s in &self.sources {
+            if let Err(e) = s.reload_now() {
+                tracing::warn!(error = %e, "TLS certificate reload failed; keeping the previous one");
+            }
+        }
+    }
+}
+
+/// The server side: the certificate of `cert` (reloaded on change) and,
+/// with client certificate auth, a verifier for the trusted CA. `alpn`
+/// lists the protocols offered (gRPC needs `h2`).
+pub fn server_config(
+    files: &TlsFiles,
+    cert: Arc<Reloading>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, String> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -197,14 +261,18 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfi
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut cfg = builder.with_cert_resolver(Arc::new(Reloading::new(files.clone())?));
+    let mut cfg = builder.with_cert_resolver(cert);
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 
 /// The client side of a peer connection: trusts `--peer-trusted-ca-file`
-/// and presents the peer certificate (etcd peers authenticate both ways).
-pub fn peer_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+/// and presents the peer certificate of `cert` (etcd peers authenticate
+/// both ways; reloaded like the served one).
+pub fn peer_client_config(
+    files: &TlsFiles,
+    cert: Arc<Reloading>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let ca = files
         .trusted_ca
         .as_ref()
@@ -213,8 +281,7 @@ pub fn peer_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>,
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(load_roots(ca)?)
-        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .with_client_cert_resolver(cert);
     Ok(Arc::new(cfg))
 }
 
@@ -259,5 +326,65 @@ pub async fn accept<S: Io + 'static>(
                 .accept(stream)
                 .await?,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a fresh self-signed pair for `cn` over `files`, keeping the
+    /// files' previous modification times (as a copy that preserves them
+    /// would): only an explicit reload notices.
+    fn write_pair(files: &TlsFiles, cn: &str, keep_times: Option<Mtimes>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        if let Some((Some(c), Some(k))) = keep_times {
+            for (path, t) in [(&files.cert, c), (&files.key, k)] {
+                let f = std::fs::File::options().write(true).open(path).unwrap();
+                f.set_modified(t).unwrap();
+            }
+        }
+        cert.der().to_vec()
+    }
+
+    fn served(r: &Reloading) -> Vec<u8> {
+        r.current().cert[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn reload_now_takes_a_renewed_pair_whatever_its_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("c.key"),
+            trusted_ca: None,
+            client_cert_auth: false,
+        };
+        let first = write_pair(&files, "one", None);
+        let mut reloaders = Reloaders::default();
+        let r = reloaders.open(&files).unwrap();
+        assert_eq!(served(&r), first);
+        let times = mtimes(&files);
+        let second = write_pair(&files, "two", Some(times));
+        assert_eq!(mtimes(&files), times);
+        // The mtime poll sees nothing new: still the first pair.
+        r.checked_ms.store(0, Ordering::Relaxed);
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        r.maybe_reload();
+        assert_eq!(served(&r), first);
+        // SIGHUP's reload takes the renewed pair, for serving and dialling.
+        reloaders.reload_all();
+        assert_eq!(served(&r), second);
+        let dialled = ResolvesClientCert::resolve(&*r, &[], &[]).unwrap();
+        assert_eq!(dialled.cert[0].as_ref(), &second[..]);
+        // A pair that does not load keeps the previous one.
+        std::fs::write(&files.key, b"not a key").unwrap();
+        reloaders.reload_all();
+        assert_eq!(served(&r), second);
     }
 }

@@ -352,3 +352,162 @@ async fn jwt_tokens_go_stale_with_the_auth_revision() {
         ApiError::InvalidAuthToken
     );
 }
+
+/// Retries a call refused with "revision of auth store is old" (checked on
+/// a member that had not applied the latest auth change), as etcd clients do.
+async fn settled<T, F, Fut>(mut call: F) -> Result<T, WireError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WireError>>,
+{
+    for _ in 0..50 {
+        match call().await {
+            Err(WireError::Api(ApiError::AuthOldRevision)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
+fn ttl_req(id: i64, keys: bool) -> w::LeaseTimeToLiveRequest {
+    w::LeaseTimeToLiveRequest { id, keys }
+}
+
+/// etcd 3.4's checkLeasePuts at apply (LeaseRevoke) and checkLeaseTimeToLive
+/// (TimeToLive with keys): a revoke needs write access to every key attached
+/// to the lease, a time-to-live with keys read access to each, and a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revoke_and_time_to_live_check_the_attached_keys() {
+    let cluster = Cluster::start(3, &["--bcrypt-cost", "4"]).await;
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let c = cluster.client(0).await;
+    setup(&c).await;
+    let root_token = c.authenticate("root", "rootpw").await.unwrap();
+    let root = c.with_token(Some(&root_token));
+    let alice_token = c.authenticate("alice", "apw").await.unwrap();
+    // alice (read /a/, readwrite /b) on another member than the one that
+    // issued the token: the revoke is checked where every member applies it.
+    let alice = cluster.client(2).await.with_token(Some(&alice_token));
+    let grant = |id: i64| {
+        let root = root.clone();
+        async move {
+            root.lease_grant(w::LeaseGrantRequest { ttl: 600, id })
+                .await
+                .unwrap();
+        }
+    };
+    let put_leased = |key: &'static str, lease: i64| {
+        let root = root.clone();
+        async move {
+            root.put(w::PutRequest {
+                lease,
+                ..put(key, "v")
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // 11: /b and /c (alice cannot touch /c); 12: /b only; 13: no keys;
+    // 14: /a/x (alice may read it, not write it).
+    for id in 11..=14 {
+        grant(id).await;
+    }
+    put_leased("/b", 11).await;
+    put_leased("/c", 11).await;
+    put_leased("/b2", 12).await;
+    put_leased("/a/x", 14).await;
+    // /b2 is outside alice's "/b" (one key); give her a key of her own.
+    auth(
+        &root,
+        grant_perm("r1", w::PermissionType::ReadWrite, "/b2", ""),
+    )
+    .await
+    .unwrap();
+    let alice_token = settled(|| c.authenticate("alice", "apw")).await.unwrap();
+    let alice = alice.with_token(Some(&alice_token));
+
+    // A put may attach a lease only if the caller could revoke it (etcd's
+    // checkLeasePuts in Put): lease 11 holds /c, which alice cannot write.
+    let put_with = |lease: i64| {
+        let alice = alice.clone();
+        async move {
+            settled(|| {
+                alice.put(w::PutRequest {
+                    lease,
+                    ..put("/b", "mine")
+                })
+            })
+            .await
+        }
+    };
+    assert_eq!(api_err(put_with(11).await), ApiError::PermissionDenied);
+    assert_eq!(root.get(b"/b").await.unwrap().unwrap().value, b"v");
+    put_with(12).await.unwrap();
+    assert_eq!(root.get(b"/b").await.unwrap().unwrap().lease, 12);
+    assert_eq!(api_err(put_with(98).await), ApiError::LeaseNotFound);
+
+    let revoke = |client: &Client, id: i64| {
+        let client = client.clone();
+        async move { settled(|| client.lease_revoke(w::LeaseRevokeRequest { id })).await }
+    };
+    // Revoke: every attached key must be writable by the caller.
+    assert_eq!(
+        api_err(revoke(&alice, 11).await),
+        ApiError::PermissionDenied
+    );
+    assert_eq!(
+        api_err(revoke(&alice, 14).await),
+        ApiError::PermissionDenied
+    );
+    assert_eq!(api_err(revoke(&c, 11).await), ApiError::UserEmpty);
+    assert_eq!(
+        root.get(b"/c").await.unwrap().unwrap().lease,
+        11,
+        "a refused revoke deletes nothing"
+    );
+    revoke(&alice, 12).await.unwrap();
+    assert!(root.get(b"/b2").await.unwrap().is_none());
+    assert!(root.get(b"/b").await.unwrap().is_none());
+    // A lease without keys needs no permission, not even a user (etcd).
+    revoke(&c, 13).await.unwrap();
+    assert_eq!(api_err(revoke(&alice, 99).await), ApiError::LeaseNotFound);
+
+    // TimeToLive: without keys nothing is checked; with keys every key must
+    // be readable and a user is required, also for an unknown lease.
+    let ttl = |client: &Client, id: i64, keys: bool| {
+        let client = client.clone();
+        async move { settled(|| client.lease_time_to_live(ttl_req(id, keys))).await }
+    };
+    assert_eq!(ttl(&alice, 11, false).await.unwrap().granted_ttl, 600);
+    assert_eq!(ttl(&c, 11, false).await.unwrap().granted_ttl, 600);
+    assert_eq!(
+        api_err(ttl(&alice, 11, true).await),
+        ApiError::PermissionDenied
+    );
+    assert_eq!(api_err(ttl(&c, 14, true).await), ApiError::UserEmpty);
+    assert_eq!(api_err(ttl(&c, 99, true).await), ApiError::UserEmpty);
+    assert_eq!(ttl(&alice, 99, true).await.unwrap().ttl, -1);
+    assert_eq!(
+        ttl(&alice, 14, true).await.unwrap().keys,
+        [b"/a/x".to_vec()]
+    );
+    let all = ttl(&root, 11, true).await.unwrap().keys;
+    assert_eq!(all, [b"/c".to_vec()]);
+
+    // root revokes anything; the keys go with the lease.
+    revoke(&root, 11).await.unwrap();
+    assert!(root.get(b"/c").await.unwrap().is_none());
+    // A client cannot hand in a revoke that names its own caller.
+    let forged = w::Request::LeaseRevokeAs(w::LeaseRevokeAsRequest {
+        id: 14,
+        user: "root".into(),
+        auth_revision: u64::MAX,
+    });
+    match c.request(&forged).await {
+        Err(WireError::Api(ApiError::MalformedRequest(_))) => {}
+        other => panic!("a forged LeaseRevokeAs got {:?}", other.err()),
+    }
+    assert_eq!(root.get(b"/a/x").await.unwrap().unwrap().lease, 14);
+}

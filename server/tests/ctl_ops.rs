@@ -117,18 +117,20 @@ async fn watch_fields_and_cluster_commands() {
             status.leader
         )
     );
-    // A bad id is a bad argument (exit 128); the member add/remove
-    // commands reach the server, which refuses run-time changes.
+    // A bad id is a bad argument (exit 128); a member add the server
+    // refuses (bad peer URL) exits 1.
     assert_eq!(ctl(&ep, &["move-leader", "zz"]).status.code(), Some(128));
     assert_eq!(
         ctl(&ep, &["member", "remove", "zz"]).status.code(),
         Some(128)
     );
-    let out = ctl(
-        &ep,
-        &["member", "add", "m4", "--peer-urls", "http://127.0.0.1:1"],
-    );
+    let out = ctl(&ep, &["member", "add", "m4", "--peer-urls", "127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Error: etcdserver: given member URLs are invalid"),
+        "{out:?}"
+    );
     // member list -w fields: header, then one block per member.
     let out = ctl(&ep, &["member", "list", "-w", "fields"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -205,43 +205,6 @@ impl MapHash for Run {
     }
 }
 
-struct Etcd(Child);
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_etcd(dir: &Path, client: u16, peer: u16) -> Etcd {
-    let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-    let child = Command::new("etcd")
-        .args(["--name", "e1"])
-        .arg("--data-dir")
-        .arg(dir.join("etcd-data"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-        ])
-        .args([
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args(["--initial-cluster", &format!("e1=http://127.0.0.1:{peer}")])
-        .args(["--quota-backend-bytes", "1000000"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("etcd 3.4 (apt install etcd-server)");
-    Etcd(child)
-}
-
 fn member_id_from_status(t: &Target) -> u64 {
     let r = etcdctl(t, &["endpoint", "status", "-w", "json"], None);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("status json");
@@ -261,7 +224,12 @@ async fn operator_session_matches_etcd() {
     let (client, peer) = (free_port(), free_port());
     let etcd_dir = dir.path().join("etcd");
     std::fs::create_dir_all(&etcd_dir).unwrap();
-    let _etcd = start_etcd(&etcd_dir, client, peer);
+    let _etcd = etcd::start_etcd(
+        &etcd_dir,
+        client,
+        peer,
+        &["--quota-backend-bytes", "1000000"],
+    );
     let mut et = Target {
         grpc: format!("127.0.0.1:{client}"),
         native: None,

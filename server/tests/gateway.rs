@@ -446,15 +446,17 @@ async fn maintenance_cluster_lease_auth_and_http_on_one_port() {
     assert_eq!(ml.members.len(), 1);
     assert_eq!(ml.members[0].id, h.member_id);
     assert_eq!(ml.members[0].name, "m1");
-    // Membership changes carry the native server's own answer.
+    // Membership changes carry the request layer's answer, etcd's code and
+    // text (the changes themselves: tests/membership.rs).
     let e = cl
         .member_add(pb::MemberAddRequest {
-            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+            peer_ur_ls: vec!["127.0.0.1:1".into()],
             is_learner: false,
         })
         .await
         .unwrap_err();
-    assert!(e.message().starts_with("etcdserver: "), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.message(), "etcdserver: given member URLs are invalid");
 
     // Leases: etcd's answers and error codes (semantics in tests/lease.rs).
     let mut lease = pb::lease_client::LeaseClient::new(ch.clone());

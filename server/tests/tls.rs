@@ -85,6 +85,25 @@ async fn tls_connect(addr: &str, tls: ClientTls) -> Result<Client, WireError> {
     Client::connect(addr, opts).await
 }
 
+/// Client and peer TLS with one certificate, client certificates required
+/// on both sides.
+fn tls_flags(cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    let p = |x: &Path| x.display().to_string();
+    let mut flags = Vec::new();
+    for side in ["", "peer-"] {
+        flags.extend([
+            format!("--{side}cert-file"),
+            p(cert),
+            format!("--{side}key-file"),
+            p(key),
+            format!("--{side}trusted-ca-file"),
+            p(ca),
+            format!("--{side}client-cert-auth"),
+        ]);
+    }
+    flags
+}
+
 fn api_err<T: std::fmt::Debug>(r: Result<T, WireError>) -> ApiError {
     match r {
         Err(WireError::Api(e)) => e,
@@ -102,24 +121,9 @@ async fn tls_only_cluster_with_certificate_users() {
     let root_cert = leaf(&ca1, dir.path(), "root", "root");
     let alice_cert = leaf(&ca1, dir.path(), "alice", "alice");
     let p = |x: &PathBuf| x.display().to_string();
-    let flags = [
-        "--cert-file",
-        &p(&srv_pem),
-        "--key-file",
-        &p(&srv_key),
-        "--trusted-ca-file",
-        &p(&ca_pem),
-        "--client-cert-auth",
-        "--peer-cert-file",
-        &p(&srv_pem),
-        "--peer-key-file",
-        &p(&srv_key),
-        "--peer-trusted-ca-file",
-        &p(&ca_pem),
-        "--peer-client-cert-auth",
-        "--bcrypt-cost",
-        "4",
-    ];
+    let mut flags = tls_flags(&srv_pem, &srv_key, &ca_pem);
+    flags.extend(["--bcrypt-cost".to_string(), "4".to_string()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cluster = Cluster::launch(3, &flags);
     let addr = cluster.members[0].native_addr();
 
@@ -282,4 +286,100 @@ async fn tls_only_cluster_with_certificate_users() {
         !old_trust,
         "a client trusting only the old CA still connects"
     );
+}
+
+/// The certificate a TLS server at `addr` presents (None: no handshake).
+fn served_cert(addr: &str, ca_pem: &Path, client: &(PathBuf, PathBuf)) -> Option<Vec<u8>> {
+    let cfg = client_tls(ca_pem, Some(client)).config;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let mut conn = rustls::ClientConnection::new(cfg, name).ok()?;
+    let mut sock = std::net::TcpStream::connect(addr).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    conn.peer_certificates()?
+        .first()
+        .map(|c| c.as_ref().to_vec())
+}
+
+/// Writes `from`'s bytes over `to`, keeping `to`'s modification time (a
+/// renewal copied with its times preserved): only SIGHUP makes the member
+/// look again.
+fn overwrite_keeping_mtime(from: &Path, to: &Path) {
+    let mtime = std::fs::metadata(to).unwrap().modified().unwrap();
+    std::fs::write(to, std::fs::read(from).unwrap()).unwrap();
+    let f = std::fs::File::options().write(true).open(to).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    corekv_server::tls::load_certs(pem).unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_renewed_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = ca("corekv test ca");
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca1.cert.pem()).unwrap();
+    let (srv_pem, srv_key) = leaf(&ca1, dir.path(), "server", "corekv");
+    let client = leaf(&ca1, dir.path(), "client", "client");
+    let flags = tls_flags(&srv_pem, &srv_key, &ca_pem);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::launch(1, &flags);
+    let spec = &cluster.members[0].spec;
+    let ports = [
+        ("native", format!("127.0.0.1:{}", spec.native)),
+        ("client URL", format!("127.0.0.1:{}", spec.http)),
+        ("peer", format!("127.0.0.1:{}", spec.peer)),
+    ];
+    let served = |which: usize| served_cert(&ports[which].1, &ca_pem, &client);
+    let old = der_of(&srv_pem);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served(0).is_none() {
+        assert!(Instant::now() < deadline, "the member never served TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, (what, _)) in ports.iter().enumerate() {
+        assert_eq!(served(i).as_deref(), Some(&old[..]), "{what}");
+    }
+
+    // Renew (same CA, same names, a new key) with the old times kept.
+    let (new_pem, new_key) = leaf(&ca1, dir.path(), "renewed", "corekv");
+    let new = der_of(&new_pem);
+    overwrite_keeping_mtime(&new_key, &srv_key);
+    overwrite_keeping_mtime(&new_pem, &srv_pem);
+    // Past the file poll's interval the member still serves the old pair.
+    tokio::time::sleep(corekv_server::tls::RELOAD_CHECK_INTERVAL * 2).await;
+    assert_eq!(served(0).as_deref(), Some(&old[..]));
+
+    let pid = cluster.members[0].child.as_ref().unwrap().id();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, (what, _)) in ports.iter().enumerate() {
+        while served(i).as_deref() != Some(&new[..]) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the renewed certificate was never served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The same process, still serving.
+    let member = &mut cluster.members[0];
+    assert!(
+        member.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "{}",
+        member.log()
+    );
+    let c = tls_connect(&ports[0].1, client_tls(&ca_pem, Some(&client)))
+        .await
+        .unwrap();
+    c.put(put("/after-hup", "1")).await.unwrap();
 }

@@ -5,7 +5,11 @@
 //! `cargo run --release -p corekv-storage --example load -- PATH [N] [KEY_BYTES] [VALUE_BYTES] [ORDER] [del]`
 //! (defaults 1,000,000, 64, 256, `random`; ORDER `seq` puts keys in
 //! ascending order; `del` then deletes every key with one delete-range
-//! request in one commit, like `etcdctl del --prefix`, and times it). Random keys are the storage bench's: 16 hex digits of a
+//! request in one commit, like `etcdctl del --prefix`, and times it, then
+//! compacts at the current revision with `compact_step` until done and
+//! prints the step count, total and longest step;
+//! `CKV_RANGE_DELETE_MIN_KEYS=18446744073709551615` forces the per-key
+//! delete path). Random keys are the storage bench's: 16 hex digits of a
 //! hash of the index, padded with '.'.
 
 use corekv_storage::{DeleteRangeRequest, PutRequest, Store, StoreOptions};
@@ -27,7 +31,16 @@ fn main() {
     let (n, kb, vb) = (num(2, 1_000_000), num(3, 64) as usize, num(4, 256) as usize);
     let seq = args.get(5).is_some_and(|s| s == "seq");
     let _ = std::fs::remove_file(path);
-    let store = Store::open(path.as_ref(), StoreOptions::default()).expect("open");
+    // `CKV_RANGE_DELETE_MIN_KEYS` overrides the store option (a huge value
+    // forces the per-key delete path, for A/B runs).
+    let mut opts = StoreOptions::default();
+    if let Some(n) = std::env::var("CKV_RANGE_DELETE_MIN_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        opts.range_delete_min_keys = n;
+    }
+    let store = Store::open(path.as_ref(), opts).expect("open");
     let t = std::time::Instant::now();
     let mut applied = 0;
     for chunk in 0..n.div_ceil(1000) {
@@ -81,6 +94,29 @@ fn main() {
             t.elapsed().as_secs_f64() - t_commit,
             info.events.len(),
             store.db_size_bytes() as f64 / 1e6
+        );
+        drop(info);
+        let t = std::time::Instant::now();
+        let mut b = store.write().expect("write");
+        let rev = b.revision();
+        b.compact(rev).expect("compact");
+        b.commit(applied + 2, false).expect("commit");
+        let (mut steps, mut longest) = (0u32, 0f64);
+        loop {
+            let s = std::time::Instant::now();
+            let more = store.compact_step().expect("compact step");
+            steps += 1;
+            longest = longest.max(s.elapsed().as_secs_f64());
+            if !more {
+                break;
+            }
+        }
+        store.sync().expect("sync");
+        println!(
+            "compaction at {rev}: {steps} steps in {:.2} s (longest {:.1} ms); in use {:.1} MB",
+            t.elapsed().as_secs_f64(),
+            longest * 1e3,
+            store.db_size_in_use_bytes() as f64 / 1e6
         );
     }
 }

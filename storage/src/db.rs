@@ -144,6 +144,9 @@ impl TreeRead for Snapshot {
         }
         Ok(Cow::Borrowed(map_page(&*self.map, id)?))
     }
+    fn range_tombs(&self) -> u64 {
+        self.meta.range_tombs
+    }
 }
 
 pub struct Writer {
@@ -560,10 +563,12 @@ impl Db {
         self.check_failed()?;
         let txid = w.meta.txid + 1;
         let root = w.meta.root;
+        let range_tombs = w.meta.range_tombs;
         Ok(TreeTxn {
             w,
             dirty: HashMap::new(),
             root,
+            range_tombs,
             txid,
             finished: false,
             pool: Vec::new(),

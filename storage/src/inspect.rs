@@ -86,13 +86,15 @@ pub struct Budget {
     pub txid: u64,
     pub current_revision: i64,
     pub compacted_revision: i64,
+    /// Range tombstones the meta page counts (the `d` table, format 4).
+    pub range_tombstones: u64,
     /// High-water mark: pages `[0, page_count)` are in use or free.
     pub page_count: u64,
     pub meta_pages: u64,
     pub k: TableBudget,
     pub r: TableBudget,
     pub m: TableBudget,
-    /// Keys with another first byte (none in a store written by `Store`).
+    /// Keys with another first byte: the `d` table (range tombstones).
     pub other: TableBudget,
     /// Branch pages (all tables).
     pub branch_pages: u64,
@@ -134,12 +136,13 @@ impl Budget {
             s.push('\n');
         };
         line(format!(
-            "file {:.1} MB, format {}, txid {}, revision {} (compacted {})",
+            "file {:.1} MB, format {}, txid {}, revision {} (compacted {}), range tombstones {}",
             self.file_bytes as f64 / 1e6,
             self.format_version,
             self.txid,
             self.current_revision,
-            self.compacted_revision
+            self.compacted_revision,
+            self.range_tombstones
         ));
         line(format!(
             "pages: high-water {} ({:.1} MB), in use {} ({:.1} MB), tail beyond high-water {:.1} MB",
@@ -282,7 +285,7 @@ fn user_key_len(tree_key: &[u8], version: u8) -> u64 {
 /// Format versions the inspector reads: the current one and version 2
 /// (same pages; records with the fixed 25-byte header), so a file can be
 /// measured before an upgrade.
-const READABLE_VERSIONS: &[u8] = &[2, page::FORMAT_VERSION];
+const READABLE_VERSIONS: &[u8] = &[2, 3, page::FORMAT_VERSION];
 
 /// Walks the file at `path` read-only and returns its byte budget.
 pub fn inspect(path: &Path) -> Result<Budget> {
@@ -324,6 +327,7 @@ pub fn inspect(path: &Path) -> Result<Budget> {
         txid: meta.txid,
         current_revision: meta.current_revision,
         compacted_revision: meta.compacted_revision,
+        range_tombstones: meta.range_tombs,
         page_count: meta.page_count,
         meta_pages: FIRST_DATA_PAGE,
         tail_bytes: file_bytes.saturating_sub(meta.page_count * PAGE_SIZE as u64),
@@ -483,7 +487,7 @@ impl Budget {
             .collect();
         format!(
             "{{\"page_size\":{PAGE_SIZE},\"file_bytes\":{},\"format_version\":{},\"txid\":{},\
-             \"current_revision\":{},\"compacted_revision\":{},\"page_count\":{},\"used_pages\":{},\
+             \"current_revision\":{},\"compacted_revision\":{},\"range_tombstones\":{},\"page_count\":{},\"used_pages\":{},\
              \"meta_pages\":{},\"payload_bytes\":{},\"tables\":{{\"k\":{},\"r\":{},\"m\":{},\"other\":{}}},\
              \"branch_pages\":{},\"branch_key_chain_pages\":{},\"levels\":[{}],\
              \"free_reusable_pages\":{},\"free_pinned_pages\":{},\"freelist_chunk_pages\":{},\
@@ -493,6 +497,7 @@ impl Budget {
             self.txid,
             self.current_revision,
             self.compacted_revision,
+            self.range_tombstones,
             self.page_count,
             self.used_pages(),
             self.meta_pages,

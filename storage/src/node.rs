@@ -783,6 +783,9 @@ mod tests {
         fn page_bytes(&self, id: u64) -> Result<std::borrow::Cow<'_, [u8]>> {
             Err(corrupt(id, "no pages"))
         }
+        fn range_tombs(&self) -> u64 {
+            0
+        }
     }
 
     #[test]

@@ -9,12 +9,13 @@ pub const PAGE_SIZE: usize = 4096;
 pub const HEADER: usize = 16;
 /// Page ids 0 and 1 are the two meta pages.
 pub const FIRST_DATA_PAGE: u64 = 2;
-/// On-disk format version byte, stored in the meta pages. Version 3:
+/// On-disk format version byte, stored in the meta pages. Version 4: range
+/// tombstones (the `d` table, counted by `Meta::range_tombs`). Version 3:
 /// compact MVCC record headers (flags and varints; version 2 had a fixed
 /// 25-byte header). Version 2: long keys as stubs with key chains (version 1
 /// stored keys inline only). Other versions are refused with
 /// `StorageError::UnsupportedFormat`.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 pub const MAGIC: &[u8; 4] = b"CKVS";
 
 pub const TYPE_LEAF: u8 = 1;
@@ -102,6 +103,9 @@ pub struct Meta {
     pub applied_index: u64,
     /// Number of page ids held in the reusable chain.
     pub free_chain_count: u64,
+    /// Number of range tombstones (`d` table entries, `mvcc/range_del.rs`);
+    /// readers skip the table when it is 0. Always 0 in version 2 and 3.
+    pub range_tombs: u64,
 }
 
 impl Meta {
@@ -111,7 +115,7 @@ impl Meta {
         p[16..20].copy_from_slice(MAGIC);
         p[20] = FORMAT_VERSION;
         p[24..28].copy_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
-        let fields: [u64; 10] = [
+        let fields: [u64; 11] = [
             self.txid,
             self.root,
             self.page_count,
@@ -122,6 +126,7 @@ impl Meta {
             self.compact_done_revision as u64,
             self.applied_index,
             self.free_chain_count,
+            self.range_tombs,
         ];
         for (i, f) in fields.iter().enumerate() {
             let at = 32 + i * 8;
@@ -163,6 +168,8 @@ impl Meta {
             compact_done_revision: f(7) as i64,
             applied_index: f(8),
             free_chain_count: f(9),
+            // Zero in older versions (the field was unused page padding).
+            range_tombs: f(10),
         };
         let in_range = |p: u64| p == 0 || (p >= FIRST_DATA_PAGE && p < m.page_count);
         if m.page_count < FIRST_DATA_PAGE
@@ -195,6 +202,7 @@ mod tests {
             compact_done_revision: 2,
             applied_index: 99,
             free_chain_count: 0,
+            range_tombs: 3,
         };
         let p = m.encode();
         assert_eq!(Meta::decode(&p[..], 0).unwrap(), m);
@@ -214,7 +222,7 @@ mod tests {
             current_revision: 1,
             ..Meta::default()
         };
-        for old in [1, 2] {
+        for old in [1, 2, 3] {
             let mut p = m.encode();
             p[20] = old;
             seal(&mut p[..]);

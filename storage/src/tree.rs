@@ -25,6 +25,9 @@ pub trait TreeRead {
     fn node(&self, id: u64) -> Result<NodeRef<'_>>;
     /// Whole page bytes (overflow pages).
     fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>>;
+    /// Range tombstones in this state (`Meta::range_tombs`; MVCC readers
+    /// skip the `d` table when 0).
+    fn range_tombs(&self) -> u64;
 }
 
 /// Reads the `len` payload bytes of the overflow chain starting at `first`

@@ -28,6 +28,9 @@ pub struct TreeTxn<'a> {
     pub(crate) w: std::sync::MutexGuard<'a, Writer>,
     pub(crate) dirty: HashMap<u64, Node>,
     pub(crate) root: u64,
+    /// Range tombstones in this transaction's state (MVCC layer's count,
+    /// stored into `Meta::range_tombs` by its commit).
+    pub(crate) range_tombs: u64,
     pub(crate) txid: u64,
     pub(crate) finished: bool,
     /// Defragmentation: low page ids handed out first (sorted descending).
@@ -83,6 +86,10 @@ impl TreeRead for TreeTxn<'_> {
         let mut buf = vec![0u8; PAGE_SIZE];
         self.w.backend.read_at(id * PAGE_SIZE as u64, &mut buf)?;
         Ok(Cow::Owned(buf))
+    }
+
+    fn range_tombs(&self) -> u64 {
+        self.range_tombs
     }
 }
 

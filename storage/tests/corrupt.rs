@@ -10,7 +10,13 @@ use rand::{Rng, SeedableRng};
 
 fn sample_file() -> Vec<u8> {
     let backend = MemBackend::new();
-    let store = Store::open_with_backend(Arc::new(backend.clone()), small_opts()).unwrap();
+    // Every ranged delete is a range tombstone (the `d` table and the meta
+    // page's count are parsed too).
+    let opts = StoreOptions {
+        range_delete_min_keys: 1,
+        ..small_opts()
+    };
+    let store = Store::open_with_backend(Arc::new(backend.clone()), opts).unwrap();
     for round in 0..6u32 {
         let mut b = store.write().unwrap();
         for k in 0..60u32 {
@@ -35,6 +41,14 @@ fn sample_file() -> Vec<u8> {
             })
             .unwrap();
             b.compact(b.revision() - 30).unwrap();
+        }
+        if round == 4 {
+            b.delete_range(&DeleteRangeRequest {
+                key: b"k05".to_vec(),
+                range_end: b"k07".to_vec(),
+                prev_kv: false,
+            })
+            .unwrap();
         }
         b.put_meta(b"m", b"meta");
         b.commit(round as u64, round % 2 == 1).unwrap();

@@ -245,10 +245,19 @@ fn compaction_workload(store: &Store, seed: u64) -> (Expect, Option<Expect>) {
             return (durable, None);
         };
         for _ in 0..rng.random_range(3..10) {
-            let k = format!("key{:02}", rng.random_range(0..30)).into_bytes();
+            let i = rng.random_range(0..30);
+            let k = format!("key{i:02}").into_bytes();
             let r = if rng.random_bool(0.2) {
+                // Some deletes cover a range (range tombstones when the
+                // options allow them).
+                let range_end = if rng.random_bool(0.4) {
+                    format!("key{:02}", i + 6).into_bytes()
+                } else {
+                    Vec::new()
+                };
                 b.delete_range(&DeleteRangeRequest {
                     key: k,
+                    range_end,
                     ..Default::default()
                 })
                 .map(|_| ())
@@ -307,8 +316,12 @@ fn compaction_workload(store: &Store, seed: u64) -> (Expect, Option<Expect>) {
 
 #[test]
 fn crash_during_compaction_passes() {
-    for sweep in [false, true] {
-        let opts = slow_compaction(sweep);
+    // (sweep, every ranged delete a range tombstone)
+    for (sweep, tombs) in [(false, false), (true, false), (false, true)] {
+        let opts = StoreOptions {
+            range_delete_min_keys: if tombs { 1 } else { usize::MAX },
+            ..slow_compaction(sweep)
+        };
         let probe = MemBackend::new();
         {
             let store = Store::open_with_backend(Arc::new(probe.clone()), opts.clone()).unwrap();
@@ -330,14 +343,14 @@ fn crash_during_compaction_passes() {
                 backend.crash();
             }
             let store = Store::open_with_backend(Arc::new(backend.clone()), opts.clone())
-                .unwrap_or_else(|e| panic!("sweep {sweep} crash at io {n}: reopen: {e}"));
-            store
-                .check_integrity()
-                .unwrap_or_else(|e| panic!("sweep {sweep} crash at io {n}: integrity: {e}"));
+                .unwrap_or_else(|e| panic!("sweep {sweep}/{tombs} crash at io {n}: reopen: {e}"));
+            store.check_integrity().unwrap_or_else(|e| {
+                panic!("sweep {sweep}/{tombs} crash at io {n}: integrity: {e}")
+            });
             let got = expect_of(&store);
             assert!(
                 got == durable || (partial && in_flight.as_ref() == Some(&got)),
-                "sweep {sweep} crash at io {n}: {got:?}\nwant {durable:?}\nor {in_flight:?}"
+                "sweep {sweep}/{tombs} crash at io {n}: {got:?}\nwant {durable:?}\nor {in_flight:?}"
             );
             // The pass (if any) finishes after the reopen.
             while store.compact_step().unwrap() {}

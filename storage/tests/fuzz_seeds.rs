@@ -13,7 +13,8 @@ fn write_storage_fuzz_seeds() {
     let tmp = tempfile::Builder::new()
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("tempdir");
-    // Seed 4 holds long keys (format v2 stubs, key chains, long separators).
+    // Seed 4 holds long keys (format v2 stubs, key chains, long separators);
+    // seeds 2 and 3 a range tombstone (format 4 `d` table).
     for (n, keys, long) in [
         (0, 0usize, false),
         (1, 3, false),
@@ -26,6 +27,7 @@ fn write_storage_fuzz_seeds() {
             &path,
             StoreOptions {
                 initial_mmap_bytes: 0,
+                range_delete_min_keys: 1,
                 ..StoreOptions::default()
             },
         )
@@ -50,6 +52,14 @@ fn write_storage_fuzz_seeds() {
             };
             batch.delete_range(&del).expect("delete");
             batch.compact(2).expect("compact");
+        }
+        if keys > 20 {
+            let del = DeleteRangeRequest {
+                key: b"key0010".to_vec(),
+                range_end: b"key0020".to_vec(),
+                ..Default::default()
+            };
+            batch.delete_range(&del).expect("range delete");
         }
         batch.put_meta(b"m", b"meta");
         batch.commit(keys as u64, true).expect("commit");

@@ -153,6 +153,21 @@ fn all_requests() -> Vec<Request> {
         }),
         Request::MoveLeader(MoveLeaderRequest { target_id: 4 }),
         Request::Snapshot(SnapshotRequest {}),
+        Request::LeaseRevokeAs(LeaseRevokeAsRequest {
+            id: 7,
+            user: "alice".into(),
+            auth_revision: 12,
+        }),
+        Request::PutAs(PutAsRequest {
+            put: PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                lease: 7,
+                ..Default::default()
+            },
+            user: String::new(),
+            auth_revision: 0,
+        }),
     ]
 }
 
@@ -341,7 +356,7 @@ where
 #[test]
 fn every_request_round_trips() {
     let reqs = all_requests();
-    assert_eq!(reqs.len(), 24);
+    assert_eq!(reqs.len(), 26);
     for r in &reqs {
         let mut b = Vec::new();
         encode_frame(1, r, &mut b).unwrap();

@@ -69,8 +69,12 @@ impl Raft {
         Ok(index)
     }
 
-    pub(crate) fn propose_conf_change(&mut self, cc: ConfChange) -> Result<u64, RaftError> {
-        let data = cc.encode();
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        cc: ConfChange,
+        context: &[u8],
+    ) -> Result<u64, RaftError> {
+        let data = cc.encode_with_context(context);
         self.check_can_propose(data.len() as u64 + 24)?;
         if self.pending_conf_index > self.log.applied {
             return Err(RaftError::ProposalDropped {

@@ -1,6 +1,5 @@
 //! `corekvctl member list|add|remove|update|promote`, etcdctl 3.4's flags,
-//! output and exit codes. (Whether the member accepts a change is the
-//! server's business; today it refuses run-time changes, see README.)
+//! output and exit codes (the rules are the server's, `node/membership`).
 
 use clap::Subcommand;
 use corekv_wire::messages as w;

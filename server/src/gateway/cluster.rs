@@ -1,6 +1,5 @@
-//! etcdserverpb.Cluster through the shard's request layer (membership
-//! changes at run time are not built: the layer answers "etcdserver: not
-//! capable", passed on as etcd's code and text).
+//! etcdserverpb.Cluster through the shard's request layer (the logic is in
+//! `node/membership`; this front only converts).
 
 use std::rc::Rc;
 

@@ -98,18 +98,10 @@ pub async fn dispatch(
             .into_http();
     };
     let limit = opts.grpc_max_recv_bytes();
-    // etcd's clients send the token as metadata `token` (3.5+ also accept
-    // `authorization`).
-    let token = ["token", "authorization"]
-        .iter()
-        .find_map(|h| req.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let cn = api.caller.cn.clone();
-    let api = api.for_caller(Caller { token, cn });
+    let api = for_headers(&api, req.headers());
     let call = Call { api, limit, req };
     use Method as M;
-    match method {
+    let resp = match method {
         M::Range => call.unary(kv::range).await,
         M::Put => call.unary(kv::put).await,
         M::DeleteRange => call.unary(kv::delete_range).await,
@@ -159,7 +151,60 @@ pub async fn dispatch(
         M::Resign => call.unary(coord::resign).await,
         M::HealthCheck => call.unary(health_check).await,
         M::HealthWatch => call.server_streaming(health_watch).await,
+    };
+    over_limit_as_grpc_go(resp)
+}
+
+/// tonic's refusal of a message over the receive limit (OutOfRange, "Error,
+/// decoded message length too large: found N bytes, the limit is: M
+/// bytes") as grpc-go, and so etcd, answers it: ResourceExhausted, "grpc:
+/// received message larger than max (N vs. M)". Other statuses unchanged.
+pub fn grpc_go_status(s: Status) -> Status {
+    if s.code() != tonic::Code::OutOfRange {
+        return s;
     }
+    let sizes = s
+        .message()
+        .strip_prefix("Error, decoded message length too large: found ")
+        .and_then(|rest| rest.strip_suffix(" bytes"))
+        .and_then(|rest| rest.split_once(" bytes, the limit is: "));
+    match sizes {
+        Some((found, limit)) => Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({found} vs. {limit})"
+        )),
+        None => s,
+    }
+}
+
+/// A call refused before its handler ran carries its status in the
+/// response (trailers-only, the `Status` in the extensions): the request
+/// message was over the limit, or did not decode.
+fn over_limit_as_grpc_go(resp: http::Response<Body>) -> http::Response<Body> {
+    match resp.extensions().get::<Status>() {
+        Some(s) if s.code() == tonic::Code::OutOfRange => {
+            let mapped = grpc_go_status(s.clone());
+            if mapped.code() == tonic::Code::OutOfRange {
+                resp
+            } else {
+                mapped.into_http()
+            }
+        }
+        _ => resp,
+    }
+}
+
+/// The request layer for one call: the connection's certificate name and
+/// the token the call carries. etcd reads metadata `token`, else
+/// `authorization` (`TokenFieldNameSwagger`: how etcd's JSON gateway
+/// forwards an HTTP `Authorization` header).
+pub fn for_headers(api: &Api, headers: &http::HeaderMap) -> Rc<Api> {
+    let token = ["token", "authorization"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let cn = api.caller.cn.clone();
+    api.for_caller(Caller { token, cn })
 }
 
 /// One gRPC call on its way to an adapter.
@@ -276,6 +321,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_limit_is_grpc_gos_resource_exhausted() {
+        let tonic_says = Status::out_of_range(
+            "Error, decoded message length too large: found 3145739 bytes, the limit is: 2621440 bytes",
+        );
+        let s = grpc_go_status(tonic_says.clone());
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "grpc: received message larger than max (3145739 vs. 2621440)"
+        );
+        let resp = over_limit_as_grpc_go(tonic_says.into_http());
+        let got = resp.extensions().get::<Status>().unwrap();
+        assert_eq!(got.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        // etcd's own OutOfRange errors keep their code and text.
+        let compacted =
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            grpc_go_status(compacted.clone()).message(),
+            compacted.message()
+        );
+    }
 
     #[test]
     fn paths_name_their_methods() {

@@ -25,7 +25,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,7 +33,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use super::http_routes::json as json_response;
-use super::{GatewayOptions, cluster, kv, lease, maintenance, watch};
+use super::{GatewayOptions, auth, cluster, kv, lease, maintenance, watch};
 use crate::node::route::Api;
 
 macro_rules! json_routes {
@@ -65,6 +65,10 @@ json_routes! {
     Watch => "watch",
     MaintenanceStatus => "maintenance/status",
     MemberList => "cluster/member/list",
+    MemberAdd => "cluster/member/add",
+    MemberRemove => "cluster/member/remove",
+    MemberUpdate => "cluster/member/update",
+    MemberPromote => "cluster/member/promote",
     LeaseGrant => "lease/grant",
     LeaseRevoke => "lease/revoke",
     LeaseRevokeKv => "kv/lease/revoke",
@@ -72,6 +76,23 @@ json_routes! {
     LeaseTimeToLiveKv => "kv/lease/timetolive",
     LeaseLeases => "lease/leases",
     LeaseLeasesKv => "kv/lease/leases",
+    LeaseKeepAlive => "lease/keepalive",
+    AuthEnable => "auth/enable",
+    AuthDisable => "auth/disable",
+    Authenticate => "auth/authenticate",
+    UserAdd => "auth/user/add",
+    UserGet => "auth/user/get",
+    UserList => "auth/user/list",
+    UserDelete => "auth/user/delete",
+    UserChangePassword => "auth/user/changepw",
+    UserGrantRole => "auth/user/grant",
+    UserRevokeRole => "auth/user/revoke",
+    RoleAdd => "auth/role/add",
+    RoleGet => "auth/role/get",
+    RoleList => "auth/role/list",
+    RoleDelete => "auth/role/delete",
+    RoleGrantPermission => "auth/role/grant",
+    RoleRevokePermission => "auth/role/revoke",
 }
 
 pub async fn dispatch(
@@ -80,6 +101,9 @@ pub async fn dispatch(
     route: JsonRoute,
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
+    // grpc-gateway forwards an `Authorization` header as the metadata
+    // etcd reads the token from.
+    let api = super::grpc::for_headers(&api, req.headers());
     let call = JsonCall {
         api,
         limit: opts.grpc_max_recv_bytes(),
@@ -132,6 +156,143 @@ pub async fn dispatch(
                 "MemberListRequest",
                 "MemberListResponse",
                 cluster::member_list,
+            )
+            .await
+        }
+        J::LeaseKeepAlive => keep_alive_stream(call, opts.grpc_stream_buffer_responses),
+        J::AuthEnable => {
+            call.unary("AuthEnableRequest", "AuthEnableResponse", auth::auth_enable)
+                .await
+        }
+        J::AuthDisable => {
+            call.unary(
+                "AuthDisableRequest",
+                "AuthDisableResponse",
+                auth::auth_disable,
+            )
+            .await
+        }
+        J::Authenticate => {
+            call.unary(
+                "AuthenticateRequest",
+                "AuthenticateResponse",
+                auth::authenticate,
+            )
+            .await
+        }
+        J::UserAdd => {
+            call.unary("AuthUserAddRequest", "AuthUserAddResponse", auth::user_add)
+                .await
+        }
+        J::UserGet => {
+            call.unary("AuthUserGetRequest", "AuthUserGetResponse", auth::user_get)
+                .await
+        }
+        J::UserList => {
+            call.unary(
+                "AuthUserListRequest",
+                "AuthUserListResponse",
+                auth::user_list,
+            )
+            .await
+        }
+        J::UserDelete => {
+            call.unary(
+                "AuthUserDeleteRequest",
+                "AuthUserDeleteResponse",
+                auth::user_delete,
+            )
+            .await
+        }
+        J::UserChangePassword => {
+            call.unary(
+                "AuthUserChangePasswordRequest",
+                "AuthUserChangePasswordResponse",
+                auth::user_change_password,
+            )
+            .await
+        }
+        J::UserGrantRole => {
+            call.unary(
+                "AuthUserGrantRoleRequest",
+                "AuthUserGrantRoleResponse",
+                auth::user_grant_role,
+            )
+            .await
+        }
+        J::UserRevokeRole => {
+            call.unary(
+                "AuthUserRevokeRoleRequest",
+                "AuthUserRevokeRoleResponse",
+                auth::user_revoke_role,
+            )
+            .await
+        }
+        J::RoleAdd => {
+            call.unary("AuthRoleAddRequest", "AuthRoleAddResponse", auth::role_add)
+                .await
+        }
+        J::RoleGet => {
+            call.unary("AuthRoleGetRequest", "AuthRoleGetResponse", auth::role_get)
+                .await
+        }
+        J::RoleList => {
+            call.unary(
+                "AuthRoleListRequest",
+                "AuthRoleListResponse",
+                auth::role_list,
+            )
+            .await
+        }
+        J::RoleDelete => {
+            call.unary(
+                "AuthRoleDeleteRequest",
+                "AuthRoleDeleteResponse",
+                auth::role_delete,
+            )
+            .await
+        }
+        J::RoleGrantPermission => {
+            call.unary(
+                "AuthRoleGrantPermissionRequest",
+                "AuthRoleGrantPermissionResponse",
+                auth::role_grant_permission,
+            )
+            .await
+        }
+        J::RoleRevokePermission => {
+            call.unary(
+                "AuthRoleRevokePermissionRequest",
+                "AuthRoleRevokePermissionResponse",
+                auth::role_revoke_permission,
+            )
+            .await
+        }
+        J::MemberAdd => {
+            call.unary("MemberAddRequest", "MemberAddResponse", cluster::member_add)
+                .await
+        }
+        J::MemberRemove => {
+            call.unary(
+                "MemberRemoveRequest",
+                "MemberRemoveResponse",
+                cluster::member_remove,
+            )
+            .await
+        }
+        J::MemberUpdate => {
+            call.unary(
+                "MemberUpdateRequest",
+                "MemberUpdateResponse",
+                cluster::member_update,
+            )
+            .await
+        }
+        J::MemberPromote => {
+            call.unary(
+                "MemberPromoteRequest",
+                "MemberPromoteResponse",
+                cluster::member_promote,
             )
             .await
         }
@@ -200,8 +361,19 @@ fn descriptor(name: &str) -> Result<prost_reflect::MessageDescriptor, String> {
         .ok_or_else(|| format!("corekv: no descriptor for {full}"))
 }
 
-/// Proto3 JSON -> message (an empty body is the empty message).
+/// Proto3 JSON -> message (an empty body is the empty message); an
+/// unknown field is an error.
 pub fn from_json<M: Message + Default>(name: &str, body: &[u8]) -> Result<M, String> {
+    from_json_with(name, body, true)
+}
+
+/// `from_json`, ignoring unknown fields when `deny_unknown` is false (etcd
+/// 3.4's gateway does so for the requests of a streamed call).
+fn from_json_with<M: Message + Default>(
+    name: &str,
+    body: &[u8],
+    deny_unknown: bool,
+) -> Result<M, String> {
     let desc = descriptor(name)?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -209,7 +381,9 @@ pub fn from_json<M: Message + Default>(name: &str, body: &[u8]) -> Result<M, Str
         body
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let dynamic = DynamicMessage::deserialize(desc, &mut de).map_err(|e| e.to_string())?;
+    let options = DeserializeOptions::new().deny_unknown_fields(deny_unknown);
+    let dynamic = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| e.to_string())
 }
@@ -233,9 +407,9 @@ fn http_status(code: Code) -> StatusCode {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        // etcd 3.4.23 answers 412 (e.g. AuthEnable without a root user).
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -267,21 +441,61 @@ fn error(s: &Status) -> http::Response<Body> {
 fn watch_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
     let buffer = buffer.max(1);
     let (in_tx, in_rx) = mpsc::channel(buffer);
-    let (out_tx, mut out_rx) = watch::out_channel(buffer);
-    let (body_tx, body_rx) = mpsc::channel::<Bytes>(buffer);
-    glommio::spawn_local(read_watch_requests(call.req.into_body(), call.limit, in_tx)).detach();
+    let (out_tx, out_rx) = watch::out_channel(buffer);
+    glommio::spawn_local(read_requests::<pb::WatchRequest>(
+        call.req.into_body(),
+        call.limit,
+        "WatchRequest",
+        in_tx,
+    ))
+    .detach();
     watch::spawn_session(call.api, ReceiverStream::new(in_rx), out_tx);
+    response_lines("WatchResponse", out_rx, buffer)
+}
+
+/// `/v3/lease/keepalive`: JSON `LeaseKeepAliveRequest`s from the body, one
+/// `{"result": LeaseKeepAliveResponse}` line per request, in order, as
+/// etcd's grpc-gateway streams the bidi call; the response ends when the
+/// body does (etcd's server ends the stream at the client's end of
+/// requests) or at the first error.
+fn keep_alive_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
+    let buffer = buffer.max(1);
+    let (in_tx, in_rx) = mpsc::channel(buffer);
+    let (out_tx, out_rx) = mpsc::channel(buffer);
+    glommio::spawn_local(read_requests::<pb::LeaseKeepAliveRequest>(
+        call.req.into_body(),
+        call.limit,
+        "LeaseKeepAliveRequest",
+        in_tx,
+    ))
+    .detach();
+    glommio::spawn_local(lease::session(call.api, ReceiverStream::new(in_rx), out_tx)).detach();
+    response_lines(
+        "LeaseKeepAliveResponse",
+        ReceiverStream::new(out_rx),
+        buffer,
+    )
+}
+
+/// A streamed response body: one `{"result": <resp_name>}` line per
+/// message, `{"error": ...}` for a status, until `out` ends or the client
+/// goes (dropping `out` then ends the producer).
+fn response_lines<M, S>(resp_name: &'static str, mut out: S, buffer: usize) -> http::Response<Body>
+where
+    M: Message,
+    S: tokio_stream::Stream<Item = Result<M, Status>> + Unpin + 'static,
+{
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(buffer);
     glommio::spawn_local(async move {
-        while let Some(item) = out_rx.next().await {
+        while let Some(item) = out.next().await {
             let line = match item {
-                Ok(resp) => match to_json("WatchResponse", &resp) {
+                Ok(resp) => match to_json(resp_name, &resp) {
                     Ok(text) => format!("{{\"result\":{text}}}\n"),
                     Err(e) => format!("{{\"error\":{}}}\n", error_body(&Status::internal(e))),
                 },
                 Err(s) => format!("{{\"error\":{}}}\n", error_body(&s)),
             };
             if body_tx.send(Bytes::from(line)).await.is_err() {
-                // The client is gone; dropping `out_rx` ends the session.
                 return;
             }
         }
@@ -296,13 +510,15 @@ fn watch_stream(call: JsonCall, buffer: usize) -> http::Response<Body> {
     resp
 }
 
-/// Decodes concatenated JSON `WatchRequest`s as the body arrives; a bad one
-/// ends the stream with its error. At most `limit` bytes of one incomplete
-/// object are buffered.
-async fn read_watch_requests(
+/// Decodes concatenated JSON `etcdserverpb.<name>` objects as the body
+/// arrives (unknown fields ignored, as etcd's gateway does for streamed
+/// requests); a bad one ends the stream with its error. At most `limit` bytes
+/// of one incomplete object are buffered.
+async fn read_requests<M: Message + Default>(
     mut body: Incoming,
     limit: usize,
-    tx: mpsc::Sender<Result<pb::WatchRequest, Status>>,
+    name: &'static str,
+    tx: mpsc::Sender<Result<M, Status>>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -319,7 +535,7 @@ async fn read_watch_requests(
             match next {
                 Some(Ok(value)) => {
                     let text = value.to_string();
-                    let parsed = from_json::<pb::WatchRequest>("WatchRequest", text.as_bytes());
+                    let parsed = from_json_with::<M>(name, text.as_bytes(), false);
                     let item = parsed.map_err(Status::invalid_argument);
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
@@ -405,6 +621,16 @@ mod tests {
             JsonRoute::from_path("/v3beta/cluster/member/list"),
             Some(JsonRoute::MemberList)
         );
+        assert_eq!(
+            JsonRoute::from_path("/v3/auth/user/changepw"),
+            Some(JsonRoute::UserChangePassword)
+        );
+        assert_eq!(
+            JsonRoute::from_path("/v3/lease/keepalive"),
+            Some(JsonRoute::LeaseKeepAlive)
+        );
+        // etcd 3.4 serves no AuthStatus route.
+        assert_eq!(JsonRoute::from_path("/v3/auth/status"), None);
         assert_eq!(JsonRoute::from_path("/v3/kv/nope"), None);
         assert_eq!(JsonRoute::from_path("/v2/keys"), None);
         assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);

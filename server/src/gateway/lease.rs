@@ -106,8 +106,22 @@ pub async fn keep_alive(
     resp
 }
 
-async fn session(api: Rc<Api>, mut input: Streaming<pb::LeaseKeepAliveRequest>, out: Out) {
-    while let Some(Ok(r)) = input.next().await {
+/// Answers the keep-alive requests of one stream (gRPC or the JSON
+/// gateway's) in order.
+pub async fn session<S>(api: Rc<Api>, mut input: S, out: Out)
+where
+    S: tokio_stream::Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Unpin,
+{
+    while let Some(next) = input.next().await {
+        let r = match next {
+            Ok(r) => r,
+            // A message over the limit (or broken) ends the stream with
+            // its status, as grpc-go's.
+            Err(status) => {
+                let _ = out.send(Err(super::grpc::grpc_go_status(status))).await;
+                return;
+            }
+        };
         let req = w::Request::LeaseKeepAlive(w::LeaseKeepAliveRequest { id: r.id });
         let answer = match call(&api, req).await {
             Ok(w::Response::LeaseKeepAlive(k)) => Ok(pb::LeaseKeepAliveResponse {

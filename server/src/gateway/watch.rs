@@ -14,7 +14,10 @@
 //! stays bounded.
 //!
 //! When the client goes away (the response body is dropped), the session's
-//! watches leave the hub.
+//! watches leave the hub. A request that cannot be read (over the receive
+//! limit, or not decodable) ends the stream with its status after the
+//! responses already queued, as etcd's watch server does (grpc-go's
+//! ResourceExhausted for an oversized message).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -36,10 +39,11 @@ use super::{GatewayOptions, convert, status};
 use crate::node::route::{Api, Route, WatchOp};
 use crate::node::watch::{WatchSession, WatchSink};
 
-/// A response and its encoded length. Boxed: the channel preallocates its
-/// slots in blocks, and a boxed slot is 8 bytes instead of ~200 per idle
+/// A response (or the status that ends the stream) and its encoded length.
+/// Boxed: the channel preallocates its slots in blocks, and a boxed slot is
+/// 8 bytes instead of ~200 per idle
 /// stream's block.
-type Item = (usize, Box<pb::WatchResponse>);
+type Item = (usize, Result<Box<pb::WatchResponse>, Box<Status>>);
 
 /// The session's end of the response channel.
 pub struct Out {
@@ -64,7 +68,7 @@ impl Stream for WatchOut {
         self.rx.poll_recv(cx).map(|next| {
             next.map(|(len, resp)| {
                 self.pending.fetch_sub(len, Ordering::Relaxed);
-                Ok(*resp)
+                resp.map(|r| *r).map_err(|s| *s)
             })
         })
     }
@@ -172,6 +176,9 @@ struct StreamSink {
     pending: Arc<AtomicUsize>,
     wake: Notify,
     gone: Cell<bool>,
+    /// Set when the request stream failed: sent after the queue, then the
+    /// stream ends.
+    failed: RefCell<Option<Status>>,
 }
 
 impl WatchSink for StreamSink {
@@ -210,6 +217,7 @@ where
         pending: out.pending.clone(),
         wake: Notify::new(),
         gone: Cell::new(false),
+        failed: RefCell::new(None),
     });
     let watches = Rc::new(WatchSession::default());
     let reader = glommio::spawn_local(read_requests(
@@ -232,9 +240,16 @@ async fn forward(sink: &StreamSink, out: &Out) {
         let next = sink.queue.borrow_mut().pop_front();
         match next {
             Some((len, resp)) => {
-                if out.tx.send((len, Box::new(resp))).await.is_err() {
+                if out.tx.send((len, Ok(Box::new(resp)))).await.is_err() {
                     return;
                 }
+            }
+            None if sink.failed.borrow().is_some() => {
+                let failed = sink.failed.borrow_mut().take();
+                if let Some(s) = failed {
+                    let _ = out.tx.send((0, Err(Box::new(s)))).await;
+                }
+                return;
             }
             None => {
                 let woken = async {
@@ -264,7 +279,15 @@ async fn read_requests<S>(
     S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
 {
     let progress_waiters = Rc::new(Cell::new(0usize));
-    while let Some(Ok(req)) = input.next().await {
+    while let Some(next) = input.next().await {
+        let req = match next {
+            Ok(req) => req,
+            Err(s) => {
+                *sink.failed.borrow_mut() = Some(super::grpc::grpc_go_status(s));
+                sink.wake.notify_one();
+                return;
+            }
+        };
         use pb::watch_request::RequestUnion as U;
         let native = match req.request_union {
             Some(U::CreateRequest(c)) => w::Request::WatchCreate(convert::watch_create(c)),
@@ -328,7 +351,12 @@ async fn read_requests<S>(
                     .detach();
                 }
             }
-            Route::Done(_) | Route::Later(_) | Route::Propose | Route::Snapshot | Route::Auth => {
+            Route::Done(_)
+            | Route::Later(_)
+            | Route::Propose
+            | Route::Snapshot
+            | Route::Auth
+            | Route::Member => {
                 refused("corekv: not a watch request");
             }
         }

@@ -189,7 +189,9 @@ pub fn quota_bytes(shared: &Shared) -> u64 {
 /// Whether a request adds data (etcd's quota cost > 0).
 fn costs(req: &w::ArchivedRequest) -> bool {
     match req {
-        w::ArchivedRequest::Put(_) | w::ArchivedRequest::LeaseGrant(_) => true,
+        w::ArchivedRequest::Put(_)
+        | w::ArchivedRequest::PutAs(_)
+        | w::ArchivedRequest::LeaseGrant(_) => true,
         w::ArchivedRequest::Txn(t) => {
             let is_put = |op: &w::ArchivedRequestOp| matches!(op, w::ArchivedRequestOp::Put(_));
             t.success.iter().chain(t.failure.iter()).any(is_put)
@@ -204,6 +206,7 @@ fn costs(req: &w::ArchivedRequest) -> bool {
         | w::ArchivedRequest::WatchCancel(_)
         | w::ArchivedRequest::WatchProgress(_)
         | w::ArchivedRequest::LeaseRevoke(_)
+        | w::ArchivedRequest::LeaseRevokeAs(_)
         | w::ArchivedRequest::LeaseKeepAlive(_)
         | w::ArchivedRequest::LeaseTimeToLive(_)
         | w::ArchivedRequest::LeaseLeases(_)

@@ -29,6 +29,7 @@ use corekv_wire::ApiError;
 use futures_lite::future;
 use tokio::sync::mpsc;
 
+use super::membership;
 use super::peer::{PeerIn, PeerOut, Peers};
 use super::replica::snapshot::{InstallPaths, install_image};
 use super::replica::{Outbound, Persist, Replica, Work};
@@ -193,6 +194,16 @@ impl Core {
             PeerIn::Snapshot { path, msg } => self.install_snapshot(path, msg).await?,
             PeerIn::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
             PeerIn::Lease { from, msg } => self.replica.on_lease_msg(Instant::now(), from, msg),
+            PeerIn::ForwardMember { data } => {
+                self.replica.on_forwarded_member(Instant::now(), data)
+            }
+            PeerIn::MemberRefused {
+                proposal_id,
+                run_nonce,
+                error,
+            } => self
+                .replica
+                .on_member_refused(proposal_id, run_nonce, &error),
         }
         Ok(())
     }
@@ -209,6 +220,27 @@ impl Core {
                     if !self.peers.send(to, PeerOut::Forward { data }) {
                         self.replica.forward_dropped(ticket);
                     }
+                }
+                Outbound::ForwardMember { to, ticket, data } => {
+                    if !self.peers.send(to, PeerOut::ForwardMember { data }) {
+                        self.replica.forward_dropped(ticket);
+                    }
+                }
+                Outbound::MemberRefused {
+                    to,
+                    proposal_id,
+                    run_nonce,
+                    error,
+                } => {
+                    // A lost refusal is answered by the asker's timeout.
+                    let _ = self.peers.send(
+                        to,
+                        PeerOut::MemberRefused {
+                            proposal_id,
+                            run_nonce,
+                            error,
+                        },
+                    );
                 }
             }
         }
@@ -295,6 +327,9 @@ impl Core {
             return Ok(());
         };
         METRICS.backend_commit.observe(started.elapsed());
+        if let Some(cluster) = done.membership {
+            membership::runtime::on_changed(&self.shared, &mut self.peers, cluster);
+        }
         self.shared
             .applied_index
             .store(done.applied, Ordering::Release);
@@ -305,6 +340,7 @@ impl Core {
             let batch = super::watch::EventBatch {
                 revision: done.commit.revision,
                 events: done.commit.events,
+                restored: false,
             };
             // No receiver (no serve shard yet) is not an error.
             let _ = self.shared.events.send(Arc::new(batch));
@@ -389,9 +425,23 @@ impl Core {
             self.shared.applied_index.store(applied, Ordering::Release);
             if let Ok(view) = store.read() {
                 self.shared.alarms.reload(&view);
+                // The image carries the leader's membership too.
+                match membership::load(view.get_meta(membership::CLUSTER_META_KEY)) {
+                    Ok(Some(cluster)) => {
+                        membership::runtime::on_changed(&self.shared, &mut self.peers, cluster);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "membership of the installed image"),
+                }
             }
+            let revision = store.current_revision();
             self.shared.replace_store(Arc::new(store));
             self.last_sync_applied = applied;
+            // Watchers synced before the image must not skip its revisions.
+            let _ = self
+                .shared
+                .events
+                .send(Arc::new(super::watch::EventBatch::restored(revision)));
             tracing::info!(applied, "installed a snapshot from the leader");
             applied
         });
@@ -406,10 +456,13 @@ impl Core {
         s.term.store(status.term, Ordering::Relaxed);
         s.leader.store(leader, Ordering::Relaxed);
         s.commit_index.store(status.commit, Ordering::Relaxed);
-        s.is_learner.store(
-            status.conf_state.learners.contains(&s.member_id),
-            Ordering::Relaxed,
-        );
+        // Until Raft's configuration includes this member (a member that
+        // just joined), the membership record's word stands.
+        let cs = &status.conf_state;
+        if cs.voters.contains(&s.member_id) || cs.learners.contains(&s.member_id) {
+            s.is_learner
+                .store(cs.learners.contains(&s.member_id), Ordering::Relaxed);
+        }
         METRICS
             .has_leader
             .store(i64::from(leader != 0), Ordering::Relaxed);

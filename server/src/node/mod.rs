@@ -16,6 +16,7 @@ pub mod corrupt;
 pub mod entry;
 pub mod internal;
 pub mod lease;
+pub mod membership;
 pub mod peer;
 pub mod ready;
 pub mod replica;
@@ -57,13 +58,19 @@ pub enum CoreMsg {
     },
     /// A keep-alive or time-to-live question (`lease::LeaseDriver`).
     Lease(lease::Ask),
+    /// MemberAdd, MemberRemove or MemberPromote (`membership`): proposed as
+    /// a Raft conf change, answered once applied here.
+    MemberChange {
+        frame: OwnedFrame,
+        reply: oneshot::Sender<Result<w::Response, ApiError>>,
+    },
 }
 
 /// State every shard and the HTTP thread may read. Written by shard 0.
 pub struct Shared {
     pub cfg: Config,
     pub member_id: u64,
-    pub cluster: RwLock<ClusterInfo>,
+    pub cluster: Arc<RwLock<ClusterInfo>>,
     /// Active alarms (replicated; written by the apply loop).
     pub alarms: Arc<alarm::Alarms>,
     store: RwLock<Arc<Store>>,

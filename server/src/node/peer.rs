@@ -54,6 +54,28 @@ pub enum PeerMsg {
     },
     /// Keep-alive / time-to-live forwarded to the leader, and its answer.
     Lease(super::lease::LeaseMsg),
+    /// The answer to a dial of a member removed from the cluster (instead
+    /// of the accepting member's own `Hello`); the dialer stops.
+    Removed,
+    /// First frame of a member joining with `--initial-cluster-state
+    /// existing`: asks for the membership record (answered by `Cluster`).
+    Join,
+    /// The membership record (`ClusterInfo` as JSON).
+    Cluster {
+        json: Vec<u8>,
+    },
+    /// A membership change (an encoded entry of the client's request)
+    /// forwarded to the leader.
+    ForwardMember {
+        data: Vec<u8>,
+    },
+    /// The leader refused a forwarded membership change: the error for the
+    /// waiting client of that run.
+    MemberRefused {
+        proposal_id: u64,
+        run_nonce: u64,
+        error: String,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
@@ -83,13 +105,31 @@ pub enum PeerIn {
         from: NodeId,
         msg: super::lease::LeaseMsg,
     },
+    ForwardMember {
+        data: Vec<u8>,
+    },
+    MemberRefused {
+        proposal_id: u64,
+        run_nonce: u64,
+        error: String,
+    },
 }
 
 /// From the Raft core to one peer.
 pub enum PeerOut {
     Raft(Message),
-    Forward { data: Vec<u8> },
+    Forward {
+        data: Vec<u8>,
+    },
     Lease(super::lease::LeaseMsg),
+    ForwardMember {
+        data: Vec<u8>,
+    },
+    MemberRefused {
+        proposal_id: u64,
+        run_nonce: u64,
+        error: String,
+    },
 }
 
 pub struct Peers {
@@ -117,6 +157,24 @@ impl Peers {
             queues,
             addrs,
             to_core,
+        }
+    }
+
+    /// Membership changed: opens connections to new members (or to new
+    /// addresses) and closes those to members that are gone (their queue is
+    /// dropped, so their outbound task ends).
+    pub fn set_members(&mut self, want: HashMap<NodeId, SocketAddr>) {
+        self.queues.retain(|id, _| want.contains_key(id));
+        self.addrs.retain(|id, _| want.contains_key(id));
+        for (id, addr) in want {
+            if self.addrs.get(&id) == Some(&addr) {
+                continue;
+            }
+            tracing::info!(peer = format_args!("{id:x}"), %addr, "peer added");
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_DEPTH);
+            self.queues.insert(id, tx);
+            self.addrs.insert(id, addr);
+            glommio::spawn_local(outbound(self.shared.clone(), id, addr, rx)).detach();
         }
     }
 
@@ -159,15 +217,116 @@ fn hello(shared: &Shared) -> PeerMsg {
     })
 }
 
-async fn dial(shared: &Shared, addr: SocketAddr) -> std::io::Result<Box<dyn crate::tls::Io>> {
+/// Why a dial failed.
+enum DialError {
+    Io(std::io::Error),
+    /// The peer says this member was removed from the cluster.
+    Removed,
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Io(e) => e.fmt(f),
+            DialError::Removed => f.write_str(super::membership::runtime::REMOVED_REASON),
+        }
+    }
+}
+
+async fn connect(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    addr: SocketAddr,
+) -> std::io::Result<Box<dyn crate::tls::Io>> {
     let tcp = TcpStream::connect_timeout(addr, DIAL_TIMEOUT).await?;
     tcp.set_nodelay(true)?;
-    let mut stream =
-        crate::tls::connect(shared.peer_tls.as_ref().map(|t| &t.client), addr, tcp).await?;
+    crate::tls::connect(tls, addr, tcp).await
+}
+
+/// Connects and says hello; the peer answers with its own hello (or
+/// `Removed`) before anything else flows. A peer that does not answer
+/// within `DIAL_TIMEOUT` is taken as a member of a version that does not
+/// answer hellos (it still reads what we send).
+async fn dial(shared: &Shared, addr: SocketAddr) -> Result<Box<dyn crate::tls::Io>, DialError> {
+    let mut stream = connect(shared.peer_tls.as_ref().map(|t| &t.client), addr)
+        .await
+        .map_err(DialError::Io)?;
     let mut buf = Vec::new();
-    encode_frame(0, &hello(shared), &mut buf).map_err(std::io::Error::other)?;
-    stream.write_all(&buf).await?;
-    Ok(stream)
+    encode_frame(0, &hello(shared), &mut buf)
+        .map_err(|e| DialError::Io(std::io::Error::other(e)))?;
+    stream.write_all(&buf).await.map_err(DialError::Io)?;
+    match read_one(&mut stream)
+        .await
+        .map_err(|e| DialError::Io(std::io::Error::other(e)))?
+    {
+        Some(PeerMsg::Hello(h)) => {
+            // Learn the peer's name and client addresses (MemberList).
+            let _ = super::membership::runtime::note_hello(shared, &h);
+            Ok(stream)
+        }
+        Some(PeerMsg::Removed) => Err(DialError::Removed),
+        Some(_) => Err(DialError::Io(std::io::Error::other(
+            "peer answered the hello with something else",
+        ))),
+        None => Ok(stream),
+    }
+}
+
+/// Reads exactly one frame (the answer to a hello or a join); None if none
+/// came within `DIAL_TIMEOUT`.
+async fn read_one(stream: &mut Box<dyn crate::tls::Io>) -> Result<Option<PeerMsg>, String> {
+    let limits = WireLimits {
+        max_frame_bytes: PEER_MAX_FRAME_BYTES,
+        ..WireLimits::default()
+    };
+    let mut decoder = FrameDecoder::new(&limits);
+    let read = async {
+        loop {
+            let n = stream
+                .read(decoder.buf_mut())
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("peer closed the connection".to_string());
+            }
+            decoder.advance(n);
+            if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                let archived = frame.access::<PeerMsg>().map_err(|e| e.to_string())?;
+                return rkyv::deserialize::<PeerMsg, rkyv::rancor::Error>(archived)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+        }
+    };
+    let timeout = async {
+        glommio::timer::sleep(DIAL_TIMEOUT).await;
+        Ok(None)
+    };
+    futures_lite::future::or(read, timeout).await
+}
+
+/// Asks the member at `addr` for the membership record (a joining member,
+/// before it knows its own id). Returns the record's JSON.
+pub async fn fetch_cluster(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    addr: SocketAddr,
+) -> Result<Vec<u8>, String> {
+    let mut stream = connect(tls, addr).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    encode_frame(0, &PeerMsg::Join, &mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    match read_one(&mut stream).await? {
+        Some(PeerMsg::Cluster { json }) => Ok(json),
+        Some(_) => Err("peer answered the join with something else".into()),
+        None => Err("peer did not answer the join in time".into()),
+    }
+}
+
+/// Writes one frame on an accepted connection.
+async fn reply(stream: &mut Box<dyn crate::tls::Io>, msg: &PeerMsg) -> Result<(), String> {
+    let mut buf = Vec::new();
+    encode_frame(0, msg, &mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())
 }
 
 async fn outbound(
@@ -180,10 +339,21 @@ async fn outbound(
     'connect: while !shared.stopping() {
         let mut stream = match dial(&shared, addr).await {
             Ok(s) => s,
+            Err(DialError::Removed) => {
+                super::membership::runtime::removed(&shared);
+                return;
+            }
             Err(e) => {
                 tracing::debug!(peer = format_args!("{id:x}"), %addr, error = %e, "peer dial failed");
                 // Drop what queued up meanwhile: Raft resends what matters.
-                while rx.try_recv().is_ok() {}
+                // A closed queue: the peer left the cluster.
+                loop {
+                    match rx.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
                 glommio::timer::sleep(REDIAL_BACKOFF).await;
                 continue;
             }
@@ -199,6 +369,16 @@ async fn outbound(
                     PeerOut::Raft(m) => PeerMsg::Raft(m),
                     PeerOut::Forward { data } => PeerMsg::Forward { data },
                     PeerOut::Lease(m) => PeerMsg::Lease(m),
+                    PeerOut::ForwardMember { data } => PeerMsg::ForwardMember { data },
+                    PeerOut::MemberRefused {
+                        proposal_id,
+                        run_nonce,
+                        error,
+                    } => PeerMsg::MemberRefused {
+                        proposal_id,
+                        run_nonce,
+                        error,
+                    },
                 };
                 if let Err(e) = encode_frame(0, &msg, &mut buf) {
                     tracing::error!(error = %e, "cannot encode a peer message");
@@ -416,6 +596,11 @@ async fn inbound(
         if n == 0 {
             return Ok(());
         }
+        if let Some(peer) = from
+            && !super::membership::runtime::is_member(shared, peer)
+        {
+            return Err(format!("peer {peer:x} is no longer a member"));
+        }
         decoder.advance(n);
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             let archived = frame.access::<PeerMsg>().map_err(|e| e.to_string())?;
@@ -431,15 +616,26 @@ async fn inbound(
                             shared.cluster_id()
                         ));
                     }
-                    let mut cluster = shared.cluster.write().unwrap_or_else(|e| e.into_inner());
-                    match cluster.members.get_mut(&h.from) {
-                        Some(m) => {
-                            m.client_urls = h.client_urls.clone();
-                            m.native_addr = Some(h.native_addr.clone());
+                    use super::membership::runtime::{Verdict, note_hello};
+                    match note_hello(shared, &h) {
+                        Verdict::Member => reply(&mut stream, &hello(shared)).await?,
+                        Verdict::Removed => {
+                            reply(&mut stream, &PeerMsg::Removed).await?;
+                            return Err(format!("peer {:x} was removed from the cluster", h.from));
                         }
-                        None => return Err(format!("peer {:x} is not a member", h.from)),
+                        Verdict::Unknown => {
+                            return Err(format!("peer {:x} is not a member", h.from));
+                        }
                     }
                     from = Some(h.from);
+                }
+                (PeerMsg::Join, None) => {
+                    let json = {
+                        let cluster = shared.cluster.read().unwrap_or_else(|e| e.into_inner());
+                        serde_json::to_vec(&*cluster).map_err(|e| e.to_string())?
+                    };
+                    reply(&mut stream, &PeerMsg::Cluster { json }).await?;
+                    return Ok(());
                 }
                 (PeerMsg::Hello(_), Some(_)) | (_, None) => {
                     return Err("peer protocol violation".into());
@@ -455,6 +651,32 @@ async fn inbound(
                         .send(PeerIn::Forward { data })
                         .await
                         .map_err(|_| "core stopped")?;
+                }
+                (PeerMsg::ForwardMember { data }, Some(_)) => {
+                    to_core
+                        .send(PeerIn::ForwardMember { data })
+                        .await
+                        .map_err(|_| "core stopped")?;
+                }
+                (
+                    PeerMsg::MemberRefused {
+                        proposal_id,
+                        run_nonce,
+                        error,
+                    },
+                    Some(_),
+                ) => {
+                    to_core
+                        .send(PeerIn::MemberRefused {
+                            proposal_id,
+                            run_nonce,
+                            error,
+                        })
+                        .await
+                        .map_err(|_| "core stopped")?;
+                }
+                (PeerMsg::Removed | PeerMsg::Join | PeerMsg::Cluster { .. }, Some(_)) => {
+                    return Err("peer protocol violation".into());
                 }
                 (PeerMsg::Lease(msg), Some(from)) => {
                     to_core

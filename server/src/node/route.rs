@@ -14,6 +14,10 @@
 //! | `Later(LeaseKeepAlive / LeaseTimeToLive)` | the Raft core's lease driver (the leader's lessor; forwarded from a follower) |
 //! | `Watch` | the caller's `WatchSession` on this shard's hub |
 //! | `Auth` | etcd's Auth service (`auth::calls`) |
+//! | `Member` | MemberAdd/Remove/Promote: a Raft conf change (`membership`); MemberUpdate is a `Propose` |
+//!
+//! On a learner, everything but Status and serializable ranges is refused
+//! first (`membership::api::learner_may_serve`, etcd 3.4's rule).
 //!
 //! Before routing, every request passes `Api::gate` (auth: the caller's
 //! token or certificate name against etcd's permission table); a write's
@@ -62,6 +66,9 @@ pub enum Route<'a> {
     /// An Auth service call (`auth::calls::call`): password checks and
     /// hashing on the blocking pool, then a proposal or a read.
     Auth,
+    /// A membership change proposed as a Raft conf change
+    /// (`Api::member_change`).
+    Member,
 }
 
 /// The waits of `Route::Later`.
@@ -123,9 +130,9 @@ impl Api {
         })
     }
 
-    /// `auth::calls::gate` for this handle's caller: the stamp of a request
-    /// it may make, or why not.
-    pub fn gate(&self, req: &w::ArchivedRequest) -> Result<u64, ApiError> {
+    /// `auth::calls::gate` for this handle's caller: what a request it may
+    /// make carries on (its auth stamp), or why not.
+    pub fn gate(&self, req: &w::ArchivedRequest) -> Result<auth::calls::Admitted, ApiError> {
         let token = self.caller.token.as_deref().map(str::as_bytes);
         auth::calls::gate(&self.shared.auth, token, self.caller.cn.as_deref(), req)
     }
@@ -143,6 +150,9 @@ impl Api {
     /// request kind does not compile until it is routed here.
     pub fn route<'a>(&self, req: &'a w::ArchivedRequest) -> Route<'a> {
         use w::ArchivedRequest as R;
+        if let Err(e) = self.learner_gate(req) {
+            return Route::Done(Err(e));
+        }
         match req {
             R::Range(r) if r.serializable => Route::Done(self.range(&kv::range_request(r))),
             R::Range(r) => Route::Later(Later::LinearizableRange(kv::range_request(r))),
@@ -177,10 +187,14 @@ impl Api {
                 target: m.target_id.to_native(),
             }),
             R::Auth(_) => Route::Auth,
-            // Not built yet (README "Status"): refused plainly, never faked.
-            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberUpdate(_) | R::MemberPromote(_) => {
-                Route::Done(Err(ApiError::NotCapable))
+            // Internal (the gate refuses it from clients).
+            R::LeaseRevokeAs(_) | R::PutAs(_) => Route::Done(Err(ApiError::MalformedRequest(
+                format!("{} is internal to the cluster", req.name()),
+            ))),
+            R::MemberAdd(_) | R::MemberRemove(_) | R::MemberPromote(_) => {
+                self.route_member_change(req)
             }
+            R::MemberUpdate(u) => self.route_member_update(u),
         }
     }
 
@@ -189,12 +203,13 @@ impl Api {
     pub async fn call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
         let req = validate_owned_frame(&frame, &self.shared.limits)?;
         super::ready::wait(&self.shared).await?;
-        let stamp = self.gate(req)?;
+        let admitted = self.gate(req)?;
         let later = match self.route(req) {
             Route::Done(result) => return result,
             Route::Later(later) => later,
-            Route::Propose => return self.propose(frame.with_tag(stamp)).await,
-            Route::Auth => return self.auth_call(frame.with_tag(stamp)).await,
+            Route::Propose => return self.propose(admitted.proposal(frame)?).await,
+            Route::Auth => return self.auth_call(frame.with_tag(admitted.stamp)).await,
+            Route::Member => return self.member_change(frame.with_tag(admitted.stamp)).await,
             Route::Watch(_) | Route::Snapshot => {
                 return Err(ApiError::MalformedRequest(format!(
                     "{} belongs on a stream",
@@ -202,18 +217,24 @@ impl Api {
                 )));
             }
         };
-        self.finish_as(later, stamp).await
+        self.finish_as(later, &admitted).await
     }
 
-    /// `finish` for a caller checked with `stamp`: a linearizable read is
+    /// `finish` for a caller the gate `admitted`: a linearizable read is
     /// re-checked once its read barrier passed (this member may have
-    /// checked against an auth state older than the one it reads at).
-    pub async fn finish_as(&self, later: Later, stamp: u64) -> Result<w::Response, ApiError> {
+    /// checked against an auth state older than the one it reads at), an
+    /// answer the permission depends on once it is known.
+    pub async fn finish_as(
+        &self,
+        later: Later,
+        admitted: &auth::calls::Admitted,
+    ) -> Result<w::Response, ApiError> {
         let read = matches!(later, Later::LinearizableRange(_));
         let result = self.finish(later).await;
         if read {
-            self.shared.auth.admit_stamp(stamp)?;
+            self.shared.auth.admit_stamp(admitted.stamp)?;
         }
+        admitted.check_answer(&self.shared.auth, &result)?;
         result
     }
 

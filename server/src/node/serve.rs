@@ -251,13 +251,14 @@ fn kind_of(req: &w::ArchivedRequest) -> ReqKind {
     use w::ArchivedRequest as R;
     match req {
         R::Range(_) => ReqKind::Range,
-        R::Put(_) => ReqKind::Put,
+        R::Put(_) | R::PutAs(_) => ReqKind::Put,
         R::DeleteRange(_) => ReqKind::DeleteRange,
         R::Txn(_) => ReqKind::Txn,
         R::Compact(_) => ReqKind::Compact,
         R::WatchCreate(_) | R::WatchCancel(_) | R::WatchProgress(_) => ReqKind::Watch,
         R::LeaseGrant(_)
         | R::LeaseRevoke(_)
+        | R::LeaseRevokeAs(_)
         | R::LeaseKeepAlive(_)
         | R::LeaseTimeToLive(_)
         | R::LeaseLeases(_) => ReqKind::Lease,
@@ -293,8 +294,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     if let Err(e) = super::ready::wait(&api.shared).await {
         return answer(outbox, id, kind, Err(e));
     }
-    let stamp = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req) {
-        Ok(stamp) => stamp,
+    let admitted = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req)
+    {
+        Ok(admitted) => admitted,
         Err(e) => return answer(outbox, id, kind, auth::calls::refusal(&api.shared, req, e)),
     };
     // Inline answers and watch control are handled here, from the receive
@@ -316,8 +318,12 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         }
         Route::Watch(WatchOp::Progress) => Task::Progress,
         Route::Later(later) => Task::Later(later),
-        Route::Propose => Task::Propose(frame.to_owned_frame().with_tag(stamp)),
-        Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(stamp)),
+        Route::Propose => match admitted.proposal(frame.to_owned_frame()) {
+            Ok(f) => Task::Propose(f),
+            Err(e) => return answer(outbox, id, kind, Err(e)),
+        },
+        Route::Auth => Task::Auth(frame.to_owned_frame().with_tag(admitted.stamp)),
+        Route::Member => Task::Member(frame.to_owned_frame().with_tag(admitted.stamp)),
         Route::Snapshot => {
             return super::snapshot_stream::serve(api.shared.clone(), outbox.clone(), id);
         }
@@ -333,9 +339,10 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
                 .watch_progress(&conn.watches)
                 .await
                 .map(w::Response::Watch),
-            Task::Later(later) => api.finish_as(later, stamp).await,
+            Task::Later(later) => api.finish_as(later, &admitted).await,
             Task::Propose(frame) => api.propose(frame).await,
             Task::Auth(frame) => api.auth_call(frame).await,
+            Task::Member(frame) => api.member_change(frame).await,
         };
         answer(&conn.outbox, id, kind, result);
         drop(permit);
@@ -349,4 +356,5 @@ enum Task {
     Later(super::route::Later),
     Propose(corekv_wire::OwnedFrame),
     Auth(corekv_wire::OwnedFrame),
+    Member(corekv_wire::OwnedFrame),
 }

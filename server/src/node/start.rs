@@ -6,9 +6,9 @@
 //! <data-dir>/member/snap/db     the store (B+ tree file)
 //! <data-dir>/member/snap/*.snap snapshot images in transit
 //! <data-dir>/member/wal/        WAL segments
+//! <data-dir>/member/removed     present once the cluster removed this member
 //! ```
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
@@ -32,7 +32,7 @@ use crate::cluster::ClusterInfo;
 use crate::config::{Config, url_to_addr};
 
 /// Store meta key holding the cluster's identity and membership (JSON).
-pub const CLUSTER_META_KEY: &[u8] = b"corekv/cluster";
+pub const CLUSTER_META_KEY: &[u8] = super::membership::CLUSTER_META_KEY;
 /// Store meta key holding this member's id.
 pub const MEMBER_META_KEY: &[u8] = b"corekv/member_id";
 /// Store meta key holding the Raft term of the last applied entry (written
@@ -72,9 +72,25 @@ fn wal_options(cfg: &Config) -> WalOptions {
     }
 }
 
-/// Loads the cluster identity from the store, or bootstraps it from the
-/// flags on first start and records it in the same store.
-fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64)> {
+/// Loads the cluster identity from the store, or on first start bootstraps
+/// it from the flags (`new`) or asks the cluster (`existing`, a member
+/// added with MemberAdd), and records it in the same store. A member the
+/// cluster removed refuses to start with its old data.
+fn load_cluster(
+    cfg: &Config,
+    store: &Store,
+    peer_tls: Option<&super::PeerTls>,
+) -> anyhow::Result<(ClusterInfo, u64)> {
+    let marker = super::membership::runtime::removed_marker(&cfg.data_dir());
+    if marker.exists() {
+        bail!(
+            "this member was removed from the cluster ({}, {}); its data dir cannot rejoin: \
+             delete it and add the member again (member add, then start with \
+             --initial-cluster-state=existing)",
+            super::membership::runtime::REMOVED_REASON,
+            marker.display()
+        );
+    }
     let view = store.read().context("reading the cluster identity")?;
     if let (Some(cluster), Some(member)) = (
         view.get_meta(CLUSTER_META_KEY),
@@ -84,21 +100,29 @@ fn load_cluster(cfg: &Config, store: &Store) -> anyhow::Result<(ClusterInfo, u64
             serde_json::from_slice(&cluster).context("stored cluster info is corrupt")?;
         let member = <[u8; 8]>::try_from(member.as_slice())
             .map_err(|_| anyhow!("stored member id is corrupt"))?;
-        return Ok((cluster, u64::from_le_bytes(member)));
+        let member = u64::from_le_bytes(member);
+        if !cluster.members.contains_key(&member) {
+            bail!(
+                "member {member:x} was removed from cluster {:x} ({}); its data dir cannot \
+                 rejoin: delete it and add the member again (member add, then start with \
+                 --initial-cluster-state=existing)",
+                cluster.cluster_id,
+                super::membership::runtime::REMOVED_REASON
+            );
+        }
+        return Ok((cluster, member));
     }
-    if cfg.initial_cluster_state == crate::config::ClusterState::Existing {
-        bail!(
-            "--initial-cluster-state=existing needs a member added with MemberAdd, which corekv does not \
-             support yet; start every member with --initial-cluster-state=new"
-        );
-    }
-    let (cluster, id) = ClusterInfo::bootstrap_member(
-        &cfg.initial_cluster_spec(),
-        &cfg.initial_cluster_token,
-        &cfg.name,
-        &cfg.initial_advertise_peer_urls,
-    )
-    .map_err(|e| anyhow!(e))?;
+    let (cluster, id) = if cfg.initial_cluster_state == crate::config::ClusterState::Existing {
+        super::membership::join::fetch_identity(cfg, peer_tls.map(|t| t.client.clone()))?
+    } else {
+        ClusterInfo::bootstrap_member(
+            &cfg.initial_cluster_spec(),
+            &cfg.initial_cluster_token,
+            &cfg.name,
+            &cfg.initial_advertise_peer_urls,
+        )
+        .map_err(|e| anyhow!(e))?
+    };
     let mut batch = store.write()?;
     batch.put_meta(CLUSTER_META_KEY, &serde_json::to_vec(&cluster)?);
     batch.put_meta(MEMBER_META_KEY, &id.to_le_bytes());
@@ -115,6 +139,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -130,7 +155,8 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-/// Runs a member until SIGINT/SIGTERM or a fatal error.
+/// Runs a member until SIGINT/SIGTERM or a fatal error; SIGHUP re-reads the
+/// TLS certificates and keys (`tls::Reloaders`).
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     cfg.validate().map_err(|e| anyhow!(e))?;
     let signals = block_signals();
@@ -140,15 +166,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let store = Store::open(&db_path(&data_dir), store_options(&cfg))
         .with_context(|| format!("open store {}", db_path(&data_dir).display()))?;
-    let (cluster, member_id) = load_cluster(&cfg, &store)?;
-    let mut peer_addrs = HashMap::new();
-    for m in cluster.members.values().filter(|m| m.id != member_id) {
-        let url = m
-            .peer_urls
-            .first()
-            .ok_or_else(|| anyhow!("member {} has no peer URL", m.name))?;
-        peer_addrs.insert(m.id, url_to_addr(url).map_err(|e| anyhow!(e))?);
-    }
+    let (client_tls, peer_tls, cert_reload) = tls_configs(&cfg)?;
+    let (cluster, member_id) = load_cluster(&cfg, &store, peer_tls.as_ref())?;
+    let peer_addrs = super::membership::runtime::peer_addrs(&cluster, member_id);
     let peer_listen = url_to_addr(
         cfg.listen_peer_urls
             .first()
@@ -161,10 +181,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("no --listen-client-urls"))?,
     )
     .map_err(|e| anyhow!(e))?;
+    // Raft replays its log from the bootstrap membership; a store ahead of
+    // the WAL restarts from the membership the store holds.
     let initial = ConfState {
+        voters: cluster.initial_voters(),
+        learners: if cluster.bootstrap_voters.is_empty() {
+            cluster.learners()
+        } else {
+            Vec::new()
+        },
+    };
+    let current = ConfState {
         voters: cluster.voters(),
         learners: cluster.learners(),
     };
+    let is_learner = cluster
+        .members
+        .get(&member_id)
+        .is_some_and(|m| m.is_learner);
     let applied = store.applied_index();
     let applied_term = store
         .read()
@@ -182,7 +216,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let auth = Arc::new(auth_store(&cfg, &store)?);
-    let (client_tls, peer_tls) = tls_configs(&cfg)?;
     let (to_core, core_rx) = mpsc::channel(cfg.proposal_queue_depth);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_IN_QUEUE_DEPTH);
     let limits = WireLimits {
@@ -200,7 +233,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         member_id,
-        cluster: RwLock::new(cluster),
+        cluster: Arc::new(RwLock::new(cluster)),
         alarms,
         store: RwLock::new(Arc::new(store)),
         to_core,
@@ -210,7 +243,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         leader: AtomicU64::new(0),
         commit_index: AtomicU64::new(0),
         applied_index: AtomicU64::new(applied),
-        is_learner: AtomicBool::new(false),
+        is_learner: AtomicBool::new(is_learner),
         serving: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
@@ -248,6 +281,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         applied_term_key: APPLIED_TERM_META_KEY,
         alarms: shared.alarms.clone(),
         auth: shared.auth.clone(),
+        cluster: shared.cluster.clone(),
     };
     let wal_opts = wal_options(&cfg);
     let core = LocalExecutorBuilder::new(placement(0))
@@ -260,7 +294,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| format!("open WAL: {e}"))?;
                 let wal_snapshot = recovered.snapshot.clone();
-                let restored = restore_state(recovered, applied, applied_term, &initial);
+                let restored = restore_state(recovered, applied, applied_term, &current);
                 let mut wal = wal;
                 if restored.snapshot != wal_snapshot {
                     // Make the WAL agree: its log now starts after the store.
@@ -317,6 +351,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     while !shared.stopping() {
         if let Some(sig) = wait_signal(&signals, Duration::from_millis(200)) {
+            if sig == libc::SIGHUP {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                cert_reload.reload_all();
+                continue;
+            }
             tracing::info!(signal = sig, "shutting down");
             shared
                 .shutdown
@@ -341,13 +380,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 /// index. A member that installed a leader's snapshot image can have a store
 /// ahead of its WAL (the image is newer than the snapshot's index and the
 /// entries in between had not reached the WAL yet): the store itself is then
-/// the snapshot, at its applied index and term, and the WAL entries it covers
-/// are dropped.
+/// the snapshot, at its applied index and term (with `current`, the
+/// membership the store holds), and the WAL entries it covers are dropped.
 fn restore_state(
     recovered: corekv_raftcore::wal::Recovered,
     applied: u64,
     applied_term: u64,
-    initial: &ConfState,
+    current: &ConfState,
 ) -> Restored {
     let last = recovered
         .entries
@@ -368,10 +407,9 @@ fn restore_state(
         wal_last = last,
         "store is ahead of the WAL: restarting from the store as a snapshot"
     );
-    let conf_state = recovered
-        .snapshot
-        .as_ref()
-        .map_or_else(|| initial.clone(), |s| s.conf_state.clone());
+    // The store's membership is Raft's at the store's applied index (both
+    // change with the same applied entries); the WAL's snapshot is older.
+    let conf_state = current.clone();
     let mut hard_state = recovered.hard_state;
     if hard_state.term < applied_term {
         hard_state.term = applied_term;
@@ -438,23 +476,37 @@ fn auth_store(cfg: &Config, store: &Store) -> anyhow::Result<super::auth::Auth> 
     Ok(auth)
 }
 
-/// TLS from etcd's flags: the client side (native port) and peer TLS.
-fn tls_configs(
-    cfg: &Config,
-) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<super::PeerTls>)> {
+/// The TLS configurations from etcd's flags.
+type TlsConfigs = (
+    Option<Arc<rustls::ServerConfig>>,
+    Option<super::PeerTls>,
+    crate::tls::Reloaders,
+);
+
+/// TLS from etcd's flags: the client side (native port and client URL),
+/// peer TLS (one certificate served and presented), and their sources for
+/// SIGHUP.
+fn tls_configs(cfg: &Config) -> anyhow::Result<TlsConfigs> {
+    let mut reload = crate::tls::Reloaders::default();
     let client = match cfg.client_tls().map_err(|e| anyhow!(e))? {
         // ALPN for gRPC / HTTP on an https client URL; native clients offer none.
         Some(files) => {
-            Some(crate::tls::server_config(&files, &[b"h2", b"http/1.1"]).map_err(|e| anyhow!(e))?)
+            let cert = reload.open(&files).map_err(|e| anyhow!(e))?;
+            let alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
+            Some(crate::tls::server_config(&files, cert, alpn).map_err(|e| anyhow!(e))?)
         }
         None => None,
     };
     let peer = match cfg.peer_tls().map_err(|e| anyhow!(e))? {
-        Some(files) => Some(super::PeerTls {
-            server: crate::tls::server_config(&files, &[]).map_err(|e| anyhow!(e))?,
-            client: crate::tls::peer_client_config(&files).map_err(|e| anyhow!(e))?,
-        }),
+        Some(files) => {
+            let cert = reload.open(&files).map_err(|e| anyhow!(e))?;
+            Some(super::PeerTls {
+                server: crate::tls::server_config(&files, cert.clone(), &[])
+                    .map_err(|e| anyhow!(e))?,
+                client: crate::tls::peer_client_config(&files, cert).map_err(|e| anyhow!(e))?,
+            })
+        }
         None => None,
     };
-    Ok((client, peer))
+    Ok((client, peer, reload))
 }

@@ -69,6 +69,22 @@ pub trait WatchSink {
 pub struct EventBatch {
     pub revision: i64,
     pub events: Vec<st::Event>,
+    /// The store was replaced by the leader's image (a snapshot install):
+    /// the revisions up to `revision` are in the new store's history only,
+    /// never in a batch, so every synced watcher must catch up from the
+    /// store (etcd's watchableStore.Restore). `events` is empty.
+    pub restored: bool,
+}
+
+impl EventBatch {
+    /// The marker the core sends after installing an image at `revision`.
+    pub fn restored(revision: i64) -> EventBatch {
+        EventBatch {
+            revision,
+            events: Vec::new(),
+            restored: true,
+        }
+    }
 }
 
 pub struct Watcher {
@@ -241,6 +257,19 @@ impl Hub {
     fn on_batch(self: &Rc<Self>, batch: &EventBatch) {
         self.last_batch_rev
             .set(self.last_batch_rev.get().max(batch.revision));
+        if batch.restored {
+            // Synced watchers would otherwise jump from their next revision
+            // straight to the first batch after the image: a silent gap.
+            let moved = self.resync_all();
+            if moved > 0 {
+                tracing::info!(
+                    watchers = moved,
+                    revision = batch.revision,
+                    "store replaced by a snapshot: watchers catch up from its history"
+                );
+            }
+            return;
+        }
         let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
         let mut slow = 0usize;
         for w in watchers {
@@ -264,13 +293,17 @@ impl Hub {
         }
     }
 
-    fn resync_all(self: &Rc<Self>) {
+    /// Moves every synced watcher to catch-up from the store; how many.
+    fn resync_all(self: &Rc<Self>) -> usize {
         let watchers: Vec<Rc<Watcher>> = self.watchers.borrow().values().cloned().collect();
+        let mut moved = 0;
         for w in watchers {
             if w.synced.replace(false) {
+                moved += 1;
                 spawn_catch_up(self.shared.clone(), self.clone(), w);
             }
         }
+        moved
     }
 
     fn notify_progress(&self) {

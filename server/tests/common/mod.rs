@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod members;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

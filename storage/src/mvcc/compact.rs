@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 
 use super::keys;
+use super::range_del::{self, Tombs};
 use super::read::Found;
 use crate::error::{Result, StorageError};
 use crate::node::ValRef;
@@ -59,6 +60,16 @@ pub(crate) fn step(
     sweep_ratio: u64,
     sweep: &mut Option<Sweep>,
 ) -> Result<i64> {
+    // A range tombstone inside the pass supersedes versions of keys that
+    // have no revision entry in it: only a key-order sweep visits them.
+    let tombs = Tombs::load(&*txn)?;
+    if sweep.is_none() && tombs.0.iter().any(|t| t.main > done && t.main <= target) {
+        *sweep = Some(Sweep {
+            target,
+            cursor: vec![keys::T_KEY],
+            keys_done: false,
+        });
+    }
     if sweep.is_none() && sweep_ratio > 0 {
         let in_use = txn
             .w
@@ -76,8 +87,10 @@ pub(crate) fn step(
     }
     match sweep {
         Some(s) => {
-            if sweep_step(txn, s, budget)? {
+            if sweep_step(txn, &tombs, s, budget)? {
                 let t = s.target;
+                // Every version they supersede is gone.
+                range_del::remove_upto(txn, t)?;
                 *sweep = None;
                 Ok(t)
             } else {
@@ -101,7 +114,7 @@ struct Pending {
 /// but the newest (and that one too if it is a tombstone), then removes as
 /// many revision entries below the target from the left edge of the `r`
 /// table. Returns true when the sweep is complete.
-fn sweep_step(txn: &mut TreeTxn<'_>, s: &mut Sweep, budget: usize) -> Result<bool> {
+fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize) -> Result<bool> {
     let limit = budget.max(1).saturating_mul(SWEEP_ENTRIES_PER_BUDGET);
     let target = s.target;
     if !s.keys_done {
@@ -142,11 +155,14 @@ fn sweep_step(txn: &mut TreeTxn<'_>, s: &mut Sweep, budget: usize) -> Result<boo
                     main,
                     val: v,
                 };
+                // A range tombstone in (main, target] deletes this version
+                // at or before the target, like a newer tombstone version.
                 pending = Some(Pending {
                     entry: k.to_vec(),
                     main,
                     sub,
-                    tomb: found.is_tombstone(&*txn)?,
+                    tomb: found.is_tombstone(&*txn)?
+                        || tombs.deleted_in(prefix, main, target).is_some(),
                 });
             } else if let Some(p) = pending.take().filter(|p| p.tomb) {
                 dead.push(p);

@@ -5,8 +5,9 @@
 //! - `r` + main + sub -> enc(user key) (revision order, for watches and
 //!   compaction; `k` + the value is the prefix of the version's `k` entry)
 //! - `m` + name -> value (server metadata such as membership or lease state)
+//! - `d` + main + sub -> range tombstone (`range_del.rs`)
 //!
-//! enc() (format version 3) copies non-zero bytes and writes zero runs as
+//! enc() (format version 3 and later) copies non-zero bytes and writes zero runs as
 //! two-byte tokens `00 t`:
 //! - `t = 0`: end of the key (no trailing zeros);
 //! - `t` in 1..=127: `t` zero bytes, then end of the key;
@@ -29,6 +30,7 @@ use crate::error::{Result, StorageError};
 pub const T_KEY: u8 = b'k';
 pub const T_REV: u8 = b'r';
 pub const T_META: u8 = b'm';
+pub const T_RANGE_DEL: u8 = b'd';
 
 /// Longest zero run one token stands for.
 const RUN_MAX: usize = 127;
@@ -201,6 +203,14 @@ pub fn rev_entry(main: i64, sub: i64) -> Vec<u8> {
     v
 }
 
+/// The `d` entry of the range tombstone of the delete at revision `main`.
+pub fn range_del_entry(main: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17);
+    v.push(T_RANGE_DEL);
+    v.extend_from_slice(&rev_bytes(main, 0));
+    v
+}
+
 pub fn meta_entry(name: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(name.len() + 1);
     v.push(T_META);
@@ -257,7 +267,7 @@ pub struct Record {
     pub lease: i64,
 }
 
-// Stored record (format version 3):
+// Stored record (format version 3 and later):
 // `[flags u8][version varint][create varint if F_CREATE][lease varint if F_LEASE][value]`.
 // The common put (create == its own main revision, no lease, small version)
 // takes 2 header bytes instead of 25; a tombstone (all zero) takes 2.

@@ -214,6 +214,12 @@ impl WriteBatch<'_> {
         })
     }
 
+    /// Keys attached to lease `id` as of this batch, in key order, at most
+    /// `max` (what a revoke of it would delete now).
+    pub fn lease_keys(&self, id: i64, max: usize) -> Result<Vec<Vec<u8>>> {
+        attached_keys(&self.txn, id, max)
+    }
+
     /// Refuses a put naming a lease the table does not hold.
     pub(crate) fn check_lease(&self, req: &PutRequest) -> Result<()> {
         if req.lease != 0 && !req.ignore_lease && get_lease(&self.txn, req.lease)?.is_none() {

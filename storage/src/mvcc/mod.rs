@@ -3,6 +3,7 @@
 mod compact;
 pub(crate) mod keys;
 mod lease;
+mod range_del;
 mod read;
 mod snapshot;
 mod store;

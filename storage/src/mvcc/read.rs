@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::keys::{self, Record};
+use super::range_del::{self, Tombs};
 use super::types::*;
 use crate::error::{Result, StorageError};
 use crate::node::{KeyRef, ValRef};
@@ -103,6 +104,11 @@ where
     T: TreeRead + ?Sized,
     F: FnMut(&Found<'a>) -> Result<bool>,
 {
+    let tombs = Tombs::load(t)?;
+    // Live: not a tombstone and not deleted by a range tombstone <= rev.
+    let live = |b: &Found<'a>| -> Result<bool> {
+        Ok(!b.is_tombstone(t)? && tombs.deleted_in(&b.prefix, b.main, rev).is_none())
+    };
     let mut best: Option<Found<'a>> = None;
     let mut stop = false;
     tree::scan_keys(t, start, end, false, |k, v| {
@@ -111,7 +117,7 @@ where
             && b.prefix != prefix
         {
             let b = best.take().expect("checked");
-            if !b.is_tombstone(t)? && !f(&b)? {
+            if live(&b)? && !f(&b)? {
                 stop = true;
                 return Ok(false);
             }
@@ -127,14 +133,34 @@ where
     })?;
     if !stop
         && let Some(b) = best
-        && !b.is_tombstone(t)?
+        && live(&b)?
     {
         f(&b)?;
     }
     Ok(())
 }
 
-/// Newest version of `key` with main revision <= `rev` (tombstones included).
+/// Newest version of `key` with main revision <= `rev` (tombstones included;
+/// a version deleted by a range tombstone <= `rev` gives that tombstone).
+pub fn latest<'a, T: TreeRead + ?Sized>(
+    t: &'a T,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<Found<'a>>> {
+    let found = latest_stored(t, key, rev)?;
+    let Some(f) = found else { return Ok(None) };
+    let tombs = Tombs::load(t)?;
+    Ok(Some(match tombs.deleted_in(&f.prefix, f.main, rev) {
+        Some(main) => Found {
+            prefix: f.prefix,
+            main,
+            val: ValRef::Inline(range_del::TOMB_RECORD),
+        },
+        None => f,
+    }))
+}
+
+/// Newest stored version of `key` with main revision <= `rev`.
 ///
 /// One root-to-leaf descent towards `end = prefix(key) ++ rev(rev + 1, 0)`:
 /// in the leaf covering `end`, the entry just before the first key >= `end`
@@ -142,7 +168,7 @@ where
 /// when it starts with the prefix (every key in `[prefix, end)` does). Only
 /// when that entry would sit in the previous leaf (`end` sorts before the
 /// whole leaf) does it fall back to a reverse scan.
-pub fn latest<'a, T: TreeRead + ?Sized>(
+fn latest_stored<'a, T: TreeRead + ?Sized>(
     t: &'a T,
     key: &[u8],
     rev: i64,
@@ -380,6 +406,7 @@ pub fn prev_version<T: TreeRead + ?Sized>(
 ) -> Result<Option<KeyValue>> {
     let mut end = prefix.to_vec();
     end.extend_from_slice(&keys::rev_bytes(main, sub));
+    let tombs = Tombs::load(t)?;
     let mut out = None;
     tree::scan(t, prefix, Some(&end), true, |k, v| {
         let (p, m, _) = keys::split_key_entry(k)?;
@@ -388,7 +415,7 @@ pub fn prev_version<T: TreeRead + ?Sized>(
             main: m,
             val: v,
         };
-        if !f.is_tombstone(t)? {
+        if !f.is_tombstone(t)? && tombs.deleted_in(p, m, main).is_none() {
             out = Some(f.to_kv(t, true)?.1);
         }
         Ok(false)
@@ -396,9 +423,17 @@ pub fn prev_version<T: TreeRead + ?Sized>(
     Ok(out)
 }
 
+/// What `events_since` found in revision order: a revision entry, or a key
+/// a range tombstone deleted (with its last version).
+enum Hit {
+    Rev(i64, i64, Vec<u8>),
+    Del(i64, KeyValue),
+}
+
 /// Events with main revision in `[start, upto]` for keys in the range, whole
 /// revisions at a time, stopping after about `max_events`. Returns the events
-/// and the next revision to read from.
+/// and the next revision to read from. A range tombstone is the only op of
+/// its revision and stands for one delete event per key it deleted.
 pub fn events_since<T: TreeRead + ?Sized>(
     t: &T,
     start: i64,
@@ -410,58 +445,120 @@ pub fn events_since<T: TreeRead + ?Sized>(
     let (kstart, kend) = key_bounds(key, range_end);
     let from = keys::rev_entry(start.max(1), 0);
     let to = keys::rev_entry(upto.saturating_add(1), 0);
-    let mut found: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+    let tombs = Tombs::load(t)?;
+    let mut dels = tombs
+        .0
+        .iter()
+        .filter(|d| d.main >= start && d.main <= upto)
+        .peekable();
+    let mut found: Vec<Hit> = Vec::new();
+    let mut last_main: Option<i64> = None;
     let mut next = upto.saturating_add(1).max(start);
-    let mut scanned = 0usize;
+    // True when a hit at `main` would start a revision after the budget is spent.
+    let full = |found: &Vec<Hit>, last_main: Option<i64>, main: i64| {
+        found.len() >= max_events.max(1) && last_main.is_some_and(|l| l != main)
+    };
+    // Adds the keys of the watched range a tombstone deleted: those live
+    // just before it, with their last version as prev_kv.
+    let expand = |d: &range_del::RangeTomb, found: &mut Vec<Hit>| -> Result<bool> {
+        let Some((lo, hi)) = range_del::intersect(d, &kstart, kend.as_deref()) else {
+            return Ok(false);
+        };
+        let n = found.len();
+        for_each_live(t, &lo, Some(&hi), d.main - 1, |f| {
+            found.push(Hit::Del(d.main, f.to_kv(t, true)?.1));
+            Ok(true)
+        })?;
+        Ok(found.len() > n)
+    };
+    let mut stopped = false;
     tree::scan(t, &from, Some(&to), false, |k, v| {
         let (main, sub) = keys::parse_rev(&k[1..])?;
-        if found.len() >= max_events.max(1) && found.last().is_some_and(|l| l.0 != main) {
+        while let Some(d) = dels.next_if(|d| d.main < main) {
+            if full(&found, last_main, d.main) {
+                next = d.main;
+                stopped = true;
+                return Ok(false);
+            }
+            if expand(d, &mut found)? {
+                last_main = Some(d.main);
+            }
+        }
+        if full(&found, last_main, main) {
             next = main;
+            stopped = true;
             return Ok(false);
         }
-        scanned += 1;
         // The value is enc(user key): `k` + it is the version's prefix.
         let enc = tree::load_value(t, v)?;
         let entry = keys::key_entry_from_enc(&enc, main, sub);
         let in_range = entry.as_slice() >= kstart.as_slice()
             && kend.as_deref().is_none_or(|e| entry.as_slice() < e);
         if in_range {
-            found.push((main, sub, enc.into_owned()));
+            last_main = Some(main);
+            found.push(Hit::Rev(main, sub, enc.into_owned()));
         }
         Ok(true)
     })?;
+    if !stopped {
+        for d in dels {
+            if full(&found, last_main, d.main) {
+                next = d.main;
+                break;
+            }
+            if expand(d, &mut found)? {
+                last_main = Some(d.main);
+            }
+        }
+    }
     let mut events = Vec::with_capacity(found.len());
-    for (main, sub, enc) in found {
-        let entry = keys::key_entry_from_enc(&enc, main, sub);
-        let Some(val) = tree::get(t, &entry)? else {
-            return Err(StorageError::corrupted(
-                0,
-                "revision index points at a missing key entry",
-            ));
-        };
-        let prefix = keys::prefix_from_enc(&enc);
-        let f = Found {
-            prefix: Cow::Borrowed(&prefix),
-            main,
-            val,
-        };
-        let (rec, kv) = f.to_kv(t, true)?;
-        let prev_kv = prev_version(t, &prefix, main, sub)?;
-        let (kind, kv) = if rec.tombstone {
-            (
-                EventKind::Delete,
-                KeyValue {
-                    key: kv.key,
+    for hit in found {
+        events.push(match hit {
+            Hit::Rev(main, sub, enc) => rev_event(t, main, sub, &enc)?,
+            Hit::Del(main, prev) => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: prev.key.clone(),
                     mod_revision: main,
                     ..KeyValue::default()
                 },
-            )
-        } else {
-            (EventKind::Put, kv)
-        };
-        events.push(Event { kind, kv, prev_kv });
+                prev_kv: Some(prev),
+            },
+        });
     }
     Ok((events, next))
+}
+
+/// The event of the version a revision entry points at.
+fn rev_event<T: TreeRead + ?Sized>(t: &T, main: i64, sub: i64, enc: &[u8]) -> Result<Event> {
+    let entry = keys::key_entry_from_enc(enc, main, sub);
+    let Some(val) = tree::get(t, &entry)? else {
+        return Err(StorageError::corrupted(
+            0,
+            "revision index points at a missing key entry",
+        ));
+    };
+    let prefix = keys::prefix_from_enc(enc);
+    let f = Found {
+        prefix: Cow::Borrowed(&prefix),
+        main,
+        val,
+    };
+    let (rec, kv) = f.to_kv(t, true)?;
+    let prev_kv = prev_version(t, &prefix, main, sub)?;
+    let (kind, kv) = if rec.tombstone {
+        (
+            EventKind::Delete,
+            KeyValue {
+                key: kv.key,
+                mod_revision: main,
+                ..KeyValue::default()
+            },
+        )
+    } else {
+        (EventKind::Put, kv)
+    };
+    Ok(Event { kind, kv, prev_kv })
 }
 
 /// crc32c over every entry a compaction at `compacted` keeps, up to `rev`.
@@ -469,8 +566,10 @@ pub fn events_since<T: TreeRead + ?Sized>(
 pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<u32> {
     let mut crc = 0u32;
     // Per key: versions in ascending order; the newest one <= compacted is
-    // kept only if it is not a tombstone, older ones never.
-    let mut group: Option<Cow<'_, [u8]>> = None;
+    // kept only if it is not a tombstone, older ones never. Range
+    // tombstones take part as the per-key tombstones they stand for.
+    let tombs = Tombs::load(t)?;
+    let mut group: Vec<u8> = Vec::new();
     let mut pending_base: Option<(Vec<u8>, Vec<u8>)> = None;
     let flush = |crc: &mut u32, base: &mut Option<(Vec<u8>, Vec<u8>)>| {
         if let Some((k, v)) = base.take() {
@@ -478,17 +577,17 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             *crc = crate::checksum::crc32c_append(*crc, &v);
         }
     };
-    tree::scan_keys(
+    range_del::scan_logical(
         t,
+        &tombs,
         &[keys::T_KEY],
         Some(&[keys::T_KEY + 1]),
-        false,
         |k, v| {
-            // Cloning a borrowed key is free; only long keys are owned.
-            let (prefix, main) = split_entry(k.clone())?;
-            if group.as_deref() != Some(&*prefix) {
+            let (prefix, main, _) = keys::split_key_entry(k)?;
+            if group.as_slice() != prefix {
                 flush(&mut crc, &mut pending_base);
-                group = Some(prefix);
+                group.clear();
+                group.extend_from_slice(prefix);
             }
             if main > rev {
                 return Ok(true);
@@ -497,7 +596,7 @@ pub fn hash_kv<T: TreeRead + ?Sized>(t: &T, rev: i64, compacted: i64) -> Result<
             // (independent of the file format).
             let loaded = tree::load_value(t, v)?;
             let value = keys::record_to_stream(&loaded, main)?;
-            let stream_key = keys::key_entry_to_stream(&k)?;
+            let stream_key = keys::key_entry_to_stream(k)?;
             if main <= compacted {
                 pending_base = if keys::record_is_tombstone(&loaded)? {
                     None

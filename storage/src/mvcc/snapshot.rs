@@ -86,11 +86,14 @@ pub(crate) fn write_snapshot(view: &ReadView, out: &mut dyn Write) -> Result<Sna
     let mut group: Option<Vec<u8>> = None;
     let mut base: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut res = Ok(());
-    tree::scan(
+    // Range tombstones are exported as the per-key tombstones they stand
+    // for: streams do not depend on how a delete was stored.
+    let tombs = super::range_del::Tombs::load(snap)?;
+    super::range_del::scan_logical(
         snap,
+        &tombs,
         &[keys::T_KEY],
         Some(&[keys::T_KEY + 1]),
-        false,
         |k, v| {
             let (prefix, main, _) = keys::split_key_entry(k)?;
             if group.as_deref() != Some(prefix) {

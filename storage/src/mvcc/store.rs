@@ -47,6 +47,15 @@ pub struct StoreOptions {
     pub restore_batch_entries: usize,
     /// Shrink attempts (20 ms apart) while old readers pin relocated pages.
     pub defrag_truncate_attempts: u32,
+    /// A delete-range outside a txn that deletes at least this many keys is
+    /// stored as one range tombstone (`mvcc/range_del.rs`) instead of a
+    /// tombstone version per key: it then costs the scan collecting the
+    /// deleted keys (for their events), not a copy of every leaf.
+    pub range_delete_min_keys: usize,
+    /// Most range tombstones a state holds (each costs every read a decode
+    /// and a check per key until compaction passes it); beyond, deletes use
+    /// the per-key path.
+    pub max_range_tombstones: usize,
     /// Distinct older snapshots readers may pin at once: [`Store::read`]
     /// fails with `TooManyReaders` beyond it. Bounds the reader registry
     /// (at most this + 1 entries) and the pages old readers keep from reuse.
@@ -73,6 +82,8 @@ impl Default for StoreOptions {
             defrag_batch_pages: 4096,
             restore_batch_entries: 10_000,
             defrag_truncate_attempts: 50,
+            range_delete_min_keys: 1024,
+            max_range_tombstones: 16,
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
             writeout_queue_commits: 16,
             writeout_min_pages: 8,
@@ -231,9 +242,11 @@ impl Store {
             sweep,
             ..
         } = b;
+        let range_tombs = txn.range_tombs;
         self.inner.db.commit(
             txn,
             |m| {
+                m.range_tombs = range_tombs;
                 m.current_revision = rev;
                 m.compacted_revision = compacted;
                 m.compact_done_revision = compact_done;

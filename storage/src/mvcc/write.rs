@@ -176,7 +176,7 @@ impl<'a> WriteBatch<'a> {
             main: self.rev + 1,
             sub: 0,
         };
-        let resp = self.apply_delete(req, &mut r)?;
+        let resp = self.apply_delete(req, &mut r, true)?;
         if r.sub > 0 {
             self.rev = r.main;
         }
@@ -186,10 +186,15 @@ impl<'a> WriteBatch<'a> {
         })
     }
 
+    /// `standalone`: the delete is the only op of its revision, so it may
+    /// be stored as one range tombstone (`range_del.rs`) when it deletes at
+    /// least `StoreOptions::range_delete_min_keys` keys and the state holds
+    /// fewer than `StoreOptions::max_range_tombstones`.
     fn apply_delete(
         &mut self,
         req: &DeleteRangeRequest,
         r: &mut OpRev,
+        standalone: bool,
     ) -> Result<DeleteRangeResponse> {
         let mut victims = Vec::new();
         read::for_each_live_in(&self.txn, &req.key, &req.range_end, i64::MAX, |f| {
@@ -209,8 +214,21 @@ impl<'a> WriteBatch<'a> {
         // otherwise copy every value once more).
         self.events.reserve(victims.len());
         let mut prev_kvs = Vec::new();
+        let opts = &self.store.opts;
+        let as_range = standalone
+            && !req.range_end.is_empty()
+            && !victims.is_empty()
+            && victims.len() >= opts.range_delete_min_keys
+            && self.txn.range_tombs < opts.max_range_tombstones as u64;
+        if as_range {
+            let (start, end) = read::key_bounds(&req.key, &req.range_end);
+            let end = end.unwrap_or_else(|| vec![keys::T_KEY + 1]);
+            super::range_del::put(&mut self.txn, r.main, start, end)?;
+        }
         for prev in victims {
-            self.write_version(&prev.key, r.main, r.sub, &rec, &[])?;
+            if !as_range {
+                self.write_version(&prev.key, r.main, r.sub, &rec, &[])?;
+            }
             self.reattach(&prev.key, prev.lease, 0)?;
             r.sub += 1;
             let kv = KeyValue {
@@ -346,7 +364,9 @@ impl<'a> WriteBatch<'a> {
                     ResponseOp::Range(read::range(&self.txn, q, at)?)
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.apply_put(p, r)?),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.apply_delete(d, r)?),
+                RequestOp::DeleteRange(d) => {
+                    ResponseOp::DeleteRange(self.apply_delete(d, r, false)?)
+                }
                 RequestOp::Txn(t) => ResponseOp::Txn(self.apply_txn(t, r, path)?),
             });
         }
@@ -445,9 +465,11 @@ impl<'a> WriteBatch<'a> {
             sweep,
             ..
         } = self;
+        let range_tombs = txn.range_tombs;
         store.db.commit(
             txn,
             |m| {
+                m.range_tombs = range_tombs;
                 m.current_revision = rev;
                 m.compacted_revision = compacted;
                 m.compact_done_revision = compact_done;

@@ -38,6 +38,10 @@ wire_enums! {
         Snapshot(SnapshotRequest),
         /// etcd's Auth service (appended: archived discriminants are stable).
         Auth(AuthRequest),
+        /// Internal: a checked `LeaseRevoke` carrying its caller (appended).
+        LeaseRevokeAs(LeaseRevokeAsRequest),
+        /// Internal: a checked `Put` with a lease, carrying its caller.
+        PutAs(PutAsRequest),
     }
 
     /// Every answer. `Watch` answers WatchCreate (created, then the event
@@ -90,7 +94,7 @@ macro_rules! names {
 names!(Request, ArchivedRequest: Range, Put, DeleteRange, Txn, Compact, WatchCreate, WatchCancel,
     WatchProgress, LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList,
     MemberAdd, MemberRemove, MemberUpdate, MemberPromote, Status, HashKv, Defragment, Alarm,
-    MoveLeader, Snapshot, Auth);
+    MoveLeader, Snapshot, Auth, LeaseRevokeAs, PutAs);
 names!(Response, ArchivedResponse: Range, Put, DeleteRange, Txn, Compact, Watch, LeaseGrant,
     LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases, MemberList, MemberAdd, MemberRemove,
     MemberUpdate, MemberPromote, Status, HashKv, Defragment, Alarm, MoveLeader, Snapshot, Error, Auth);

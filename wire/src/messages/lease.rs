@@ -1,6 +1,7 @@
 //! Lease grant/revoke/keep-alive/time-to-live/leases.
 
 use super::common::ResponseHeader;
+use super::kv::PutRequest;
 
 wire_structs! {
     pub struct LeaseGrantRequest {
@@ -49,5 +50,30 @@ wire_structs! {
     pub struct LeaseLeasesResponse {
         pub header: ResponseHeader,
         pub leases: Vec<LeaseStatus>,
+    }
+    /// Internal to the cluster (refused from clients): a `LeaseRevoke`
+    /// under auth, with the caller the accepting member resolved, so that
+    /// every member checks at apply that the caller may write each key
+    /// attached to the lease then (etcd's `checkLeasePuts`, which reads
+    /// the entry header's user name and auth revision).
+    pub struct LeaseRevokeAsRequest {
+        pub id: i64,
+        /// Empty: the request carried no credentials.
+        pub user: String,
+        /// The revision the caller's credentials are valid at (a JWT's
+        /// signing revision; the current one for a simple token or a
+        /// certificate name).
+        pub auth_revision: u64,
+    }
+    /// Internal to the cluster (refused from clients): a `Put` naming a
+    /// lease under auth, with its caller, so that apply checks the caller
+    /// may write every key already on the lease (etcd's `checkLeasePuts`
+    /// in its auth applier's Put: whoever cannot revoke a lease may not
+    /// attach keys to it).
+    pub struct PutAsRequest {
+        pub put: PutRequest,
+        /// As `LeaseRevokeAsRequest::user`.
+        pub user: String,
+        pub auth_revision: u64,
     }
 }

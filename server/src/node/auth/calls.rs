@@ -12,30 +12,106 @@ use std::sync::Arc;
 use corekv_wire::messages as w;
 use corekv_wire::{ApiError, OwnedFrame};
 
-use super::check::request_permitted;
-use super::token::Tokens;
+use super::check;
+use super::token::{AuthInfo, Tokens};
 use super::{Auth, replicated};
 use crate::node::Shared;
 
+/// What `gate` let through: the auth stamp the request's entry carries to
+/// apply (`Auth::admit`), and what the request still needs from its caller
+/// once more is known (the keys of a lease, at apply or in the leader's
+/// answer).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub stamp: u64,
+    /// Set for a `LeaseRevoke`, or a `Put` naming a lease, under auth:
+    /// proposed as this instead (`LeaseRevokeAs`, `PutAs`), so every member
+    /// checks the lease's keys against the caller at apply.
+    rewrite: Option<w::Request>,
+    /// Set for a `LeaseTimeToLive` with `keys` under auth: the caller, who
+    /// must be known and may read every key in the answer.
+    ttl_keys: Option<Option<AuthInfo>>,
+}
+
+impl Admitted {
+    /// The frame to propose for a write that passed the gate: tagged with
+    /// its stamp; under auth, a lease revoke or a put with a lease
+    /// re-encoded with its caller.
+    pub fn proposal(&self, frame: OwnedFrame) -> Result<OwnedFrame, ApiError> {
+        match &self.rewrite {
+            None => Ok(frame.with_tag(self.stamp)),
+            Some(r) => frame_of(r, self.stamp),
+        }
+    }
+
+    /// Checks an answer that carries what the request's permission depends
+    /// on: the keys of a time-to-live, then that the auth state did not move
+    /// since the gate (etcd: `revision of auth store is old`).
+    pub fn check_answer(
+        &self,
+        auth: &Auth,
+        result: &Result<w::Response, ApiError>,
+    ) -> Result<(), ApiError> {
+        let Some(who) = &self.ttl_keys else {
+            return Ok(());
+        };
+        let view = auth.view();
+        let keys = match result {
+            Ok(w::Response::LeaseTimeToLive(t)) => &t.keys[..],
+            _ => &[],
+        };
+        check::lease_ttl_keys_permitted(&view, who.as_ref(), keys.iter().map(Vec::as_slice))?;
+        auth.admit_stamp(self.stamp)
+    }
+}
+
 /// Checks one validated request. `token` is the caller's token (frame flag
 /// or gRPC metadata `token`), `cn` the verified client certificate's common
-/// name under `--client-cert-auth`. Returns the auth stamp the request's
-/// entry carries to apply (`Auth::admit`).
+/// name under `--client-cert-auth`.
 pub fn gate(
     auth: &Auth,
     token: Option<&[u8]>,
     cn: Option<&str>,
     req: &w::ArchivedRequest,
-) -> Result<u64, ApiError> {
-    if !auth.enabled() && !matches!(req, w::ArchivedRequest::Auth(_)) {
+) -> Result<Admitted, ApiError> {
+    use w::ArchivedRequest as R;
+    if !auth.enabled() && !matches!(req, R::Auth(_) | R::LeaseRevokeAs(_) | R::PutAs(_)) {
         // The hot path with auth off: one atomic load. A request that races
         // with AuthEnable carries stamp 0 and is refused at apply.
-        return Ok(0);
+        return Ok(Admitted::default());
     }
     let view = auth.view();
     let who = auth.who_at(&view, token, cn)?;
-    request_permitted(&view, who.as_ref(), req)?;
-    Ok(Auth::stamp(&view))
+    check::request_permitted(&view, who.as_ref(), req)?;
+    let mut admitted = Admitted {
+        stamp: Auth::stamp(&view),
+        ..Admitted::default()
+    };
+    if view.state.enabled {
+        let user = || who.as_ref().map(|w| w.user.clone()).unwrap_or_default();
+        let auth_revision = who.as_ref().map_or(0, |w| w.revision);
+        match req {
+            R::LeaseRevoke(r) => {
+                admitted.rewrite = Some(w::Request::LeaseRevokeAs(w::LeaseRevokeAsRequest {
+                    id: r.id.to_native(),
+                    user: user(),
+                    auth_revision,
+                }));
+            }
+            R::Put(p) if p.lease != 0 => {
+                let put = rkyv::deserialize::<w::PutRequest, rkyv::rancor::Error>(p)
+                    .map_err(|e| ApiError::MalformedRequest(e.to_string()))?;
+                admitted.rewrite = Some(w::Request::PutAs(w::PutAsRequest {
+                    put,
+                    user: user(),
+                    auth_revision,
+                }));
+            }
+            R::LeaseTimeToLive(t) if t.keys => admitted.ttl_keys = Some(who),
+            _ => {}
+        }
+    }
+    Ok(admitted)
 }
 
 /// The answer to a request `gate` refused: the error, except for a watch,

@@ -77,8 +77,9 @@ fn put_op(
     p: &w::ArchivedPutRequest,
 ) -> Result<(), ApiError> {
     key_permitted(view, who, Access::Write, &p.key, &[])?;
-    // Attaching a lease whose keys the user cannot write is refused by the
-    // lease module's apply (`lease_keys_permitted`), where the keys are known.
+    // Attaching a lease whose keys the user cannot write is refused at
+    // apply (`PutAs`, `lease::apply::put_as`), where the keys are known;
+    // not inside a txn (etcd 3.4 checks only a plain Put).
     if p.prev_kv {
         key_permitted(view, who, Access::Read, &p.key, &[])?;
     }
@@ -170,9 +171,7 @@ fn auth_permitted(
         | A::RoleDelete { .. }
         | A::RoleGrantPermission(_)
         | A::RoleRevokePermission(_) => admin_permitted(view, who),
-        A::AssignToken(_) => Err(ApiError::MalformedRequest(
-            "AssignToken is internal to the cluster".into(),
-        )),
+        A::AssignToken(_) => Err(internal("AssignToken")),
     }
 }
 
@@ -189,6 +188,8 @@ pub fn request_permitted(
         return match req {
             // Internal requests are refused from clients whatever the state.
             R::Auth(a @ w::ArchivedAuthRequest::AssignToken(_)) => auth_permitted(view, who, a),
+            R::LeaseRevokeAs(_) => Err(internal("LeaseRevokeAs")),
+            R::PutAs(_) => Err(internal("PutAs")),
             _ => Ok(()),
         };
     }
@@ -198,7 +199,9 @@ pub fn request_permitted(
         R::DeleteRange(d) => delete_op(view, who, d),
         R::Txn(t) => txn_permitted(view, who, t),
         R::WatchCreate(c) => range_op(view, who, &c.key, &c.range_end),
-        // The lease module checks the keys attached to a revoked lease.
+        // A revoke's attached keys are checked at apply (`LeaseRevokeAs`,
+        // `lease::apply::revoke_as`); time-to-live's keys once the leader
+        // answered (`calls::Admitted::check_answer`).
         R::Compact(_)
         | R::WatchCancel(_)
         | R::WatchProgress(_)
@@ -216,7 +219,13 @@ pub fn request_permitted(
         }
         R::HashKv(_) | R::Defragment(_) | R::Snapshot(_) => maintenance_admin(view, who),
         R::Auth(a) => auth_permitted(view, who, a),
+        R::LeaseRevokeAs(_) => Err(internal("LeaseRevokeAs")),
+        R::PutAs(_) => Err(internal("PutAs")),
     }
+}
+
+fn internal(what: &str) -> ApiError {
+    ApiError::MalformedRequest(format!("{what} is internal to the cluster"))
 }
 
 /// etcd's checkLeasePuts, for the lease module: revoking a lease (or
@@ -232,6 +241,24 @@ pub fn lease_keys_permitted<'k>(
     }
     for k in keys {
         key_permitted(view, who, Access::Write, k, &[])?;
+    }
+    Ok(())
+}
+
+/// etcd's checkLeaseTimeToLive (3.4.26+, 3.5.9+; a TimeToLive with
+/// `keys`): with auth enabled the caller must be known and may read every
+/// key attached to the lease. An unknown lease (no keys) still needs a user.
+pub fn lease_ttl_keys_permitted<'k>(
+    view: &AuthView,
+    who: Option<&AuthInfo>,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) -> Result<(), ApiError> {
+    if !view.state.enabled {
+        return Ok(());
+    }
+    let who = who.ok_or(ApiError::UserEmpty)?;
+    for k in keys {
+        key_permitted(view, Some(who), Access::Read, k, &[])?;
     }
     Ok(())
 }

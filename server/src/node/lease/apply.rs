@@ -11,6 +11,11 @@ use corekv_wire::messages as w;
 
 use super::internal::Internal;
 use super::lessor::Lessor;
+use crate::kv;
+use crate::node::auth::Auth;
+use crate::node::auth::check::{admin_permitted, lease_keys_permitted};
+use crate::node::auth::token::AuthInfo;
+use crate::node::replica::apply::Applied;
 
 /// Grant: `id` 0 means the server picks one. The TTL is raised to the
 /// minimum TTL. `LeaseExists` when the id is taken.
@@ -56,6 +61,66 @@ pub fn revoke(
             ..header
         },
     }))
+}
+
+/// A revoke under auth (`LeaseRevokeAs`): etcd's `checkLeasePuts` at
+/// apply, where the attached keys are the ones the revoke deletes: an admin
+/// may revoke any lease; anyone else needs write access to every key
+/// attached to it (a lease without keys needs none, not even a user). An
+/// unknown lease is `LeaseNotFound`, as without auth.
+pub fn revoke_as(
+    lessor: &mut Lessor,
+    batch: &mut WriteBatch<'_>,
+    auth: &Auth,
+    req: &w::ArchivedLeaseRevokeAsRequest,
+    header: w::ResponseHeader,
+) -> Result<w::Response, Applied> {
+    let id = req.id.to_native();
+    keys_permitted(batch, auth, id, &req.user, req.auth_revision.to_native())?;
+    Ok(revoke(lessor, batch, id, header)?)
+}
+
+/// A put naming a lease under auth (`PutAs`): etcd's `checkLeasePuts` in
+/// its Put, against the keys already on the lease (as many as a revoke by
+/// this caller would have to be allowed to delete), then the put.
+pub fn put_as(
+    batch: &mut WriteBatch<'_>,
+    auth: &Auth,
+    req: &w::ArchivedPutAsRequest,
+    header: w::ResponseHeader,
+) -> Result<w::Response, Applied> {
+    let lease = req.put.lease.to_native();
+    keys_permitted(batch, auth, lease, &req.user, req.auth_revision.to_native())?;
+    let r = batch.put(&kv::put_request(&req.put))?;
+    let header = w::ResponseHeader {
+        revision: r.revision,
+        ..header
+    };
+    Ok(w::Response::Put(kv::put_response(header, r)))
+}
+
+/// `user` (empty: no credentials) at `auth_revision` may write every key
+/// attached to lease `id` now; an admin always. An unknown lease has no
+/// keys, so nothing to check (the caller's own error follows).
+fn keys_permitted(
+    batch: &WriteBatch<'_>,
+    auth: &Auth,
+    id: i64,
+    user: &str,
+    auth_revision: u64,
+) -> Result<(), Applied> {
+    let who = (!user.is_empty()).then(|| AuthInfo {
+        user: user.to_owned(),
+        revision: auth_revision,
+    });
+    let view = auth.view();
+    // Most calls under auth are an admin's: no key listing for them.
+    if admin_permitted(&view, who.as_ref()).is_ok() {
+        return Ok(());
+    }
+    let keys = batch.lease_keys(id, usize::MAX)?;
+    lease_keys_permitted(&view, who.as_ref(), keys.iter().map(Vec::as_slice))
+        .map_err(Applied::Refused)
 }
 
 /// An internal entry. Revokes of leases that are already gone and

@@ -67,6 +67,18 @@ struct Lease {
     retry_at: Option<Instant>,
 }
 
+impl Lease {
+    /// Seconds left when the clock (re)starts: the last checkpointed
+    /// remaining TTL, else the granted TTL.
+    fn left(&self) -> i64 {
+        if self.remaining_ttl > 0 {
+            self.remaining_ttl
+        } else {
+            self.ttl
+        }
+    }
+}
+
 /// Answer of [`Lessor::renew`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Renewed {
@@ -237,14 +249,75 @@ impl Lessor {
         }
     }
 
-    /// Became leader: every lease gets `now + remaining + extend`.
+    /// Became leader: every lease gets `now + remaining + extend`, then
+    /// leases piled up in one second are spread (`spread_expiries`).
     pub fn promote(&mut self, now: Instant, extend: Duration) {
         self.primary = true;
         self.expiries.clear();
         self.checkpoints.clear();
+        for l in self.leases.values_mut() {
+            l.deadline = Some(now + ttl_duration(l.left()) + extend);
+            l.retry_at = None;
+        }
+        self.spread_expiries(now);
         let ids: Vec<i64> = self.leases.keys().copied().collect();
         for id in ids {
-            self.refresh(id, now, extend);
+            if let Some(deadline) = self.leases.get(&id).and_then(|l| l.deadline) {
+                self.expiries.push(Reverse((deadline, id)));
+            }
+            self.schedule_checkpoint(id, now);
+        }
+    }
+
+    /// etcd's `Promote` pile-up adjustment: with at least `revokes_per_sec`
+    /// leases, walking them by deadline, no one-second window keeps more
+    /// than 3/4 of the revoke rate; the n-th lease past that in a window is
+    /// pushed to `window start + n / (3/4 rate)` seconds. A new leader (all
+    /// leases restarted from the same checkpoint, or granted together)
+    /// then expires them at 3/4 of the revoke rate instead of in one burst
+    /// that would take the whole revoke budget for seconds. Deterministic:
+    /// ties in deadline are broken by lease id.
+    fn spread_expiries(&mut self, now: Instant) {
+        let rate = self.cfg.revokes_per_sec as usize;
+        if self.leases.len() < rate || self.leases.is_empty() {
+            return; // no possibility of a pile-up
+        }
+        let target = (3 * rate / 4).max(1) as f64;
+        let mut order: Vec<(Instant, i64)> = self
+            .leases
+            .iter()
+            .filter_map(|(id, l)| l.deadline.map(|d| (d, *id)))
+            .collect();
+        order.sort_unstable();
+        // Seconds from `now`, as etcd's `Remaining()`.
+        let rem = |d: Instant| d.saturating_duration_since(now).as_secs_f64();
+        let mut base = rem(order[0].0);
+        let mut next = base + 1.0;
+        let mut expires = 0usize;
+        for (deadline, id) in order {
+            let remaining = rem(deadline);
+            if remaining > next {
+                base = remaining;
+                next = base + 1.0;
+                expires = 1;
+                continue;
+            }
+            expires += 1;
+            if expires as f64 <= target {
+                continue;
+            }
+            // A lease n seconds ahead of the window start moves n seconds
+            // less.
+            let delay = expires as f64 / target - (remaining - base);
+            next = base + delay;
+            if let Some(l) = self.leases.get_mut(&id) {
+                let moved = Duration::from_secs_f64(delay.abs());
+                l.deadline = Some(if delay >= 0.0 {
+                    deadline + moved
+                } else {
+                    deadline.checked_sub(moved).unwrap_or(deadline)
+                });
+            }
         }
     }
 
@@ -263,12 +336,7 @@ impl Lessor {
         let Some(l) = self.leases.get_mut(&id) else {
             return;
         };
-        let left = if l.remaining_ttl > 0 {
-            l.remaining_ttl
-        } else {
-            l.ttl
-        };
-        let deadline = now + ttl_duration(left) + extend;
+        let deadline = now + ttl_duration(l.left()) + extend;
         l.deadline = Some(deadline);
         l.retry_at = None;
         self.expiries.push(Reverse((deadline, id)));
@@ -456,6 +524,74 @@ mod tests {
         assert_eq!(l.expired(t0 + 11 * S), vec![2]);
         l.demote();
         assert!(l.expired(t0 + 100 * S).is_empty());
+    }
+
+    /// Deadlines of every lease, seconds after `t0`, sorted.
+    fn deadlines(l: &Lessor, t0: Instant) -> Vec<f64> {
+        let mut d: Vec<f64> = l
+            .leases
+            .values()
+            .map(|x| x.deadline.unwrap().duration_since(t0).as_secs_f64())
+            .collect();
+        d.sort_by(f64::total_cmp);
+        d
+    }
+
+    #[test]
+    fn promotion_spreads_a_pile_up_at_three_quarters_of_the_revoke_rate() {
+        // 2000 leases restarting from the same checkpoint (60 s), revoke
+        // rate 1000/s: etcd keeps 750 in the first second and moves the
+        // n-th after them to +n/750 s.
+        let mut l = lessor();
+        let t0 = Instant::now();
+        l.load((1..=2000).map(|id| (id, 600, 60)));
+        l.promote(t0, S);
+        let d = deadlines(&l, t0);
+        let base = 61.0;
+        assert!(d.iter().all(|&x| x >= base - 1e-6), "none earlier");
+        let in_window = |from: f64| d.iter().filter(|&&x| x >= from && x < from + 1.0).count();
+        assert_eq!(in_window(base), 750);
+        for second in 1..3 {
+            assert!(
+                in_window(base + f64::from(second)) <= 751,
+                "second {second}"
+            );
+        }
+        let last = d.last().unwrap() - base;
+        assert!((last - 2000.0 / 750.0).abs() < 1e-3, "last at +{last}");
+        // Expiry then follows the spread: at most 750 in the first second.
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs_f64(base + 0.999)).len(),
+            750
+        );
+
+        // Fewer leases than the revoke rate: no pile-up is possible, no
+        // lease moves (etcd).
+        let mut few = lessor();
+        few.load((1..=999).map(|id| (id, 600, 60)));
+        few.promote(t0, S);
+        assert!(deadlines(&few, t0).iter().all(|&x| (x - 61.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn spreading_moves_leases_ahead_of_the_window_by_less() {
+        // 1000 leases at +10 s and 1000 at +10.5 s (rate 1000/s, target
+        // 750): the later ones are already half a second out, so each moves
+        // half a second less than it would from +10 s.
+        let mut l = lessor();
+        let t0 = Instant::now();
+        l.load((1..=2000).map(|id| (id, 600, 10)));
+        l.promote(t0, Duration::ZERO);
+        for (id, lease) in l.leases.iter_mut() {
+            if *id > 1000 {
+                lease.deadline = Some(t0 + Duration::from_millis(10_500));
+            }
+        }
+        l.spread_expiries(t0);
+        let d = deadlines(&l, t0);
+        let last = d.last().unwrap() - 10.0;
+        assert!((last - 2000.0 / 750.0).abs() < 1e-3, "last at +{last}");
+        assert_eq!(d.iter().filter(|&&x| x < 11.0).count(), 750);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   Raft round (a keep-alive of a checkpointed lease also proposes a
 //!   checkpoint of 0); a follower forwards them to the leader over the peer
 //!   transport (`LeaseMsg`);
-//! - leases list, attached keys: read from the local store.
+//! - leases list: read from the local store; a time-to-live's attached
+//!   keys: from the local store after a read barrier (the leader's commit
+//!   index at the time of the call).
 
 pub mod apply;
 pub mod internal;

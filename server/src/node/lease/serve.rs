@@ -37,11 +37,30 @@ pub async fn keep_alive(shared: &Shared, id: i64) -> Result<w::Response, ApiErro
     }))
 }
 
+/// Waits until this member's store holds every write committed before the
+/// call (ReadIndex in the Raft core).
+async fn read_barrier(shared: &Shared) -> Result<(), ApiError> {
+    let (reply, rx) = oneshot::channel();
+    shared
+        .to_core
+        .send(CoreMsg::ReadIndex { reply })
+        .await
+        .map_err(|_| ApiError::Stopped)?;
+    rx.await.map_err(|_| ApiError::Stopped)?
+}
+
 /// etcd: remaining and granted TTL, and the attached keys when asked;
 /// TTL -1 when the lease does not exist. The remaining TTL comes from the
-/// leader; the keys from this member's store.
+/// leader's lessor. The keys are the leader's too: with `keys` this member
+/// first passes a read barrier (ReadIndex: the leader's commit index at the
+/// time of the call, applied here), so a lagging follower does not answer
+/// an older key set (etcd's leader answers from its lessor after
+/// `waitAppliedIndex`).
 pub async fn time_to_live(shared: &Shared, id: i64, keys: bool) -> Result<w::Response, ApiError> {
     let answer = ask(shared, AskKind::TimeToLive, id).await?;
+    if keys && matches!(answer, Answer::Found { .. }) {
+        read_barrier(shared).await?;
+    }
     let view = shared.store().read().map_err(kv::storage_error)?;
     let header = shared.header(view.revision());
     let resp = match answer {

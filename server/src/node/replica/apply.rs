@@ -21,6 +21,7 @@ use crate::kv;
 use crate::node::alarm::{self, Alarms};
 use crate::node::auth::{self, Auth};
 use crate::node::lease::{self, lessor::Lessor};
+use crate::node::membership;
 
 /// How applying one request failed: the request is refused (the client gets
 /// the error, the member goes on), or the store failed (the member stops).
@@ -53,6 +54,8 @@ pub struct ApplyCtx<'a, 'b> {
     pub auth: &'a Auth,
     /// The auth stamp the entry's request was checked with.
     pub auth_stamp: u64,
+    /// Set when the request changed the membership record (MemberUpdate).
+    pub membership: Option<crate::cluster::ClusterInfo>,
 }
 
 /// The lease state applying a batch changes along with the store.
@@ -81,7 +84,13 @@ pub enum Replicated<'a> {
     Alarm(&'a w::ArchivedAlarmRequest),
     LeaseGrant(&'a w::ArchivedLeaseGrantRequest),
     LeaseRevoke(&'a w::ArchivedLeaseRevokeRequest),
+    /// A revoke under auth, with its caller (`auth::calls::Admitted`).
+    LeaseRevokeAs(&'a w::ArchivedLeaseRevokeAsRequest),
+    /// A put with a lease under auth, with its caller.
+    PutAs(&'a w::ArchivedPutAsRequest),
     Auth(&'a w::ArchivedAuthRequest),
+    /// New peer URLs (the other membership changes are Raft conf changes).
+    MemberUpdate(&'a w::ArchivedMemberUpdateRequest),
 }
 
 /// Which request kinds go through Raft: the one exhaustive match over
@@ -97,7 +106,10 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         R::Alarm(a) if alarm::is_replicated_action(a) => Some(Replicated::Alarm(a)),
         R::LeaseGrant(g) => Some(Replicated::LeaseGrant(g)),
         R::LeaseRevoke(r) => Some(Replicated::LeaseRevoke(r)),
+        R::LeaseRevokeAs(r) => Some(Replicated::LeaseRevokeAs(r)),
+        R::PutAs(p) => Some(Replicated::PutAs(p)),
         R::Auth(a) => auth::replicated(a).then_some(Replicated::Auth(a)),
+        R::MemberUpdate(u) => Some(Replicated::MemberUpdate(u)),
         R::Range(_)
         | R::WatchCreate(_)
         | R::WatchCancel(_)
@@ -108,7 +120,6 @@ pub fn replicated(req: &w::ArchivedRequest) -> Option<Replicated<'_>> {
         | R::MemberList(_)
         | R::MemberAdd(_)
         | R::MemberRemove(_)
-        | R::MemberUpdate(_)
         | R::MemberPromote(_)
         | R::Status(_)
         | R::HashKv(_)
@@ -171,10 +182,22 @@ pub fn apply_request(
             let header = ctx.header.clone();
             lease::apply::revoke(ctx.lessor, ctx.batch, r.id.to_native(), header)?
         }
+        Replicated::LeaseRevokeAs(r) => {
+            let header = ctx.header.clone();
+            lease::apply::revoke_as(ctx.lessor, ctx.batch, ctx.auth, r, header)?
+        }
+        Replicated::PutAs(p) => lease::apply::put_as(ctx.batch, ctx.auth, p, ctx.header.clone())?,
         Replicated::Auth(a) => {
             let header = ctx.header(ctx.batch.revision());
             let r = ctx.auth.apply(ctx.batch, a, ctx.index, header);
             w::Response::Auth(r.map_err(Applied::Refused)?)
+        }
+        Replicated::MemberUpdate(u) => {
+            let header = ctx.header(0);
+            let (resp, cluster) =
+                membership::apply::update(ctx.batch, u, header).map_err(Applied::Refused)?;
+            ctx.membership = Some(cluster);
+            resp
         }
     })
 }
@@ -188,6 +211,8 @@ pub struct BatchApplied {
     pub answers: Vec<(Origin, u64, Result<w::Response, ApiError>)>,
     /// Membership changes, in log order, for Raft to take.
     pub conf_changes: Vec<ConfChange>,
+    /// The membership record after the batch, if the batch changed it.
+    pub membership: Option<crate::cluster::ClusterInfo>,
     /// Client requests applied (refused ones included).
     pub requests: u64,
     pub commit: CommitInfo,
@@ -212,8 +237,19 @@ pub fn apply_batch(
     let mut batch = store.write().map_err(|e| format!("store: {e}"))?;
     let mut answers = Vec::new();
     let mut conf_changes = Vec::new();
+    let mut membership = None;
     let mut requests = 0;
     let mut aligned = AlignedVec::<16>::new();
+    // A leader's store image can be ahead of the Raft snapshot that came
+    // with it: the store already holds the membership changes in between,
+    // but Raft's configuration still needs them.
+    for e in entries.iter().filter(|e| e.index <= store_applied) {
+        if e.kind == EntryKind::ConfChange {
+            let cc = ConfChange::decode(&e.data)
+                .map_err(|err| format!("conf change entry {}: {err}", e.index))?;
+            conf_changes.push(cc);
+        }
+    }
     for e in entries.iter().filter(|e| e.index > store_applied) {
         match e.kind {
             EntryKind::Normal if e.data.is_empty() => {}
@@ -249,12 +285,16 @@ pub fn apply_batch(
                     now: lease.now,
                     auth,
                     auth_stamp: decoded.auth_stamp,
+                    membership: None,
                 };
                 let result = match rkyv::access::<w::ArchivedRequest, rkyv::rancor::Error>(&aligned)
                 {
                     Ok(req) => apply_request(&mut ctx, req),
                     Err(e) => Err(Applied::Refused(ApiError::MalformedRequest(e.to_string()))),
                 };
+                if let Some(changed) = ctx.membership.take() {
+                    membership = Some(changed);
+                }
                 let result = match result {
                     Ok(resp) => Ok(resp),
                     Err(Applied::Refused(api)) => Err(api),
@@ -266,8 +306,15 @@ pub fn apply_batch(
                 answers.push((decoded.origin, e.index, result));
             }
             EntryKind::ConfChange => {
-                let cc = ConfChange::decode(&e.data)
+                let (cc, context) = ConfChange::decode_with_context(&e.data)
                     .map_err(|err| format!("conf change entry {}: {err}", e.index))?;
+                let done = membership::apply::conf_change(&mut batch, &cc, context, header.clone())
+                    .map_err(|err| format!("conf change entry {}: {err}", e.index))?;
+                if let Some((origin, result)) = done.answer {
+                    requests += 1;
+                    answers.push((origin, e.index, result));
+                }
+                membership = Some(done.cluster);
                 conf_changes.push(cc);
             }
         }
@@ -283,6 +330,7 @@ pub fn apply_batch(
         last_index,
         answers,
         conf_changes,
+        membership,
         requests,
         commit,
     })

@@ -8,10 +8,13 @@
 //!   fail-all, a hard cap.
 //! - `apply.rs`: committed entries -> store commit; `apply_request` is the
 //!   single dispatch over request kinds.
+//! - `member.rs`: membership changes proposed as Raft conf changes (or
+//!   forwarded to the leader); the rules are in `node/membership`.
 //! - `snapshot.rs`: installing a leader's image (blocking, off the Raft
 //!   executor).
 
 pub mod apply;
+mod member;
 pub mod requests;
 pub mod snapshot;
 pub mod state;

@@ -60,13 +60,26 @@ enum Packet {
         to: u64,
         msg: crate::node::lease::LeaseMsg,
     },
+    ForwardMember {
+        to: u64,
+        data: Vec<u8>,
+    },
+    MemberRefused {
+        to: u64,
+        proposal_id: u64,
+        run_nonce: u64,
+        error: String,
+    },
 }
 
 impl Packet {
     fn to(&self) -> u64 {
         match self {
             Packet::Raft(m) => m.to,
-            Packet::Forward { to, .. } | Packet::Lease { to, .. } => *to,
+            Packet::Forward { to, .. }
+            | Packet::Lease { to, .. }
+            | Packet::ForwardMember { to, .. }
+            | Packet::MemberRefused { to, .. } => *to,
         }
     }
 }
@@ -197,6 +210,13 @@ impl Sim {
                 Packet::Raft(m) => r.step(m),
                 Packet::Forward { data, .. } => r.on_forwarded(data),
                 Packet::Lease { from, msg, .. } => r.on_lease_msg(self.now, from, msg),
+                Packet::ForwardMember { data, .. } => r.on_forwarded_member(self.now, data),
+                Packet::MemberRefused {
+                    proposal_id,
+                    run_nonce,
+                    error,
+                    ..
+                } => r.on_member_refused(proposal_id, run_nonce, &error),
             }
         }
         let now = self.now;
@@ -216,6 +236,20 @@ impl Sim {
                         Outbound::Raft(msg) => Packet::Raft(msg),
                         Outbound::Forward { to, data, .. } => Packet::Forward { to, data },
                         Outbound::Lease { to, msg } => Packet::Lease { from: id, to, msg },
+                        Outbound::ForwardMember { to, data, .. } => {
+                            Packet::ForwardMember { to, data }
+                        }
+                        Outbound::MemberRefused {
+                            to,
+                            proposal_id,
+                            run_nonce,
+                            error,
+                        } => Packet::MemberRefused {
+                            to,
+                            proposal_id,
+                            run_nonce,
+                            error,
+                        },
                     },
                 ));
             }

@@ -49,6 +49,8 @@ pub struct ReplicaConfig {
     pub alarms: std::sync::Arc<crate::node::alarm::Alarms>,
     /// The auth store replicated auth requests change.
     pub auth: std::sync::Arc<crate::node::auth::Auth>,
+    /// The applied membership (the leader checks changes against it).
+    pub cluster: std::sync::Arc<std::sync::RwLock<crate::cluster::ClusterInfo>>,
 }
 
 /// What the driver must send.
@@ -66,6 +68,20 @@ pub enum Outbound {
     Lease {
         to: NodeId,
         msg: lease::LeaseMsg,
+    },
+    /// A membership change for the leader (`replica/member.rs`); if it
+    /// cannot be queued, tell the replica with [`Replica::forward_dropped`].
+    ForwardMember {
+        to: NodeId,
+        ticket: Ticket,
+        data: Vec<u8>,
+    },
+    /// The leader's refusal of a change `to` forwarded.
+    MemberRefused {
+        to: NodeId,
+        proposal_id: u64,
+        run_nonce: u64,
+        error: String,
     },
 }
 
@@ -121,13 +137,15 @@ impl Persist {
 pub struct Applied {
     pub applied: u64,
     pub commit: CommitInfo,
+    /// The membership after the batch, when the batch changed it.
+    pub membership: Option<crate::cluster::ClusterInfo>,
 }
 
 pub struct Replica {
-    raw: RawNode,
-    cfg: ReplicaConfig,
-    requests: Requests,
-    outbox: Vec<Outbound>,
+    pub(super) raw: RawNode,
+    pub(super) cfg: ReplicaConfig,
+    pub(super) requests: Requests,
+    pub(super) outbox: Vec<Outbound>,
     /// Highest index applied to the store. Invariant: `applied <= commit`.
     applied: u64,
     /// The hard state last written to the WAL.
@@ -138,6 +156,9 @@ pub struct Replica {
     /// Leases: the lessor (applied with the entries), expiry and
     /// checkpoints on the leader, keep-alives forwarded to the leader.
     lease: LeaseDriver,
+    /// Membership changes waiting for the one in flight to be applied
+    /// (`replica/member.rs`).
+    pub(super) member_retry: Vec<super::member::Retry>,
 }
 
 /// Most WAL writes remembered for stage timings.
@@ -174,6 +195,7 @@ impl Replica {
             durable_hs,
             wal_batches: VecDeque::new(),
             lease: LeaseDriver::empty(),
+            member_retry: Vec::new(),
         }
     }
 
@@ -264,6 +286,7 @@ impl Replica {
                 }
             },
             CoreMsg::ReadIndex { reply } => self.queue_read(deadline, reply),
+            CoreMsg::MemberChange { frame, reply } => self.on_member_change(now, frame, reply),
             CoreMsg::MoveLeader { target, reply } => {
                 let _ = reply.send(self.move_leader(target));
             }
@@ -388,6 +411,7 @@ impl Replica {
         self.raw.tick();
         self.requests.expire(now, self.leader_known());
         self.unpark();
+        self.retry_member_changes(now);
         let status = self.raw.status();
         self.lease.set_leader(status.role == Role::Leader, now);
         let actions = self.lease.on_tick(now, status.leader);
@@ -541,6 +565,7 @@ impl Replica {
         Ok(Some(Applied {
             applied: self.applied,
             commit: done.commit,
+            membership: done.membership,
         }))
     }
 

@@ -66,6 +66,12 @@ pub fn replica_config(id: u64, nonce: u64, cap: usize) -> ReplicaConfig {
         applied_term_key: b"test/applied_term",
         alarms: Default::default(),
         auth: std::sync::Arc::new(crate::node::auth::Auth::default()),
+        cluster: std::sync::Arc::new(std::sync::RwLock::new(crate::cluster::ClusterInfo {
+            cluster_id: 0xc1,
+            members: Default::default(),
+            bootstrap_voters: Vec::new(),
+            removed: Default::default(),
+        })),
     }
 }
 
