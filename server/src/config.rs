@@ -261,6 +261,15 @@ pub struct Config {
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
 
+    /// Store commits (one per applied batch) whose page write-out may wait
+    /// for the store's write-out thread; 0 writes them on the Raft core.
+    #[arg(
+        long,
+        env = "COREKV_STORE_WRITEOUT_QUEUE_COMMITS",
+        default_value_t = 16
+    )]
+    pub store_writeout_queue_commits: usize,
+
     /// etcd's `--auth-token`: `simple`, or
     /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]

@@ -123,7 +123,6 @@ async fn three_members_survive_kill9_loop() {
 /// its client listeners after ReadyNotify), so even a serializable read
 /// never shows a revision below an acknowledged one after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reason: bug: after kill -9 and restart a single member answers Status and serializable reads from the store before replaying the WAL tail, so the revision a client sees goes back (seen: revision 1 after 973 acknowledged writes, with --store-sync-entries 100000); start-up/replica owned (issue 11)"]
 async fn serializable_reads_after_restart_do_not_go_back() {
     let mut cluster = Cluster::start(1, &["--store-sync-entries", "100000"]).await;
     let addr = vec![cluster.members[0].native_addr()];

@@ -122,6 +122,7 @@ crash_tests! {
     crash_at_wal_snapshot_marker: "wal-snapshot-marker" after 2 None;
     crash_at_store_commit: "store-commit" after 300 None;
     crash_at_store_commit_meta: "store-commit-meta" after 4 None;
+    crash_at_store_writeout_page: "store-writeout-page" after 1000 None;
     crash_at_applied_index_record: "store-sync-applied" after 4 None;
     crash_at_compaction_pass: "store-compact-step" after 3 Compact;
     crash_at_defrag_relocation: "defrag-relocate" after 2 Churn;

@@ -44,6 +44,7 @@ mod tree;
 mod txn;
 mod txn_bulk;
 mod verified;
+mod writeout;
 
 pub use backend::{Backend, FileBackend, Mapped, MemBackend};
 pub use checksum::crc32c as checksum_crc32c;

@@ -10,6 +10,8 @@ pub(crate) fn opts() -> DbOptions {
         initial_file_bytes: 0,
         max_growth_bytes: 1 << 20,
         max_live_snapshots: 1024,
+        writeout_queue_commits: 16,
+        writeout_min_pages: 0,
     }
 }
 

@@ -51,6 +51,9 @@ impl TreeRead for TreeTxn<'_> {
             Some(n) => return Ok(NodeRef::Owned(n)),
             None => {}
         }
+        if let Some(n) = self.w.overlay.node(id)? {
+            return Ok(n);
+        }
         let bytes = tree::page_offset(id)
             .and_then(|off| self.w.map.slice(off, PAGE_SIZE))
             .ok_or_else(|| StorageError::corrupted(id, "tree page beyond file"))?;
@@ -63,6 +66,13 @@ impl TreeRead for TreeTxn<'_> {
     }
 
     fn page_bytes(&self, id: u64) -> Result<Cow<'_, [u8]>> {
+        // Written by this transaction, or by a commit not yet written out.
+        if let Some(p) = self.w.staged.get(&id) {
+            return Ok(Cow::Borrowed(&p[..]));
+        }
+        if let Some(b) = self.w.overlay.raw(id) {
+            return Ok(Cow::Borrowed(b));
+        }
         // A non-coherent map is a copy from the last commit and misses the
         // overflow pages this transaction wrote.
         if self.w.backend.coherent_map()
@@ -230,7 +240,7 @@ impl TreeTxn<'_> {
             page::write_header(&mut p[..], TYPE_OVERFLOW, c.len() as u16, next);
             p[page::HEADER..page::HEADER + c.len()].copy_from_slice(c);
             page::seal(&mut p[..]);
-            self.w.write_page(ids[i], &p[..])?;
+            self.w.stage_page(ids[i], p)?;
         }
         Ok(ids[0])
     }
@@ -732,6 +742,7 @@ impl Drop for TreeTxn<'_> {
         if !self.finished {
             // Abandoned transaction: undo its allocations and frees.
             self.pool.clear();
+            self.w.staged.clear();
             self.w.free.rollback_txn();
             self.w.page_count = self.w.meta.page_count;
         }

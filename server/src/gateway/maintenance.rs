@@ -83,6 +83,9 @@ pub async fn snapshot(
     api: Rc<Api>,
     _r: pb::SnapshotRequest,
 ) -> Result<ResponseStream<pb::SnapshotResponse>, Status> {
+    crate::node::ready::wait(&api.shared)
+        .await
+        .map_err(super::status)?;
     let mut chunks = snapshot_stream::open(&api.shared).map_err(super::status)?;
     let (tx, rx) = tokio::sync::mpsc::channel(snapshot_stream::SNAPSHOT_QUEUE_CHUNKS);
     let shared = api.shared.clone();

@@ -286,6 +286,10 @@ async fn read_requests<S>(
                 continue;
             }
         };
+        if let Err(e) = crate::node::ready::wait(&api.shared).await {
+            refused(e.message());
+            continue;
+        }
         if let Err(e) = api.gate(req) {
             refused(e.message());
             continue;

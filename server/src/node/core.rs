@@ -103,6 +103,7 @@ impl Core {
         spawn_key_counter(self.shared.clone());
         super::alarm::spawn_monitor(self.shared.clone());
         super::autocompact::spawn(self.shared.clone());
+        super::ready::spawn_barrier(self.shared.clone());
         let result = self.serve(&mut client_rx, &mut peer_rx).await;
         if let Err(reason) = &result {
             self.shared.fail(reason.clone());

@@ -18,6 +18,7 @@ pub mod internal;
 pub mod lease;
 pub mod membership;
 pub mod peer;
+pub mod ready;
 pub mod replica;
 pub mod route;
 pub mod serve;
@@ -83,6 +84,9 @@ pub struct Shared {
     pub commit_index: AtomicU64,
     pub applied_index: AtomicU64,
     pub is_learner: AtomicBool,
+    /// Set once the store caught up after start (`ready.rs`); clients are
+    /// served only from then on. Never reset.
+    pub serving: AtomicBool,
     pub shutdown: AtomicBool,
     /// Set by shard 0 on a fatal error (WAL or store IO): the member stops.
     pub fatal: RwLock<Option<String>>,

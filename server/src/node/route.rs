@@ -202,6 +202,7 @@ impl Api {
     /// validate, route, wait if the route needs it.
     pub async fn call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
         let req = validate_owned_frame(&frame, &self.shared.limits)?;
+        super::ready::wait(&self.shared).await?;
         let admitted = self.gate(req)?;
         let later = match self.route(req) {
             Route::Done(result) => return result,

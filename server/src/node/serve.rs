@@ -291,6 +291,9 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
         Err(e) => return answer(outbox, id, ReqKind::Other, Err(e)),
     };
     let kind = kind_of(req);
+    if let Err(e) = super::ready::wait(&api.shared).await {
+        return answer(outbox, id, kind, Err(e));
+    }
     let admitted = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req)
     {
         Ok(admitted) => admitted,

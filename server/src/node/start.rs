@@ -53,8 +53,9 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
-pub fn store_options(_cfg: &Config) -> StoreOptions {
+pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
+        writeout_queue_commits: cfg.store_writeout_queue_commits,
         // The quota is enforced by the alarm layer (`node/alarm.rs`) from
         // replicated state; a store-local refusal at apply could make
         // members diverge (their file sizes differ).
@@ -243,6 +244,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         commit_index: AtomicU64::new(0),
         applied_index: AtomicU64::new(applied),
         is_learner: AtomicBool::new(is_learner),
+        serving: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         fatal: RwLock::new(None),
         auth,

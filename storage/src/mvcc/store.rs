@@ -60,6 +60,13 @@ pub struct StoreOptions {
     /// fails with `TooManyReaders` beyond it. Bounds the reader registry
     /// (at most this + 1 entries) and the pages old readers keep from reuse.
     pub max_live_snapshots: usize,
+    /// Non-durable commits whose pages may wait for the store's write-out
+    /// thread (encode, checksum and write off the committing thread, see
+    /// `writeout.rs`); 0 = written by the committing thread.
+    pub writeout_queue_commits: usize,
+    /// Commits of fewer dirty pages are written by the committing thread
+    /// when nothing is queued (cheaper than a hand-over).
+    pub writeout_min_pages: usize,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +85,8 @@ impl Default for StoreOptions {
             range_delete_min_keys: 1024,
             max_range_tombstones: 16,
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
+            writeout_queue_commits: 16,
+            writeout_min_pages: 8,
         }
     }
 }
@@ -132,6 +141,8 @@ impl Store {
                 initial_file_bytes: opts.initial_mmap_bytes,
                 max_growth_bytes: opts.max_growth_bytes,
                 max_live_snapshots: opts.max_live_snapshots,
+                writeout_queue_commits: opts.writeout_queue_commits,
+                writeout_min_pages: opts.writeout_min_pages,
             },
         )?;
         let applied = db.latest_meta().applied_index;
