@@ -10,5 +10,5 @@ cargo test --workspace --locked
 # Fault injection (docs/reliability.md): a crash at every failpoint, then a
 # 2-minute chaos run on the same debug build, judged by the history checker
 # (two 1-minute runs: network namespaces, then the in-process TCP proxies).
-cargo test -p corekv-server --features failpoints --locked --test failpoints --test lease_keys_lagging
+cargo test -p corekv-server --features failpoints --locked --test failpoints --test lagging_follower
 CHAOS_PROFILE=dev bash scripts/chaos.sh --runs 2 --minutes 2 --net alternate

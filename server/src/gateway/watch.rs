@@ -290,7 +290,7 @@ async fn read_requests<S>(
             refused(e.message());
             continue;
         }
-        if let Err(e) = api.gate(req) {
+        if let Err(e) = api.gate(req).await {
             refused(e.message());
             continue;
         }

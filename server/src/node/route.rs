@@ -132,9 +132,30 @@ impl Api {
 
     /// `auth::calls::gate` for this handle's caller: what a request it may
     /// make carries on (its auth stamp), or why not.
-    pub fn gate(&self, req: &w::ArchivedRequest) -> Result<auth::calls::Admitted, ApiError> {
+    pub async fn gate(&self, req: &w::ArchivedRequest) -> Result<auth::calls::Admitted, ApiError> {
         let token = self.caller.token.as_deref().map(str::as_bytes);
-        auth::calls::gate(&self.shared.auth, token, self.caller.cn.as_deref(), req)
+        self.gate_as(token, self.caller.cn.as_deref(), req).await
+    }
+
+    /// `auth::calls::gate` for the given credentials. A refusal that may
+    /// only mean this member lags (a simple token assigned by an entry it
+    /// has not applied yet, because another member issued it; a permission
+    /// granted by an entry not applied yet) is asked again once, after a
+    /// read barrier, so a client is never refused for what the cluster
+    /// already acknowledged to it.
+    pub async fn gate_as(
+        &self,
+        token: Option<&[u8]>,
+        cn: Option<&str>,
+        req: &w::ArchivedRequest,
+    ) -> Result<auth::calls::Admitted, ApiError> {
+        match auth::calls::gate(&self.shared.auth, token, cn, req) {
+            Err(ApiError::InvalidAuthToken | ApiError::PermissionDenied) => {
+                self.read_barrier().await?;
+                auth::calls::gate(&self.shared.auth, token, cn, req)
+            }
+            other => other,
+        }
     }
 
     /// An Auth service call (`Route::Auth`), its frame tagged with its stamp.
@@ -203,7 +224,7 @@ impl Api {
     pub async fn call(&self, frame: OwnedFrame) -> Result<w::Response, ApiError> {
         let req = validate_owned_frame(&frame, &self.shared.limits)?;
         super::ready::wait(&self.shared).await?;
-        let admitted = self.gate(req)?;
+        let admitted = self.gate(req).await?;
         let later = match self.route(req) {
             Route::Done(result) => return result,
             Route::Later(later) => later,

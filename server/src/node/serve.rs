@@ -294,8 +294,7 @@ async fn handle_frame(conn: &Rc<Conn>, frame: &Frame<'_>) {
     if let Err(e) = super::ready::wait(&api.shared).await {
         return answer(outbox, id, kind, Err(e));
     }
-    let admitted = match auth::calls::gate(&api.shared.auth, frame.token(), conn.cn.as_deref(), req)
-    {
+    let admitted = match api.gate_as(frame.token(), conn.cn.as_deref(), req).await {
         Ok(admitted) => admitted,
         Err(e) => return answer(outbox, id, kind, auth::calls::refusal(&api.shared, req, e)),
     };
