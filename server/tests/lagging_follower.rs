@@ -152,4 +152,24 @@ async fn a_lagging_follower_accepts_fresh_tokens_and_grants() {
             cluster.members[slow].log()
         );
     }
+    // A password change on the leader ends alice's tokens: her linearizable
+    // read on the follower at once is refused as etcd refuses it (the token
+    // is resolved again after the read barrier), not as "old revision".
+    let token = lc.authenticate("alice", "apw").await.unwrap();
+    let alice = follower.with_token(Some(&token));
+    assert!(alice.get(b"/g0").await.is_ok());
+    root.auth(w::AuthRequest::UserChangePassword(
+        w::AuthUserChangePasswordRequest {
+            name: "alice".into(),
+            password: "apw2".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let r = alice.get(b"/g0").await;
+    assert!(
+        matches!(r, Err(WireError::Api(ApiError::InvalidAuthToken))),
+        "after the password change: {r:?}"
+    );
 }

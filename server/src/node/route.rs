@@ -250,10 +250,17 @@ impl Api {
         later: Later,
         admitted: &auth::calls::Admitted,
     ) -> Result<w::Response, ApiError> {
-        let read = matches!(later, Later::LinearizableRange(_));
+        // The range's bounds, kept for the re-check only under auth.
+        let read = match &later {
+            Later::LinearizableRange(r) if admitted.stamp != 0 => {
+                Some((r.key.clone(), r.range_end.clone()))
+            }
+            Later::LinearizableRange(_) => Some(Default::default()),
+            _ => None,
+        };
         let result = self.finish(later).await;
-        if read {
-            self.shared.auth.admit_stamp(admitted.stamp)?;
+        if let Some((key, end)) = read {
+            admitted.recheck_read(&self.shared.auth, &key, &end)?;
         }
         admitted.check_answer(&self.shared.auth, &result)?;
         result

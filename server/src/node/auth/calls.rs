@@ -31,6 +31,17 @@ pub struct Admitted {
     /// Set for a `LeaseTimeToLive` with `keys` under auth: the caller, who
     /// must be known and may read every key in the answer.
     ttl_keys: Option<Option<AuthInfo>>,
+    /// Set for a range under auth: the caller's credentials, so a
+    /// linearizable read whose auth state moved during its read barrier is
+    /// checked again at the state it read at (etcd resolves the token and
+    /// checks the range after its ReadIndex), not refused as old.
+    credentials: Option<Credentials>,
+}
+
+#[derive(Debug)]
+struct Credentials {
+    token: Option<Vec<u8>>,
+    cn: Option<String>,
 }
 
 impl Admitted {
@@ -62,6 +73,23 @@ impl Admitted {
         };
         check::lease_ttl_keys_permitted(&view, who.as_ref(), keys.iter().map(Vec::as_slice))?;
         auth.admit_stamp(self.stamp)
+    }
+
+    /// Whether a linearizable read of `key..end` that passed its read
+    /// barrier may be answered: the gate's check still holds, or, when the
+    /// auth state moved meanwhile, the caller's credentials and permission
+    /// hold at the state now (at least as new as the data read), so a token
+    /// ended by the move is `invalid auth token` and a revoked permission
+    /// `permission denied`, as etcd answers them.
+    pub fn recheck_read(&self, auth: &Auth, key: &[u8], end: &[u8]) -> Result<(), ApiError> {
+        match (auth.admit_stamp(self.stamp), &self.credentials) {
+            (Err(ApiError::AuthOldRevision), Some(c)) => {
+                let view = auth.view();
+                let who = auth.who_at(&view, c.token.as_deref(), c.cn.as_deref())?;
+                check::range_op(&view, who.as_ref(), key, end)
+            }
+            (result, _) => result,
+        }
     }
 }
 
@@ -108,6 +136,12 @@ pub fn gate(
                 }));
             }
             R::LeaseTimeToLive(t) if t.keys => admitted.ttl_keys = Some(who),
+            R::Range(_) => {
+                admitted.credentials = Some(Credentials {
+                    token: token.map(<[u8]>::to_vec),
+                    cn: cn.map(str::to_owned),
+                })
+            }
             _ => {}
         }
     }

@@ -62,7 +62,7 @@ fn maintenance_admin(view: &AuthView, who: Option<&AuthInfo>) -> Result<(), ApiE
     })
 }
 
-fn range_op(
+pub fn range_op(
     view: &AuthView,
     who: Option<&AuthInfo>,
     key: &[u8],
