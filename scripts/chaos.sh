@@ -3,8 +3,10 @@
 # then runs N runs of a 3-member cluster (own network namespaces when run as
 # root, else loopback with in-process TCP proxies on the peer links) under a
 # mixed native+gRPC workload with leases, kill -9, SIGSTOP pauses,
-# partitions and a slow disk; each run ends with heal, recovery and the
-# history checker's verdict (docs/reliability.md).
+# partitions, a slow disk and membership changes (a member removed through
+# the Cluster API, wiped and added back); each run ends with heal (three
+# voters again), recovery and the history checker's verdict
+# (docs/reliability.md).
 #
 #   scripts/chaos.sh [--runs N] [--seed S] [--minutes M] [--clients C]
 #                    [--net auto|netns|proxy|alternate]
@@ -16,7 +18,7 @@
 # --minutes is the total fault time, split evenly over the runs.
 # CHAOS_PROFILE=dev reuses the debug build (the default test suite does);
 # the default is a release build. Last line:
-#   runs=N ops=... faults=... kills=... leases=... expired=... inconclusive=I violations=V lost=L
+#   runs=N ops=... faults=... kills=... members=... leases=... expired=... inconclusive=I violations=V lost=L
 # Exit status 1 if any violation or lost write was found or a run was inconclusive.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -134,11 +134,32 @@ pub fn teardown_net(net: &Net) {
 pub struct Member {
     pub native: String,
     pub client_url: String,
+    /// The peer URL the member advertises (what MemberAdd is given).
+    pub peer_url: String,
+    host: String,
     data_dir: PathBuf,
     args: Vec<String>,
     ns: Option<String>,
     pub child: Option<Child>,
     pub paused: bool,
+    /// Removed from the cluster (its data dir wiped or about to be) and
+    /// not yet added back: `start` leaves it down, since its flags would
+    /// start it as the member it was.
+    pub out: bool,
+}
+
+/// Peer ports a member in its own namespace alternates between when it
+/// comes back on a new peer address.
+const NETNS_PEER_PORTS: [u16; 2] = [2380, 2390];
+
+/// Replaces the `name=value` flag `name` in `args` (or appends it).
+fn set_flag(args: &mut Vec<String>, name: &str, value: &str) {
+    let flag = format!("{name}={value}");
+    let prefix = format!("{name}=");
+    match args.iter_mut().find(|a| a.starts_with(&prefix)) {
+        Some(a) => *a = flag,
+        None => args.push(flag),
+    }
 }
 
 pub struct Cluster {
@@ -208,6 +229,8 @@ impl Cluster {
                 Member {
                     native: format!("{h}:{n}"),
                     client_url: format!("http://{h}:{c}"),
+                    peer_url: format!("http://{h}:{a}"),
+                    host: h.clone(),
                     data_dir,
                     args,
                     ns: match &net {
@@ -216,6 +239,7 @@ impl Cluster {
                     },
                     child: None,
                     paused: false,
+                    out: false,
                 }
             })
             .collect();
@@ -226,10 +250,11 @@ impl Cluster {
         })
     }
 
-    /// Starts member `i` (with `failpoints` in FAILPOINTS if given).
+    /// Starts member `i` (with `failpoints` in FAILPOINTS if given); a
+    /// member that is `out` of the cluster stays down.
     pub fn start(&mut self, i: usize, failpoints: Option<&str>) -> Result<()> {
         let m = &mut self.members[i];
-        if m.child.is_some() {
+        if m.child.is_some() || m.out {
             return Ok(());
         }
         let log = std::fs::OpenOptions::new()
@@ -292,6 +317,17 @@ impl Cluster {
         self.members[i].paused = false;
     }
 
+    /// Member `i`'s exit status if it exited (reaped), None while it runs
+    /// or when it is down.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let status = self.members[i].child.as_mut()?.try_wait().ok()??;
+        self.members[i].child = None;
+        if let Network::Proxy(p) = &self.net {
+            p.set_pid(i, None);
+        }
+        Some(status)
+    }
+
     /// Members that exited on their own (fail-stop or crash), reaped.
     pub fn reap_exited(&mut self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
@@ -325,6 +361,59 @@ impl Cluster {
             net.route("add", kind, x, y)?;
         }
         Ok(())
+    }
+
+    /// Deletes the data dir of member `i`, which must be down (a removed
+    /// member comes back only as a new member with an empty data dir).
+    pub fn wipe(&mut self, i: usize) -> Result<()> {
+        let m = &self.members[i];
+        if m.child.is_some() {
+            bail!("m{i} is running: not wiping its data dir");
+        }
+        match std::fs::remove_dir_all(&m.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("wiping {}", m.data_dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves member `i` (down) to a new peer address: the other port of
+    /// its namespace, or a new proxy for it. Returns the new peer URL.
+    pub fn readdress(&mut self, i: usize) -> Result<String> {
+        let m = &mut self.members[i];
+        let (listen, advertised) = match &mut self.net {
+            Network::Namespaces(_) => {
+                let now = m.peer_url.rsplit(':').next().unwrap_or_default();
+                let port = NETNS_PEER_PORTS
+                    .into_iter()
+                    .find(|p| p.to_string() != now)
+                    .unwrap_or(NETNS_PEER_PORTS[0]);
+                (port, port)
+            }
+            Network::Proxy(p) => {
+                let (advertised, listen) = p.readdress(i)?;
+                (listen, advertised)
+            }
+        };
+        let h = m.host.clone();
+        set_flag(
+            &mut m.args,
+            "--listen-peer-urls",
+            &format!("http://{h}:{listen}"),
+        );
+        m.peer_url = format!("http://{h}:{advertised}");
+        let url = m.peer_url.clone();
+        set_flag(&mut m.args, "--initial-advertise-peer-urls", &url);
+        Ok(url)
+    }
+
+    /// From now on member `i` starts as a member added at run time: it
+    /// joins the cluster listed in `initial_cluster`.
+    pub fn set_joining(&mut self, i: usize, initial_cluster: &str) {
+        let args = &mut self.members[i].args;
+        set_flag(args, "--initial-cluster", initial_cluster);
+        set_flag(args, "--initial-cluster-state", "existing");
     }
 
     /// Removes every partition.

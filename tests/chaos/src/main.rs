@@ -5,12 +5,13 @@
 //! recovery, a sentinel write every watcher must reach, final reads through
 //! every member, HashKV on every member at one revision, and the history
 //! checker's verdict. The last line is
-//! `runs=N ops=... faults=... kills=... leases=... expired=...
+//! `runs=N ops=... faults=... kills=... members=... leases=... expired=...
 //! inconclusive=I violations=V lost=L`. Exit status 1 if any run had a
 //! violation or a lost write, or the checker ran out of search budget.
 
 mod cluster;
 mod leases;
+mod membership;
 mod nemesis;
 mod proxy;
 mod watchers;
@@ -101,13 +102,14 @@ async fn main() -> Result<()> {
     let args = parse()?;
     std::fs::create_dir_all(&args.out)?;
     let (mut ops, mut faults, mut kills, mut violations, mut lost) = (0, 0, 0, 0, 0);
-    let (mut leases, mut expired, mut inconclusive) = (0, 0, 0);
+    let (mut leases, mut expired, mut inconclusive, mut members) = (0, 0, 0, 0);
     for run in 0..args.runs {
         let seed = args.seed.wrapping_add(u64::from(run));
         let r = one_run(&args, run, seed).await?;
         ops += r.ops;
         faults += r.faults.total();
         kills += r.faults.kills();
+        members += r.faults.member;
         violations += r.report.violations.len() + r.faults.unexpected_exits.len();
         lost += r.report.lost;
         leases += r.report.leases;
@@ -115,7 +117,7 @@ async fn main() -> Result<()> {
         inconclusive += usize::from(r.report.inconclusive.is_some());
     }
     println!(
-        "runs={} ops={ops} faults={faults} kills={kills} leases={leases} expired={expired} inconclusive={inconclusive} violations={violations} lost={lost}",
+        "runs={} ops={ops} faults={faults} kills={kills} members={members} leases={leases} expired={expired} inconclusive={inconclusive} violations={violations} lost={lost}",
         args.runs
     );
     // A run the checker could not decide is not a pass.
@@ -155,7 +157,7 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
     }
     let r = result?;
     println!(
-        "run {run} seed {seed}: ops={} acknowledged={} unknown={} failed={} watch_events={} leases={} expired={} final_revision={} faults={} {:?} violations={} lost={}{}",
+        "run {run} seed {seed}: ops={} acknowledged={} unknown={} failed={} watch_events={} leases={} expired={} final_revision={} faults={} {:?} members={} (leader {}, learner {}, new address {}, killed {}, gave up {}) violations={} lost={}{}",
         r.ops,
         r.report.acknowledged,
         r.report.unknown,
@@ -173,6 +175,12 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
             r.faults.partition,
             r.faults.slow_disk
         ),
+        r.faults.member,
+        r.faults.member_leader,
+        r.faults.member_learner,
+        r.faults.member_new_address,
+        r.faults.member_killed,
+        r.faults.member_gave_up.len(),
         r.report.violations.len(),
         r.report.lost,
         r.report
@@ -183,6 +191,9 @@ async fn one_run(args: &Args, run: u32, seed: u64) -> Result<RunResult> {
     );
     for v in r.report.violations.iter().take(10) {
         println!("  VIOLATION {:?}: {}", v.kind, v.detail);
+    }
+    for e in &r.faults.member_gave_up {
+        println!("  NOTE membership fault gave up (the heal finished it): {e}");
     }
     for e in &r.faults.unexpected_exits {
         println!("  VIOLATION member exited by itself: {e}");
@@ -292,6 +303,9 @@ async fn drive(
         }
     }
     wait_leader(cluster, Duration::from_secs(30)).await?;
+    // Three voters again: a member a membership fault left out is added
+    // back, a learner promoted.
+    membership::restore(cluster).await?;
     // A quiet spell with the clients still running: leases granted before
     // it that nobody keeps alive pass their latest allowed expiry in it.
     tokio::time::sleep(QUIET).await;

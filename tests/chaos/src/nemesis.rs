@@ -1,7 +1,9 @@
 //! Faults: kill -9 of the leader, a follower or every member; SIGSTOP
 //! pauses; partitions (leader isolated, or a bridge where only the leader
 //! sees both sides; packets blackholed or connections dropped); a slow disk (a member
-//! restarted with a delay failpoint on every WAL fdatasync).
+//! restarted with a delay failpoint on every WAL fdatasync); a membership
+//! change (a follower or the leader removed, wiped and added back:
+//! `membership.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
 use crate::cluster::{Cluster, MEMBERS};
+use crate::membership::{self, Rejoin};
 use crate::proxy::CutMode;
 use crate::workload::native_client;
 
@@ -24,6 +27,16 @@ pub struct Faults {
     pub pause: u64,
     pub partition: u64,
     pub slow_disk: u64,
+    /// Members removed, wiped and added back (of which the leader, as a
+    /// learner then promoted, on a new peer address; removed members that
+    /// had to be killed because they did not stop by themselves).
+    pub member: u64,
+    pub member_leader: u64,
+    pub member_learner: u64,
+    pub member_new_address: u64,
+    pub member_killed: u64,
+    /// Membership faults that could not finish (the heal completes them).
+    pub member_gave_up: Vec<String>,
     /// Members that exited without being killed (crash or fail-stop).
     pub unexpected_exits: Vec<String>,
 }
@@ -36,6 +49,7 @@ impl Faults {
             + self.pause
             + self.partition
             + self.slow_disk
+            + self.member
     }
     /// Processes killed with SIGKILL (crash-restart cycles).
     pub fn kills(&self) -> u64 {
@@ -75,6 +89,7 @@ async fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
 pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>) -> Faults {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut f = Faults::default();
+    let mut membership_round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         sleep_ms(&mut rng, 1_000, 3_000).await;
         note_exits(&cluster, &mut f).await;
@@ -83,7 +98,7 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>)
         let follower = lead.map_or(any, |l| {
             (l + 1 + rng.random_range(0..MEMBERS - 1)) % MEMBERS
         });
-        let kind = rng.random_range(0..7);
+        let kind = rng.random_range(0..8);
         match kind {
             0 | 1 => {
                 let (victim, leader_hit) = match (kind, lead) {
@@ -131,6 +146,33 @@ pub async fn run(cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>)
                 let mut c = cluster.lock().await;
                 c.kill(follower);
                 let _ = c.start(follower, None);
+            }
+            7 => {
+                let on_leader = lead.is_some() && rng.random_bool(1.0 / 3.0);
+                let victim = if on_leader {
+                    lead.unwrap_or(any)
+                } else {
+                    follower
+                };
+                // Every combination of learner/voter and old/new address.
+                let how = Rejoin {
+                    learner: membership_round % 2 == 1,
+                    new_address: membership_round / 2 % 2 == 1,
+                };
+                membership_round += 1;
+                match membership::remove_and_readd(&cluster, victim, how).await {
+                    Ok(stopped) => {
+                        f.member += 1;
+                        f.member_leader += u64::from(on_leader);
+                        f.member_learner += u64::from(how.learner);
+                        f.member_new_address += u64::from(how.new_address);
+                        f.member_killed += u64::from(!stopped);
+                    }
+                    Err(e) => {
+                        eprintln!("chaos: membership fault on m{victim} gave up: {e:#}");
+                        f.member_gave_up.push(format!("m{victim}: {e:#}"));
+                    }
+                }
             }
             _ => {
                 let c = cluster.lock().await;

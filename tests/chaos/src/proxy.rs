@@ -154,29 +154,39 @@ impl Proxy {
             pids: Mutex::new(vec![None; members]),
             stats: Stats::default(),
         });
-        let mut ports = Vec::with_capacity(members);
-        let mut accepters = Vec::with_capacity(members);
-        for dst in 0..members {
-            let std_listener =
-                std::net::TcpListener::bind("127.0.0.1:0").context("binding a proxy port")?;
-            std_listener.set_nonblocking(true)?;
-            let port = std_listener.local_addr()?.port();
-            let real = crate::cluster::free_port();
-            let listener = TcpListener::from_std(std_listener)?;
-            ports.push((port, real));
-            accepters.push(tokio::spawn(accept(
-                listener,
-                dst,
-                port,
-                real,
-                links.clone(),
-            )));
-        }
-        Ok(Proxy {
+        let mut proxy = Proxy {
             links,
-            ports,
-            accepters,
-        })
+            ports: Vec::with_capacity(members),
+            accepters: Vec::with_capacity(members),
+        };
+        for _ in 0..members {
+            let (ports, accepter) = proxy.listen(proxy.ports.len())?;
+            proxy.ports.push(ports);
+            proxy.accepters.push(accepter);
+        }
+        Ok(proxy)
+    }
+
+    /// A proxy port for member `dst` and a private peer port for it.
+    fn listen(&self, dst: usize) -> Result<((u16, u16), JoinHandle<()>)> {
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding a proxy port")?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let real = crate::cluster::free_port();
+        let listener = TcpListener::from_std(std_listener)?;
+        let accepter = tokio::spawn(accept(listener, dst, port, real, self.links.clone()));
+        Ok(((port, real), accepter))
+    }
+
+    /// Member `i` (down) moves to a new peer address: a new proxy port and
+    /// a new private port. The old proxy and its connections are closed.
+    /// Returns (advertised port, private peer port).
+    pub fn readdress(&mut self, i: usize) -> Result<(u16, u16)> {
+        let (ports, accepter) = self.listen(i)?;
+        std::mem::replace(&mut self.accepters[i], accepter).abort();
+        self.ports[i] = ports;
+        Ok(ports)
     }
 
     /// The port member `i` advertises to its peers.

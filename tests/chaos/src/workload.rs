@@ -3,7 +3,8 @@
 //! serializable gets, prefix ranges, deletes, compare-and-swap txns,
 //! two-key txns, and leases: grants, puts with a lease, keep-alives,
 //! revokes, expiries; `leases.rs`) and records every operation. A client that hits a
-//! connection error or an ambiguous error moves to the next member.
+//! connection error, an ambiguous error or a learner's refusal moves to the
+//! next member.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,16 +98,26 @@ fn native_outcome(e: &WireError) -> Outcome {
             | ApiError::Compacted
             | ApiError::FutureRev
             | ApiError::LeaseNotFound
-            | ApiError::NotCapable),
+            | ApiError::NotCapable
+            | ApiError::NotSupportedForLearner),
         ) => Outcome::Failed(a.message().to_owned()),
         other => Outcome::Unknown(other.to_string()),
     }
+}
+
+/// A learner refuses what it may not serve before anything happens
+/// (etcd answers Unavailable, a code that is otherwise ambiguous).
+fn learner_refusal(o: &Outcome) -> bool {
+    matches!(o, Outcome::Failed(m) if m == ApiError::NotSupportedForLearner.message())
 }
 
 fn grpc_outcome(s: &tonic::Status) -> Outcome {
     use tonic::Code;
     match s.code() {
         Code::InvalidArgument | Code::OutOfRange | Code::NotFound | Code::Unimplemented => {
+            Outcome::Failed(s.message().to_owned())
+        }
+        Code::Unavailable if s.message() == ApiError::NotSupportedForLearner.message() => {
             Outcome::Failed(s.message().to_owned())
         }
         _ => Outcome::Unknown(format!("{:?}: {}", s.code(), s.message())),
@@ -568,7 +579,9 @@ impl Worker {
                 learn(resp, &mut last_mod);
             }
             book.learn(&req, &outcome, &mut rng);
-            let drop_conn = matches!(outcome, Outcome::Unknown(_));
+            // A member that failed or is a learner (re-added by a
+            // membership fault): go to the next one.
+            let drop_conn = matches!(outcome, Outcome::Unknown(_)) || learner_refusal(&outcome);
             self.rec.record(self.id, invoke, req, outcome);
             if drop_conn {
                 conn = None;
