@@ -45,19 +45,44 @@ async fn addrs(cluster: &Mutex<Cluster>) -> Vec<String> {
     c.members.iter().map(|m| m.native.clone()).collect()
 }
 
-/// Asks member `i` for `call` (a Cluster API request) within
-/// `CALL_TIMEOUT`; a connection failure or timeout is an error too.
-async fn ask<T, F, Fut>(addr: &str, call: F) -> Result<T, String>
+/// Why a call got no answer: etcd's error, or none (connection, timeout).
+#[derive(Debug)]
+struct Refused {
+    api: Option<ApiError>,
+    text: String,
+}
+
+impl Refused {
+    fn is(&self, e: &ApiError) -> bool {
+        self.api.as_ref() == Some(e)
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Asks the member at `addr` for `call` (a Cluster API request) within
+/// `CALL_TIMEOUT`; a connection failure or timeout is a refusal too.
+async fn ask<T, F, Fut>(addr: &str, call: F) -> Result<T, Refused>
 where
     F: FnOnce(corekv_wire::Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, WireError>>,
 {
-    let client = native_client(addr).await.map_err(|e| e.to_string())?;
+    let other = |text: String| Refused { api: None, text };
+    let client = native_client(addr)
+        .await
+        .map_err(|e| other(e.to_string()))?;
     match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(WireError::Api(e))) => Err(format!("api: {}", e.message())),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(WireError::Api(e))) => Err(Refused {
+            text: e.message().to_owned(),
+            api: Some(e),
+        }),
+        Ok(Err(e)) => Err(other(e.to_string())),
+        Err(_) => Err(other("timed out".into())),
     }
 }
 
@@ -125,7 +150,7 @@ async fn remove(cluster: &Mutex<Cluster>, victim: usize, id: u64) -> Result<()> 
         match r {
             Ok(_) => return Ok(()),
             // An earlier attempt whose answer was lost did it.
-            Err(e) if e.contains(ApiError::MemberNotFound.message()) => return Ok(()),
+            Err(e) if e.is(&ApiError::MemberNotFound) => return Ok(()),
             Err(e) => last = format!("asked m{asker}: {e}"),
         }
         let list = members(cluster, Some(victim)).await;
@@ -262,7 +287,7 @@ async fn promote(cluster: &Mutex<Cluster>, i: usize, id: u64) -> Result<()> {
         match r {
             Ok(_) => return Ok(()),
             // An earlier attempt whose answer was lost did it.
-            Err(e) if e.contains(ApiError::MemberNotLearner.message()) => return Ok(()),
+            Err(e) if e.is(&ApiError::MemberNotLearner) => return Ok(()),
             Err(e) => last = format!("asked m{asker}: {e}"),
         }
         tokio::time::sleep(RETRY).await;
@@ -332,17 +357,25 @@ pub async fn restore(cluster: &Mutex<Cluster>) -> Result<()> {
         promote(cluster, i, m.id).await?;
         caught_up(cluster, i).await?;
     }
-    let Some(list) = members(cluster, None).await else {
-        bail!("heal: no member answers MemberList");
-    };
-    let c = cluster.lock().await;
-    let expected: Vec<&str> = c.members.iter().map(|m| m.peer_url.as_str()).collect();
-    let voters = list
-        .iter()
-        .filter(|m| !m.is_learner && m.peer_urls.iter().any(|u| expected.contains(&u.as_str())))
-        .count();
-    if list.len() != MEMBERS || voters != MEMBERS {
-        bail!("heal: the cluster is not the run's {MEMBERS} voters: {list:?}");
+    // The member that answered a promotion may have applied it before
+    // the one answering MemberList: look again for a while.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let list = members(cluster, None).await.unwrap_or_default();
+        let expected: Vec<String> = {
+            let c = cluster.lock().await;
+            c.members.iter().map(|m| m.peer_url.clone()).collect()
+        };
+        let voters = list
+            .iter()
+            .filter(|m| !m.is_learner && m.peer_urls.iter().any(|u| expected.contains(u)))
+            .count();
+        if list.len() == MEMBERS && voters == MEMBERS {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("heal: the cluster is not the run's {MEMBERS} voters: {list:?}");
+        }
+        tokio::time::sleep(RETRY).await;
     }
-    Ok(())
 }

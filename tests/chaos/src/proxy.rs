@@ -406,4 +406,31 @@ mod tests {
         // Established connections of a known source are not affected.
         assert_eq!(round_trip(&mut s, b"still").await.unwrap(), b"still");
     }
+
+    /// A member moved to a new peer address: the old proxy port and its
+    /// connections close, the new one reaches the member's new port.
+    #[tokio::test]
+    async fn readdress_closes_the_old_port_and_proxies_the_new_one() {
+        let mut proxy = Proxy::start(2).unwrap();
+        echo(proxy.peer_port(1)).await;
+        proxy.set_pid(0, Some(std::process::id()));
+        let old = proxy.advertised_port(1);
+        let mut s = TcpStream::connect(("127.0.0.1", old)).await.unwrap();
+        assert_eq!(round_trip(&mut s, b"ping").await.unwrap(), b"ping");
+
+        let (advertised, real) = proxy.readdress(1).unwrap();
+        assert_eq!(
+            (advertised, real),
+            (proxy.advertised_port(1), proxy.peer_port(1))
+        );
+        assert_ne!(advertised, old);
+        let mut one = [0u8; 1];
+        let closed = tokio::time::timeout(WAIT * 10, s.read(&mut one)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert!(TcpStream::connect(("127.0.0.1", old)).await.is_err());
+
+        echo(real).await;
+        let mut s = TcpStream::connect(("127.0.0.1", advertised)).await.unwrap();
+        assert_eq!(round_trip(&mut s, b"moved").await.unwrap(), b"moved");
+    }
 }
