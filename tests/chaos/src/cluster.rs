@@ -446,3 +446,26 @@ impl Drop for Cluster {
 
 /// How long a member gets to come up before the run gives up on it.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::set_flag;
+
+    #[test]
+    fn set_flag_replaces_the_flag_or_appends_it() {
+        let mut args = vec![
+            "--initial-cluster=m0=http://a:1".to_owned(),
+            "--initial-cluster-token=t".to_owned(),
+        ];
+        set_flag(&mut args, "--initial-cluster", "m0=http://b:2");
+        set_flag(&mut args, "--initial-cluster-state", "existing");
+        assert_eq!(
+            args,
+            [
+                "--initial-cluster=m0=http://b:2",
+                "--initial-cluster-token=t",
+                "--initial-cluster-state=existing"
+            ]
+        );
+    }
+}

@@ -231,8 +231,19 @@ pub fn check(h: &History, opts: &Options) -> Report {
         }
     } else {
         match failed {
-            Some((SearchError::Budget { steps }, _)) => {
-                report.inconclusive = Some(format!("search budget of {steps} steps exhausted"));
+            Some((
+                SearchError::Budget {
+                    steps,
+                    op,
+                    placed,
+                    revisions,
+                },
+                ops,
+            )) => {
+                report.inconclusive = Some(format!(
+                    "search budget of {steps} steps exhausted; deepest point: {placed} ops placed, model at revision(s) {revisions:?}, {} not placed there",
+                    describe(h, &ops[op])
+                ));
             }
             Some((
                 SearchError::NotLinearizable {

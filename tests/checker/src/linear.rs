@@ -12,11 +12,11 @@
 //! An unknown operation's return time is infinite: it may take effect at any
 //! time after its invocation (or never).
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use crate::history::{Request, Response, WatchEvent};
+use crate::history::{EventKind, Request, Response, WatchEvent};
 use crate::model::{State, apply, in_range, same_answer};
 
 /// What watches saw of one revision: on keys of `[key, range_end)` the
@@ -29,6 +29,10 @@ pub struct SeenRevision {
     pub range_end: String,
     pub prev_kv: bool,
     pub events: Vec<WatchEvent>,
+    /// The stream started at a compaction of this revision, so the
+    /// revision's deletions may be missing from `events` (etcd drops a
+    /// key whose last version at the compaction revision is a deletion).
+    pub deletions_dropped: bool,
 }
 
 /// Revision -> what watches saw of it.
@@ -42,12 +46,23 @@ fn fits_watches(c: &Constraints, revision: i64, events: &[WatchEvent]) -> bool {
         let mut mine = events
             .iter()
             .filter(|e| in_range(&e.kv.key, &w.key, &w.range_end));
+        let dropped = |m: &WatchEvent| w.deletions_dropped && m.kind == EventKind::Delete;
         let same = w.events.iter().all(|s| {
-            mine.next().is_some_and(|m| {
-                m.kind == s.kind && m.kv == s.kv && (!w.prev_kv || m.prev_kv == s.prev_kv)
-            })
+            loop {
+                match mine.next() {
+                    Some(m)
+                        if m.kind == s.kind
+                            && m.kv == s.kv
+                            && (!w.prev_kv || m.prev_kv == s.prev_kv) =>
+                    {
+                        break true;
+                    }
+                    Some(m) if dropped(m) => {}
+                    _ => break false,
+                }
+            }
         });
-        same && mine.next().is_none()
+        same && mine.all(dropped)
     })
 }
 
@@ -90,8 +105,14 @@ pub enum SearchError {
         placed: usize,
         revisions: Vec<i64>,
     },
-    /// The step budget ran out before an answer.
-    Budget { steps: u64 },
+    /// The step budget ran out before an answer; `op`, `placed` and
+    /// `revisions` as for `NotLinearizable` (where the search was stuck).
+    Budget {
+        steps: u64,
+        op: usize,
+        placed: usize,
+        revisions: Vec<i64>,
+    },
 }
 
 /// Model step on a state set: every state the op can lead to given what the
@@ -140,8 +161,29 @@ pub fn step(states: &[State], op: &LinOp, seen: &Constraints) -> Vec<State> {
 
 const NIL: usize = usize::MAX;
 
-/// A (placed-operations bitset, state set) pair the search has been at.
-type Explored = (Vec<u64>, Vec<State>);
+/// A (placed-operations set, state set) pair the search has been at, as a
+/// fingerprint: the set's Zobrist hash (128 bits, updated in O(1) per
+/// placement) and the state set's hash. Fixed size, so the memo grows by
+/// 32 bytes per step, not by a bitset of every operation (with exact
+/// bitsets a 180,000-operation history needed 23 KB per step and the
+/// search of an 8-minute chaos run took 24 GB). Two different pairs could
+/// share a fingerprint only by a 192-bit collision; if they did, the
+/// search would skip a branch it had not explored, which can only make it
+/// report a violation it should not — never miss one.
+type Explored = (u128, u64);
+
+/// The Zobrist key of operation `op`: fixed pseudo-random bits
+/// (splitmix64 of the index), so a set's key is the XOR of its members'.
+fn zobrist(op: usize) -> u128 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let i = op as u64;
+    u128::from(mix(2 * i)) << 64 | u128::from(mix(2 * i + 1))
+}
 
 /// The entry list: call and return events sorted by time (calls first on
 /// ties, so touching operations count as concurrent), doubly linked so
@@ -221,9 +263,8 @@ impl Entries {
     }
 }
 
-fn set_hash(bits: &[u64], states: &[State]) -> u64 {
+fn states_hash(states: &[State]) -> u64 {
     let mut h = DefaultHasher::new();
-    bits.hash(&mut h);
     states.hash(&mut h);
     h.finish()
 }
@@ -237,19 +278,24 @@ pub fn search(
     max_steps: u64,
 ) -> Result<Vec<usize>, SearchError> {
     let mut e = Entries::new(ops);
-    let words = ops.len().div_ceil(64).max(1);
-    let mut linearized = vec![0u64; words];
+    // Zobrist key of the placed operations.
+    let mut linearized = 0u128;
     let mut states = vec![init.clone()];
     let mut stack: Vec<(usize, Vec<State>)> = Vec::new();
-    // (bitset, state set) pairs already explored, bucketed by hash.
-    let mut cache: HashMap<u64, Vec<Explored>> = HashMap::new();
+    // (placed set, state set) pairs already explored.
+    let mut cache: HashSet<Explored> = HashSet::new();
     let mut best: (usize, usize, Vec<i64>) = (0, 0, Vec::new());
     let mut steps = 0u64;
     let mut entry = e.next[e.head];
     while e.next[e.head] != NIL {
         steps += 1;
         if steps > max_steps {
-            return Err(SearchError::Budget { steps });
+            return Err(SearchError::Budget {
+                steps,
+                op: best.1,
+                placed: best.0,
+                revisions: best.2,
+            });
         }
         if entry == NIL {
             // Only reachable with inconsistent entry lists; treat as dead end.
@@ -263,14 +309,10 @@ pub fn search(
         if e.is_call[entry] {
             let next_states = step(&states, &ops[op], seen);
             if !next_states.is_empty() {
-                let mut bits = linearized.clone();
-                bits[op / 64] |= 1 << (op % 64);
-                let h = set_hash(&bits, &next_states);
-                let bucket = cache.entry(h).or_default();
-                if !bucket.iter().any(|(b, s)| *b == bits && *s == next_states) {
-                    bucket.push((bits.clone(), next_states.clone()));
+                let placed = linearized ^ zobrist(op);
+                if cache.insert((placed, states_hash(&next_states))) {
                     stack.push((entry, std::mem::replace(&mut states, next_states)));
-                    linearized = bits;
+                    linearized = placed;
                     e.lift(entry);
                     entry = e.next[e.head];
                     continue;
@@ -288,8 +330,7 @@ pub fn search(
                     revisions: best.2,
                 });
             };
-            let placed = e.op[call];
-            linearized[placed / 64] &= !(1 << (placed % 64));
+            linearized ^= zobrist(e.op[call]);
             states = prev_states;
             e.unlift(call);
             entry = e.next[call];
