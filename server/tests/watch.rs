@@ -443,3 +443,44 @@ async fn watch_on_follower_survives_a_snapshot_install() {
     drop(ws);
     cluster.members[follower].kill();
 }
+
+/// A watch catching up from history gets each revision's events in one
+/// response, also where the 1,000-event response bound falls inside a
+/// revision (a chaos run saw a txn's two puts split across two responses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_never_splits_a_revision_across_responses() {
+    let cluster = Cluster::start(1, &[]).await;
+    let c = cluster.client(0).await;
+    // Revisions 2..=1000 hold one event each; 1001 a txn's two puts, so
+    // the 1,000th and 1,001st events share a revision.
+    for i in 0..999 {
+        c.put(put(&format!("k{i:04}"), "v")).await.unwrap();
+    }
+    let txn = w::TxnRequest {
+        compare: Vec::new(),
+        success: vec![
+            w::RequestOp::Put(put("ka", "x")),
+            w::RequestOp::Put(put("kb", "y")),
+        ],
+        failure: Vec::new(),
+        nested: Vec::new(),
+    };
+    assert_eq!(c.txn(txn).await.unwrap().header.revision, 1001);
+    let mut ws = created(&c, watch("k", "l", 2)).await;
+    let (mut events, mut last_rev) = (0, 0);
+    while events < 1001 {
+        let r = next(&mut ws).await;
+        assert!(!r.canceled, "unexpected cancel: {r:?}");
+        let Some(first) = r.events.first() else {
+            continue;
+        };
+        assert!(
+            first.kv.mod_revision > last_rev,
+            "revision {} split across responses",
+            first.kv.mod_revision
+        );
+        last_rev = r.events.last().unwrap().kv.mod_revision;
+        events += r.events.len();
+    }
+    assert_eq!((events, last_rev), (1001, 1001));
+}

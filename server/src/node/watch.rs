@@ -45,7 +45,9 @@ const CATCH_UP_EVENTS: usize = 1000;
 /// Pause before a catch-up retries when the store refused a reader
 /// (`TooManyReaders`).
 const CATCH_UP_RETRY: Duration = Duration::from_millis(20);
-/// Most events in one watch response frame.
+/// Events after which a watch response is closed at the next revision
+/// boundary (one revision's events are never split across responses:
+/// etcd's watch atomicity; a revision with more events goes out whole).
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
 /// Key and value bytes after which a watch response is closed at the next
 /// revision boundary (so catch-up of large values stays well below gRPC
@@ -140,14 +142,16 @@ impl Watcher {
     }
 
     /// Delivers what matches among `events` (in revision order), in frames
-    /// of bounded size, and moves `next_rev` past `upto`.
+    /// closed at revision boundaries once past the size bounds, and moves
+    /// `next_rev` past `upto`.
     fn deliver(&self, shared: &Shared, events: &[st::Event], upto: i64) {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut last_rev = 0;
         for ev in events.iter().filter(|e| self.matches(e)) {
             let rev = ev.kv.mod_revision;
-            if bytes >= MAX_RESPONSE_BYTES && rev != last_rev && !out.is_empty() {
+            let full = bytes >= MAX_RESPONSE_BYTES || out.len() >= MAX_EVENTS_PER_RESPONSE;
+            if full && rev != last_rev && !out.is_empty() {
                 self.send(shared, upto, std::mem::take(&mut out));
                 bytes = 0;
             }
@@ -159,10 +163,6 @@ impl Watcher {
                     .map_or(0, |p| p.key.len() + p.value.len());
             last_rev = rev;
             out.push(self.to_wire(ev));
-            if out.len() == MAX_EVENTS_PER_RESPONSE {
-                self.send(shared, upto, std::mem::take(&mut out));
-                bytes = 0;
-            }
         }
         if !out.is_empty() {
             self.send(shared, upto, out);
