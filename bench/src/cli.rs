@@ -49,6 +49,9 @@ pub struct GlobalArgs {
     /// Seed of the key generators (same seed, same key sequence).
     #[arg(long, global = true, default_value_t = 1)]
     pub seed: u64,
+    /// TLS and auth: --user, --password, --cacert, --cert, --key.
+    #[command(flatten)]
+    pub security: crate::secure::SecurityArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,6 +321,29 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn security_options_parse_as_etcdctl() {
+        let cli = Cli::try_parse_from([
+            "corekv-bench",
+            "--endpoints=https://127.0.0.1:2379",
+            "--user=bench:pw",
+            "--cacert=/ca.pem",
+            "put",
+            "--cert=/c.pem",
+            "--key=/c.key",
+        ])
+        .unwrap();
+        let s = &cli.global.security;
+        assert_eq!(s.user.as_deref(), Some("bench:pw"));
+        assert_eq!(s.password, None);
+        assert_eq!(s.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(s.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(s.key.as_deref(), Some(std::path::Path::new("/c.key")));
+        // `range KEY` keeps its positional key next to the global --key.
+        let cli = Cli::try_parse_from(["corekv-bench", "--key=/c.key", "range", "k1"]).unwrap();
+        assert!(matches!(cli.command, Command::Range { ref key, .. } if key == "k1"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod plot;
 mod progress;
 mod recorder;
 mod report;
+mod secure;
 mod stages;
 mod target;
 mod wal;
@@ -81,12 +82,13 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             "--clients and --conns must be > 0".into(),
         ));
     }
+    let sec = secure::Security::from_args(&g.security)?;
     let endpoints = match (g.target_leader, g.protocol) {
         (false, _) => g.endpoints.clone(),
-        (true, Protocol::Grpc) => vec![grpc::find_leader(&g.endpoints).await?],
-        (true, Protocol::Native) => vec![target::find_native_leader(&g.endpoints).await?],
+        (true, Protocol::Grpc) => vec![grpc::find_leader(&g.endpoints, &sec).await?],
+        (true, Protocol::Native) => vec![target::find_native_leader(&g.endpoints, &sec).await?],
     };
-    let target = target::Target::open(g.protocol, &endpoints, g.conns).await?;
+    let target = target::Target::open_secure(g.protocol, &endpoints, g.conns, &sec).await?;
     let common = Common {
         target: &target,
         clients: g.clients,
@@ -251,6 +253,12 @@ fn stage_urls(cli: &Cli) -> Result<Option<Vec<String>>, BenchError> {
         return Ok(Some(metrics_urls.clone()));
     }
     match cli.global.protocol {
+        Protocol::Grpc if cli.global.endpoints.iter().any(|e| e.starts_with("https://")) => {
+            Err(BenchError::InvalidArgument(
+                "put --stages reads /metrics over plain HTTP: with https endpoints give --metrics-urls"
+                    .into(),
+            ))
+        }
         Protocol::Grpc => Ok(Some(
             cli.global
                 .endpoints
