@@ -392,21 +392,19 @@ mod tests {
 
     #[test]
     fn arguments_are_checked() {
-        assert!(validate(&args()).is_ok());
-        let bad: [fn(&mut LeaseExpiryArgs); 7] = [
-            |a| a.leases = 0,
-            |a| a.ttl = 0,
-            |a| a.put_rate = 0.0,
-            |a| a.put_rate = f64::NAN,
-            |a| a.put_clients = 0,
-            |a| a.grant_clients = 0,
-            |a| a.max_wait = Duration::ZERO,
-        ];
-        for (i, f) in bad.iter().enumerate() {
-            let mut a = args();
-            f(&mut a);
-            assert!(validate(&a).is_err(), "case {i} passed");
-        }
+        crate::workload::lease_host::assert_rejected(
+            &args(),
+            validate,
+            &[
+                |a| a.leases = 0,
+                |a| a.ttl = 0,
+                |a| a.put_rate = 0.0,
+                |a| a.put_rate = f64::NAN,
+                |a| a.put_clients = 0,
+                |a| a.grant_clients = 0,
+                |a| a.max_wait = Duration::ZERO,
+            ],
+        );
     }
 
     #[test]

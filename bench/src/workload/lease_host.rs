@@ -248,6 +248,21 @@ pub fn no_servers() -> LeaseServerArgs {
     }
 }
 
+/// Asserts `good` passes `validate` and each change in `bad` makes it fail.
+#[cfg(test)]
+pub fn assert_rejected<A: Clone>(
+    good: &A,
+    validate: fn(&A) -> Result<(), BenchError>,
+    bad: &[fn(&mut A)],
+) {
+    assert!(validate(good).is_ok());
+    for (i, f) in bad.iter().enumerate() {
+        let mut a = good.clone();
+        f(&mut a);
+        assert!(validate(&a).is_err(), "case {i} passed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

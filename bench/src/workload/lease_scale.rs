@@ -26,7 +26,7 @@ use corekv_wire::proto::etcdserverpb::{
     LeaseTimeToLiveRequest,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,10 +214,12 @@ struct StreamOut {
     errors: BTreeMap<String, u64>,
 }
 
-/// Keep-alives sent and not yet answered: lease id -> intended send time.
-type Pending = Arc<Mutex<HashMap<i64, Instant>>>;
+/// Keep-alives sent and not yet answered: lease id -> intended send times,
+/// oldest first (a stream answers in order, so a lease whose next
+/// keep-alive went out before the last was answered has two).
+type Pending = Arc<Mutex<HashMap<i64, VecDeque<Instant>>>>;
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<i64, VecDeque<Instant>>> {
     // A panicking receiver already ends the run; the map stays usable.
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -257,8 +259,13 @@ async fn stream(
                         break;
                     }
                     due.pop();
-                    if lock(&pending).insert(id, at).is_some() {
-                        out.overlapped += 1;
+                    {
+                        let mut p = lock(&pending);
+                        let waiting = p.entry(id).or_default();
+                        if !waiting.is_empty() {
+                            out.overlapped += 1;
+                        }
+                        waiting.push_back(at);
                     }
                     if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
                         *out.errors.entry("keep-alive stream closed".into()).or_default() += 1;
@@ -306,8 +313,19 @@ async fn stream(
             }
         }
     }
-    out.unanswered = lock(&pending).len() as u64;
+    out.unanswered = lock(&pending).values().map(|q| q.len() as u64).sum();
     out
+}
+
+/// The oldest unanswered keep-alive of lease `id`.
+fn take_oldest(pending: &Pending, id: i64) -> Option<Instant> {
+    let mut p = lock(pending);
+    let q = p.get_mut(&id)?;
+    let at = q.pop_front();
+    if q.is_empty() {
+        p.remove(&id);
+    }
+    at
 }
 
 /// Reads one stream's answers until the server ends it.
@@ -321,7 +339,7 @@ async fn receive(
         match inbound.message().await {
             Ok(Some(r)) => {
                 let now = Instant::now();
-                let Some(at) = lock(&pending).remove(&r.id) else {
+                let Some(at) = take_oldest(&pending, r.id) else {
                     *out.errors
                         .entry("answer for a lease not asked".into())
                         .or_default() += 1;
@@ -561,26 +579,37 @@ mod tests {
 
     #[test]
     fn arguments_are_checked() {
-        assert!(validate(&args()).is_ok());
-        let bad: [fn(&mut LeaseScaleArgs); 6] = [
-            |a| a.leases = 0,
-            |a| a.ttl = 2,
-            |a| a.streams = 0,
-            |a| a.grant_clients = 0,
-            |a| a.streams = 100_001,
-            |a| a.duration = Duration::from_millis(500),
-        ];
-        for (i, f) in bad.iter().enumerate() {
-            let mut a = args();
-            f(&mut a);
-            assert!(validate(&a).is_err(), "case {i} passed");
-        }
+        crate::workload::lease_host::assert_rejected(
+            &args(),
+            validate,
+            &[
+                |a| a.leases = 0,
+                |a| a.ttl = 2,
+                |a| a.streams = 0,
+                |a| a.grant_clients = 0,
+                |a| a.streams = 100_001,
+                |a| a.duration = Duration::from_millis(500),
+            ],
+        );
     }
 
     #[test]
     fn keep_alive_period_is_a_third_of_the_ttl() {
         assert_eq!(period(30), Duration::from_secs(10));
         assert_eq!(period(10), Duration::from_millis(3333));
+    }
+
+    #[test]
+    fn overlapping_keep_alives_are_matched_oldest_first() {
+        let p: Pending = Arc::default();
+        let t = Instant::now();
+        let later = t + Duration::from_secs(1);
+        lock(&p).entry(1).or_default().extend([t, later]);
+        assert_eq!(take_oldest(&p, 1), Some(t));
+        assert_eq!(take_oldest(&p, 1), Some(later));
+        assert_eq!(take_oldest(&p, 1), None);
+        assert_eq!(take_oldest(&p, 2), None);
+        assert!(lock(&p).is_empty());
     }
 
     #[test]
