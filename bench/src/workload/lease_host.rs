@@ -81,6 +81,14 @@ pub struct System {
 }
 
 impl Plan {
+    /// The server's name in reports.
+    pub fn label(&self) -> String {
+        match self {
+            Plan::Start { label, .. } => (*label).to_string(),
+            Plan::Running { endpoints, .. } => endpoints.join(","),
+        }
+    }
+
     /// Starts the server (or checks the running one answers) and waits
     /// until it has a leader.
     pub async fn open(self, data_root: &Path) -> Result<System, BenchError> {
@@ -138,7 +146,10 @@ impl System {
 
 /// Runs `run` against every server `server` asks for, one after the
 /// other (a started server is stopped before the next starts), prints each
-/// report and then one table of all (also to --markdown-out).
+/// report and then one table of all (also to --markdown-out). A server
+/// that fails to start or to finish the workload is named under the table
+/// with its error, and the others still run; the call fails only when none
+/// finished.
 pub async fn each_system<R>(
     server: &LeaseServerArgs,
     endpoints: &[String],
@@ -147,14 +158,30 @@ pub async fn each_system<R>(
     table: fn(&[R]) -> String,
 ) -> Result<(), BenchError> {
     let mut reports = Vec::new();
+    let mut failed = Vec::new();
     for plan in plans(server, endpoints)? {
-        let sys = plan.open(&server.data_root).await?;
-        let report = run(&sys).await?;
-        drop(sys);
-        print!("{}", text(&report));
-        reports.push(report);
+        let label = plan.label();
+        let result = match plan.open(&server.data_root).await {
+            Ok(sys) => run(&sys).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(report) => {
+                print!("{}", text(&report));
+                reports.push(report);
+            }
+            Err(e) => failed.push((label, e)),
+        }
     }
-    let t = table(&reports);
+    if reports.is_empty()
+        && let Some((_, e)) = failed.pop()
+    {
+        return Err(e);
+    }
+    let mut t = table(&reports);
+    for (label, e) in &failed {
+        t.push_str(&format!("\n{label} failed: {e}\n"));
+    }
     println!("{t}");
     write_markdown(server.markdown_out.as_deref(), &t)
 }
