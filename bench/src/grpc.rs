@@ -126,6 +126,12 @@ pub struct Conns {
 }
 
 impl Conns {
+    /// Plain connections (no TLS, no auth), as the lease workloads and
+    /// `compare` start their own servers.
+    pub async fn open(endpoints: &[String], conns: usize) -> Result<Conns, BenchError> {
+        Conns::open_secure(endpoints, conns, &Security::plain()).await
+    }
+
     pub async fn open_secure(
         endpoints: &[String],
         conns: usize,

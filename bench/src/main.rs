@@ -77,6 +77,32 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
     if let Command::Compare(args) = &cli.command {
         return compare::run(args, g.seed).await;
     }
+    if let Command::LeaseScale(a) = &cli.command {
+        use workload::lease_scale as ls;
+        ls::validate(a)?;
+        let run = async |sys: &workload::lease_host::System| ls::run(sys, a, g.conns).await;
+        return workload::lease_host::each_system(
+            &a.server,
+            &g.endpoints,
+            run,
+            ls::ScaleReport::to_text,
+            ls::table,
+        )
+        .await;
+    }
+    if let Command::LeaseExpiry(a) = &cli.command {
+        use workload::lease_expiry as le;
+        le::validate(a)?;
+        let run = async |sys: &workload::lease_host::System| le::run(sys, a, g.conns).await;
+        return workload::lease_host::each_system(
+            &a.server,
+            &g.endpoints,
+            run,
+            le::ExpiryReport::to_text,
+            le::table,
+        )
+        .await;
+    }
     if g.clients == 0 || g.conns == 0 {
         return Err(BenchError::InvalidArgument(
             "--clients and --conns must be > 0".into(),
@@ -205,7 +231,10 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             g.clients,
             workload::lease::keepalive(&target, g.clients, *ttl, load).await?,
         ),
-        Command::Compare(_) | Command::Wal { .. } => unreachable!("handled above"),
+        Command::Compare(_)
+        | Command::Wal { .. }
+        | Command::LeaseScale(_)
+        | Command::LeaseExpiry(_) => unreachable!("handled above"),
     };
     let info = RunInfo {
         workload: name,
