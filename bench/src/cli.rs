@@ -49,6 +49,9 @@ pub struct GlobalArgs {
     /// Seed of the key generators (same seed, same key sequence).
     #[arg(long, global = true, default_value_t = 1)]
     pub seed: u64,
+    /// TLS and auth: --user, --password, --cacert, --cert, --key.
+    #[command(flatten)]
+    pub security: crate::secure::SecurityArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -238,6 +241,14 @@ pub enum Command {
     /// Start etcd (and corekv when it can serve) on free loopback ports, run
     /// the standard workloads against each, print one table.
     Compare(CompareArgs),
+    /// Keep-alive at scale: --leases leases kept alive every TTL/3 over
+    /// --streams LeaseKeepAlive streams; keep-alives/s, round trip, server
+    /// CPU and memory per lease, and that no lease expired.
+    LeaseScale(LeaseScaleArgs),
+    /// Mass expiry: --leases leases with one key each and the same TTL, no
+    /// keep-alives, under a steady put load; put latency before and while
+    /// they expire, and how fast their keys go.
+    LeaseExpiry(LeaseExpiryArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -275,6 +286,74 @@ pub struct CompareArgs {
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     pub markdown_out: Option<PathBuf>,
+}
+
+/// Which servers the lease-at-scale workloads run against.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseServerArgs {
+    /// Start etcd from this binary (one member, free loopback ports, data
+    /// dir under --data-root) and run against it instead of --endpoints.
+    #[arg(long)]
+    pub etcd_bin: Option<PathBuf>,
+    /// Start corekv from this binary the same way (after etcd when both
+    /// are given: the same workload against both in one run).
+    #[arg(long)]
+    pub corekv_bin: Option<PathBuf>,
+    /// Parent of the started servers' data dirs (a real disk, not tmpfs).
+    #[arg(long, default_value = "/var/tmp")]
+    pub data_root: PathBuf,
+    /// With --endpoints: the server's process id, to read its CPU time and
+    /// RSS from /proc (without it those figures are not reported).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also write the table as Markdown to this file.
+    #[arg(long)]
+    pub markdown_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaseScaleArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: u64,
+    /// Lease TTL, seconds; each lease is kept alive every TTL/3.
+    #[arg(long, default_value_t = 30)]
+    pub ttl: i64,
+    /// LeaseKeepAlive streams (lease i on stream i % streams; stream j on
+    /// connection j % --conns).
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+    /// Measured window, once every lease is in its keep-alive cadence.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub duration: Duration,
+    /// Concurrent LeaseGrant callers (and LeaseTimeToLive callers at the end).
+    #[arg(long, default_value_t = 100)]
+    pub grant_clients: usize,
+    #[command(flatten)]
+    pub server: LeaseServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaseExpiryArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: u64,
+    /// TTL of every lease, seconds; longer than granting them all takes, or
+    /// no put is measured before expiry begins.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+    /// Puts per second on other keys, from granting's end until the lease
+    /// keys are gone.
+    #[arg(long, default_value_t = 500.0)]
+    pub put_rate: f64,
+    #[arg(long, default_value_t = 16)]
+    pub put_clients: usize,
+    /// Concurrent callers granting the leases and attaching their keys.
+    #[arg(long, default_value_t = 100)]
+    pub grant_clients: usize,
+    /// Give up waiting for the lease keys to go this long after granting ended.
+    #[arg(long, value_parser = parse_duration, default_value = "600s")]
+    pub max_wait: Duration,
+    #[command(flatten)]
+    pub server: LeaseServerArgs,
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` or a plain number of seconds.
@@ -318,6 +397,29 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn security_options_parse_as_etcdctl() {
+        let cli = Cli::try_parse_from([
+            "corekv-bench",
+            "--endpoints=https://127.0.0.1:2379",
+            "--user=bench:pw",
+            "--cacert=/ca.pem",
+            "put",
+            "--cert=/c.pem",
+            "--key=/c.key",
+        ])
+        .unwrap();
+        let s = &cli.global.security;
+        assert_eq!(s.user.as_deref(), Some("bench:pw"));
+        assert_eq!(s.password, None);
+        assert_eq!(s.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(s.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(s.key.as_deref(), Some(std::path::Path::new("/c.key")));
+        // `range KEY` keeps its positional key next to the global --key.
+        let cli = Cli::try_parse_from(["corekv-bench", "--key=/c.key", "range", "k1"]).unwrap();
+        assert!(matches!(cli.command, Command::Range { ref key, .. } if key == "k1"));
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct Server {
     _data: tempfile::TempDir,
 }
 
+impl Server {
+    /// The member's process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // Already-exited children make these fail, which is fine.

@@ -44,6 +44,18 @@ pub enum BenchError {
     Native(String),
     #[error("wal bench: {0}")]
     Wal(String),
+    #[error("TLS: {operation} {path}: {detail}")]
+    Tls {
+        operation: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("authenticating as {user:?} at {endpoint}: {detail}")]
+    Auth {
+        endpoint: String,
+        user: String,
+        detail: String,
+    },
 }
 
 impl BenchError {

@@ -12,6 +12,7 @@ mod plot;
 mod progress;
 mod recorder;
 mod report;
+mod secure;
 mod stages;
 mod target;
 mod wal;
@@ -76,17 +77,44 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
     if let Command::Compare(args) = &cli.command {
         return compare::run(args, g.seed).await;
     }
+    if let Command::LeaseScale(a) = &cli.command {
+        use workload::lease_scale as ls;
+        ls::validate(a)?;
+        let run = async |sys: &workload::lease_host::System| ls::run(sys, a, g.conns).await;
+        return workload::lease_host::each_system(
+            &a.server,
+            &g.endpoints,
+            run,
+            ls::ScaleReport::to_text,
+            ls::table,
+        )
+        .await;
+    }
+    if let Command::LeaseExpiry(a) = &cli.command {
+        use workload::lease_expiry as le;
+        le::validate(a)?;
+        let run = async |sys: &workload::lease_host::System| le::run(sys, a, g.conns).await;
+        return workload::lease_host::each_system(
+            &a.server,
+            &g.endpoints,
+            run,
+            le::ExpiryReport::to_text,
+            le::table,
+        )
+        .await;
+    }
     if g.clients == 0 || g.conns == 0 {
         return Err(BenchError::InvalidArgument(
             "--clients and --conns must be > 0".into(),
         ));
     }
+    let sec = secure::Security::from_args(&g.security)?;
     let endpoints = match (g.target_leader, g.protocol) {
         (false, _) => g.endpoints.clone(),
-        (true, Protocol::Grpc) => vec![grpc::find_leader(&g.endpoints).await?],
-        (true, Protocol::Native) => vec![target::find_native_leader(&g.endpoints).await?],
+        (true, Protocol::Grpc) => vec![grpc::find_leader(&g.endpoints, &sec).await?],
+        (true, Protocol::Native) => vec![target::find_native_leader(&g.endpoints, &sec).await?],
     };
-    let target = target::Target::open(g.protocol, &endpoints, g.conns).await?;
+    let target = target::Target::open_secure(g.protocol, &endpoints, g.conns, &sec).await?;
     let common = Common {
         target: &target,
         clients: g.clients,
@@ -203,7 +231,10 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             g.clients,
             workload::lease::keepalive(&target, g.clients, *ttl, load).await?,
         ),
-        Command::Compare(_) | Command::Wal { .. } => unreachable!("handled above"),
+        Command::Compare(_)
+        | Command::Wal { .. }
+        | Command::LeaseScale(_)
+        | Command::LeaseExpiry(_) => unreachable!("handled above"),
     };
     let info = RunInfo {
         workload: name,
@@ -251,6 +282,12 @@ fn stage_urls(cli: &Cli) -> Result<Option<Vec<String>>, BenchError> {
         return Ok(Some(metrics_urls.clone()));
     }
     match cli.global.protocol {
+        Protocol::Grpc if cli.global.endpoints.iter().any(|e| e.starts_with("https://")) => {
+            Err(BenchError::InvalidArgument(
+                "put --stages reads /metrics over plain HTTP: with https endpoints give --metrics-urls"
+                    .into(),
+            ))
+        }
         Protocol::Grpc => Ok(Some(
             cli.global
                 .endpoints

@@ -4,13 +4,13 @@
 
 use crate::cli::Protocol;
 use crate::error::{BenchError, OpError};
-use crate::grpc::Conns;
+use crate::grpc::{AuthChannel, Conns};
+use crate::secure::Security;
 use bytes::Bytes;
 use corekv_wire::proto::etcdserverpb as pb;
 use corekv_wire::proto::etcdserverpb::kv_client::KvClient;
 use corekv_wire::{ArchivedResponse, Client, ClientOptions, WireError};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Native connections: connection j to `endpoints[j % endpoints.len()]`.
 pub struct NativeConns {
@@ -35,20 +35,58 @@ pub fn native_options() -> ClientOptions {
     }
 }
 
+/// A native connection to `endpoint`, over TLS when the endpoint asks for
+/// it (see `secure`); no auth yet.
+async fn native_connect(endpoint: &str, sec: &Security) -> Result<Client, BenchError> {
+    let dial = sec.dial(endpoint)?;
+    let opts = ClientOptions {
+        tls: dial.native_tls(),
+        ..native_options()
+    };
+    Client::connect(&dial.addr, opts)
+        .await
+        .map_err(|e| BenchError::Native(format!("connect {}: {e}", dial.addr)))
+}
+
 impl NativeConns {
-    pub async fn open(endpoints: &[String], conns: usize) -> Result<NativeConns, BenchError> {
+    /// Connections authenticate once each (a bcrypt on the server, so
+    /// concurrently); every handle of a connection sends its token.
+    pub async fn open(
+        endpoints: &[String],
+        conns: usize,
+        sec: &Security,
+    ) -> Result<NativeConns, BenchError> {
         if endpoints.is_empty() {
             return Err(BenchError::InvalidArgument("no endpoints".into()));
         }
-        let mut clients = Vec::with_capacity(conns.max(1));
+        let mut tasks = tokio::task::JoinSet::new();
         for j in 0..conns.max(1) {
-            let addr = native_addr(&endpoints[j % endpoints.len()]);
-            let c = Client::connect(addr, native_options())
-                .await
-                .map_err(|e| BenchError::Native(format!("connect {addr}: {e}")))?;
-            clients.push(c);
+            let (ep, sec) = (endpoints[j % endpoints.len()].clone(), sec.clone());
+            tasks.spawn(async move {
+                let c = native_connect(&ep, &sec).await?;
+                let Some(cred) = sec.credentials() else {
+                    return Ok::<_, BenchError>((j, c));
+                };
+                let token = c
+                    .authenticate(&cred.name, &cred.password)
+                    .await
+                    .map_err(|e| BenchError::Auth {
+                        endpoint: ep.clone(),
+                        user: cred.name.clone(),
+                        detail: native_kind(&e).kind,
+                    })?;
+                Ok((j, c.with_token(Some(&token))))
+            });
         }
-        Ok(NativeConns { clients })
+        let mut clients = Vec::with_capacity(conns.max(1));
+        while let Some(done) = tasks.join_next().await {
+            let done = done.map_err(|e| BenchError::Native(format!("connect task: {e}")))?;
+            clients.push(done?);
+        }
+        clients.sort_by_key(|(j, _)| *j);
+        Ok(NativeConns {
+            clients: clients.into_iter().map(|(_, c)| c).collect(),
+        })
     }
 
     pub fn client(&self, i: usize) -> Client {
@@ -62,14 +100,25 @@ pub enum Target {
 }
 
 impl Target {
+    /// Plain-text connections without auth (the servers `compare` starts).
     pub async fn open(
         protocol: Protocol,
         endpoints: &[String],
         conns: usize,
     ) -> Result<Target, BenchError> {
+        Target::open_secure(protocol, endpoints, conns, &Security::plain()).await
+    }
+
+    /// Connections with the run's TLS and auth settings.
+    pub async fn open_secure(
+        protocol: Protocol,
+        endpoints: &[String],
+        conns: usize,
+        sec: &Security,
+    ) -> Result<Target, BenchError> {
         Ok(match protocol {
-            Protocol::Grpc => Target::Grpc(Conns::open(endpoints, conns).await?),
-            Protocol::Native => Target::Native(NativeConns::open(endpoints, conns).await?),
+            Protocol::Grpc => Target::Grpc(Conns::open_secure(endpoints, conns, sec).await?),
+            Protocol::Native => Target::Native(NativeConns::open(endpoints, conns, sec).await?),
         })
     }
 
@@ -101,7 +150,7 @@ pub fn native_kind(e: &WireError) -> OpError {
 }
 
 pub enum KvHandle {
-    Grpc(KvClient<Channel>),
+    Grpc(KvClient<AuthChannel>),
     Native(Client),
 }
 
@@ -238,11 +287,13 @@ impl KvHandle {
 }
 
 /// The native endpoint whose Status says it is the leader.
-pub async fn find_native_leader(endpoints: &[String]) -> Result<String, BenchError> {
+pub async fn find_native_leader(
+    endpoints: &[String],
+    sec: &Security,
+) -> Result<String, BenchError> {
     let mut seen = Vec::new();
     for ep in endpoints {
-        let addr = native_addr(ep);
-        match Client::connect(addr, native_options()).await {
+        match native_connect(ep, sec).await {
             Err(e) => seen.push(format!("{ep}: {e}")),
             Ok(c) => match c.status(corekv_wire::StatusRequest {}).await {
                 Ok(s) if s.leader != 0 && s.leader == s.header.member_id => {

@@ -2,6 +2,10 @@
 
 pub mod kv;
 pub mod lease;
+pub mod lease_expiry;
+pub mod lease_host;
+pub mod lease_scale;
+pub mod lease_window;
 pub mod watch;
 
 use crate::cli::{DEFAULT_TOTAL, LoadArgs};

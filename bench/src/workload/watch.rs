@@ -8,6 +8,7 @@ use super::Outcome;
 use crate::cli::EventArgs;
 use crate::driver::{Schedule, Worker, drive};
 use crate::error::{BenchError, OpError};
+use crate::grpc::AuthChannel;
 use crate::keys::{read_stamp, stamped_value};
 use crate::recorder::Recorder;
 use crate::target::{KvHandle, Target, native_kind};
@@ -20,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// Outgoing request queue of one watch stream (creates are sent one at a time).
 const WATCH_REQUEST_QUEUE: usize = 4;
@@ -45,7 +45,7 @@ struct StreamResult {
 }
 
 enum StreamConn {
-    Grpc(WatchClient<Channel>),
+    Grpc(WatchClient<AuthChannel>),
     Native(corekv_wire::Client),
 }
 
@@ -150,7 +150,7 @@ async fn run_native_stream(
 /// round trip as "watch-create"), reports readiness, then records every
 /// event's latency as "put-to-event" until `stop` fires.
 async fn run_stream(
-    mut client: WatchClient<Channel>,
+    mut client: WatchClient<AuthChannel>,
     plan: StreamPlan,
     base: Instant,
     events: Arc<AtomicU64>,
