@@ -31,7 +31,10 @@ pub struct SeenRevision {
     pub events: Vec<WatchEvent>,
     /// The stream started at a compaction of this revision, so the
     /// revision's deletions may be missing from `events` (etcd drops a
-    /// key whose last version at the compaction revision is a deletion).
+    /// key whose last version at the compaction revision is a deletion)
+    /// and its events may lack `prev_kv` (the previous versions are older
+    /// than the compaction revision and gone: etcd reads `prev_kv` at the
+    /// event's revision - 1 and leaves it out when that is compacted).
     pub deletions_dropped: bool,
 }
 
@@ -53,7 +56,9 @@ fn fits_watches(c: &Constraints, revision: i64, events: &[WatchEvent]) -> bool {
                     Some(m)
                         if m.kind == s.kind
                             && m.kv == s.kv
-                            && (!w.prev_kv || m.prev_kv == s.prev_kv) =>
+                            && (!w.prev_kv
+                                || m.prev_kv == s.prev_kv
+                                || (w.deletions_dropped && s.prev_kv.is_none())) =>
                     {
                         break true;
                     }

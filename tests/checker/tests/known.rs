@@ -477,3 +477,66 @@ fn watch_resumed_at_a_compaction_may_miss_its_deletions_and_only_then() {
     let r = run_with(ops, vec![resumed(resp(2, Vec::new()))], Vec::new());
     assert!(r.has(V::WatchGap), "{r:?}");
 }
+
+/// A watch resumed at a compaction revision C gets C's events without
+/// `prev_kv`: the previous versions are older than C and compacted away
+/// (etcd reads prev_kv at C - 1 and leaves it out when that fails). A
+/// 2-minute chaos run resumed both watchers at C = 10195, a txn's
+/// revision, and the search, unable to place that txn, ran out of budget.
+/// A stream not cancelled by that compaction must carry the prev_kv.
+#[test]
+fn watch_resumed_at_a_compaction_may_lack_its_prev_kvs_and_only_then() {
+    let ops = vec![
+        put(1, (0, 10), "a", "1", 2),
+        put(1, (20, 30), "a", "2", 3),
+        op(
+            2,
+            (40, 50),
+            Request::Compact { revision: 3 },
+            Outcome::Ok(Response::Compact { revision: 3 }),
+        ),
+        put(1, (60, 70), "b", "1", 4),
+        put(1, (80, 90), "a", "3", 5),
+    ];
+    let resumed = |cancel: WatchResponse, prev_at_3: Option<Kv>| {
+        let mut w = watcher(
+            true,
+            vec![resp(2, vec![put_ev("a", "1", 2, 2, 1, None)]), cancel],
+        );
+        w.segments.push(WatchSegment {
+            key: "a".into(),
+            range_end: "\0".into(),
+            start_revision: 3,
+            prev_kv: true,
+            created_revision: 3,
+            responses: vec![resp(
+                5,
+                vec![
+                    put_ev("a", "2", 2, 3, 2, prev_at_3),
+                    put_ev("b", "1", 4, 4, 1, None),
+                    put_ev("a", "3", 2, 5, 3, Some(kv("a", "2", 2, 3, 2))),
+                ],
+            )],
+        });
+        w
+    };
+    let compacted = WatchResponse {
+        header_revision: 0,
+        events: Vec::new(),
+        canceled: true,
+        compact_revision: 3,
+    };
+    let prev = Some(kv("a", "1", 2, 2, 1));
+    for p in [None, prev.clone()] {
+        let r = run_with(ops.clone(), vec![resumed(compacted.clone(), p)], Vec::new());
+        assert!(r.ok(), "{r:?}");
+    }
+    // Only C's own events: a missing prev_kv past C is still wrong.
+    let mut late = resumed(compacted.clone(), prev.clone());
+    late.segments[1].responses[0].events[2].prev_kv = None;
+    let r = run_with(ops.clone(), vec![late], Vec::new());
+    assert!(r.has(V::WatchPrevKv), "{r:?}");
+    // Not resumed at a compaction: the prev_kv must be there.
+    let r = run_with(ops, vec![resumed(resp(2, Vec::new()), None)], Vec::new());
+    assert!(r.has(V::WatchPrevKv), "{r:?}");
+}
