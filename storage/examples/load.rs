@@ -54,8 +54,12 @@ fn main() {
                 format!("{i:016}").into_bytes()
             } else if k8s {
                 let h = mix(i);
-                format!("/registry/pods/ns-{:03}/pod-{:08}", h % 1000, (h >> 10) % 100_000_000)
-                    .into_bytes()
+                format!(
+                    "/registry/pods/ns-{:03}/pod-{:08}",
+                    h % 1000,
+                    (h >> 10) % 100_000_000
+                )
+                .into_bytes()
             } else {
                 format!("{:016x}", mix(i)).into_bytes()
             };
