@@ -171,7 +171,7 @@ impl<'a> SplitKey<'a> {
         out.extend_from_slice(self.suf);
     }
 
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub fn to_vec(self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
         self.extend_into(&mut v);
         v
