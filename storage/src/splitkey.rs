@@ -102,9 +102,10 @@ impl<'a> SplitKey<'a> {
 
     /// Copies bytes `[from, from + out.len())` into `out` (in range).
     pub fn copy_to(&self, from: usize, out: &mut [u8]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = self.get(from + i).unwrap_or(0);
-        }
+        let part = self.slice(from, from + out.len());
+        let (a, b) = out.split_at_mut(part.pre.len());
+        a.copy_from_slice(part.pre);
+        b.copy_from_slice(part.suf);
     }
 
     /// Key order.
