@@ -110,6 +110,10 @@ impl<'a> SplitKey<'a> {
 
     /// Key order.
     pub fn cmp_key(&self, other: &SplitKey<'_>) -> Ordering {
+        // Two keys of the same leaf share its prefix slice: compare suffixes.
+        if std::ptr::eq(self.pre, other.pre) {
+            return self.suf.cmp(other.suf);
+        }
         let (mut a0, mut a1, mut b0, mut b1) = (self.pre, self.suf, other.pre, other.suf);
         loop {
             if a0.is_empty() {
