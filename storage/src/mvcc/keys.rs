@@ -26,6 +26,7 @@
 //! the file format. Records: see [`encode_record`].
 
 use crate::error::{Result, StorageError};
+use crate::splitkey::SplitKey;
 
 pub const T_KEY: u8 = b'k';
 pub const T_REV: u8 = b'r';
@@ -64,17 +65,14 @@ pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
 
 /// Decodes enc(key) from the start of `b`; returns the key and the encoded
 /// length. Only the canonical form [`enc_into`] writes is accepted.
-pub fn dec(b: &[u8]) -> Result<(Vec<u8>, usize)> {
+pub fn dec_split(b: SplitKey<'_>) -> Result<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(b.len());
     let mut at = 0;
     loop {
-        let nz = b[at..]
-            .iter()
-            .position(|&x| x == 0)
-            .ok_or_else(|| bad("unterminated key"))?;
-        out.extend_from_slice(&b[at..at + nz]);
-        at += nz;
-        let t = *b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
+        let nz = b.find_zero(at).ok_or_else(|| bad("unterminated key"))?;
+        b.slice(at, nz).extend_into(&mut out);
+        at = nz;
+        let t = b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
         at += 2;
         match t {
             0 => return Ok((out, at)),
@@ -84,13 +82,13 @@ pub fn dec(b: &[u8]) -> Result<(Vec<u8>, usize)> {
             }
             RUN_MORE => {
                 out.resize(out.len() + RUN_MAX, 0);
-                if b.get(at) != Some(&0) || b.get(at + 1).is_none_or(|&t| t == 0) {
+                if b.get(at) != Some(0) || b.get(at + 1).is_none_or(|t| t == 0) {
                     return Err(bad("zero run continued by no zeros"));
                 }
             }
             _ => {
                 out.resize(out.len() + 256 - t as usize, 0);
-                if b.get(at).is_none_or(|&x| x == 0) {
+                if b.get(at).is_none_or(|x| x == 0) {
                     return Err(bad("zero run not followed by a non-zero byte"));
                 }
             }
@@ -251,8 +249,16 @@ pub fn parse_rev(b: &[u8]) -> Result<(i64, i64)> {
 
 /// User key from a prefix produced by [`key_prefix`].
 pub fn unescape_prefix(prefix: &[u8]) -> Result<Vec<u8>> {
-    let body = prefix.get(1..).ok_or_else(|| bad("prefix"))?;
-    let (key, used) = dec(body)?;
+    unescape_split(SplitKey::whole(prefix))
+}
+
+/// [`unescape_prefix`] of a prefix read from a leaf (prefix and suffix).
+pub fn unescape_split(prefix: SplitKey<'_>) -> Result<Vec<u8>> {
+    if prefix.is_empty() {
+        return Err(bad("prefix"));
+    }
+    let body = prefix.split_at(1).1;
+    let (key, used) = dec_split(body)?;
     if used != body.len() {
         return Err(bad("bytes after the end token"));
     }
