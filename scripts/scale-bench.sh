@@ -158,7 +158,7 @@ T0=$(now_ms)
 until grep -q "physical compaction finished" "$DIR/corekv.log"; do sleep 0.2; done
 echo "  compaction at revision $REV ($KEYS old revisions): $(grep -m1 'physical compaction finished' "$DIR/corekv.log" | grep -oE 'seconds=[0-9.]+'), $(( $(now_ms) - T0 )) ms to the log line"
 curl -s "http://127.0.0.1:$HTTP/metrics" >"$DIR/metrics.after"
-for h in etcd_disk_wal_fsync_duration_seconds etcd_disk_backend_commit_duration_seconds corekv_apply_duration_seconds; do
+for h in etcd_disk_wal_fsync_duration_seconds etcd_disk_backend_commit_duration_seconds corekv_store_sync_duration_seconds; do
     echo "    $(hist_delta "$h" "$DIR/metrics.before" "$DIR/metrics.after")"
 done
 wait "$BG"
