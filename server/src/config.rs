@@ -268,6 +268,13 @@ pub struct Config {
     #[arg(long, env = "COREKV_STORE_SYNC_ENTRIES", default_value_t = 10_000)]
     pub store_sync_entries: u64,
 
+    /// Store pages written since the last durable checkpoint that start the
+    /// next one even before `--store-sync-entries` entries (compaction
+    /// writes many pages per entry): bounds each sync's work and the file
+    /// growth from freed pages the last checkpoint still pins.
+    #[arg(long, env = "COREKV_STORE_SYNC_PAGES", default_value_t = 8192)]
+    pub store_sync_pages: u64,
+
     /// Store commits (one per applied batch) whose page write-out may wait
     /// for the store's write-out thread; 0 writes them on the Raft core.
     #[arg(
@@ -430,7 +437,7 @@ impl Config {
     /// would panic (a channel of depth 0), hang (no request ever admitted)
     /// or refuse everything.
     fn validate_limits(&self) -> Result<(), String> {
-        let limits: [(&str, u64); 9] = [
+        let limits: [(&str, u64); 10] = [
             ("--proposal-queue-depth", self.proposal_queue_depth as u64),
             ("--max-requests-per-conn", self.max_requests_per_conn as u64),
             ("--max-conns-per-core", self.max_conns_per_core as u64),
@@ -439,6 +446,7 @@ impl Config {
             ("--wal-batch-max-bytes", self.wal_batch_max_bytes),
             ("--wal-segment-bytes", self.wal_segment_bytes),
             ("--store-sync-entries", self.store_sync_entries),
+            ("--store-sync-pages", self.store_sync_pages),
             ("--request-timeout-ms", self.request_timeout_ms),
         ];
         for (flag, value) in limits {

@@ -727,6 +727,13 @@ impl Db {
     }
 
     /// `(file bytes, bytes in use)`.
+    /// Pages written since the last durable commit: what the next sync
+    /// flushes, and about as many old pages no commit can reuse before it
+    /// (the durable meta still reaches them).
+    pub fn pages_since_durable(&self) -> u64 {
+        self.lock_writer().free.young_count()
+    }
+
     pub fn sizes(&self) -> (u64, u64) {
         let w = self.lock_writer();
         let free = w.free.free_count();

@@ -146,3 +146,18 @@ fn growth_steps_keep_the_preallocated_tail_a_small_share_of_the_file() {
         "tail share {worst}"
     );
 }
+
+#[test]
+fn pages_since_durable_counts_writes_until_the_next_sync() {
+    let dir = tempdir();
+    let backend = Arc::new(FileBackend::open(&dir.path().join("db")).unwrap());
+    let db = Db::open(backend, opts()).unwrap();
+    assert_eq!(db.pages_since_durable(), 0);
+    put_range(&db, 0..500);
+    let after_one = db.pages_since_durable();
+    assert!(after_one > 0);
+    put_range(&db, 500..1000);
+    assert!(db.pages_since_durable() > after_one);
+    db.sync().unwrap();
+    assert_eq!(db.pages_since_durable(), 0);
+}

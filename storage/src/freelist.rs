@@ -265,6 +265,11 @@ impl FreeList {
         }
     }
 
+    /// Pages handed out since the last durable commit.
+    pub fn young_count(&self) -> u64 {
+        self.young.len() as u64
+    }
+
     /// Number of free pages (reusable or pending).
     pub fn free_count(&self) -> u64 {
         self.loose.len() as u64

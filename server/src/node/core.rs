@@ -382,12 +382,15 @@ impl Core {
         Ok(())
     }
 
-    /// Makes the store durable every `--store-sync-entries` applied entries,
+    /// Makes the store durable every `--store-sync-entries` applied entries
+    /// (or `--store-sync-pages` written pages, whichever comes first),
     /// then lets Raft drop (and the WAL release) the log the store covers,
     /// every `--snapshot-count` entries.
     async fn maybe_checkpoint(&mut self) -> Result<(), String> {
         let cfg = &self.shared.cfg;
-        if self.replica.applied() < self.last_sync_applied + cfg.store_sync_entries {
+        if self.replica.applied() < self.last_sync_applied + cfg.store_sync_entries
+            && self.shared.store().pages_since_sync() < cfg.store_sync_pages
+        {
             return Ok(());
         }
         let snapshot_count = cfg.snapshot_count;

@@ -201,6 +201,14 @@ impl Store {
         self.inner.durable_applied.load(Ordering::Acquire)
     }
 
+    /// Pages written since the last durable commit (see
+    /// `docs/storage-format.md`, "Free pages"): a checkpoint policy can bound
+    /// by it both the next sync's work and the file growth from pages the
+    /// durable meta pins.
+    pub fn pages_since_sync(&self) -> u64 {
+        self.inner.db.pages_since_durable()
+    }
+
     /// Makes the last commit durable (checkpoint).
     pub fn sync(&self) -> Result<()> {
         let applied = self.applied_index();
