@@ -4,11 +4,15 @@
 //! Run: `cargo bench -p corekv-storage --bench storage_vs_redb`
 //! Knobs (env): `CKV_BENCH_N` keys (default 1,000,000), `CKV_BENCH_DIR`
 //! data directory (default /var/tmp), `CKV_BENCH_SWEEP_RATIO` (corekv's
-//! `compaction_sweep_ratio`; 0 forces revision-mode compaction).
+//! `compaction_sweep_ratio`; 0 forces revision-mode compaction),
+//! `CKV_BENCH_RANGES` ranges per range row (default 1,000).
 //!
 //! Workload: N keys of 64 B with 256 B values in commits of 1000 (durable),
 //! single-put commits (non-durable and durable), random point gets, ranges of
-//! about 1000 keys, overwrite of all keys then compaction of the N old
+//! about 1000 keys (row 5: every key and value copied into owned buffers,
+//! corekv `range()` and redb's iterator with `to_vec()`; row 5c: borrowed,
+//! corekv `range_visit` and redb's iterator reading the `AccessGuard`s in
+//! place, both summing key and value lengths), overwrite of all keys then compaction of the N old
 //! revisions (corekv only: redb keeps no history) interleaved with single-put
 //! commits (step and commit latency percentiles), file size after
 //! defragmentation/compaction, open time, peak and post-restart RSS.
@@ -42,6 +46,21 @@ fn key(i: u64) -> Vec<u8> {
     let mut k = format!("{:016x}", mix(i)).into_bytes();
     k.resize(64, b'.');
     k
+}
+
+/// Ranges per range row (`CKV_BENCH_RANGES`).
+fn range_count() -> u64 {
+    std::env::var("CKV_BENCH_RANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Start and end of range `j` of about 1000 of the `n` keys.
+fn range_bounds(n: u64, j: u64) -> (Vec<u8>, Vec<u8>) {
+    let span = u64::MAX / n * 1000;
+    let start = mix(j + 5) % (u64::MAX - span);
+    (hex_bound(start), hex_bound(start + span))
 }
 
 fn hex_bound(x: u64) -> Vec<u8> {
@@ -171,24 +190,31 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
         assert_eq!(r.kvs.len(), 1);
     }
     out.rate("4 random get (ops/s)", gets, t);
-    let ranges = 1000u64;
-    let span = u64::MAX / n * 1000;
+    let ranges = range_count();
+    let request = |j: u64| {
+        let (key, range_end) = range_bounds(n, j);
+        RangeRequest {
+            key,
+            range_end,
+            limit: 1000,
+            ..Default::default()
+        }
+    };
     let t = Instant::now();
     let mut seen = 0usize;
     for j in 0..ranges {
-        let start = mix(j + 5) % (u64::MAX - span);
-        let r = view
-            .range(&RangeRequest {
-                key: hex_bound(start),
-                range_end: hex_bound(start + span),
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap();
-        seen += r.kvs.len();
+        seen += view.range(&request(j)).unwrap().kvs.len();
     }
-    out.rate("5 range ~1000 keys (ranges/s)", ranges, t);
+    out.rate("5 range ~1000 keys, owned (ranges/s)", ranges, t);
     out.set("5b keys per range (avg)", seen as u64 / ranges);
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for j in 0..ranges {
+        view.range_visit(&request(j), |kv| bytes += kv.key.len() + kv.value.len())
+            .unwrap();
+    }
+    out.rate("5c range ~1000 keys, borrowed (ranges/s)", ranges, t);
+    out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     drop(view);
     // Overwrite every key once, then compact the N superseded revisions.
     put_all(&store, n, 3, false, &mut applied);
@@ -325,13 +351,11 @@ fn run_redb(n: u64, dir: &Path) -> Out {
             assert_eq!(copy.len(), VALUE_BYTES);
         }
         out.rate("4 random get (ops/s)", gets, t);
-        let ranges = 1000u64;
-        let span = u64::MAX / n * 1000;
+        let ranges = range_count();
         let t = Instant::now();
         let mut seen = 0usize;
         for j in 0..ranges {
-            let start = mix(j + 5) % (u64::MAX - span);
-            let (a, b) = (hex_bound(start), hex_bound(start + span));
+            let (a, b) = range_bounds(n, j);
             let mut rows = Vec::new();
             for e in tbl.range(a.as_slice()..b.as_slice()).unwrap() {
                 let (k, v) = e.unwrap();
@@ -342,8 +366,19 @@ fn run_redb(n: u64, dir: &Path) -> Out {
             }
             seen += rows.len();
         }
-        out.rate("5 range ~1000 keys (ranges/s)", ranges, t);
+        out.rate("5 range ~1000 keys, owned (ranges/s)", ranges, t);
         out.set("5b keys per range (avg)", seen as u64 / ranges);
+        let t = Instant::now();
+        let mut bytes = 0usize;
+        for j in 0..ranges {
+            let (a, b) = range_bounds(n, j);
+            for e in tbl.range(a.as_slice()..b.as_slice()).unwrap().take(1000) {
+                let (k, v) = e.unwrap();
+                bytes += k.value().len() + v.value().len();
+            }
+        }
+        out.rate("5c range ~1000 keys, borrowed (ranges/s)", ranges, t);
+        out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     }
     for chunk in 0..n.div_ceil(BATCH as u64) {
         let mut w = db.begin_write().unwrap();

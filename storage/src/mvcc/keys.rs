@@ -62,10 +62,10 @@ pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
     }
 }
 
-/// Decodes enc(key) from the start of `b`; returns the key and the encoded
-/// length. Only the canonical form [`enc_into`] writes is accepted.
-pub fn dec(b: &[u8]) -> Result<(Vec<u8>, usize)> {
-    let mut out = Vec::with_capacity(b.len());
+/// Decodes enc(key) from the start of `b`, appending the key to `out`;
+/// returns the encoded length. Only the canonical form [`enc_into`] writes
+/// is accepted.
+fn dec_into(b: &[u8], out: &mut Vec<u8>) -> Result<usize> {
     let mut at = 0;
     loop {
         let nz = b[at..]
@@ -77,10 +77,10 @@ pub fn dec(b: &[u8]) -> Result<(Vec<u8>, usize)> {
         let t = *b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
         at += 2;
         match t {
-            0 => return Ok((out, at)),
+            0 => return Ok(at),
             1..=127 => {
                 out.resize(out.len() + t as usize, 0);
-                return Ok((out, at));
+                return Ok(at);
             }
             RUN_MORE => {
                 out.resize(out.len() + RUN_MAX, 0);
@@ -251,12 +251,34 @@ pub fn parse_rev(b: &[u8]) -> Result<(i64, i64)> {
 
 /// User key from a prefix produced by [`key_prefix`].
 pub fn unescape_prefix(prefix: &[u8]) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(prefix.len());
+    unescape_prefix_into(prefix, &mut key)?;
+    Ok(key)
+}
+
+/// [`unescape_prefix`] without an allocation per key: a key without zero
+/// bytes (enc(key) = key `00 00`) is borrowed from `prefix`; any other is
+/// decoded into `scratch` (cleared first), which then holds it.
+pub fn user_key<'a>(prefix: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+    if let Some(key) = prefix
+        .get(1..)
+        .and_then(|body| body.strip_suffix(&[0, 0]))
+        .filter(|key| !key.contains(&0))
+    {
+        return Ok(key);
+    }
+    scratch.clear();
+    unescape_prefix_into(prefix, scratch)?;
+    Ok(scratch)
+}
+
+fn unescape_prefix_into(prefix: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let body = prefix.get(1..).ok_or_else(|| bad("prefix"))?;
-    let (key, used) = dec(body)?;
+    let used = dec_into(body, out)?;
     if used != body.len() {
         return Err(bad("bytes after the end token"));
     }
-    Ok(key)
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
