@@ -6,7 +6,8 @@
 //! result order is key order: no sort, or ascending by key. The others
 //! (descending, or by version/create/mod/value) need the whole result before
 //! the first entry is known; they collect owned entries, sort them and then
-//! visit them. Values stored in overflow chains (longer than a leaf holds
+//! visit them (a keys-only request sorted by value reads the values to sort
+//! by and drops them after the cut, as etcd does). Values stored in overflow chains (longer than a leaf holds
 //! inline) are read into one buffer per entry on both paths.
 
 use std::borrow::Cow;
@@ -138,9 +139,15 @@ fn load<'a, T: TreeRead + ?Sized>(t: &'a T, f: &Found<'a>) -> Result<(Record, Co
     }
 }
 
-/// Streams the results of a key-ordered request to `f`; returns the
-/// summary.
-fn stream<T, F>(t: &T, plan: &Plan<'_>, rev: i64, mut f: F) -> Result<RangeSummary>
+/// Streams the results of a key-ordered request to `f` (values only when
+/// `with_value`); returns the summary.
+fn stream<T, F>(
+    t: &T,
+    plan: &Plan<'_>,
+    rev: i64,
+    with_value: bool,
+    mut f: F,
+) -> Result<RangeSummary>
 where
     T: TreeRead + ?Sized,
     F: FnMut(&KvRef<'_>),
@@ -174,7 +181,7 @@ where
             create_revision: r.create,
             mod_revision: found.main,
             version: r.version,
-            value: if req.keys_only { &[] } else { &value[..] },
+            value: if with_value { &value[..] } else { &[] },
             lease: r.lease,
         });
         Ok(true)
@@ -199,8 +206,13 @@ fn sorted<T: TreeRead + ?Sized>(
         sort: None,
         limit: None,
     };
+    // etcd sorts before it drops the values of a keys-only request.
+    let keys_only = plan.req.keys_only;
+    let with_value = !keys_only || target == SortTarget::Value;
     let mut kvs = Vec::with_capacity(plan.reserve());
-    let sum = stream(t, &unlimited, rev, |kv| kvs.push(kv.to_key_value()))?;
+    let sum = stream(t, &unlimited, rev, with_value, |kv| {
+        kvs.push(kv.to_key_value())
+    })?;
     match (order, target) {
         (SortOrder::Descend, SortTarget::Key) => kvs.reverse(),
         _ => kvs.sort_by(|a, b| {
@@ -225,6 +237,11 @@ fn sorted<T: TreeRead + ?Sized>(
         kvs.truncate(l);
         more = true;
     }
+    if keys_only {
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
+    }
     Ok((kvs, RangeSummary { more, ..sum }))
 }
 
@@ -237,7 +254,7 @@ where
 {
     let plan = Plan::new(req)?;
     match plan.sort {
-        None => stream(t, &plan, rev, f),
+        None => stream(t, &plan, rev, !req.keys_only, f),
         Some(s) => {
             let (kvs, sum) = sorted(t, &plan, rev, s)?;
             for kv in &kvs {
@@ -254,7 +271,9 @@ pub fn range<T: TreeRead + ?Sized>(t: &T, req: &RangeRequest, rev: i64) -> Resul
     let (kvs, sum) = match plan.sort {
         None => {
             let mut kvs = Vec::with_capacity(plan.reserve());
-            let sum = stream(t, &plan, rev, |kv| kvs.push(kv.to_key_value()))?;
+            let sum = stream(t, &plan, rev, !req.keys_only, |kv| {
+                kvs.push(kv.to_key_value())
+            })?;
             (kvs, sum)
         }
         Some(s) => sorted(t, &plan, rev, s)?,
