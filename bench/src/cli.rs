@@ -113,8 +113,13 @@ pub struct KeyArgs {
     #[arg(long, default_value_t = 1)]
     pub key_space_size: u64,
     /// Write keys 0,1,2... in order instead of at random.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scattered_keys")]
     pub sequential_keys: bool,
+    /// Visit every key of the space once per pass, in a scattered order
+    /// (key index (op * m) mod space, m coprime with the space): N puts load
+    /// N distinct keys in pseudo-random order.
+    #[arg(long)]
+    pub scattered_keys: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +167,20 @@ pub enum Command {
     TxnPut {
         #[arg(long, default_value_t = 1)]
         txn_ops: usize,
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Random reads over the key space written by `put` (same --key-size
+    /// and --key-space-size): one key, or with --span N the range of N
+    /// consecutive keys starting at a random one.
+    Get {
+        /// Keys per read (1: a single-key get; N: [key(i), key(i + N))).
+        #[arg(long, default_value_t = 1)]
+        span: u64,
+        #[arg(long, value_enum, default_value_t = Consistency::L)]
+        consistency: Consistency,
         #[command(flatten)]
         keys: KeyArgs,
         #[command(flatten)]

@@ -132,6 +132,7 @@ async fn run_workload(
         val_size: 256,
         key_space_size: 100_000,
         sequential_keys: false,
+        scattered_keys: false,
     };
     let ev = EventArgs {
         key_size: 8,

@@ -172,6 +172,16 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             g.clients,
             workload::kv::txn_put(&common, *txn_ops, keys, load).await?,
         ),
+        Command::Get {
+            span,
+            consistency,
+            keys,
+            load,
+        } => (
+            "get",
+            g.clients,
+            workload::kv::get(&common, *span, *consistency, keys, load).await?,
+        ),
         Command::TxnMixed {
             rw_ratio,
             consistency,

@@ -15,6 +15,13 @@ pub enum ClusterState {
     Existing,
 }
 
+/// `--store-map-advice`: the store mapping's `madvise` advice.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MapAdviceArg {
+    Random,
+    Normal,
+}
+
 /// etcd's `--auto-compaction-mode`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AutoCompactionMode {
@@ -269,6 +276,11 @@ pub struct Config {
         default_value_t = 16
     )]
     pub store_writeout_queue_commits: usize,
+
+    /// `madvise` advice of the store file's read mapping: `random` (no
+    /// read-ahead) or `normal` (the kernel's read-ahead).
+    #[arg(long, env = "COREKV_STORE_MAP_ADVICE", value_enum, default_value_t = MapAdviceArg::Random)]
+    pub store_map_advice: MapAdviceArg,
 
     /// etcd's `--auth-token`: `simple`, or
     /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub db_total_size_bytes: AtomicU64,
     pub db_in_use_bytes: AtomicU64,
     pub keys_total: AtomicI64,
+    /// 1 while a compaction's physical pass is running.
+    pub compaction_pending: AtomicI64,
     pub watchers: AtomicI64,
     pub wal_fsync: Histogram,
     pub backend_commit: Histogram,
@@ -117,6 +119,7 @@ pub static METRICS: Metrics = Metrics {
     db_total_size_bytes: AtomicU64::new(0),
     db_in_use_bytes: AtomicU64::new(0),
     keys_total: AtomicI64::new(0),
+    compaction_pending: AtomicI64::new(0),
     watchers: AtomicI64::new(0),
     wal_fsync: Histogram::new(&DISK_BUCKETS_S),
     backend_commit: Histogram::new(&DISK_BUCKETS_S),
@@ -209,6 +212,12 @@ impl Metrics {
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             "Total size of the underlying database logically in use in bytes.",
             i64::try_from(self.db_in_use_bytes.load(Relaxed)).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut out,
+            "corekv_mvcc_compaction_pending",
+            "1 while a compaction's physical pass runs (old revisions being removed).",
+            self.compaction_pending.load(Relaxed),
         );
         gauge(
             &mut out,

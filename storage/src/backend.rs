@@ -79,13 +79,42 @@ impl Mapped for FileMap {
     }
 }
 
+/// The `madvise` advice given to the read mapping of the data file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapAdvice {
+    /// `MADV_RANDOM`: no read-ahead; a miss reads one page. The default:
+    /// B+ tree reads touch one leaf per key (`docs/storage-format.md`,
+    /// "Memory (RSS)", has the A/B against `Normal`).
+    #[default]
+    Random,
+    /// `MADV_NORMAL`: the kernel's read-ahead around each miss.
+    Normal,
+}
+
+impl MapAdvice {
+    fn to_memmap(self) -> memmap2::Advice {
+        match self {
+            MapAdvice::Random => memmap2::Advice::Random,
+            MapAdvice::Normal => memmap2::Advice::Normal,
+        }
+    }
+}
+
 /// The real backend: `pread`/`pwrite`/`fdatasync` on one file, shared mmap for reads.
 pub struct FileBackend {
     file: File,
     path: PathBuf,
+    advice: MapAdvice,
 }
 
 impl FileBackend {
+    /// Opens `path` with the given advice for its read mappings.
+    pub fn open_with_advice(path: &Path, advice: MapAdvice) -> Result<FileBackend> {
+        let mut b = FileBackend::open(path)?;
+        b.advice = advice;
+        Ok(b)
+    }
+
     pub fn open(path: &Path) -> Result<FileBackend> {
         let file = OpenOptions::new()
             .read(true)
@@ -97,6 +126,7 @@ impl FileBackend {
         Ok(FileBackend {
             file,
             path: path.to_path_buf(),
+            advice: MapAdvice::default(),
         })
     }
 }
@@ -159,7 +189,8 @@ impl Backend for FileBackend {
         // A reservation the address space cannot hold shrinks to the file.
         let capacity = usize::try_from(capacity).unwrap_or(len).max(len);
         Ok(Arc::new(
-            FileMap::new(&self.file, len, capacity).map_err(|e| io_err("mmap", &self.path, e))?,
+            FileMap::new(&self.file, len, capacity, self.advice.to_memmap())
+                .map_err(|e| io_err("mmap", &self.path, e))?,
         ))
     }
     fn coherent_map(&self) -> bool {

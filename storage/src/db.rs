@@ -15,6 +15,11 @@ use crate::txn::TreeTxn;
 use crate::verified::Verified;
 use crate::writeout::{Overlay, PendingCommit, PendingPage, WriteOut};
 
+/// The file grows by at most 1/`GROWTH_DIVISOR` of its length per step
+/// (between 16 pages and [`DbOptions::max_growth_bytes`]), so preallocated
+/// space stays within ~3% of the file.
+pub const GROWTH_DIVISOR: u64 = 32;
+
 #[derive(Clone, Debug)]
 pub struct DbOptions {
     pub verify_checksums: bool,
@@ -246,7 +251,10 @@ impl Writer {
         if need <= self.file_len {
             return Ok(());
         }
-        let step = self.file_len.clamp(
+        // A step of 1/GROWTH_DIVISOR of the file bounds the preallocated
+        // tail (bytes beyond the high-water mark) to that share of the file;
+        // doubling up to `max_growth_bytes` left ~50 MB of tail at 1M keys.
+        let step = (self.file_len / GROWTH_DIVISOR).clamp(
             PAGE_SIZE as u64 * 16,
             self.opts.max_growth_bytes.max(PAGE_SIZE as u64),
         );

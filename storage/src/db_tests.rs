@@ -115,3 +115,34 @@ fn beyond_the_reservation_a_new_mapping_and_truncation_shrinks_old_ones() {
     assert_eq!(count(&db.snapshot()), 3000);
     db.check_integrity().unwrap();
 }
+
+#[test]
+fn growth_steps_keep_the_preallocated_tail_a_small_share_of_the_file() {
+    let dir = tempdir();
+    let backend = Arc::new(FileBackend::open(&dir.path().join("db")).unwrap());
+    let db = Db::open(
+        backend,
+        DbOptions {
+            max_growth_bytes: 64 << 20,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut worst = 0.0f64;
+    for r in 0..40 {
+        put_range(&db, r * 1000..(r + 1) * 1000);
+        let w = db.lock_writer();
+        let high_water = w.page_count * PAGE_SIZE as u64;
+        // Past the first steps (16 pages minimum), the tail beyond the
+        // high-water mark stays within one step: 1/GROWTH_DIVISOR of the file.
+        if w.file_len > 32 * 16 * PAGE_SIZE as u64 {
+            let tail = (w.file_len - high_water) as f64 / w.file_len as f64;
+            worst = worst.max(tail);
+        }
+    }
+    assert!(worst > 0.0, "the file grew in steps");
+    assert!(
+        worst <= 1.0 / GROWTH_DIVISOR as f64 + 0.001,
+        "tail share {worst}"
+    );
+}

@@ -46,7 +46,7 @@ mod txn_bulk;
 mod verified;
 mod writeout;
 
-pub use backend::{Backend, FileBackend, Mapped, MemBackend};
+pub use backend::{Backend, FileBackend, MapAdvice, Mapped, MemBackend};
 pub use checksum::crc32c as checksum_crc32c;
 pub use db::IntegrityReport;
 pub use defrag::DefragReport;

@@ -42,7 +42,12 @@ impl FileMap {
     /// Maps `capacity` bytes of address space over the file, `len` of them
     /// readable (0 capacity gives an empty map). The file must be at least
     /// `len` bytes long; `capacity` may exceed the file.
-    pub(crate) fn new(file: &File, len: usize, capacity: usize) -> std::io::Result<FileMap> {
+    pub(crate) fn new(
+        file: &File,
+        len: usize,
+        capacity: usize,
+        advice: memmap2::Advice,
+    ) -> std::io::Result<FileMap> {
         let capacity = capacity.max(len);
         if capacity == 0 {
             return Ok(FileMap {
@@ -52,7 +57,7 @@ impl FileMap {
             });
         }
         let raw = MmapOptions::new().len(capacity).map_raw_read_only(file)?;
-        raw.advise(memmap2::Advice::Random)?;
+        raw.advise(advice)?;
         Ok(FileMap {
             raw: Some(raw),
             capacity,

@@ -1,4 +1,4 @@
-//! put, range, txn-put, txn-mixed (gRPC or native).
+//! put, range, get, txn-put, txn-mixed (gRPC or native).
 
 use super::{Outcome, schedule};
 use crate::cli::{Consistency, KeyArgs, LoadArgs};
@@ -62,7 +62,7 @@ pub async fn put(
     let workers = (0..c.clients)
         .map(|i| PutWorker {
             kv: c.target.kv(i),
-            picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
+            picker: KeyPicker::for_keys(c.seed, i, keys),
             key_size: keys.key_size,
             value: value.clone(),
             latest_rev: latest_rev.clone(),
@@ -187,6 +187,66 @@ pub async fn range(
     Ok(Outcome::new(r.recorder, r.elapsed))
 }
 
+struct GetWorker {
+    kv: KvHandle,
+    picker: KeyPicker,
+    key_size: usize,
+    span: u64,
+    space: u64,
+    serializable: bool,
+}
+
+impl Worker for GetWorker {
+    async fn run_one(&mut self, op: u64, _intended: Instant) -> Result<usize, OpError> {
+        let first = self.picker.pick(op);
+        // Key order is index order (`key_bytes`); a span past the end of
+        // the space is cut there.
+        let range_end = if self.span > 1 {
+            match first.checked_add(self.span).filter(|e| *e < self.space) {
+                Some(e) => key_bytes(e, self.key_size),
+                None => Bytes::from(prefix_end(&key_bytes(self.space - 1, self.key_size))),
+            }
+        } else {
+            Bytes::new()
+        };
+        let req = RangeRequest {
+            key: key_bytes(first, self.key_size),
+            range_end,
+            serializable: self.serializable,
+            ..Default::default()
+        };
+        self.kv.range(&req).await?;
+        Ok(0)
+    }
+}
+
+/// Random single-key gets, or ranges of `span` consecutive keys.
+pub async fn get(
+    c: &Common<'_>,
+    span: u64,
+    consistency: Consistency,
+    keys: &KeyArgs,
+    load: &LoadArgs,
+) -> Result<Outcome, BenchError> {
+    check_keys(keys)?;
+    if span == 0 {
+        return Err(BenchError::InvalidArgument("--span must be > 0".into()));
+    }
+    let sched = schedule(load)?;
+    let workers = (0..c.clients)
+        .map(|i| GetWorker {
+            kv: c.target.kv(i),
+            picker: KeyPicker::for_keys(c.seed, i, keys),
+            key_size: keys.key_size,
+            span,
+            space: keys.key_space_size,
+            serializable: consistency == Consistency::S,
+        })
+        .collect();
+    let r = drive(workers, &["get"], sched, "get").await;
+    Ok(Outcome::new(r.recorder, r.elapsed))
+}
+
 struct TxnPutWorker {
     kv: KvHandle,
     picker: KeyPicker,
@@ -230,7 +290,7 @@ pub async fn txn_put(
     let workers = (0..c.clients)
         .map(|i| TxnPutWorker {
             kv: c.target.kv(i),
-            picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
+            picker: KeyPicker::for_keys(c.seed, i, keys),
             key_size: keys.key_size,
             space: keys.key_space_size,
             ops: txn_ops,
@@ -290,7 +350,7 @@ pub async fn txn_mixed(
     let workers = (0..c.clients)
         .map(|i| TxnMixedWorker {
             kv: c.target.kv(i),
-            picker: KeyPicker::new(c.seed, i, keys.key_space_size, keys.sequential_keys),
+            picker: KeyPicker::for_keys(c.seed, i, keys),
             key_size: keys.key_size,
             read_chance,
             serializable: consistency == Consistency::S,

@@ -55,6 +55,8 @@ pub struct Core {
     last_snapshot_index: u64,
     last_sync_applied: u64,
     last_leader: u64,
+    /// When the running compaction pass was first seen (for its log line).
+    compaction_seen: Option<Instant>,
 }
 
 enum Event {
@@ -92,6 +94,7 @@ impl Core {
             last_snapshot_index,
             last_sync_applied: applied,
             last_leader: 0,
+            compaction_seen: None,
         }
     }
 
@@ -359,6 +362,22 @@ impl Core {
             store
                 .compact_step()
                 .map_err(|e| format!("store compaction: {e}"))?;
+        }
+        // Steps also run inside write commits; a pass is seen per tick.
+        let pending = store.compaction_pending();
+        METRICS
+            .compaction_pending
+            .store(i64::from(pending), Ordering::Relaxed);
+        match (pending, self.compaction_seen) {
+            (true, None) => self.compaction_seen = Some(started),
+            (false, Some(since)) => {
+                self.compaction_seen = None;
+                tracing::info!(
+                    seconds = since.elapsed().as_secs_f64(),
+                    "physical compaction finished"
+                );
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use corekv_raftcore::wal::{Wal, WalOptions};
 use corekv_raftcore::{ConfState, RawNode, Restored};
-use corekv_storage::{Store, StoreOptions};
+use corekv_storage::{MapAdvice, Store, StoreOptions};
 use corekv_wire::WireLimits;
 use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::mpsc;
@@ -29,7 +29,7 @@ use super::replica::{Replica, ReplicaConfig};
 use super::route::Api;
 use super::{Shared, serve};
 use crate::cluster::ClusterInfo;
-use crate::config::{Config, url_to_addr};
+use crate::config::{Config, MapAdviceArg, url_to_addr};
 
 /// Store meta key holding the cluster's identity and membership (JSON).
 pub const CLUSTER_META_KEY: &[u8] = super::membership::CLUSTER_META_KEY;
@@ -56,6 +56,10 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
         writeout_queue_commits: cfg.store_writeout_queue_commits,
+        map_advice: match cfg.store_map_advice {
+            MapAdviceArg::Random => MapAdvice::Random,
+            MapAdviceArg::Normal => MapAdvice::Normal,
+        },
         // The quota is enforced by the alarm layer (`node/alarm.rs`) from
         // replicated state; a store-local refusal at apply could make
         // members diverge (their file sizes differ).

@@ -68,6 +68,8 @@ pub struct StoreOptions {
     /// Commits of fewer dirty pages are written by the committing thread
     /// when nothing is queued (cheaper than a hand-over).
     pub writeout_min_pages: usize,
+    /// `madvise` advice of the file's read mapping ([`Store::open`] only).
+    pub map_advice: crate::MapAdvice,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +90,7 @@ impl Default for StoreOptions {
             max_live_snapshots: DEFAULT_MAX_LIVE_SNAPSHOTS,
             writeout_queue_commits: 16,
             writeout_min_pages: 8,
+            map_advice: crate::MapAdvice::Random,
         }
     }
 }
@@ -129,7 +132,7 @@ pub struct ReadView {
 
 impl Store {
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
-        let backend = Arc::new(FileBackend::open(path)?);
+        let backend = Arc::new(FileBackend::open_with_advice(path, opts.map_advice)?);
         Store::open_with_backend(backend, opts)
     }
 
