@@ -12,7 +12,9 @@
 //! about 1000 keys (row 5: every key and value copied into owned buffers,
 //! corekv `range()` and redb's iterator with `to_vec()`; row 5c: borrowed,
 //! corekv `range_visit` and redb's iterator reading the `AccessGuard`s in
-//! place, both summing key and value lengths), overwrite of all keys then compaction of the N old
+//! place, both summing key and value lengths; rows 4a, 5a and 5e give the
+//! get and range rates per CPU second of the child, steadier than the wall
+//! clock on a loaded host), overwrite of all keys then compaction of the N old
 //! revisions (corekv only: redb keeps no history) interleaved with single-put
 //! commits (step and commit latency percentiles), file size after
 //! defragmentation/compaction, open time, peak and post-restart RSS.
@@ -33,6 +35,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const BATCH: usize = 1000;
 const VALUE_BYTES: usize = 256;
+const RANGE_OWNED: &str = "5 range ~1000 keys, owned (ranges/s)";
+const RANGE_OWNED_CPU: &str = "5a range ~1000 keys, owned (ranges/CPU s)";
+const RANGE_BORROWED: &str = "5c range ~1000 keys, borrowed (ranges/s)";
+const RANGE_BORROWED_CPU: &str = "5e range ~1000 keys, borrowed (ranges/CPU s)";
 
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -83,12 +89,43 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used, in 10 ms ticks: on a
+/// loaded host the read rows' rate per CPU second is steadier than the wall
+/// clock's.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // utime and stime: the 12th and 13th fields after the command name.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// Wall clock and CPU time at the start of a phase.
+struct Timer(Instant, f64);
+
+impl Timer {
+    fn start() -> Timer {
+        Timer(Instant::now(), cpu_secs())
+    }
+}
+
 struct Out(BTreeMap<&'static str, String>);
 
 impl Out {
     fn rate(&mut self, name: &'static str, ops: u64, t: Instant) {
         let s = t.elapsed().as_secs_f64();
         self.0.insert(name, format!("{:.0}", ops as f64 / s));
+    }
+    /// Rate per wall second under `name` and per CPU second under `cpu_name`.
+    fn rates(&mut self, name: &'static str, cpu_name: &'static str, ops: u64, t: Timer) {
+        let cpu = (cpu_secs() - t.1).max(0.01);
+        self.rate(name, ops, t.0);
+        self.0.insert(cpu_name, format!("{:.0}", ops as f64 / cpu));
     }
     fn set(&mut self, name: &'static str, v: impl ToString) {
         self.0.insert(name, v.to_string());
@@ -179,7 +216,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     out.rate("3 put, batch 1, durable (ops/s)", 1000, t);
     let gets = n.min(1_000_000);
     let view = store.read().unwrap();
-    let t = Instant::now();
+    let t = Timer::start();
     for j in 0..gets {
         let r = view
             .range(&RangeRequest {
@@ -189,7 +226,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
             .unwrap();
         assert_eq!(r.kvs.len(), 1);
     }
-    out.rate("4 random get (ops/s)", gets, t);
+    out.rates("4 random get (ops/s)", "4a random get (ops/CPU s)", gets, t);
     let ranges = range_count();
     let request = |j: u64| {
         let (key, range_end) = range_bounds(n, j);
@@ -200,20 +237,20 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
             ..Default::default()
         }
     };
-    let t = Instant::now();
+    let t = Timer::start();
     let mut seen = 0usize;
     for j in 0..ranges {
         seen += view.range(&request(j)).unwrap().kvs.len();
     }
-    out.rate("5 range ~1000 keys, owned (ranges/s)", ranges, t);
+    out.rates(RANGE_OWNED, RANGE_OWNED_CPU, ranges, t);
     out.set("5b keys per range (avg)", seen as u64 / ranges);
-    let t = Instant::now();
+    let t = Timer::start();
     let mut bytes = 0usize;
     for j in 0..ranges {
         view.range_visit(&request(j), |kv| bytes += kv.key.len() + kv.value.len())
             .unwrap();
     }
-    out.rate("5c range ~1000 keys, borrowed (ranges/s)", ranges, t);
+    out.rates(RANGE_BORROWED, RANGE_BORROWED_CPU, ranges, t);
     out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     drop(view);
     // Overwrite every key once, then compact the N superseded revisions.
@@ -344,15 +381,15 @@ fn run_redb(n: u64, dir: &Path) -> Out {
     {
         let r = db.begin_read().unwrap();
         let tbl = r.open_table(TABLE).unwrap();
-        let t = Instant::now();
+        let t = Timer::start();
         for j in 0..gets {
             let v = tbl.get(key(mix(j + 99) % n).as_slice()).unwrap().unwrap();
             let copy = v.value().to_vec();
             assert_eq!(copy.len(), VALUE_BYTES);
         }
-        out.rate("4 random get (ops/s)", gets, t);
+        out.rates("4 random get (ops/s)", "4a random get (ops/CPU s)", gets, t);
         let ranges = range_count();
-        let t = Instant::now();
+        let t = Timer::start();
         let mut seen = 0usize;
         for j in 0..ranges {
             let (a, b) = range_bounds(n, j);
@@ -366,9 +403,9 @@ fn run_redb(n: u64, dir: &Path) -> Out {
             }
             seen += rows.len();
         }
-        out.rate("5 range ~1000 keys, owned (ranges/s)", ranges, t);
+        out.rates(RANGE_OWNED, RANGE_OWNED_CPU, ranges, t);
         out.set("5b keys per range (avg)", seen as u64 / ranges);
-        let t = Instant::now();
+        let t = Timer::start();
         let mut bytes = 0usize;
         for j in 0..ranges {
             let (a, b) = range_bounds(n, j);
@@ -377,7 +414,7 @@ fn run_redb(n: u64, dir: &Path) -> Out {
                 bytes += k.value().len() + v.value().len();
             }
         }
-        out.rate("5c range ~1000 keys, borrowed (ranges/s)", ranges, t);
+        out.rates(RANGE_BORROWED, RANGE_BORROWED_CPU, ranges, t);
         out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     }
     for chunk in 0..n.div_ceil(BATCH as u64) {
