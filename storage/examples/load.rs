@@ -10,7 +10,10 @@
 //! prints the step count, total and longest step;
 //! `CKV_RANGE_DELETE_MIN_KEYS=18446744073709551615` forces the per-key
 //! delete path). Random keys are the storage bench's: 16 hex digits of a
-//! hash of the index, padded with '.'.
+//! hash of the index, padded with '.'. ORDER `k8s` puts Kubernetes-like keys
+//! `/registry/pods/ns-NNN/pod-NNNNNNNN` (1000 namespaces, pod number from a
+//! hash of the index, so random order), padded with '.' to KEY_BYTES when
+//! shorter.
 
 use corekv_storage::{DeleteRangeRequest, PutRequest, Store, StoreOptions};
 
@@ -24,12 +27,13 @@ fn mix(mut x: u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = args.get(1) else {
-        eprintln!("usage: load PATH [N] [KEY_BYTES] [VALUE_BYTES] [random|seq]");
+        eprintln!("usage: load PATH [N] [KEY_BYTES] [VALUE_BYTES] [random|seq|k8s] [del]");
         std::process::exit(2);
     };
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (n, kb, vb) = (num(2, 1_000_000), num(3, 64) as usize, num(4, 256) as usize);
     let seq = args.get(5).is_some_and(|s| s == "seq");
+    let k8s = args.get(5).is_some_and(|s| s == "k8s");
     let _ = std::fs::remove_file(path);
     // `CKV_RANGE_DELETE_MIN_KEYS` overrides the store option (a huge value
     // forces the per-key delete path, for A/B runs).
@@ -48,10 +52,20 @@ fn main() {
         for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
             let mut key = if seq {
                 format!("{i:016}").into_bytes()
+            } else if k8s {
+                let h = mix(i);
+                format!(
+                    "/registry/pods/ns-{:03}/pod-{:08}",
+                    h % 1000,
+                    (h >> 10) % 100_000_000
+                )
+                .into_bytes()
             } else {
                 format!("{:016x}", mix(i)).into_bytes()
             };
-            key.resize(kb, b'.');
+            if !k8s || key.len() < kb {
+                key.resize(kb, b'.');
+            }
             let mut value = vec![7u8; vb];
             value[..8].copy_from_slice(&i.to_le_bytes());
             b.put(&PutRequest {
@@ -67,7 +81,13 @@ fn main() {
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{n} keys ({kb} B keys, {vb} B values, {}) in {secs:.1} s ({:.0} puts/s); file {:.1} MB, in use {:.1} MB, payload {:.1} MB",
-        if seq { "ascending" } else { "random order" },
+        if seq {
+            "ascending"
+        } else if k8s {
+            "Kubernetes-like, random order"
+        } else {
+            "random order"
+        },
         n as f64 / secs,
         store.db_size_bytes() as f64 / 1e6,
         store.db_size_in_use_bytes() as f64 / 1e6,

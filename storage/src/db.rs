@@ -814,9 +814,19 @@ impl Db {
                     keys.push(tree::load_key(&snap, kr)?);
                 }
                 let mut prev: Option<&[u8]> = None;
+                // Leaf prefix (format 5): within its bound, shared by every
+                // key (inline keys include it by construction; long keys are
+                // checked here), and slot heads are heads of the suffixes.
+                let pre = p.prefix();
+                if pre.len() > crate::node::MAX_LEAF_PREFIX {
+                    return Err(StorageError::corrupted(id, "key prefix too long"));
+                }
                 for i in 0..p.len() {
                     let k: &[u8] = &keys[i];
-                    if p.head(i) != Some(crate::node::key_head(k)) {
+                    if !k.starts_with(pre) {
+                        return Err(StorageError::corrupted(id, "key without the leaf's prefix"));
+                    }
+                    if p.head(i) != Some(crate::node::key_head(&k[pre.len()..])) {
                         return Err(StorageError::corrupted(id, "slot head does not match key"));
                     }
                     let is_first_branch = !p.leaf && i == 0;

@@ -42,7 +42,8 @@ pub enum StorageError {
     /// then `Store::restore_snapshot` with this one.
     #[error(
         "unsupported store format version {found} (this build reads version {supported}; \
-         move the data with a snapshot from the old build)"
+         move the data with a snapshot: `snapshot save` with the old build, \
+         `snapshot restore` with this one)"
     )]
     UnsupportedFormat { found: u8, supported: u8 },
     /// An IO call failed; the store latches into the failed state afterwards.

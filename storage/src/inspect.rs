@@ -26,8 +26,14 @@ pub struct TableBudget {
     /// each table boundary holds keys of two tables).
     pub leaf_pages: u64,
     pub entries: u64,
-    /// Tree-key bytes on the page (a long key counts its stub).
+    /// Tree-key bytes on the page (an inline key counts its suffix after the
+    /// leaf's prefix, a long key its stub).
     pub key_bytes: u64,
+    /// Leaf key prefix bytes stored (once per leaf page, format 5).
+    pub prefix_bytes: u64,
+    /// Tree-key bytes those entries represent (whole inline keys, stubs):
+    /// `key_bytes + prefix_bytes` short of this is what prefixes saved.
+    pub key_bytes_represented: u64,
     /// User value bytes (for `k`: the record without its header; for `r`:
     /// the user key it points at), inline or in overflow pages.
     pub value_bytes: u64,
@@ -187,6 +193,24 @@ impl Budget {
                 t.key_chain_pages
             ));
         }
+        for (name, t) in [("k", &self.k), ("r", &self.r), ("m", &self.m)] {
+            if t.entries == 0 {
+                continue;
+            }
+            line(format!(
+                "{name} keys: key prefix bytes stored {} + suffix/stub bytes {} for {} key bytes represented \
+                 (saved {:.1} MB, {:.1} B per entry)",
+                t.prefix_bytes,
+                t.key_bytes,
+                t.key_bytes_represented,
+                t.key_bytes_represented
+                    .saturating_sub(t.key_bytes + t.prefix_bytes) as f64
+                    / 1e6,
+                t.key_bytes_represented
+                    .saturating_sub(t.key_bytes + t.prefix_bytes) as f64
+                    / t.entries as f64
+            ));
+        }
         line(format!(
             "branch pages {} ({:.1} MB), separator key chains {}",
             self.branch_pages,
@@ -282,10 +306,11 @@ fn user_key_len(tree_key: &[u8], version: u8) -> u64 {
     key.map_or(0, |k| k.len() as u64)
 }
 
-/// Format versions the inspector reads: the current one and version 2
-/// (same pages; records with the fixed 25-byte header), so a file can be
-/// measured before an upgrade.
-const READABLE_VERSIONS: &[u8] = &[2, 3, page::FORMAT_VERSION];
+/// Format versions the inspector reads: the current one and versions 2-4
+/// (their leaves have no key prefix: header byte 5 is 0, which reads as an
+/// empty prefix; version 2 records have the fixed 25-byte header), so a file
+/// can be measured before an upgrade.
+const READABLE_VERSIONS: &[u8] = &[2, 3, 4, page::FORMAT_VERSION];
 
 /// Walks the file at `path` read-only and returns its byte budget.
 pub fn inspect(path: &Path) -> Result<Budget> {
@@ -363,7 +388,7 @@ pub fn inspect(path: &Path) -> Result<Budget> {
             for i in 0..p.len() {
                 let key = p.key(i)?;
                 let (first, on_page, chain_pages, key_bytes) = match key {
-                    KeyRef::Full(k) => (k.first().copied(), k.len(), 0, Some(k)),
+                    KeyRef::Full(k) => (k.get(0), k.suf.len(), 0, Some(k.to_vec())),
                     KeyRef::Stub { prefix, len, .. } => (
                         prefix.first().copied(),
                         crate::node::STUB_BYTES,
@@ -379,16 +404,22 @@ pub fn inspect(path: &Path) -> Result<Budget> {
                 };
                 if i == 0 {
                     t.leaf_pages += 1;
+                    t.prefix_bytes += p.prefix().len() as u64;
+                    t.used_bytes += p.prefix().len() as u64;
                 }
                 t.entries += 1;
                 t.key_bytes += on_page as u64;
+                t.key_bytes_represented += match &key_bytes {
+                    Some(k) => k.len() as u64,
+                    None => crate::node::STUB_BYTES as u64,
+                };
                 t.key_chain_pages += chain_pages;
                 accounted += chain_pages;
                 t.slot_bytes += SLOT as u64;
                 t.entry_header_bytes += (LEAF_FIXED - SLOT) as u64;
                 if first == Some(T_KEY) {
                     t.user_key_bytes += match key_bytes {
-                        Some(k) => user_key_len(k, format_version),
+                        Some(ref k) => user_key_len(k, format_version),
                         // A long key: its chain length minus the table
                         // byte, terminator and revision (escapes ignored).
                         None => match key {
@@ -412,6 +443,7 @@ pub fn inspect(path: &Path) -> Result<Budget> {
                 };
                 let header = if first == Some(T_KEY) {
                     let main = key_bytes
+                        .as_deref()
                         .and_then(|k| keys::split_key_entry(k).ok())
                         .map_or(0, |(_, m, _)| m);
                     let decoded = if format_version == 2 {
@@ -451,7 +483,7 @@ impl TableBudget {
         format!(
             "{{\"leaf_pages\":{},\"fill\":{:.4},\"used_bytes\":{},\"entries\":{},\"key_bytes\":{},\"user_key_bytes\":{},\"value_bytes\":{},\
              \"record_header_bytes\":{},\"slot_bytes\":{},\"entry_header_bytes\":{},\
-             \"value_overflow_pages\":{},\"key_chain_pages\":{}}}",
+             \"value_overflow_pages\":{},\"key_chain_pages\":{},\"prefix_bytes\":{},\"key_bytes_represented\":{}}}",
             self.leaf_pages,
             self.fill(),
             self.used_bytes,
@@ -463,7 +495,9 @@ impl TableBudget {
             self.slot_bytes,
             self.entry_header_bytes,
             self.value_overflow_pages,
-            self.key_chain_pages
+            self.key_chain_pages,
+            self.prefix_bytes,
+            self.key_bytes_represented
         )
     }
 }

@@ -35,11 +35,13 @@ mod freelist;
 #[doc(hidden)]
 pub mod fuzzing;
 mod inspect;
+mod leaf_fill;
 mod mapping;
 mod mvcc;
 mod node;
 mod page;
 mod repack;
+mod splitkey;
 mod tree;
 mod txn;
 mod txn_bulk;

@@ -1,13 +1,19 @@
 //! B+ tree node encoding: owned nodes for the writer, zero-copy page views
 //! for readers.
 //!
-//! Leaf page: header, `count` slots, entries
-//! `[klen u16][kind u8: 0 inline, 1 overflow][vlen u32][key | stub][value | first overflow page u64]`.
-//! Branch page: header, slots, entries `[klen u16][child u64][key | stub]`;
+//! Leaf page (format 5): header (byte 5: prefix length P), `count` slots,
+//! the P prefix bytes, entries
+//! `[klen u16][kind u8: 0 inline, 1 overflow][vlen u32][key suffix | stub][value | first overflow page u64]`.
+//! The prefix is the common prefix of the leaf's first and last keys (so of
+//! all its keys, as they are sorted), at most [`MAX_LEAF_PREFIX`] bytes, and
+//! 0 when the leaf has no inline key; an inline entry stores only the bytes
+//! after it (`klen` = suffix length), a long key's stub is unchanged (its
+//! 256-byte prefix covers the page prefix).
+//! Branch page: header (byte 5 zero), slots, entries `[klen u16][child u64][key | stub]`;
 //! the key of entry 0 is empty (it covers everything below entry 1's key).
 //!
 //! Slot ([`SLOT`] bytes): `[entry offset u16][head u64 BE]`, where the head is
-//! the key's first 8 bytes, zero-padded. Binary search compares heads inside
+//! the first 8 bytes of the key after the page prefix, zero-padded. Binary search compares heads inside
 //! the contiguous slot array and reads an entry's key only when the heads tie
 //! (different heads order keys exactly as the keys do), so a probe costs one
 //! cache line of the slot array instead of a miss on a random entry.
@@ -20,6 +26,7 @@
 
 use crate::error::{Result, StorageError};
 use crate::page::{self, HEADER, PAGE_SIZE, PageBuf, TYPE_BRANCH, TYPE_LEAF};
+pub use crate::splitkey::{MAX_LEAF_PREFIX, SplitKey};
 use crate::tree::{self, TreeRead};
 
 /// Longest key stored inline in a page; longer keys get a stub and a chain.
@@ -49,6 +56,8 @@ const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= 
 const _: () = assert!(2 * (LEAF_FIXED + INLINE_LIMIT + 8) <= NODE_CAP);
 const _: () = assert!(2 * (BRANCH_FIXED + KEY_INLINE_MAX) <= NODE_CAP);
 const _: () = assert!(MAX_TREE_KEY <= u32::MAX as usize);
+// The prefix length fits the header byte, and a stub's prefix covers it.
+const _: () = assert!(MAX_LEAF_PREFIX <= u8::MAX as usize && MAX_LEAF_PREFIX < KEY_PREFIX_BYTES);
 
 /// The first 8 bytes of `key`, zero-padded, as a big-endian number: for
 /// two keys with different heads, head order is key order.
@@ -113,6 +122,19 @@ impl KeyBuf {
             KeyBuf::Heap(v) => v,
         }
     }
+
+    /// From a key read off a page (one allocation at most, as `from_slice`).
+    pub fn from_split(k: SplitKey<'_>) -> KeyBuf {
+        match k.contiguous() {
+            Some(b) => KeyBuf::from_slice(b),
+            None if k.len() <= SMALL_KEY => {
+                let mut a = [0u8; SMALL_KEY];
+                k.copy_to(0, &mut a[..k.len()]);
+                KeyBuf::Small(k.len() as u8, a)
+            }
+            None => KeyBuf::Heap(k.to_vec()),
+        }
+    }
 }
 
 impl Default for KeyBuf {
@@ -171,10 +193,11 @@ impl Key {
     }
 }
 
-/// A key as found on a page: the whole key, or a long key's stub.
+/// A key as found on a page: the whole key (a leaf's prefix and the
+/// entry's suffix), or a long key's stub.
 #[derive(Clone, Copy, Debug)]
 pub enum KeyRef<'a> {
-    Full(&'a [u8]),
+    Full(SplitKey<'a>),
     Stub {
         /// The first `KEY_PREFIX_BYTES` bytes.
         prefix: &'a [u8],
@@ -234,6 +257,7 @@ pub fn raw_set_child(page: &mut PageBuf, i: usize, child: u64) {
     page[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
 }
 
+/// Bytes of a leaf entry without a page prefix (the key stored whole).
 pub fn leaf_entry_size(key: &Key, val: &Val) -> usize {
     LEAF_FIXED
         + key_page_len(key.bytes.len())
@@ -247,9 +271,10 @@ pub fn branch_entry_size(key: &Key) -> usize {
     BRANCH_FIXED + key_page_len(key.bytes.len())
 }
 
-/// Writes `[klen u16]` at `p[at..]` and the key bytes or stub at `p[kat..]`;
+/// Writes `[klen u16]` at `p[at..]` and the key bytes after the page's
+/// `plen` prefix bytes, or the stub of the whole key, at `p[kat..]`;
 /// returns the on-page key size.
-fn encode_key(p: &mut [u8], at: usize, kat: usize, k: &Key) -> usize {
+fn encode_key(p: &mut [u8], at: usize, kat: usize, k: &Key, plen: usize) -> usize {
     let len = k.bytes.len();
     if len > KEY_INLINE_MAX {
         assert!(k.chain != 0, "long key without chain: invariant broken");
@@ -261,9 +286,10 @@ fn encode_key(p: &mut [u8], at: usize, kat: usize, k: &Key) -> usize {
         p[o..o + 8].copy_from_slice(&k.chain.to_le_bytes());
         STUB_BYTES
     } else {
-        p[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
-        p[kat..kat + len].copy_from_slice(&k.bytes);
-        len
+        let suffix = &k.bytes[plen..];
+        p[at..at + 2].copy_from_slice(&(suffix.len() as u16).to_le_bytes());
+        p[kat..kat + suffix.len()].copy_from_slice(suffix);
+        suffix.len()
     }
 }
 
@@ -283,7 +309,7 @@ impl Node {
     /// Bytes the entries need (excluding the page header).
     pub fn size(&self) -> usize {
         match self {
-            Node::Leaf(e) => e.iter().map(|(k, v)| leaf_entry_size(k, v)).sum(),
+            Node::Leaf(e) => crate::leaf_fill::leaf_size(e),
             Node::Branch(e) => e.iter().map(|(k, _)| branch_entry_size(k)).sum(),
             Node::RawBranch { size, .. } => *size,
         }
@@ -301,15 +327,25 @@ impl Node {
         match self {
             Node::Leaf(entries) => {
                 page::write_header(&mut p[..], TYPE_LEAF, n as u16, 0);
+                let inline = entries
+                    .iter()
+                    .filter(|(k, _)| k.bytes.len() <= KEY_INLINE_MAX)
+                    .count();
+                let plen = crate::leaf_fill::leaf_prefix_len(entries, inline);
+                p[5] = plen as u8;
+                if let Some((first, _)) = entries.first() {
+                    p[off..off + plen].copy_from_slice(&first.bytes[..plen]);
+                }
+                off += plen;
                 for (i, (k, v)) in entries.iter().enumerate() {
-                    write_slot(&mut p[..], i, off, &k.bytes);
+                    write_slot(&mut p[..], i, off, &k.bytes[plen..]);
                     let (kind, vlen) = match v {
                         Val::Inline(v) => (0u8, v.len() as u32),
                         Val::Overflow { len, .. } => (1u8, *len),
                     };
                     p[off + 2] = kind;
                     p[off + 3..off + 7].copy_from_slice(&vlen.to_le_bytes());
-                    off += 7 + encode_key(&mut p[..], off, off + 7, k);
+                    off += 7 + encode_key(&mut p[..], off, off + 7, k, plen);
                     match v {
                         Val::Inline(v) => {
                             p[off..off + v.len()].copy_from_slice(v);
@@ -327,7 +363,7 @@ impl Node {
                 for (i, (k, child)) in entries.iter().enumerate() {
                     write_slot(&mut p[..], i, off, &k.bytes);
                     p[off + 2..off + 10].copy_from_slice(&child.to_le_bytes());
-                    off += 10 + encode_key(&mut p[..], off, off + 10, k);
+                    off += 10 + encode_key(&mut p[..], off, off + 10, k, 0);
                 }
             }
             Node::RawBranch { .. } => unreachable!("returned above"),
@@ -348,6 +384,8 @@ pub struct PageView<'a> {
     pub id: u64,
     pub leaf: bool,
     count: usize,
+    /// Leaf prefix: the common first bytes of every key (empty in branches).
+    prefix: &'a [u8],
 }
 
 fn corrupt(id: u64, what: &str) -> StorageError {
@@ -374,12 +412,33 @@ impl<'a> PageView<'a> {
         if count == 0 || HEADER + SLOT * count > PAGE_SIZE {
             return Err(corrupt(id, "bad entry count"));
         }
+        let plen = bytes[5] as usize;
+        if !leaf && plen != 0 {
+            return Err(corrupt(id, "branch with a key prefix"));
+        }
+        let at = HEADER + SLOT * count;
+        let prefix = bytes
+            .get(at..at + plen)
+            .ok_or_else(|| corrupt(id, "key prefix overruns page"))?;
         Ok(PageView {
             bytes,
             id,
             leaf,
             count,
+            prefix,
         })
+    }
+
+    /// The leaf's key prefix (empty for branches).
+    #[inline]
+    pub fn prefix(&self) -> &'a [u8] {
+        self.prefix
+    }
+
+    /// Longest inline suffix: inline keys stay within `KEY_INLINE_MAX` whole.
+    #[inline]
+    fn suffix_max(&self) -> usize {
+        KEY_INLINE_MAX - self.prefix.len()
     }
 
     pub fn len(&self) -> usize {
@@ -397,7 +456,7 @@ impl<'a> PageView<'a> {
         }
         let s = HEADER + SLOT * i;
         let off = u16::from_le_bytes([self.bytes[s], self.bytes[s + 1]]) as usize;
-        if off < HEADER + SLOT * self.count || off + self.fixed() > PAGE_SIZE {
+        if off < HEADER + SLOT * self.count + self.prefix.len() || off + self.fixed() > PAGE_SIZE {
             return Err(corrupt(self.id, "slot offset out of range"));
         }
         Ok(off)
@@ -415,7 +474,7 @@ impl<'a> PageView<'a> {
         let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
         if klen == KEY_STUB {
             Ok(STUB_BYTES)
-        } else if klen as usize > KEY_INLINE_MAX {
+        } else if klen as usize > self.suffix_max() {
             Err(corrupt(self.id, "inline key too long"))
         } else {
             Ok(klen as usize)
@@ -428,11 +487,15 @@ impl<'a> PageView<'a> {
         let at = off + self.fixed();
         let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
         if klen != KEY_STUB {
-            if klen as usize > KEY_INLINE_MAX {
+            if klen as usize > self.suffix_max() {
                 return Err(corrupt(self.id, "inline key too long"));
             }
             let k = self.get(at, klen as usize)?;
-            return Ok((off, KeyRef::Full(k), at + k.len()));
+            let key = SplitKey {
+                pre: self.prefix,
+                suf: k,
+            };
+            return Ok((off, KeyRef::Full(key), at + k.len()));
         }
         let stub = self.get(at, STUB_BYTES)?;
         let len = u32::from_le_bytes([
@@ -459,8 +522,11 @@ impl<'a> PageView<'a> {
     pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
         let off = self.entry(i)?;
         let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) as usize;
-        if klen <= KEY_INLINE_MAX {
-            return Ok(KeyRef::Full(self.get(off + self.fixed(), klen)?));
+        if klen <= self.suffix_max() {
+            return Ok(KeyRef::Full(SplitKey {
+                pre: self.prefix,
+                suf: self.get(off + self.fixed(), klen)?,
+            }));
         }
         Ok(self.parse(i)?.1)
     }
@@ -530,10 +596,19 @@ impl<'a> PageView<'a> {
     /// Bytes the entries need, as [`Node::size`] of the decoded node, without
     /// loading long keys.
     pub fn size(&self) -> Result<usize> {
-        let mut total = 0;
+        Ok(self.shape()?.0)
+    }
+
+    /// `(size, inline keys)`: [`PageView::size`] and how many keys are not
+    /// stubs (what a merge needs to recompute the prefix saving).
+    pub fn shape(&self) -> Result<(usize, usize)> {
+        let mut total = self.prefix.len();
+        let mut inline = 0;
         for i in 0..self.count {
             let off = self.entry(i)?;
             let k = self.key_span(off)?;
+            let stub = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) == KEY_STUB;
+            inline += usize::from(!stub);
             total += if self.leaf {
                 LEAF_FIXED
                     + k
@@ -545,7 +620,7 @@ impl<'a> PageView<'a> {
                 BRANCH_FIXED + k
             };
         }
-        Ok(total)
+        Ok((total, inline))
     }
 
     /// Decodes the page for the writer, loading the chains of long keys.
@@ -554,7 +629,7 @@ impl<'a> PageView<'a> {
         let key = |k: KeyRef<'a>| -> Result<Key> {
             Ok(match k {
                 KeyRef::Full(b) => Key {
-                    bytes: KeyBuf::from_slice(b),
+                    bytes: KeyBuf::from_split(b),
                     chain: 0,
                 },
                 KeyRef::Stub { chain, .. } => Key {
@@ -601,12 +676,15 @@ impl<'a> NodeRef<'a> {
             NodeRef::Owned(n) => n.len(),
         }
     }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The key of entry `i`: owned nodes always hold whole keys.
     pub fn key(&self, i: usize) -> Result<KeyRef<'a>> {
         match self {
             NodeRef::Page(p) => p.key(i),
-            NodeRef::Owned(Node::Leaf(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
-            NodeRef::Owned(Node::Branch(e)) => Ok(KeyRef::Full(&e[i].0.bytes)),
+            NodeRef::Owned(Node::Leaf(e)) => Ok(KeyRef::Full(SplitKey::whole(&e[i].0.bytes))),
+            NodeRef::Owned(Node::Branch(e)) => Ok(KeyRef::Full(SplitKey::whole(&e[i].0.bytes))),
             NodeRef::Owned(Node::RawBranch { page, .. }) => {
                 PageView::new(&page[..], 0, false)?.key(i)
             }
@@ -657,178 +735,5 @@ impl<'a> NodeRef<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn k(b: &[u8]) -> Key {
-        Key::inline(b.to_vec())
-    }
-
-    #[test]
-    fn leaf_roundtrip() {
-        let n = Node::Leaf(vec![
-            (k(b"a"), Val::Inline(b"1".to_vec())),
-            (k(b"b"), Val::Overflow { page: 9, len: 5000 }),
-        ]);
-        let p = n.encode();
-        let v = PageView::new(&p[..], 3, true).unwrap();
-        assert!(matches!(v.key(1).unwrap(), KeyRef::Full(b"b")));
-        assert!(matches!(
-            v.val(1).unwrap(),
-            ValRef::Overflow { page: 9, len: 5000 }
-        ));
-        assert_eq!(v.size().unwrap(), n.size());
-    }
-
-    #[test]
-    fn long_key_stub_roundtrip() {
-        let long: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let n = Node::Leaf(vec![
-            (k(b"a"), Val::Inline(b"1".to_vec())),
-            (
-                Key::with_chain(long.clone(), 77),
-                Val::Inline(vec![3; 1700]),
-            ),
-            (k(&[0xFF; KEY_INLINE_MAX]), Val::Inline(vec![4; 900])),
-        ]);
-        assert!(n.size() <= NODE_CAP);
-        let p = n.encode();
-        let v = PageView::new(&p[..], 3, true).unwrap();
-        match v.key(1).unwrap() {
-            KeyRef::Stub { prefix, len, chain } => {
-                assert_eq!(prefix, &long[..KEY_PREFIX_BYTES]);
-                assert_eq!((len, chain), (5000, 77));
-            }
-            KeyRef::Full(_) => panic!("long key stored inline"),
-        }
-        assert!(matches!(v.val(1).unwrap(), ValRef::Inline(b) if b == [3; 1700]));
-        assert!(matches!(v.key(2).unwrap(), KeyRef::Full(b) if b.len() == KEY_INLINE_MAX));
-        assert!(matches!(v.val(2).unwrap(), ValRef::Inline(b) if b == [4; 900]));
-        assert_eq!(v.size().unwrap(), n.size());
-        let b = Node::Branch(vec![
-            (Key::default(), 5),
-            (Key::with_chain(long.clone(), 78), 6),
-        ]);
-        let p = b.encode();
-        let v = PageView::new(&p[..], 4, true).unwrap();
-        assert_eq!(v.child(1).unwrap(), 6);
-        assert!(matches!(
-            v.key(1).unwrap(),
-            KeyRef::Stub {
-                len: 5000,
-                chain: 78,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn bad_stub_is_corrupted() {
-        let long = vec![7u8; 3000];
-        let n = Node::Branch(vec![(Key::default(), 5), (Key::with_chain(long, 78), 6)]);
-        let mut p = n.encode();
-        // Entry 1 sits right after entry 0 (12 bytes); its stub length field
-        // follows the 256-byte prefix.
-        let off = u16::from_le_bytes([p[HEADER + SLOT], p[HEADER + SLOT + 1]]) as usize;
-        let len_at = off + 10 + KEY_PREFIX_BYTES;
-        for bad in [0u32, KEY_INLINE_MAX as u32, u32::MAX] {
-            p[len_at..len_at + 4].copy_from_slice(&bad.to_le_bytes());
-            let v = PageView::new(&p[..], 4, false).unwrap();
-            assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
-        }
-        p[len_at..len_at + 4].copy_from_slice(&3000u32.to_le_bytes());
-        p[len_at + 4..len_at + 12].copy_from_slice(&0u64.to_le_bytes());
-        let v = PageView::new(&p[..], 4, false).unwrap();
-        assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
-        // An inline length above the limit is corruption too.
-        p[off..off + 2].copy_from_slice(&((KEY_INLINE_MAX + 1) as u16).to_le_bytes());
-        let v = PageView::new(&p[..], 4, false).unwrap();
-        assert!(matches!(v.key(1), Err(StorageError::Corrupted { .. })));
-    }
-
-    #[test]
-    fn different_heads_order_keys_like_the_keys() {
-        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![0, 1], vec![1]];
-        let mut x = 7u64;
-        for _ in 0..2000 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let len = (x >> 60) as usize;
-            // Bytes drawn from {0, 1, 0xFF} so prefixes and padding collide often.
-            keys.push(
-                (0..len)
-                    .map(|j| [0u8, 1, 0xFF][((x >> (j * 3)) % 3) as usize])
-                    .collect(),
-            );
-        }
-        for a in &keys {
-            for b in keys.iter().take(300) {
-                let (ha, hb) = (key_head(a), key_head(b));
-                if ha != hb {
-                    assert_eq!(ha.cmp(&hb), a.cmp(b), "{a:?} vs {b:?}");
-                }
-            }
-        }
-    }
-
-    /// A tree reader for pages without long keys (no chain is ever read).
-    struct NoChains;
-
-    impl TreeRead for NoChains {
-        fn root(&self) -> u64 {
-            0
-        }
-        fn node(&self, id: u64) -> Result<NodeRef<'_>> {
-            Err(corrupt(id, "no pages"))
-        }
-        fn page_bytes(&self, id: u64) -> Result<std::borrow::Cow<'_, [u8]>> {
-            Err(corrupt(id, "no pages"))
-        }
-        fn range_tombs(&self) -> u64 {
-            0
-        }
-    }
-
-    #[test]
-    fn search_uses_heads_and_ties_fall_back_to_keys() {
-        // Keys sharing their first 8 bytes (equal heads) and keys that differ early.
-        let ks: Vec<Vec<u8>> = vec![
-            b"aaaaaaaa1".to_vec(),
-            b"aaaaaaaa2".to_vec(),
-            b"aaaaaaab".to_vec(),
-            b"b".to_vec(),
-            b"b\0".to_vec(),
-            b"b\0\0".to_vec(),
-        ];
-        let n = Node::Leaf(ks.iter().map(|x| (k(x), Val::Inline(vec![1]))).collect());
-        let p = n.encode();
-        let v = PageView::new(&p[..], 3, true).unwrap();
-        for (i, key) in ks.iter().enumerate() {
-            assert_eq!(v.head(i), Some(key_head(key)));
-        }
-        let t = NoChains;
-        for (i, key) in ks.iter().enumerate() {
-            assert_eq!(tree::search(&t, &NodeRef::Page(v), key).unwrap(), i);
-        }
-        assert_eq!(
-            tree::search(&t, &NodeRef::Page(v), b"aaaaaaaa15").unwrap(),
-            1
-        );
-        assert_eq!(tree::search(&t, &NodeRef::Page(v), b"c").unwrap(), 6);
-    }
-
-    #[test]
-    fn garbage_pages_do_not_panic() {
-        let mut p = Node::Branch(vec![(Key::default(), 5), (k(b"m"), 6)]).encode();
-        for i in 0..PAGE_SIZE {
-            p[i] = p[i].wrapping_mul(31).wrapping_add(i as u8);
-            if let Ok(v) = PageView::new(&p[..], 1, false) {
-                let _ = v.size();
-                for j in 0..v.len() {
-                    let _ = v.key(j);
-                    let _ = v.child(j);
-                    let _ = v.val(j);
-                }
-            }
-        }
-    }
-}
+#[path = "node_tests.rs"]
+mod tests;

@@ -9,13 +9,16 @@ pub const PAGE_SIZE: usize = 4096;
 pub const HEADER: usize = 16;
 /// Page ids 0 and 1 are the two meta pages.
 pub const FIRST_DATA_PAGE: u64 = 2;
-/// On-disk format version byte, stored in the meta pages. Version 4: range
+/// On-disk format version byte, stored in the meta pages. Version 5: leaf
+/// key prefixes (header byte 5 of a leaf page: the length of the common
+/// prefix of its keys, stored once after the slots; entries hold suffixes).
+/// Version 4: range
 /// tombstones (the `d` table, counted by `Meta::range_tombs`). Version 3:
 /// compact MVCC record headers (flags and varints; version 2 had a fixed
 /// 25-byte header). Version 2: long keys as stubs with key chains (version 1
 /// stored keys inline only). Other versions are refused with
 /// `StorageError::UnsupportedFormat`.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 pub const MAGIC: &[u8; 4] = b"CKVS";
 
 pub const TYPE_LEAF: u8 = 1;
@@ -222,7 +225,7 @@ mod tests {
             current_revision: 1,
             ..Meta::default()
         };
-        for old in [1, 2, 3] {
+        for old in [1, 2, 3, 4] {
             let mut p = m.encode();
             p[20] = old;
             seal(&mut p[..]);

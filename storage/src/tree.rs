@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use crate::error::{Result, StorageError};
 use crate::node::{KeyRef, MAX_TREE_KEY, NodeRef, ValRef};
 use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
+use crate::splitkey::PageKey;
 
 /// Maximum tree depth; a deeper path means a cycle or corruption.
 pub const MAX_DEPTH: usize = 32;
@@ -77,11 +78,16 @@ pub fn load_value<'a, T: TreeRead + ?Sized>(t: &'a T, v: ValRef<'a>) -> Result<C
     }
 }
 
-/// The whole key: borrowed for inline keys, read from the chain for stubs
-/// (checked against the stub's prefix).
+/// The whole key as one slice: borrowed for inline keys stored whole
+/// (branches, leaves without a prefix), copied for inline keys of a leaf
+/// with a prefix (writer and checker paths; readers use [`page_key`]),
+/// read from the chain for stubs (checked against the stub's prefix).
 pub fn load_key<'a, T: TreeRead + ?Sized>(t: &'a T, k: KeyRef<'a>) -> Result<Cow<'a, [u8]>> {
     match k {
-        KeyRef::Full(b) => Ok(Cow::Borrowed(b)),
+        KeyRef::Full(b) => Ok(match b.contiguous() {
+            Some(b) => Cow::Borrowed(b),
+            None => Cow::Owned(b.to_vec()),
+        }),
         KeyRef::Stub { prefix, len, chain } => {
             let key = read_chain(t, chain, len, MAX_TREE_KEY)?;
             if !key.starts_with(prefix) {
@@ -95,11 +101,20 @@ pub fn load_key<'a, T: TreeRead + ?Sized>(t: &'a T, k: KeyRef<'a>) -> Result<Cow
     }
 }
 
+/// The whole key without copying inline keys (the readers' form).
+#[inline]
+pub fn page_key<'a, T: TreeRead + ?Sized>(t: &'a T, k: KeyRef<'a>) -> Result<PageKey<'a>> {
+    match k {
+        KeyRef::Full(b) => Ok(PageKey::Borrowed(b)),
+        stub => Ok(PageKey::Owned(load_key(t, stub)?.into_owned())),
+    }
+}
+
 /// Compares an entry key with `key`; a stub's chain is read only when its
 /// prefix ties with `key`.
 pub fn cmp_key<T: TreeRead + ?Sized>(t: &T, k: KeyRef<'_>, key: &[u8]) -> Result<Ordering> {
     match k {
-        KeyRef::Full(b) => Ok(b.cmp(key)),
+        KeyRef::Full(b) => Ok(b.cmp_bytes(key)),
         KeyRef::Stub { prefix, .. } => {
             let n = prefix.len().min(key.len());
             match prefix.cmp(&key[..n]) {
@@ -116,6 +131,11 @@ pub fn cmp_key<T: TreeRead + ?Sized>(t: &T, k: KeyRef<'_>, key: &[u8]) -> Result
 
 /// Branch: index of the child covering `key`. Leaf: first index with
 /// entry key >= `key` (may be `len()`).
+///
+/// A leaf page with a key prefix P: a `key` not starting with P sorts before
+/// (index 0) or after (index `len`) every entry, decided by one comparison;
+/// otherwise slot heads (heads of suffixes) are compared with the head of
+/// `key` after P, and tied entries by their suffixes.
 pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Result<usize> {
     let (mut lo, mut hi) = (0usize, n.len());
     // first index with entry key > key (branch) / >= key (leaf)
@@ -124,7 +144,20 @@ pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Resul
         NodeRef::Page(p) => Some(p),
         NodeRef::Owned(_) => None,
     };
-    let head = crate::node::key_head(key);
+    let pre = page.map_or(&[][..], |p| p.prefix());
+    let rest = if pre.is_empty() {
+        key
+    } else {
+        // Only leaves have a prefix.
+        let m = pre.len().min(key.len());
+        match key[..m].cmp(&pre[..m]) {
+            Ordering::Less => return Ok(0),
+            Ordering::Greater => return Ok(hi),
+            Ordering::Equal if key.len() < pre.len() => return Ok(0),
+            Ordering::Equal => &key[pre.len()..],
+        }
+    };
+    let head = crate::node::key_head(rest);
     while lo < hi {
         let mid = (lo + hi) / 2;
         // Pages: different slot heads decide without touching the entry.
@@ -135,8 +168,10 @@ pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Resul
         let ord = match by_head {
             Some(o) => o,
             None => match n.key(mid)? {
-                // Fast path without a call through the chain reader.
-                KeyRef::Full(k) => k.cmp(key),
+                // Fast path without a call through the chain reader: the
+                // entry starts with the page prefix, as `key` does here.
+                KeyRef::Full(k) if k.pre.len() == pre.len() => k.suf.cmp(rest),
+                KeyRef::Full(k) => k.cmp_bytes(key),
                 stub => cmp_key(t, stub, key)?,
             },
         };
@@ -199,7 +234,8 @@ pub fn get<'a, T: TreeRead + ?Sized>(t: &'a T, key: &[u8]) -> Result<Option<ValR
 
 /// Visits entries with `start <= key < end` (`end = None`: unbounded) in
 /// ascending order, or descending when `reverse`; stops when `f` returns false.
-/// The key passed to `f` lives only for the call (see [`scan_keys`]).
+/// The key passed to `f` lives only for the call (see [`scan_keys`]): a key
+/// split by its leaf's prefix is copied into one buffer reused for the scan.
 pub fn scan<'a, T, F>(
     t: &'a T,
     start: &[u8],
@@ -211,11 +247,15 @@ where
     T: TreeRead + ?Sized,
     F: FnMut(&[u8], ValRef<'a>) -> Result<bool>,
 {
-    scan_keys(t, start, end, reverse, |k, v| f(&k, v))
+    let mut scratch = Vec::new();
+    scan_keys(t, start, end, reverse, |k, v| {
+        f(k.parts().bytes_in(&mut scratch), v)
+    })
 }
 
-/// Like [`scan`], passing each whole key as a `Cow`: borrowed from the page
-/// for inline keys (zero-copy), owned for long keys read from their chain.
+/// Like [`scan`], passing each whole key as a [`PageKey`]: borrowed from the
+/// page for inline keys (zero-copy: the leaf's prefix and the entry's
+/// suffix), owned for long keys read from their chain.
 pub fn scan_keys<'a, T, F>(
     t: &'a T,
     start: &[u8],
@@ -225,7 +265,7 @@ pub fn scan_keys<'a, T, F>(
 ) -> Result<()>
 where
     T: TreeRead + ?Sized,
-    F: FnMut(Cow<'a, [u8]>, ValRef<'a>) -> Result<bool>,
+    F: FnMut(PageKey<'a>, ValRef<'a>) -> Result<bool>,
 {
     let root = t.root();
     if root == 0 {
@@ -260,7 +300,7 @@ where
         stack.push((n, i));
         id = n.child(i)?;
     }
-    let mut last: Option<Cow<'a, [u8]>> = None;
+    let mut last: Option<PageKey<'a>> = None;
     loop {
         let Some(&mut (leaf, ref mut idx)) = stack.last_mut() else {
             return Ok(());
@@ -274,20 +314,22 @@ where
             }
             *idx -= 1;
             let i = *idx;
-            let k = match leaf.key(i)? {
-                KeyRef::Full(b) => Cow::Borrowed(b),
-                stub => load_key(t, stub)?,
-            };
+            let k = page_key(t, leaf.key(i)?)?;
+            let kp = k.parts();
             // Keys must strictly decrease: a repeated or misordered subtree
             // (corruption) is reported instead of being walked forever.
-            if last.as_deref().is_some_and(|l| *k >= *l) {
+            if last
+                .as_ref()
+                .is_some_and(|l| kp.cmp_key(&l.parts()) != Ordering::Less)
+            {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }
-            last = Some(k.clone());
-            if *k < *start {
+            if kp.cmp_bytes(start) == Ordering::Less {
                 return Ok(());
             }
-            if end.is_some_and(|e| *k >= *e) {
+            let past_end = end.is_some_and(|e| kp.cmp_bytes(e) != Ordering::Less);
+            last = Some(k.clone());
+            if past_end {
                 continue;
             }
             if !f(k, leaf.val(i)?)? {
@@ -302,18 +344,20 @@ where
             }
             let i = *idx;
             *idx += 1;
-            let k = match leaf.key(i)? {
-                KeyRef::Full(b) => Cow::Borrowed(b),
-                stub => load_key(t, stub)?,
-            };
-            if last.as_deref().is_some_and(|l| *k <= *l) {
+            let k = page_key(t, leaf.key(i)?)?;
+            let kp = k.parts();
+            if last
+                .as_ref()
+                .is_some_and(|l| kp.cmp_key(&l.parts()) != Ordering::Greater)
+            {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }
-            last = Some(k.clone());
-            if end.is_some_and(|e| *k >= *e) {
+            if end.is_some_and(|e| kp.cmp_bytes(e) != Ordering::Less) {
                 return Ok(());
             }
-            if *k < *start {
+            let before_start = kp.cmp_bytes(start) == Ordering::Less;
+            last = Some(k.clone());
+            if before_start {
                 continue;
             }
             if !f(k, leaf.val(i)?)? {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use crate::db::Writer;
 use crate::error::{Result, StorageError};
+use crate::leaf_fill;
 use crate::node::{
     self, INLINE_LIMIT, KEY_INLINE_MAX, Key, KeyBuf, MAX_TREE_KEY, NODE_CAP, Node, NodeRef,
     PageView, Val,
@@ -423,11 +424,7 @@ impl TreeTxn<'_> {
             let mut all = take(self, lid)?;
             let left_len = all.len();
             all.extend(take(self, rid)?);
-            let sizes: Vec<usize> = all
-                .iter()
-                .map(|(k, v)| node::leaf_entry_size(k, v))
-                .collect();
-            let Some(at) = balanced_cut(&sizes) else {
+            let Some(at) = leaf_fill::balanced_leaf_cut(&all) else {
                 // No cut fits both pages (large entries): undo, split instead.
                 let right = all.split_off(left_len);
                 self.dirty.insert(lid, Node::Leaf(all));
@@ -477,7 +474,7 @@ impl TreeTxn<'_> {
                 unreachable!("raw branches are copies of pages: they never exceed one")
             }
             Node::Leaf(entries) => {
-                let pieces = cut(entries, target, |(k, v)| node::leaf_entry_size(k, v));
+                let pieces = leaf_fill::cut_leaf(entries, target);
                 return self.leaf_pieces(id, pieces);
             }
             Node::Branch(entries) => {
@@ -497,19 +494,13 @@ impl TreeTxn<'_> {
         let Some(Node::Leaf(entries)) = self.dirty.get_mut(&id) else {
             return Err(StorageError::corrupted(id, "dirty node vanished"));
         };
-        if entries
-            .iter()
-            .map(|(k, v)| node::leaf_entry_size(k, v))
-            .sum::<usize>()
-            <= NODE_CAP
-        {
+        if leaf_fill::leaf_size(entries) <= NODE_CAP {
             return Ok(pieces_of(id));
         }
         let mut left = std::mem::take(entries);
         let right = left.split_off(at);
-        let size = |(k, v): &(Key, Val)| node::leaf_entry_size(k, v);
-        let mut pieces = cut(left, NODE_CAP * 15 / 16, size);
-        pieces.extend(cut(right, NODE_CAP * 15 / 16, size));
+        let mut pieces = leaf_fill::cut_leaf(left, NODE_CAP * 15 / 16);
+        pieces.extend(leaf_fill::cut_leaf(right, NODE_CAP * 15 / 16));
         self.leaf_pieces(id, pieces)
     }
 
@@ -636,12 +627,13 @@ impl TreeTxn<'_> {
         };
         let (lid, rid, sep) = (entries[l].1, entries[r].1, entries[r].0.clone());
         let leaves = self.node(lid)?.is_leaf();
-        let sep_cost = if leaves {
-            0
+        let merged = if leaves {
+            // The merged leaf's prefix may be shorter than either's.
+            leaf_fill::merged_leaf_size(&self.node(lid)?, &self.node(rid)?)?
         } else {
-            node::key_page_len(sep.bytes.len())
+            self.node_size(lid)? + self.node_size(rid)? + node::key_page_len(sep.bytes.len())
         };
-        if self.node_size(lid)? + self.node_size(rid)? + sep_cost > NODE_CAP {
+        if merged > NODE_CAP {
             return Ok(());
         }
         let lid = self.cow(lid)?;
@@ -698,23 +690,6 @@ fn branch_index(entries: &[(Key, u64)], key: &[u8]) -> usize {
         .partition_point(|(k, _)| k.bytes.as_slice() <= key)
         .saturating_sub(1)
         .min(entries.len() - 1)
-}
-
-/// Index splitting entries of these sizes (total at most `2 * NODE_CAP`,
-/// at least two entries) into two non-empty runs that each fit a page, with
-/// the larger run as small as possible; `None` when no cut fits.
-fn balanced_cut(sizes: &[usize]) -> Option<usize> {
-    let total: usize = sizes.iter().sum();
-    let mut left = 0;
-    let mut best: Option<(usize, usize)> = None;
-    for (at, s) in sizes.iter().enumerate().take(sizes.len() - 1) {
-        left += s;
-        let worst = left.max(total - left);
-        if left <= NODE_CAP && total - left <= NODE_CAP && best.is_none_or(|b| worst < b.0) {
-            best = Some((worst, at + 1));
-        }
-    }
-    best.map(|b| b.1)
 }
 
 /// Cuts entries into consecutive pieces of about `target` bytes, none over `NODE_CAP`.

@@ -20,6 +20,7 @@
 use std::cmp::Ordering;
 
 use crate::error::{Result, StorageError};
+use crate::leaf_fill;
 use crate::node::{self, Key, NODE_CAP, Node, NodeRef, Val};
 use crate::tree::{self, MAX_DEPTH, TreeRead};
 use crate::txn::TreeTxn;
@@ -284,8 +285,13 @@ impl TreeTxn<'_> {
                 i += 1;
                 continue;
             }
-            let pulled_down = if self.node(a)?.is_leaf() { 0 } else { sep_len };
-            if self.node_bytes(a)? + self.node_bytes(b)? + pulled_down <= MERGE_FILL {
+            let merged = if self.node(a)?.is_leaf() {
+                // The merged leaf's prefix may be shorter than either's.
+                leaf_fill::merged_leaf_size(&self.node(a)?, &self.node(b)?)?
+            } else {
+                self.node_bytes(a)? + self.node_bytes(b)? + sep_len
+            };
+            if merged <= MERGE_FILL {
                 self.merge_pair(parent, i)?;
             } else {
                 i += 1;

@@ -82,6 +82,10 @@ fn deleting_half_the_keys_merges_leaves() {
     assert_eq!(txn.delete_sorted(&odd).unwrap(), 10_000);
     db.commit(txn, |_| {}, true).unwrap();
     let after = db.check_integrity().unwrap().tree_pages;
-    // Half the bytes: merged leaves need a bit more than half the pages.
-    assert!(after * 10 < before * 6, "{before} -> {after}");
+    // Half the bytes: merged leaves need more than half the pages. Leaves
+    // filled to ~96% by the ascending load hold ~48% each after the delete,
+    // and a merged pair's key prefix ("key000") is a byte shorter than each
+    // half's ("key0001"), so some pairs land just above `MERGE_FILL` (31/32)
+    // and stay apart (format 5: 618 -> 406 pages; without merging: 618).
+    assert!(after * 10 < before * 7, "{before} -> {after}");
 }

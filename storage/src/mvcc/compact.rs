@@ -19,14 +19,13 @@
 //! after every step: no `r` entry below `compact_done`; entries at
 //! `compact_done` point at surviving versions.
 
-use std::borrow::Cow;
-
 use super::keys;
 use super::range_del::{self, Tombs};
 use super::read::Found;
 use crate::error::{Result, StorageError};
 use crate::node::ValRef;
 use crate::page::FIRST_DATA_PAGE;
+use crate::splitkey::{PageKey, SplitKey};
 use crate::tree;
 use crate::txn::TreeTxn;
 
@@ -151,7 +150,7 @@ fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize
                     dead.push(p);
                 }
                 let found = Found {
-                    prefix: Cow::Borrowed(prefix),
+                    prefix: PageKey::from_slice(prefix),
                     main,
                     val: v,
                 };
@@ -162,7 +161,9 @@ fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize
                     main,
                     sub,
                     tomb: found.is_tombstone(&*txn)?
-                        || tombs.deleted_in(prefix, main, target).is_some(),
+                        || tombs
+                            .deleted_in(SplitKey::whole(prefix), main, target)
+                            .is_some(),
                 });
             } else if let Some(p) = pending.take().filter(|p| p.tomb) {
                 dead.push(p);
@@ -255,7 +256,7 @@ fn revision_step(txn: &mut TreeTxn<'_>, done: i64, target: i64, budget: usize) -
         })?;
         let Some((main, val)) = newest else { continue };
         let newest = Found {
-            prefix: Cow::Borrowed(&prefix),
+            prefix: PageKey::from_slice(&prefix),
             main,
             val,
         };

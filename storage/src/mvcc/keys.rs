@@ -26,6 +26,7 @@
 //! the file format. Records: see [`encode_record`].
 
 use crate::error::{Result, StorageError};
+use crate::splitkey::SplitKey;
 
 pub const T_KEY: u8 = b'k';
 pub const T_REV: u8 = b'r';
@@ -65,16 +66,13 @@ pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
 /// Decodes enc(key) from the start of `b`, appending the key to `out`;
 /// returns the encoded length. Only the canonical form [`enc_into`] writes
 /// is accepted.
-fn dec_into(b: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+fn dec_split_into(b: SplitKey<'_>, out: &mut Vec<u8>) -> Result<usize> {
     let mut at = 0;
     loop {
-        let nz = b[at..]
-            .iter()
-            .position(|&x| x == 0)
-            .ok_or_else(|| bad("unterminated key"))?;
-        out.extend_from_slice(&b[at..at + nz]);
-        at += nz;
-        let t = *b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
+        let nz = b.find_zero(at).ok_or_else(|| bad("unterminated key"))?;
+        b.slice(at, nz).extend_into(out);
+        at = nz;
+        let t = b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
         at += 2;
         match t {
             0 => return Ok(at),
@@ -84,13 +82,13 @@ fn dec_into(b: &[u8], out: &mut Vec<u8>) -> Result<usize> {
             }
             RUN_MORE => {
                 out.resize(out.len() + RUN_MAX, 0);
-                if b.get(at) != Some(&0) || b.get(at + 1).is_none_or(|&t| t == 0) {
+                if b.get(at) != Some(0) || b.get(at + 1).is_none_or(|t| t == 0) {
                     return Err(bad("zero run continued by no zeros"));
                 }
             }
             _ => {
                 out.resize(out.len() + 256 - t as usize, 0);
-                if b.get(at).is_none_or(|&x| x == 0) {
+                if b.get(at).is_none_or(|x| x == 0) {
                     return Err(bad("zero run not followed by a non-zero byte"));
                 }
             }
@@ -251,30 +249,39 @@ pub fn parse_rev(b: &[u8]) -> Result<(i64, i64)> {
 
 /// User key from a prefix produced by [`key_prefix`].
 pub fn unescape_prefix(prefix: &[u8]) -> Result<Vec<u8>> {
+    unescape_split(SplitKey::whole(prefix))
+}
+
+/// [`unescape_prefix`] of a prefix read from a leaf (prefix and suffix).
+pub fn unescape_split(prefix: SplitKey<'_>) -> Result<Vec<u8>> {
     let mut key = Vec::with_capacity(prefix.len());
-    unescape_prefix_into(prefix, &mut key)?;
+    unescape_split_into(prefix, &mut key)?;
     Ok(key)
 }
 
-/// [`unescape_prefix`] without an allocation per key: a key without zero
-/// bytes (enc(key) = key `00 00`) is borrowed from `prefix`; any other is
-/// decoded into `scratch` (cleared first), which then holds it.
-pub fn user_key<'a>(prefix: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+/// [`unescape_split`] without an allocation per key: a contiguous prefix
+/// of a key without zero bytes (enc(key) = key `00 00`) is borrowed; any
+/// other key is decoded into `scratch` (cleared first), which then holds it.
+pub fn user_key<'a>(prefix: SplitKey<'a>, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
     if let Some(key) = prefix
-        .get(1..)
+        .contiguous()
+        .and_then(|b| b.get(1..))
         .and_then(|body| body.strip_suffix(&[0, 0]))
         .filter(|key| !key.contains(&0))
     {
         return Ok(key);
     }
     scratch.clear();
-    unescape_prefix_into(prefix, scratch)?;
+    unescape_split_into(prefix, scratch)?;
     Ok(scratch)
 }
 
-fn unescape_prefix_into(prefix: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let body = prefix.get(1..).ok_or_else(|| bad("prefix"))?;
-    let used = dec_into(body, out)?;
+fn unescape_split_into(prefix: SplitKey<'_>, out: &mut Vec<u8>) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(bad("prefix"));
+    }
+    let body = prefix.split_at(1).1;
+    let used = dec_split_into(body, out)?;
     if used != body.len() {
         return Err(bad("bytes after the end token"));
     }

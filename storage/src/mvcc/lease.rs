@@ -144,7 +144,8 @@ fn attached_keys<T: TreeRead + ?Sized>(t: &T, id: i64, max: usize) -> Result<Vec
         if out.len() >= max {
             return Ok(false);
         }
-        out.push(k[prefix.len()..].to_vec());
+        let k = k.parts();
+        out.push(k.slice(prefix.len(), k.len()).to_vec());
         Ok(true)
     })?;
     Ok(out)

@@ -177,7 +177,7 @@ where
         }
         kept += 1;
         f(&KvRef {
-            key: keys::user_key(&found.prefix, &mut scratch)?,
+            key: keys::user_key(found.prefix.parts(), &mut scratch)?,
             create_revision: r.create,
             mod_revision: found.main,
             version: r.version,

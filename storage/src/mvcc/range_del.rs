@@ -32,9 +32,12 @@
 //! one entry, so a prefix delete costs the scan that collects the deleted
 //! keys for their events.
 
+use std::cmp::Ordering;
+
 use super::keys;
 use crate::error::{Result, StorageError};
 use crate::node::ValRef;
+use crate::splitkey::SplitKey;
 use crate::tree::{self, TreeRead};
 use crate::txn::TreeTxn;
 
@@ -56,7 +59,13 @@ impl RangeTomb {
     /// lies in the range. The encoding is prefix-free and order-preserving,
     /// so comparing prefixes with the bounds is comparing user keys.
     pub(crate) fn covers(&self, prefix: &[u8]) -> bool {
-        prefix >= self.start.as_slice() && prefix < self.end.as_slice()
+        self.covers_key(SplitKey::whole(prefix))
+    }
+
+    /// [`Self::covers`] for a key read from a leaf (prefix and suffix).
+    pub(crate) fn covers_key(&self, prefix: SplitKey<'_>) -> bool {
+        prefix.cmp_bytes(&self.start) != Ordering::Less
+            && prefix.cmp_bytes(&self.end) == Ordering::Less
     }
 
     fn encode_value(&self) -> Vec<u8> {
@@ -138,11 +147,11 @@ impl Tombs {
     /// Revision of the newest tombstone covering `prefix` with main
     /// revision in `(after, upto]`: a version of that key with main
     /// revision `after` is deleted by it for reads at `upto`.
-    pub(crate) fn deleted_in(&self, prefix: &[u8], after: i64, upto: i64) -> Option<i64> {
+    pub(crate) fn deleted_in(&self, prefix: SplitKey<'_>, after: i64, upto: i64) -> Option<i64> {
         self.0
             .iter()
             .rev()
-            .find(|t| t.main > after && t.main <= upto && t.covers(prefix))
+            .find(|t| t.main > after && t.main <= upto && t.covers_key(prefix))
             .map(|t| t.main)
     }
 }

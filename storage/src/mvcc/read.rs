@@ -7,7 +7,8 @@ use super::keys::{self, Record};
 use super::range_del::{self, Tombs};
 use super::types::*;
 use crate::error::{Result, StorageError};
-use crate::node::{KeyRef, ValRef};
+use crate::node::ValRef;
+use crate::splitkey::{PageKey, SplitKey};
 use crate::tree::{self, TreeRead};
 
 /// Tree bounds `[start, end)` of a user-key range with etcd semantics:
@@ -27,8 +28,9 @@ pub fn key_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// A user-key version found by a scan.
 pub struct Found<'a> {
-    /// Borrowed from the page, owned for a long key read from its chain.
-    pub prefix: Cow<'a, [u8]>,
+    /// `'k' enc(user_key)`: borrowed from the page (the leaf's prefix and
+    /// the entry's suffix), owned for a long key read from its chain.
+    pub prefix: PageKey<'a>,
     pub main: i64,
     pub val: ValRef<'a>,
 }
@@ -62,7 +64,7 @@ impl<'a> Found<'a> {
     ) -> Result<(Record, KeyValue)> {
         let (r, v) = self.load(t)?;
         let kv = KeyValue {
-            key: keys::unescape_prefix(&self.prefix)?,
+            key: keys::unescape_split(self.prefix.parts())?,
             create_revision: r.create,
             mod_revision: self.main,
             version: r.version,
@@ -77,18 +79,20 @@ impl<'a> Found<'a> {
     }
 }
 
-/// `keys::split_key_entry` keeping the prefix borrowed when the key is.
-fn split_entry(k: Cow<'_, [u8]>) -> Result<(Cow<'_, [u8]>, i64)> {
-    match k {
-        Cow::Borrowed(b) => {
-            let (prefix, main, _) = keys::split_key_entry(b)?;
-            Ok((Cow::Borrowed(prefix), main))
-        }
-        Cow::Owned(b) => {
-            let (prefix, main, _) = keys::split_key_entry(&b)?;
-            Ok((Cow::Owned(prefix.to_vec()), main))
-        }
+/// `keys::split_key_entry` keeping the prefix borrowed when the key is
+/// (no copy of a key split by its leaf's prefix: only its last 18 bytes, the
+/// end token and the revision, are checked and parsed).
+fn split_entry(k: PageKey<'_>) -> Result<(PageKey<'_>, i64)> {
+    let p = k.parts();
+    let n = p.len();
+    let mut tail = [0u8; 19];
+    if n < tail.len() {
+        return Err(StorageError::corrupted(0, "short key entry"));
     }
+    tail[0] = p.get(0).unwrap_or(0);
+    p.copy_to(n - 18, &mut tail[1..]);
+    let (_, main, _) = keys::split_key_entry(&tail)?;
+    Ok((k.truncated(n - 16), main))
 }
 
 /// Calls `f` with the newest version `<= rev` of every key in the bounds
@@ -107,7 +111,7 @@ where
     let tombs = Tombs::load(t)?;
     // Live: not a tombstone and not deleted by a range tombstone <= rev.
     let live = |b: &Found<'a>| -> Result<bool> {
-        Ok(!b.is_tombstone(t)? && tombs.deleted_in(&b.prefix, b.main, rev).is_none())
+        Ok(!b.is_tombstone(t)? && tombs.deleted_in(b.prefix.parts(), b.main, rev).is_none())
     };
     let mut best: Option<Found<'a>> = None;
     let mut stop = false;
@@ -150,14 +154,16 @@ pub fn latest<'a, T: TreeRead + ?Sized>(
     let found = latest_stored(t, key, rev)?;
     let Some(f) = found else { return Ok(None) };
     let tombs = Tombs::load(t)?;
-    Ok(Some(match tombs.deleted_in(&f.prefix, f.main, rev) {
-        Some(main) => Found {
-            prefix: f.prefix,
-            main,
-            val: ValRef::Inline(range_del::TOMB_RECORD),
+    Ok(Some(
+        match tombs.deleted_in(f.prefix.parts(), f.main, rev) {
+            Some(main) => Found {
+                prefix: f.prefix,
+                main,
+                val: ValRef::Inline(range_del::TOMB_RECORD),
+            },
+            None => f,
         },
-        None => f,
-    }))
+    ))
 }
 
 /// Newest stored version of `key` with main revision <= `rev`.
@@ -191,11 +197,8 @@ fn latest_stored<'a, T: TreeRead + ?Sized>(
             return latest_by_scan(t, &end, plen);
         }
         // Inline keys are borrowed from the page; long ones read their chain.
-        let k = match n.key(i - 1)? {
-            KeyRef::Full(b) => Cow::Borrowed(b),
-            stub => tree::load_key(t, stub)?,
-        };
-        if !k.starts_with(&end[..plen]) {
+        let k = tree::page_key(t, n.key(i - 1)?)?;
+        if !k.parts().starts_with(&end[..plen]) {
             return Ok(None);
         }
         let (prefix, main) = split_entry(k)?;
@@ -331,11 +334,11 @@ pub fn prev_version<T: TreeRead + ?Sized>(
     tree::scan(t, prefix, Some(&end), true, |k, v| {
         let (p, m, _) = keys::split_key_entry(k)?;
         let f = Found {
-            prefix: Cow::Borrowed(p),
+            prefix: PageKey::from_slice(p),
             main: m,
             val: v,
         };
-        if !f.is_tombstone(t)? && tombs.deleted_in(p, m, main).is_none() {
+        if !f.is_tombstone(t)? && tombs.deleted_in(SplitKey::whole(p), m, main).is_none() {
             out = Some(f.to_kv(t, true)?.1);
         }
         Ok(false)
@@ -460,7 +463,7 @@ fn rev_event<T: TreeRead + ?Sized>(t: &T, main: i64, sub: i64, enc: &[u8]) -> Re
     };
     let prefix = keys::prefix_from_enc(enc);
     let f = Found {
-        prefix: Cow::Borrowed(&prefix),
+        prefix: PageKey::from_slice(&prefix),
         main,
         val,
     };
