@@ -88,6 +88,29 @@ t, u, keys = int(float('$total')), int(float('$inuse')), $KEYS
 raw = keys * ($KEY_SIZE + $VAL_SIZE)
 print(f'    db file {t/1e6:.1f} MB ({t/raw:.2f}x raw {raw/1e6:.0f} MB), in use {u/1e6:.1f} MB ({u/raw:.2f}x), {t/keys:.0f} B/key')"
 }
+# Percentiles of a Prometheus histogram between two /metrics dumps.
+hist_delta() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+name, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+def buckets(path):
+    out = {}
+    for line in open(path):
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.split()[-1])
+    return out
+x, y = buckets(a), buckets(b)
+d = sorted((le, y[le] - x.get(le, 0)) for le in y)
+n = d[-1][1] if d else 0
+def q(p):
+    for le, c in d:
+        if c >= p * n:
+            return le
+    return float("nan")
+print(f"{name}: {int(n)} in the window, p50 <= {q(.5)*1e3:g} ms, p99 <= {q(.99)*1e3:g} ms, max bucket <= {q(1.0)*1e3:g} ms")
+PY
+}
 gets() {
     echo "  random get (1 key, linearizable, $GETS):"
     nb --clients "$CLIENTS" --conns "$CONNS" get --total "$GETS" "${KEYARGS[@]}" >"$DIR/get.$1.txt"
@@ -129,10 +152,15 @@ nb --clients 10 --conns 10 put --rate "$PUT_RATE" --duration "$DURING" --key-siz
     --val-size "$VAL_SIZE" --key-space-size "$KEYS" >"$DIR/during.txt" &
 BG=$!
 sleep 3
+curl -s "http://127.0.0.1:$HTTP/metrics" >"$DIR/metrics.before"
 T0=$(now_ms)
 "$BIN/corekvctl" --endpoints "127.0.0.1:$NATIVE" compaction "$REV" >/dev/null
 until grep -q "physical compaction finished" "$DIR/corekv.log"; do sleep 0.2; done
 echo "  compaction at revision $REV ($KEYS old revisions): $(grep -m1 'physical compaction finished' "$DIR/corekv.log" | grep -oE 'seconds=[0-9.]+'), $(( $(now_ms) - T0 )) ms to the log line"
+curl -s "http://127.0.0.1:$HTTP/metrics" >"$DIR/metrics.after"
+for h in etcd_disk_wal_fsync_duration_seconds etcd_disk_backend_commit_duration_seconds corekv_store_sync_duration_seconds; do
+    echo "    $(hist_delta "$h" "$DIR/metrics.before" "$DIR/metrics.after")"
+done
 wait "$BG"
 echo "  puts at $PUT_RATE/s for $DURING from 3 s before the compaction:"
 bench_summary "$DIR/during.txt"

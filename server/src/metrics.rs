@@ -104,6 +104,8 @@ pub struct Metrics {
     pub backend_commit: Histogram,
     pub apply: Histogram,
     pub read_index: Histogram,
+    /// Durable store checkpoints (`--store-sync-entries`), the Raft core waiting.
+    pub store_sync: Histogram,
     native_ok: [AtomicU64; 10],
     native_err: [AtomicU64; 10],
 }
@@ -125,6 +127,7 @@ pub static METRICS: Metrics = Metrics {
     backend_commit: Histogram::new(&DISK_BUCKETS_S),
     apply: Histogram::new(&FAST_BUCKETS_S),
     read_index: Histogram::new(&FAST_BUCKETS_S),
+    store_sync: Histogram::new(&DISK_BUCKETS_S),
     native_ok: [const { AtomicU64::new(0) }; 10],
     native_err: [const { AtomicU64::new(0) }; 10],
 };
@@ -250,6 +253,11 @@ impl Metrics {
             &mut out,
             "corekv_read_index_duration_seconds",
             "The latency distributions of linearizable read-index rounds.",
+        );
+        self.store_sync.render(
+            &mut out,
+            "corekv_store_sync_duration_seconds",
+            "The latency distributions of durable store checkpoints (the Raft core waits).",
         );
         let _ = writeln!(
             out,

@@ -392,10 +392,12 @@ impl Core {
         }
         let snapshot_count = cfg.snapshot_count;
         let store = self.shared.store();
+        let started = Instant::now();
         let durable = glommio::executor()
             .spawn_blocking(move || store.sync().map(|()| store.durable_applied_index()))
             .await
             .map_err(|e| format!("store sync: {e}"))?;
+        METRICS.store_sync.observe(started.elapsed());
         self.last_sync_applied = durable;
         let Some(meta) =
             self.replica
