@@ -4,11 +4,17 @@
 //! Run: `cargo bench -p corekv-storage --bench storage_vs_redb`
 //! Knobs (env): `CKV_BENCH_N` keys (default 1,000,000), `CKV_BENCH_DIR`
 //! data directory (default /var/tmp), `CKV_BENCH_SWEEP_RATIO` (corekv's
-//! `compaction_sweep_ratio`; 0 forces revision-mode compaction).
+//! `compaction_sweep_ratio`; 0 forces revision-mode compaction),
+//! `CKV_BENCH_RANGES` ranges per range row (default 1,000).
 //!
 //! Workload: N keys of 64 B with 256 B values in commits of 1000 (durable),
 //! single-put commits (non-durable and durable), random point gets, ranges of
-//! about 1000 keys, overwrite of all keys then compaction of the N old
+//! about 1000 keys (row 5: every key and value copied into owned buffers,
+//! corekv `range()` and redb's iterator with `to_vec()`; row 5c: borrowed,
+//! corekv `range_visit` and redb's iterator reading the `AccessGuard`s in
+//! place, both summing key and value lengths; rows 4a, 5a and 5e give the
+//! get and range rates per CPU second of the child, steadier than the wall
+//! clock on a loaded host), overwrite of all keys then compaction of the N old
 //! revisions (corekv only: redb keeps no history) interleaved with single-put
 //! commits (step and commit latency percentiles), file size after
 //! defragmentation/compaction, open time, peak and post-restart RSS.
@@ -29,6 +35,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const BATCH: usize = 1000;
 const VALUE_BYTES: usize = 256;
+const RANGE_OWNED: &str = "5 range ~1000 keys, owned (ranges/s)";
+const RANGE_OWNED_CPU: &str = "5a range ~1000 keys, owned (ranges/CPU s)";
+const RANGE_BORROWED: &str = "5c range ~1000 keys, borrowed (ranges/s)";
+const RANGE_BORROWED_CPU: &str = "5e range ~1000 keys, borrowed (ranges/CPU s)";
 
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -42,6 +52,21 @@ fn key(i: u64) -> Vec<u8> {
     let mut k = format!("{:016x}", mix(i)).into_bytes();
     k.resize(64, b'.');
     k
+}
+
+/// Ranges per range row (`CKV_BENCH_RANGES`).
+fn range_count() -> u64 {
+    std::env::var("CKV_BENCH_RANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Start and end of range `j` of about 1000 of the `n` keys.
+fn range_bounds(n: u64, j: u64) -> (Vec<u8>, Vec<u8>) {
+    let span = u64::MAX / n * 1000;
+    let start = mix(j + 5) % (u64::MAX - span);
+    (hex_bound(start), hex_bound(start + span))
 }
 
 fn hex_bound(x: u64) -> Vec<u8> {
@@ -64,12 +89,43 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used, in 10 ms ticks: on a
+/// loaded host the read rows' rate per CPU second is steadier than the wall
+/// clock's.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // utime and stime: the 12th and 13th fields after the command name.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// Wall clock and CPU time at the start of a phase.
+struct Timer(Instant, f64);
+
+impl Timer {
+    fn start() -> Timer {
+        Timer(Instant::now(), cpu_secs())
+    }
+}
+
 struct Out(BTreeMap<&'static str, String>);
 
 impl Out {
     fn rate(&mut self, name: &'static str, ops: u64, t: Instant) {
         let s = t.elapsed().as_secs_f64();
         self.0.insert(name, format!("{:.0}", ops as f64 / s));
+    }
+    /// Rate per wall second under `name` and per CPU second under `cpu_name`.
+    fn rates(&mut self, name: &'static str, cpu_name: &'static str, ops: u64, t: Timer) {
+        let cpu = (cpu_secs() - t.1).max(0.01);
+        self.rate(name, ops, t.0);
+        self.0.insert(cpu_name, format!("{:.0}", ops as f64 / cpu));
     }
     fn set(&mut self, name: &'static str, v: impl ToString) {
         self.0.insert(name, v.to_string());
@@ -160,7 +216,7 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
     out.rate("3 put, batch 1, durable (ops/s)", 1000, t);
     let gets = n.min(1_000_000);
     let view = store.read().unwrap();
-    let t = Instant::now();
+    let t = Timer::start();
     for j in 0..gets {
         let r = view
             .range(&RangeRequest {
@@ -170,25 +226,32 @@ fn run_corekv(n: u64, dir: &Path) -> Out {
             .unwrap();
         assert_eq!(r.kvs.len(), 1);
     }
-    out.rate("4 random get (ops/s)", gets, t);
-    let ranges = 1000u64;
-    let span = u64::MAX / n * 1000;
-    let t = Instant::now();
+    out.rates("4 random get (ops/s)", "4a random get (ops/CPU s)", gets, t);
+    let ranges = range_count();
+    let request = |j: u64| {
+        let (key, range_end) = range_bounds(n, j);
+        RangeRequest {
+            key,
+            range_end,
+            limit: 1000,
+            ..Default::default()
+        }
+    };
+    let t = Timer::start();
     let mut seen = 0usize;
     for j in 0..ranges {
-        let start = mix(j + 5) % (u64::MAX - span);
-        let r = view
-            .range(&RangeRequest {
-                key: hex_bound(start),
-                range_end: hex_bound(start + span),
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap();
-        seen += r.kvs.len();
+        seen += view.range(&request(j)).unwrap().kvs.len();
     }
-    out.rate("5 range ~1000 keys (ranges/s)", ranges, t);
+    out.rates(RANGE_OWNED, RANGE_OWNED_CPU, ranges, t);
     out.set("5b keys per range (avg)", seen as u64 / ranges);
+    let t = Timer::start();
+    let mut bytes = 0usize;
+    for j in 0..ranges {
+        view.range_visit(&request(j), |kv| bytes += kv.key.len() + kv.value.len())
+            .unwrap();
+    }
+    out.rates(RANGE_BORROWED, RANGE_BORROWED_CPU, ranges, t);
+    out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     drop(view);
     // Overwrite every key once, then compact the N superseded revisions.
     put_all(&store, n, 3, false, &mut applied);
@@ -318,20 +381,18 @@ fn run_redb(n: u64, dir: &Path) -> Out {
     {
         let r = db.begin_read().unwrap();
         let tbl = r.open_table(TABLE).unwrap();
-        let t = Instant::now();
+        let t = Timer::start();
         for j in 0..gets {
             let v = tbl.get(key(mix(j + 99) % n).as_slice()).unwrap().unwrap();
             let copy = v.value().to_vec();
             assert_eq!(copy.len(), VALUE_BYTES);
         }
-        out.rate("4 random get (ops/s)", gets, t);
-        let ranges = 1000u64;
-        let span = u64::MAX / n * 1000;
-        let t = Instant::now();
+        out.rates("4 random get (ops/s)", "4a random get (ops/CPU s)", gets, t);
+        let ranges = range_count();
+        let t = Timer::start();
         let mut seen = 0usize;
         for j in 0..ranges {
-            let start = mix(j + 5) % (u64::MAX - span);
-            let (a, b) = (hex_bound(start), hex_bound(start + span));
+            let (a, b) = range_bounds(n, j);
             let mut rows = Vec::new();
             for e in tbl.range(a.as_slice()..b.as_slice()).unwrap() {
                 let (k, v) = e.unwrap();
@@ -342,8 +403,19 @@ fn run_redb(n: u64, dir: &Path) -> Out {
             }
             seen += rows.len();
         }
-        out.rate("5 range ~1000 keys (ranges/s)", ranges, t);
+        out.rates(RANGE_OWNED, RANGE_OWNED_CPU, ranges, t);
         out.set("5b keys per range (avg)", seen as u64 / ranges);
+        let t = Timer::start();
+        let mut bytes = 0usize;
+        for j in 0..ranges {
+            let (a, b) = range_bounds(n, j);
+            for e in tbl.range(a.as_slice()..b.as_slice()).unwrap().take(1000) {
+                let (k, v) = e.unwrap();
+                bytes += k.value().len() + v.value().len();
+            }
+        }
+        out.rates(RANGE_BORROWED, RANGE_BORROWED_CPU, ranges, t);
+        out.set("5d bytes per borrowed range (avg)", bytes as u64 / ranges);
     }
     for chunk in 0..n.div_ceil(BATCH as u64) {
         let mut w = db.begin_write().unwrap();

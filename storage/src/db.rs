@@ -152,6 +152,13 @@ impl TreeRead for Snapshot {
     fn range_tombs(&self) -> u64 {
         self.meta.range_tombs
     }
+    fn prefetch(&self, id: u64) {
+        if (FIRST_DATA_PAGE..self.meta.page_count).contains(&id)
+            && let Ok(page) = map_page(&*self.map, id)
+        {
+            crate::mapping::prefetch(page);
+        }
+    }
 }
 
 pub struct Writer {

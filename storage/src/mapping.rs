@@ -1,6 +1,7 @@
 //! The only module with `unsafe` besides `checksum.rs`: a read-only shared
 //! memory mapping of the data file, handed out one page-range slice at a
-//! time, and the one file-system call std does not offer (`fallocate`).
+//! time, the one file-system call std does not offer (`fallocate`), and a
+//! CPU prefetch hint for mapped pages ([`prefetch`]).
 //!
 //! A mapping *reserves* more address space than the file holds
 //! (`capacity`), so the file can grow without a new mapping (a new mapping
@@ -123,4 +124,31 @@ pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<bo
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
         _ => Err(err),
     }
+}
+
+/// Cache line size assumed by [`prefetch`].
+const PREFETCH_LINE: usize = 64;
+/// Lines [`prefetch`] asks for: the first 1 KiB of a page (header, slots
+/// and the first entries). Measured with `examples/range_loop.rs` (ranges
+/// per CPU second): 2 lines +9%, 8 +17%, 16 +20%, 32 +17%, the whole page
+/// +3% (64 prefetches in a row stall on the CPU's line fill buffers).
+const PREFETCH_LINES: usize = 16;
+
+/// Asks the CPU to load the start of `bytes` (a mapped page) into its caches. A hint:
+/// it neither faults nor blocks, and a page not yet in the process's page
+/// tables is skipped by the CPU.
+pub(crate) fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(PREFETCH_LINE).take(PREFETCH_LINES) {
+        // SAFETY: `prefetch` reads no memory architecturally (it cannot
+        // fault, even on an unmapped address), and SSE, which it needs, is
+        // part of the x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }

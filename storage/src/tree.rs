@@ -29,6 +29,9 @@ pub trait TreeRead {
     /// Range tombstones in this state (`Meta::range_tombs`; MVCC readers
     /// skip the `d` table when 0).
     fn range_tombs(&self) -> u64;
+    /// A hint that page `id` is read next (a scan's next leaf): start
+    /// loading it into the CPU cache. Never fails; does nothing by default.
+    fn prefetch(&self, _id: u64) {}
 }
 
 /// Reads the `len` payload bytes of the overflow chain starting at `first`
@@ -286,6 +289,7 @@ where
         };
         if n.is_leaf() {
             stack.push((n, i));
+            prefetch_next_leaf(t, &stack, reverse);
             break;
         }
         let i = if reverse && end.is_none() {
@@ -408,7 +412,25 @@ fn step_leaf<'a, T: TreeRead + ?Sized>(
         };
         stack.push((c, ci));
     }
+    prefetch_next_leaf(t, stack, reverse);
     Ok(true)
+}
+
+/// Hints the leaf after the one on top of `stack` (in scan direction) when
+/// it has the same parent: its first touch is the costliest read of a scan
+/// (a cache and TLB miss), and the current leaf's entries hide the load.
+fn prefetch_next_leaf<T: TreeRead + ?Sized>(t: &T, stack: &[(NodeRef<'_>, usize)], reverse: bool) {
+    let Some((parent, i)) = stack.len().checked_sub(2).map(|p| stack[p]) else {
+        return;
+    };
+    let next = if reverse {
+        i.checked_sub(1)
+    } else {
+        Some(i + 1).filter(|j| *j < parent.len())
+    };
+    if let Some(id) = next.and_then(|j| parent.child(j).ok()) {
+        t.prefetch(id);
+    }
 }
 
 /// Byte offset of a page.

@@ -63,22 +63,22 @@ pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
     }
 }
 
-/// Decodes enc(key) from the start of `b`; returns the key and the encoded
-/// length. Only the canonical form [`enc_into`] writes is accepted.
-pub fn dec_split(b: SplitKey<'_>) -> Result<(Vec<u8>, usize)> {
-    let mut out = Vec::with_capacity(b.len());
+/// Decodes enc(key) from the start of `b`, appending the key to `out`;
+/// returns the encoded length. Only the canonical form [`enc_into`] writes
+/// is accepted.
+fn dec_split_into(b: SplitKey<'_>, out: &mut Vec<u8>) -> Result<usize> {
     let mut at = 0;
     loop {
         let nz = b.find_zero(at).ok_or_else(|| bad("unterminated key"))?;
-        b.slice(at, nz).extend_into(&mut out);
+        b.slice(at, nz).extend_into(out);
         at = nz;
         let t = b.get(at + 1).ok_or_else(|| bad("unterminated key"))?;
         at += 2;
         match t {
-            0 => return Ok((out, at)),
+            0 => return Ok(at),
             1..=127 => {
                 out.resize(out.len() + t as usize, 0);
-                return Ok((out, at));
+                return Ok(at);
             }
             RUN_MORE => {
                 out.resize(out.len() + RUN_MAX, 0);
@@ -254,15 +254,38 @@ pub fn unescape_prefix(prefix: &[u8]) -> Result<Vec<u8>> {
 
 /// [`unescape_prefix`] of a prefix read from a leaf (prefix and suffix).
 pub fn unescape_split(prefix: SplitKey<'_>) -> Result<Vec<u8>> {
+    let mut key = Vec::with_capacity(prefix.len());
+    unescape_split_into(prefix, &mut key)?;
+    Ok(key)
+}
+
+/// [`unescape_split`] without an allocation per key: a contiguous prefix
+/// of a key without zero bytes (enc(key) = key `00 00`) is borrowed; any
+/// other key is decoded into `scratch` (cleared first), which then holds it.
+pub fn user_key<'a>(prefix: SplitKey<'a>, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+    if let Some(key) = prefix
+        .contiguous()
+        .and_then(|b| b.get(1..))
+        .and_then(|body| body.strip_suffix(&[0, 0]))
+        .filter(|key| !key.contains(&0))
+    {
+        return Ok(key);
+    }
+    scratch.clear();
+    unescape_split_into(prefix, scratch)?;
+    Ok(scratch)
+}
+
+fn unescape_split_into(prefix: SplitKey<'_>, out: &mut Vec<u8>) -> Result<()> {
     if prefix.is_empty() {
         return Err(bad("prefix"));
     }
     let body = prefix.split_at(1).1;
-    let (key, used) = dec_split(body)?;
+    let used = dec_split_into(body, out)?;
     if used != body.len() {
         return Err(bad("bytes after the end token"));
     }
-    Ok(key)
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

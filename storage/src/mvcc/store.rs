@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::keys;
+use super::range::{self, KvRef, RangeSummary};
 use super::read;
 use super::types::*;
 use super::write::WriteBatch;
@@ -361,7 +362,19 @@ impl ReadView {
     /// Range at `req.revision` (0 = the view's revision).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let rev = read::resolve_rev(req.revision, self.revision(), self.compacted_revision())?;
-        read::range(&*self.snap, req, rev)
+        range::range(&*self.snap, req, rev)
+    }
+
+    /// [`Self::range`] handing each result to `f` borrowed from the view's
+    /// pages, without a heap allocation per result for requests in key
+    /// order (see [`KvRef`]); returns `more`, `count` and the revision.
+    pub fn range_visit<F: FnMut(&KvRef<'_>)>(
+        &self,
+        req: &RangeRequest,
+        f: F,
+    ) -> Result<RangeSummary> {
+        let rev = read::resolve_rev(req.revision, self.revision(), self.compacted_revision())?;
+        range::range_visit(&*self.snap, req, rev, f)
     }
 
     /// Events with revision >= `start_revision` up to the view's revision for

@@ -2,6 +2,7 @@
 //! land in one tree commit.
 
 use super::keys::{self, Record};
+use super::range;
 use super::read;
 use super::store::StoreInner;
 use super::types::*;
@@ -361,7 +362,7 @@ impl<'a> WriteBatch<'a> {
                     } else {
                         r.read_rev()
                     };
-                    ResponseOp::Range(read::range(&self.txn, q, at)?)
+                    ResponseOp::Range(range::range(&self.txn, q, at)?)
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.apply_put(p, r)?),
                 RequestOp::DeleteRange(d) => {
@@ -380,7 +381,7 @@ impl<'a> WriteBatch<'a> {
     /// Range over the batch's own state (sees its writes).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let rev = read::resolve_rev(req.revision, self.rev, self.compacted)?;
-        read::range(&self.txn, req, rev)
+        range::range(&self.txn, req, rev)
     }
 
     /// Records a compaction target; old versions are removed a bounded
