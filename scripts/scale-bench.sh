@@ -15,6 +15,7 @@
 #     p99 of that window, db file after;
 #  5. `corekv inspect` of the stopped member's file (byte budget).
 # etcd (ETCD=1, Debian etcd-server): step 1 over gRPC, and a restart.
+# COMPACT=0 skips step 4; COREKV_FLAGS adds flags to corekv's command line.
 #
 # Usage: BIN=/work/rel-target/release KEYS=10000000 scripts/scale-bench.sh
 # Data under a fresh directory in /var/tmp (a real disk), removed at exit
@@ -32,6 +33,9 @@ GETS=${GETS:-200000}
 PUT_RATE=${PUT_RATE:-500}
 DURING=${DURING:-120s}
 ETCD=${ETCD:-0}
+COMPACT=${COMPACT:-1}
+# Extra corekv flags, e.g. COREKV_FLAGS="--store-map-advice normal".
+read -r -a EXTRA <<<"${COREKV_FLAGS:-}"
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 for b in corekv corekv-bench corekvctl; do
     [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b (cargo build --release)" >&2; exit 2; }
@@ -65,7 +69,7 @@ start() {
         --initial-cluster "s1=http://127.0.0.1:$PEER" \
         --listen-native-addr "127.0.0.1:$NATIVE" \
         --quota-backend-bytes $((64 << 30)) \
-        --log-level info "$@" >>"$DIR/corekv.log" 2>&1 &
+        --log-level info "${EXTRA[@]}" "$@" >>"$DIR/corekv.log" 2>&1 &
     PID=$!
 }
 wait_read() {
@@ -142,6 +146,7 @@ echo "  after restart: $(rss "$PID")"
 gets restart
 echo "  after restart + gets: $(rss "$PID")"
 
+if [[ "$COMPACT" == 1 ]]; then
 echo "  second pass over every key:"
 nb --clients "$CLIENTS" --conns "$CONNS" put --total "$KEYS" "${KEYARGS[@]}" --scattered-keys >"$DIR/pass2.txt"
 bench_summary "$DIR/pass2.txt"
@@ -166,6 +171,7 @@ echo "  puts at $PUT_RATE/s for $DURING from 3 s before the compaction:"
 bench_summary "$DIR/during.txt"
 db_line
 echo "  after compaction: $(rss "$PID")"
+fi
 kill -TERM "$PID"
 { wait "$PID"; } 2>/dev/null || true
 PID=
