@@ -20,20 +20,9 @@ DURATION=${DURATION:-300s}
 SAMPLE=${SAMPLE:-15}
 CLIENTS=${CLIENTS:-200}
 CONNS=${CONNS:-20}
-for b in corekv corekv-bench corekvctl; do
-    [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b (cargo build --release)" >&2; exit 2; }
-done
-
-DIR=$(mktemp -d /var/tmp/corekv-overwrite.XXXXXX)
-PID=
-cleanup() {
-    [[ -n "$PID" ]] && kill -9 "$PID" 2>/dev/null || true
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-NATIVE=$(free_port); HTTP=$(free_port); PEER=$(free_port)
+# shellcheck source=lib/member-bench.sh
+source "$(dirname "$0")/lib/member-bench.sh"
+member_bench_setup overwrite
 "$BIN/corekv" --name o1 --data-dir "$DIR/data" \
     --listen-client-urls "http://127.0.0.1:$HTTP" --advertise-client-urls "http://127.0.0.1:$HTTP" \
     --listen-peer-urls "http://127.0.0.1:$PEER" --initial-advertise-peer-urls "http://127.0.0.1:$PEER" \

@@ -18,20 +18,9 @@ KEY_SIZE=${KEY_SIZE:-64}
 VAL_SIZE=${VAL_SIZE:-256}
 CLIENTS=${CLIENTS:-1000}
 CONNS=${CONNS:-100}
-for b in corekv corekv-bench corekvctl; do
-    [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b (cargo build --release)" >&2; exit 2; }
-done
-
-DIR=$(mktemp -d /var/tmp/corekv-restart.XXXXXX)
-PID=
-cleanup() {
-    [[ -n "$PID" ]] && kill -9 "$PID" 2>/dev/null || true
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-NATIVE=$(free_port); HTTP=$(free_port); PEER=$(free_port)
+# shellcheck source=lib/member-bench.sh
+source "$(dirname "$0")/lib/member-bench.sh"
+member_bench_setup restart
 
 start() {
     "$BIN/corekv" --name r1 --data-dir "$DIR/data" \

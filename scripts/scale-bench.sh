@@ -37,19 +37,9 @@ COMPACT=${COMPACT:-1}
 # Extra corekv flags, e.g. COREKV_FLAGS="--store-map-advice normal".
 read -r -a EXTRA <<<"${COREKV_FLAGS:-}"
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
-for b in corekv corekv-bench corekvctl; do
-    [[ -x "$BIN/$b" ]] || { echo "missing $BIN/$b (cargo build --release)" >&2; exit 2; }
-done
-
-DIR=$(mktemp -d /var/tmp/corekv-scale.XXXXXX)
-PID=
-cleanup() {
-    [[ -n "$PID" ]] && kill -9 "$PID" 2>/dev/null || true
-    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=lib/member-bench.sh
+source "$(dirname "$0")/lib/member-bench.sh"
+member_bench_setup scale
 now_ms() { date +%s%3N; }
 rss() {
     awk '/^VmRSS|^RssAnon|^RssFile/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$1/status"
@@ -59,7 +49,6 @@ bench_summary() { grep -iE "throughput|requests/sec|p99|p50|errors|failed" "$1" 
 KEYARGS=(--key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --key-space-size "$KEYS")
 
 # --- corekv ---------------------------------------------------------------
-NATIVE=$(free_port); HTTP=$(free_port); PEER=$(free_port)
 start() {
     "$BIN/corekv" --name s1 --data-dir "$DIR/corekv" \
         --listen-client-urls "http://127.0.0.1:$HTTP" \

@@ -57,6 +57,8 @@ pub struct Core {
     last_leader: u64,
     /// When the running compaction pass was first seen (for its log line).
     compaction_seen: Option<Instant>,
+    /// Physically compacted revision at the last tick.
+    compaction_done: i64,
 }
 
 enum Event {
@@ -85,6 +87,7 @@ impl Core {
     pub fn new(shared: Arc<Shared>, replica: Replica, wal: Wal, peers: Peers) -> Core {
         let last_snapshot_index = wal.snapshot().map_or(0, |s| s.index);
         let applied = replica.applied();
+        let compaction_done = shared.store().compaction_done_revision();
         Core {
             shared,
             replica,
@@ -95,6 +98,7 @@ impl Core {
             last_sync_applied: applied,
             last_leader: 0,
             compaction_seen: None,
+            compaction_done,
         }
     }
 
@@ -368,17 +372,21 @@ impl Core {
         METRICS
             .compaction_pending
             .store(i64::from(pending), Ordering::Relaxed);
-        match (pending, self.compaction_seen) {
-            (true, None) => self.compaction_seen = Some(started),
-            (false, Some(since)) => {
-                self.compaction_seen = None;
-                tracing::info!(
-                    seconds = since.elapsed().as_secs_f64(),
-                    "physical compaction finished"
-                );
-            }
-            _ => {}
+        if pending {
+            self.compaction_seen.get_or_insert(started);
+            return Ok(());
         }
+        // A pass may also start and end between two ticks (inside write
+        // commits): the physically compacted revision moved all the same.
+        let done = store.compaction_done_revision();
+        if done > self.compaction_done {
+            let seconds = self
+                .compaction_seen
+                .map_or(0.0, |since| since.elapsed().as_secs_f64());
+            tracing::info!(revision = done, seconds, "physical compaction finished");
+        }
+        self.compaction_done = done;
+        self.compaction_seen = None;
         Ok(())
     }
 

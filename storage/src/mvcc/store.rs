@@ -232,6 +232,11 @@ impl Store {
     }
 
     /// True when a compaction target has not been fully applied yet.
+    /// The revision up to which old versions are physically removed.
+    pub fn compaction_done_revision(&self) -> i64 {
+        self.inner.db.latest_meta().compact_done_revision
+    }
+
     pub fn compaction_pending(&self) -> bool {
         let m = self.inner.db.latest_meta();
         m.compact_done_revision < m.compacted_revision
