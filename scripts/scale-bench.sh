@@ -96,6 +96,9 @@ def buckets(path):
 x, y = buckets(a), buckets(b)
 d = sorted((le, y[le] - x.get(le, 0)) for le in y)
 n = d[-1][1] if d else 0
+if n == 0:
+    print(f"{name}: none in the window")
+    sys.exit(0)
 def q(p):
     for le, c in d:
         if c >= p * n:
