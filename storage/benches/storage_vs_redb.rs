@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 use corekv_storage::{PutRequest, RangeRequest, Store, StoreOptions};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+use common::{cpu_secs, mix, random_key};
+
 // Production parity: every corekv binary runs on mimalloc; both engines'
 // children get it here.
 #[global_allocator]
@@ -40,18 +44,9 @@ const RANGE_OWNED_CPU: &str = "5a range ~1000 keys, owned (ranges/CPU s)";
 const RANGE_BORROWED: &str = "5c range ~1000 keys, borrowed (ranges/s)";
 const RANGE_BORROWED_CPU: &str = "5e range ~1000 keys, borrowed (ranges/CPU s)";
 
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// 64-byte key: 16 hex digits of a hash of `i` (uniform order), padded.
 fn key(i: u64) -> Vec<u8> {
-    let mut k = format!("{:016x}", mix(i)).into_bytes();
-    k.resize(64, b'.');
-    k
+    random_key(i, 64)
 }
 
 /// Ranges per range row (`CKV_BENCH_RANGES`).
@@ -87,22 +82,6 @@ fn rss_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) the process has used, in 10 ms ticks: on a
-/// loaded host the read rows' rate per CPU second is steadier than the wall
-/// clock's.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // utime and stime: the 12th and 13th fields after the command name.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
 }
 
 /// Wall clock and CPU time at the start of a phase.

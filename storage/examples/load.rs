@@ -15,14 +15,10 @@
 //! hash of the index, so random order), padded with '.' to KEY_BYTES when
 //! shorter.
 
-use corekv_storage::{DeleteRangeRequest, PutRequest, Store, StoreOptions};
+use corekv_storage::{DeleteRangeRequest, Store, StoreOptions};
 
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+mod common;
+use common::{mix, put_indexed};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -66,14 +62,7 @@ fn main() {
             if !k8s || key.len() < kb {
                 key.resize(kb, b'.');
             }
-            let mut value = vec![7u8; vb];
-            value[..8].copy_from_slice(&i.to_le_bytes());
-            b.put(&PutRequest {
-                key,
-                value,
-                ..Default::default()
-            })
-            .expect("put");
+            put_indexed(&mut b, key, i, 7, vb);
         }
         applied += 1;
         b.commit(applied, true).expect("commit");

@@ -12,32 +12,12 @@ use std::time::Instant;
 
 use corekv_storage::{RangeRequest, Store, StoreOptions};
 
+mod common;
+use common::{cpu_secs, mix, warm_up};
+
 // Production and bench parity: every corekv binary runs on mimalloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// CPU seconds (user + system) this process has used: on a loaded host
-/// this is steadier than the wall clock.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 12th and 13th of them, in clock ticks (100 per second on Linux).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -50,17 +30,7 @@ fn main() {
     let visit = args.get(4).is_some_and(|s| s == "visit");
     let store = Store::open(path.as_ref(), StoreOptions::default()).expect("open");
     let view = store.read().expect("read");
-    // Warm-up: one pass over every key verifies each page's checksum (a
-    // server's earlier reads would have), so the passes below measure scans.
-    let all = view
-        .range(&RangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            count_only: true,
-            ..Default::default()
-        })
-        .expect("range");
-    println!("warm-up: {} keys", all.count);
+    println!("warm-up: {} keys", warm_up(&view));
     let span = u64::MAX / n * 1000;
     for pass in 1..=2 {
         let (t, cpu) = (Instant::now(), cpu_secs());

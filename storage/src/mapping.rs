@@ -138,8 +138,15 @@ const PREFETCH_LINES: usize = 16;
 /// it neither faults nor blocks, and a page not yet in the process's page
 /// tables is skipped by the CPU.
 pub(crate) fn prefetch(bytes: &[u8]) {
+    prefetch_lines(bytes, PREFETCH_LINES);
+}
+
+/// [`prefetch`] of the first `lines` cache lines of `bytes` (a scan's next
+/// entries in the current leaf).
+#[inline]
+pub(crate) fn prefetch_lines(bytes: &[u8], lines: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(PREFETCH_LINE).take(PREFETCH_LINES) {
+    for line in bytes.chunks(PREFETCH_LINE).take(lines) {
         // SAFETY: `prefetch` reads no memory architecturally (it cannot
         // fault, even on an unmapped address), and SSE, which it needs, is
         // part of the x86_64 baseline.
@@ -150,5 +157,5 @@ pub(crate) fn prefetch(bytes: &[u8]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    let _ = (bytes, lines);
 }

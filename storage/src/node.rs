@@ -49,6 +49,16 @@ pub const SLOT: usize = 10;
 pub(crate) const LEAF_FIXED: usize = SLOT + 7;
 pub(crate) const BRANCH_FIXED: usize = SLOT + 10;
 pub const NODE_CAP: usize = PAGE_SIZE - HEADER;
+/// Cache lines [`PageView::prefetch_entry`] asks for: an entry's header,
+/// a key of up to ~100 bytes and the record header after it.
+pub const ENTRY_PREFETCH_LINES: usize = 2;
+/// How many entries ahead of the one it reads a scan prefetches (the
+/// first touch of each entry's lines is a cache miss otherwise; see
+/// docs/storage-format.md, "Range scans").
+pub const ENTRY_PREFETCH_AHEAD: usize = 3;
+/// Tied slot heads [`PageView::head_bounds`] steps over one by one before
+/// it binary-searches the end of the run.
+const TIE_STEPS: usize = 4;
 
 const _: () = assert!(KEY_INLINE_MAX < KEY_STUB as usize && KEY_PREFIX_BYTES <= KEY_INLINE_MAX);
 // Every inline leaf entry (<= LEAF_FIXED + INLINE_LIMIT + 8) and branch entry
@@ -531,6 +541,51 @@ impl<'a> PageView<'a> {
         Ok(self.parse(i)?.1)
     }
 
+    /// `(lo, hi)`: the slots whose head is below `head` are `[0, lo)`, those
+    /// whose head equals it `[lo, hi)`. Heads never decrease in key order
+    /// (see the module docs), so entries before `lo` have smaller keys and
+    /// entries from `hi` on larger keys than any key with this head. Reads
+    /// only the slot array (validated by [`PageView::new`]); a page whose
+    /// heads are out of order (corruption the checker reports) gives some
+    /// bounds, never a panic.
+    #[inline]
+    pub fn head_bounds(&self, head: u64) -> (usize, usize) {
+        let slots = &self.bytes[HEADER..HEADER + SLOT * self.count];
+        let at = |i: usize| -> u64 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&slots[SLOT * i + 2..SLOT * i + SLOT]);
+            u64::from_be_bytes(b)
+        };
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if at(mid) < head {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        // Usually no entry or one ties (distinct heads): step over the
+        // first ties one by one, binary-search only a longer run.
+        let mut end = lo;
+        while end < self.count && end < lo + TIE_STEPS {
+            if at(end) != head {
+                return (lo, end);
+            }
+            end += 1;
+        }
+        let mut hi = self.count;
+        while end < hi {
+            let mid = (end + hi) / 2;
+            if at(mid) == head {
+                end = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo, end)
+    }
+
     /// The head stored in slot `i` (see the module docs); `None` when `i`
     /// is out of range.
     #[inline]
@@ -557,6 +612,33 @@ impl<'a> PageView<'a> {
         }
         let (off, _, at) = self.parse(i)?;
         self.val_at(off, at)
+    }
+
+    /// Hints that entry `i` is read soon: asks the CPU for the first
+    /// [`ENTRY_PREFETCH_LINES`] cache lines at its offset (the entry header,
+    /// the key and, after a short key, the record header). Nothing for an
+    /// index out of range.
+    #[inline]
+    pub fn prefetch_entry(&self, i: usize) {
+        if i >= self.count {
+            return;
+        }
+        let s = HEADER + SLOT * i;
+        let off = u16::from_le_bytes([self.bytes[s], self.bytes[s + 1]]) as usize;
+        if let Some(b) = self.bytes.get(off..) {
+            crate::mapping::prefetch_lines(b, ENTRY_PREFETCH_LINES);
+        }
+    }
+
+    /// Key and value of leaf entry `i` from one parse of the entry (a
+    /// scan's per-entry read).
+    #[inline]
+    pub fn kv(&self, i: usize) -> Result<(KeyRef<'a>, ValRef<'a>)> {
+        if !self.leaf {
+            return Err(corrupt(self.id, "value of a branch"));
+        }
+        let (off, k, at) = self.parse(i)?;
+        Ok((k, self.val_at(off, at)?))
     }
 
     /// The value of the leaf entry at `off` whose key ends at `at`.
@@ -715,6 +797,21 @@ impl<'a> NodeRef<'a> {
                 PageView::new(&page[..], 0, false)?.child(i)
             }
             NodeRef::Owned(Node::Leaf(_)) => Err(corrupt(0, "child of a leaf")),
+        }
+    }
+    /// [`PageView::prefetch_entry`]; nothing for owned nodes (in memory).
+    #[inline]
+    pub fn prefetch_entry(&self, i: usize) {
+        if let NodeRef::Page(p) = self {
+            p.prefetch_entry(i);
+        }
+    }
+    /// Key and value of leaf entry `i` ([`PageView::kv`] for pages).
+    #[inline]
+    pub fn kv(&self, i: usize) -> Result<(KeyRef<'a>, ValRef<'a>)> {
+        match self {
+            NodeRef::Page(p) => p.kv(i),
+            NodeRef::Owned(_) => Ok((self.key(i)?, self.val(i)?)),
         }
     }
     pub fn val(&self, i: usize) -> Result<ValRef<'a>> {

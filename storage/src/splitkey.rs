@@ -109,11 +109,17 @@ impl<'a> SplitKey<'a> {
     }
 
     /// Key order.
+    #[inline]
     pub fn cmp_key(&self, other: &SplitKey<'_>) -> Ordering {
         // Two keys of the same leaf share its prefix slice: compare suffixes.
         if std::ptr::eq(self.pre, other.pre) {
             return self.suf.cmp(other.suf);
         }
+        self.cmp_key_parts(other)
+    }
+
+    /// [`SplitKey::cmp_key`] of keys split differently.
+    fn cmp_key_parts(&self, other: &SplitKey<'_>) -> Ordering {
         let (mut a0, mut a1, mut b0, mut b1) = (self.pre, self.suf, other.pre, other.suf);
         loop {
             if a0.is_empty() {
@@ -235,8 +241,15 @@ impl<'a> PageKey<'a> {
 }
 
 impl PartialEq for PageKey<'_> {
+    #[inline]
     fn eq(&self, other: &PageKey<'_>) -> bool {
-        self.parts().eq_key(&other.parts())
+        match (self, other) {
+            // Keys of the same leaf (a scan's common case): the suffixes.
+            (PageKey::Borrowed(a), PageKey::Borrowed(b)) if std::ptr::eq(a.pre, b.pre) => {
+                a.suf == b.suf
+            }
+            _ => self.parts().eq_key(&other.parts()),
+        }
     }
 }
 
@@ -244,13 +257,34 @@ impl PartialEq for PageKey<'_> {
 pub fn common_prefix(a: SplitKey<'_>, b: SplitKey<'_>, cap: usize) -> usize {
     let n = a.len().min(b.len()).min(cap);
     if let (Some(x), Some(y)) = (a.contiguous(), b.contiguous()) {
-        return x[..n]
-            .iter()
-            .zip(&y[..n])
-            .take_while(|(p, q)| p == q)
-            .count();
+        return common_len(&x[..n], &y[..n]);
     }
     (0..n).take_while(|&i| a.get(i) == b.get(i)).count()
+}
+
+/// Length of the common prefix of two slices, compared 8 bytes at a time
+/// (leaf sizing computes a prefix for every leaf the writer changes).
+#[inline]
+pub fn common_len(x: &[u8], y: &[u8]) -> usize {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&x[i..i + 8]);
+        b.copy_from_slice(&y[i..i + 8]);
+        // Little-endian: the first differing byte is the lowest set byte.
+        let d = u64::from_le_bytes(a) ^ u64::from_le_bytes(b);
+        if d != 0 {
+            return i + (d.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + x[i..n]
+        .iter()
+        .zip(&y[i..n])
+        .take_while(|(p, q)| p == q)
+        .count()
 }
 
 #[cfg(test)]
@@ -289,6 +323,7 @@ mod tests {
                         assert_eq!(sa.eq_key(&sb), a == b);
                         let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
                         assert_eq!(common_prefix(sa, sb, 2), n.min(2));
+                        assert_eq!(common_len(a, b), n);
                     }
                     for n in 0..=a.len() {
                         let (l, r) = sa.split_at(n);
@@ -296,6 +331,19 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn common_len_finds_the_first_difference_at_any_position() {
+        let a: Vec<u8> = (0..40u8).collect();
+        assert_eq!(common_len(&a, &a), 40);
+        assert_eq!(common_len(&a, &a[..17]), 17);
+        for at in 0..40 {
+            let mut b = a.clone();
+            b[at] ^= 0x80;
+            assert_eq!(common_len(&a, &b), at, "difference at {at}");
+            assert_eq!(common_len(&b[..at + 1], &a), at);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use crate::error::{Result, StorageError};
-use crate::node::{KeyRef, MAX_TREE_KEY, NodeRef, ValRef};
+use crate::node::{ENTRY_PREFETCH_AHEAD, KeyRef, MAX_TREE_KEY, NodeRef, PageView, ValRef};
 use crate::page::{self, OVERFLOW_CAP, PAGE_SIZE, TYPE_OVERFLOW};
 use crate::splitkey::PageKey;
 
@@ -132,19 +132,25 @@ pub fn cmp_key<T: TreeRead + ?Sized>(t: &T, k: KeyRef<'_>, key: &[u8]) -> Result
 /// Branch: index of the child covering `key`. Leaf: first index with
 /// entry key >= `key` (may be `len()`).
 ///
-/// A leaf page with a key prefix P: a `key` not starting with P sorts before
-/// (index 0) or after (index `len`) every entry, decided by one comparison;
-/// otherwise slot heads (heads of suffixes) are compared with the head of
-/// `key` after P, and tied entries by their suffixes.
+/// A page is searched by its slot heads first ([`PageView::head_bounds`]:
+/// a tight binary search inside the slot array that reads no entry), and
+/// only the entries whose head ties with the searched key's are compared
+/// whole. A leaf page with a key prefix P: a `key` not starting with P
+/// sorts before (index 0) or after (index `len`) every entry, decided by
+/// one comparison; otherwise heads and suffixes are compared with the part
+/// of `key` after P. The writer's owned nodes have no heads: plain binary
+/// search by key.
 pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Result<usize> {
-    let (mut lo, mut hi) = (0usize, n.len());
-    // first index with entry key > key (branch) / >= key (leaf)
-    let leaf = n.is_leaf();
-    let page = match n {
-        NodeRef::Page(p) => Some(p),
-        NodeRef::Owned(_) => None,
-    };
-    let pre = page.map_or(&[][..], |p| p.prefix());
+    match n {
+        NodeRef::Page(p) => search_page(t, p, key),
+        NodeRef::Owned(_) => search_by_keys(t, n, key, 0, n.len(), n.is_leaf()),
+    }
+}
+
+/// [`search`] in a page: heads, then whole keys among the tied entries.
+#[inline]
+fn search_page<T: TreeRead + ?Sized>(t: &T, p: &PageView<'_>, key: &[u8]) -> Result<usize> {
+    let pre = p.prefix();
     let rest = if pre.is_empty() {
         key
     } else {
@@ -152,41 +158,65 @@ pub fn search<T: TreeRead + ?Sized>(t: &T, n: &NodeRef<'_>, key: &[u8]) -> Resul
         let m = pre.len().min(key.len());
         match key[..m].cmp(&pre[..m]) {
             Ordering::Less => return Ok(0),
-            Ordering::Greater => return Ok(hi),
+            Ordering::Greater => return Ok(p.len()),
             Ordering::Equal if key.len() < pre.len() => return Ok(0),
             Ordering::Equal => &key[pre.len()..],
         }
     };
-    let head = crate::node::key_head(rest);
+    // Entries below `lo` have smaller heads, so smaller keys; entries from
+    // `hi` on have larger heads, so larger keys: the answer is in [lo, hi].
+    let (mut lo, mut hi) = p.head_bounds(crate::node::key_head(rest));
     while lo < hi {
         let mid = (lo + hi) / 2;
-        // Pages: different slot heads decide without touching the entry.
-        let by_head = page
-            .and_then(|p| p.head(mid))
-            .filter(|h| *h != head)
-            .map(|h| h.cmp(&head));
-        let ord = match by_head {
-            Some(o) => o,
-            None => match n.key(mid)? {
-                // Fast path without a call through the chain reader: the
-                // entry starts with the page prefix, as `key` does here.
-                KeyRef::Full(k) if k.pre.len() == pre.len() => k.suf.cmp(rest),
-                KeyRef::Full(k) => k.cmp_bytes(key),
-                stub => cmp_key(t, stub, key)?,
-            },
+        let ord = match p.key(mid)? {
+            // Every inline key of the page starts with its prefix, as
+            // `key` does here: compare the suffixes.
+            KeyRef::Full(k) => k.suf.cmp(rest),
+            stub => cmp_key(t, stub, key)?,
         };
-        let go_right = if leaf {
-            ord == Ordering::Less
+        if go_right(ord, p.leaf) {
+            lo = mid + 1;
         } else {
-            ord != Ordering::Greater
+            hi = mid;
+        }
+    }
+    Ok(if p.leaf { lo } else { lo.saturating_sub(1) })
+}
+
+/// Binary search of `[lo, hi)` of `n` by whole keys.
+fn search_by_keys<T: TreeRead + ?Sized>(
+    t: &T,
+    n: &NodeRef<'_>,
+    key: &[u8],
+    mut lo: usize,
+    mut hi: usize,
+    leaf: bool,
+) -> Result<usize> {
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let ord = match n.key(mid)? {
+            KeyRef::Full(k) => k.cmp_bytes(key),
+            stub => cmp_key(t, stub, key)?,
         };
-        if go_right {
+        if go_right(ord, leaf) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
     Ok(if leaf { lo } else { lo.saturating_sub(1) })
+}
+
+/// Binary-search step: the searched position is right of an entry that
+/// compares `ord` with the key (first entry key > key in a branch, >= key
+/// in a leaf).
+#[inline]
+fn go_right(ord: Ordering, leaf: bool) -> bool {
+    if leaf {
+        ord == Ordering::Less
+    } else {
+        ord != Ordering::Greater
+    }
 }
 
 /// Ids of an overflow chain's pages (a value's or a long key's).
@@ -301,6 +331,9 @@ where
         id = n.child(i)?;
     }
     let mut last: Option<PageKey<'a>> = None;
+    // Forward scans: see the per-entry checks below.
+    let mut leaf_below_end: Option<bool> = None;
+    let mut past_start = false;
     loop {
         let Some(&mut (leaf, ref mut idx)) = stack.last_mut() else {
             return Ok(());
@@ -340,11 +373,25 @@ where
                 if !step_leaf(t, &mut stack, false)? {
                     return Ok(());
                 }
+                leaf_below_end = None;
                 continue;
             }
             let i = *idx;
             *idx += 1;
-            let k = page_key(t, leaf.key(i)?)?;
+            // Whether the whole leaf sorts below `end`, decided once per
+            // leaf by its last key: then no entry of it needs the end check.
+            let below_end = match (leaf_below_end, end) {
+                (Some(b), _) => b,
+                (None, None) => true,
+                (None, Some(e)) => {
+                    let b = cmp_key(t, leaf.key(leaf.len() - 1)?, e)? == Ordering::Less;
+                    leaf_below_end = Some(b);
+                    b
+                }
+            };
+            leaf.prefetch_entry(i + ENTRY_PREFETCH_AHEAD);
+            let (k, v) = leaf.kv(i)?;
+            let k = page_key(t, k)?;
             let kp = k.parts();
             if last
                 .as_ref()
@@ -352,15 +399,18 @@ where
             {
                 return Err(StorageError::corrupted(leaf_id(&leaf), "keys out of order"));
             }
-            if end.is_some_and(|e| kp.cmp_bytes(e) != Ordering::Less) {
+            if !below_end && end.is_some_and(|e| kp.cmp_bytes(e) != Ordering::Less) {
                 return Ok(());
             }
-            let before_start = kp.cmp_bytes(start) == Ordering::Less;
+            // Keys strictly increase (checked above), so once one is at or
+            // past `start` every later one is.
+            let before_start = !past_start && kp.cmp_bytes(start) == Ordering::Less;
+            past_start = !before_start;
             last = Some(k.clone());
             if before_start {
                 continue;
             }
-            if !f(k, leaf.val(i)?)? {
+            if !f(k, v)? {
                 return Ok(());
             }
         }

@@ -40,6 +40,12 @@ const RUN_MORE: u8 = 128;
 
 /// Appends enc(key) (see the module docs).
 pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
+    // Most keys have no zero byte: the key itself, then the terminator.
+    if !has_zero(key) {
+        out.extend_from_slice(key);
+        out.extend_from_slice(&[0, 0]);
+        return;
+    }
     let mut rest = key;
     loop {
         let nz = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
@@ -61,6 +67,26 @@ pub fn enc_into(out: &mut Vec<u8>, key: &[u8]) {
         }
         out.extend_from_slice(&[0, (256 - run) as u8]);
     }
+}
+
+/// Whether `b` holds a zero byte, tested 8 bytes at a time (every key a
+/// read returns, and every key written, is checked for one).
+#[inline]
+pub(crate) fn has_zero(b: &[u8]) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_le_bytes(w);
+        // Sets a high bit in the word exactly when some byte of `v` is zero
+        // (the classic test; no false positives in the OR over bytes).
+        if v.wrapping_sub(LOW) & !v & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&0)
 }
 
 /// Decodes enc(key) from the start of `b`, appending the key to `out`;
@@ -227,13 +253,23 @@ pub fn split_key_entry(entry: &[u8]) -> Result<(&[u8], i64, i64)> {
     if entry.len() < 1 + 2 + 16 || entry[0] != T_KEY {
         return Err(bad("short key entry"));
     }
-    let (prefix, rev) = entry.split_at(entry.len() - 16);
-    let end = &prefix[prefix.len() - 2..];
-    if end[0] != 0 || end[1] as usize > RUN_MAX {
+    let (main, sub) = entry_tail_rev(entry[0], &entry[entry.len() - 18..])?;
+    Ok((&entry[..entry.len() - 16], main, sub))
+}
+
+/// `(main, sub)` of a `k` entry from its table byte and its last 18 bytes
+/// (the end token of enc(key), then the revision), checked as
+/// [`split_key_entry`] checks them; readers of split keys parse the tail in
+/// place instead of copying it.
+#[inline]
+pub fn entry_tail_rev(table: u8, tail: &[u8]) -> Result<(i64, i64)> {
+    if table != T_KEY || tail.len() != 18 {
+        return Err(bad("short key entry"));
+    }
+    if tail[0] != 0 || tail[1] as usize > RUN_MAX {
         return Err(bad("missing end token"));
     }
-    let (main, sub) = parse_rev(rev)?;
-    Ok((prefix, main, sub))
+    parse_rev(&tail[2..])
 }
 
 pub fn parse_rev(b: &[u8]) -> Result<(i64, i64)> {
@@ -259,21 +295,42 @@ pub fn unescape_split(prefix: SplitKey<'_>) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// [`unescape_split`] without an allocation per key: a contiguous prefix
-/// of a key without zero bytes (enc(key) = key `00 00`) is borrowed; any
-/// other key is decoded into `scratch` (cleared first), which then holds it.
+/// [`unescape_split`] without an allocation per key: a key without zero
+/// bytes (enc(key) = key `00 00`, the common case) is the parts minus the
+/// table byte and the terminator, borrowed when they lie in one part of
+/// `prefix`, else copied into `scratch`; any other key is decoded into
+/// `scratch`. `scratch` (cleared first) then holds it; it grows once to the
+/// key's size (no reallocation per key part).
 pub fn user_key<'a>(prefix: SplitKey<'a>, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-    if let Some(key) = prefix
-        .contiguous()
-        .and_then(|b| b.get(1..))
-        .and_then(|body| body.strip_suffix(&[0, 0]))
-        .filter(|key| !key.contains(&0))
-    {
-        return Ok(key);
+    if let Some(key) = plain_key(prefix) {
+        return Ok(match key.contiguous() {
+            Some(k) => k,
+            None => {
+                scratch.clear();
+                scratch.reserve(key.len());
+                key.extend_into(scratch);
+                scratch
+            }
+        });
     }
     scratch.clear();
+    scratch.reserve(prefix.len());
     unescape_split_into(prefix, scratch)?;
     Ok(scratch)
+}
+
+/// The user key of `'k' enc(key)` when the key has no zero byte: the bytes
+/// between the table byte and the `00 00` terminator, none of them zero
+/// (then enc(key) is the key itself plus the terminator). `None` for any
+/// other prefix, which the full decoder handles (or rejects).
+#[inline]
+fn plain_key(prefix: SplitKey<'_>) -> Option<SplitKey<'_>> {
+    let n = prefix.len();
+    if n < 3 || prefix.get(n - 1) != Some(0) || prefix.get(n - 2) != Some(0) {
+        return None;
+    }
+    let key = prefix.slice(1, n - 2);
+    (!has_zero(key.pre) && !has_zero(key.suf)).then_some(key)
 }
 
 fn unescape_split_into(prefix: SplitKey<'_>, out: &mut Vec<u8>) -> Result<()> {
@@ -471,6 +528,52 @@ mod tests {
                 prev = Some(e);
             }
             assert!(key_bound(k) <= key_entry(k, 0, 0));
+        }
+    }
+
+    #[test]
+    fn has_zero_finds_a_zero_at_any_position() {
+        for len in 0..40 {
+            let mut b = vec![0xA5u8; len];
+            assert!(!has_zero(&b), "len {len}");
+            // Bytes next to zero in the word arithmetic (0x01, 0x80, 0xFF).
+            for x in [0x01u8, 0x80, 0xFF] {
+                b.iter_mut().for_each(|y| *y = x);
+                assert!(!has_zero(&b), "len {len} of {x:#x}");
+            }
+            for at in 0..len {
+                let mut z = b.clone();
+                z[at] = 0;
+                assert!(has_zero(&z), "zero at {at} of {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn user_key_of_every_split_matches_the_decoder() {
+        let keys: Vec<Vec<u8>> = vec![
+            vec![],
+            b"a".to_vec(),
+            b"abcdefghijklmnopqrstuvwxyz".to_vec(),
+            vec![0],
+            b"a\0b".to_vec(),
+            b"ab\0".to_vec(),
+            vec![0xFF; 20],
+        ];
+        for k in &keys {
+            let p = key_prefix(k);
+            for at in 0..=p.len() {
+                let split = SplitKey {
+                    pre: &p[..at],
+                    suf: &p[at..],
+                };
+                let mut scratch = Vec::new();
+                assert_eq!(
+                    user_key(split, &mut scratch).unwrap(),
+                    &k[..],
+                    "{k:?} @{at}"
+                );
+            }
         }
     }
 
