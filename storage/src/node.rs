@@ -479,18 +479,6 @@ impl<'a> PageView<'a> {
             .ok_or_else(|| corrupt(self.id, "entry overruns page"))
     }
 
-    /// On-page key size of the entry at `off` (inline length or stub size).
-    fn key_span(&self, off: usize) -> Result<usize> {
-        let klen = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
-        if klen == KEY_STUB {
-            Ok(STUB_BYTES)
-        } else if klen as usize > self.suffix_max() {
-            Err(corrupt(self.id, "inline key too long"))
-        } else {
-            Ok(klen as usize)
-        }
-    }
-
     /// Entry `i`: its offset, its key, and where the bytes after the key start.
     fn parse(&self, i: usize) -> Result<(usize, KeyRef<'a>, usize)> {
         let off = self.entry(i)?;
@@ -687,14 +675,17 @@ impl<'a> PageView<'a> {
         let mut total = self.prefix.len();
         let mut inline = 0;
         for i in 0..self.count {
-            let off = self.entry(i)?;
-            let k = self.key_span(off)?;
-            let stub = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]) == KEY_STUB;
+            // One parse per entry (merges size both leaves with this).
+            let (off, key, at) = self.parse(i)?;
+            let (k, stub) = match key {
+                KeyRef::Full(s) => (s.suf.len(), false),
+                KeyRef::Stub { .. } => (STUB_BYTES, true),
+            };
             inline += usize::from(!stub);
             total += if self.leaf {
                 LEAF_FIXED
                     + k
-                    + match self.val(i)? {
+                    + match self.val_at(off, at)? {
                         ValRef::Inline(v) => v.len(),
                         ValRef::Overflow { .. } => 8,
                     }

@@ -177,11 +177,13 @@ impl<'a> SplitKey<'a> {
     }
 
     /// Appends the key to `out`.
+    #[inline]
     pub fn extend_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.pre);
         out.extend_from_slice(self.suf);
     }
 
+    #[inline]
     pub fn to_vec(self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
         self.extend_into(&mut v);

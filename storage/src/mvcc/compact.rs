@@ -21,7 +21,7 @@
 
 use super::keys;
 use super::range_del::{self, Tombs};
-use super::read::{self, Found};
+use super::read::Found;
 use crate::error::{Result, StorageError};
 use crate::node::ValRef;
 use crate::page::FIRST_DATA_PAGE;
@@ -117,27 +117,21 @@ fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize
     let limit = budget.max(1).saturating_mul(SWEEP_ENTRIES_PER_BUDGET);
     let target = s.target;
     if !s.keys_done {
-        // The current key group's prefix, and the entry where the step
-        // stops: copied out of the pages only when they change.
         let mut cur: Vec<u8> = Vec::new();
         let mut pending: Option<Pending> = None;
         let mut dead: Vec<Pending> = Vec::new();
         let mut seen = 0usize;
         let mut next: Option<Vec<u8>> = None;
-        // Keys as the page holds them (the leaf's prefix and the entry's
-        // suffix): no copy of every visited key into one buffer.
-        tree::scan_keys(&*txn, &s.cursor, Some(&[keys::T_KEY + 1]), false, |k, v| {
-            let entry = k.parts();
-            let (prefix, main, sub) = read::split_entry_rev(k.clone())?;
-            let prefix = prefix.parts();
-            let same = prefix.eq_key(&SplitKey::whole(&cur));
+        tree::scan(&*txn, &s.cursor, Some(&[keys::T_KEY + 1]), false, |k, v| {
+            let (prefix, main, sub) = keys::split_key_entry(k)?;
+            let same = prefix == cur.as_slice();
             // Stop at a key boundary, or inside a key when no decision is
             // open (a key with very many versions is split across steps).
             if seen >= limit && (!same || pending.is_none()) {
                 if !same && let Some(p) = pending.take().filter(|p| p.tomb) {
                     dead.push(p);
                 }
-                next = Some(entry.to_vec());
+                next = Some(k.to_vec());
                 return Ok(false);
             }
             seen += 1;
@@ -148,7 +142,7 @@ fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize
                     dead.push(p);
                 }
                 cur.clear();
-                prefix.extend_into(&mut cur);
+                cur.extend_from_slice(prefix);
             }
             if main <= target {
                 // A newer version <= target supersedes the pending one.
@@ -156,19 +150,19 @@ fn sweep_step(txn: &mut TreeTxn<'_>, tombs: &Tombs, s: &mut Sweep, budget: usize
                     dead.push(p);
                 }
                 let found = Found {
-                    prefix: PageKey::from_slice(&cur),
+                    prefix: PageKey::from_slice(prefix),
                     main,
                     val: v,
                 };
                 // A range tombstone in (main, target] deletes this version
                 // at or before the target, like a newer tombstone version.
                 pending = Some(Pending {
-                    entry: entry.to_vec(),
+                    entry: k.to_vec(),
                     main,
                     sub,
                     tomb: found.is_tombstone(&*txn)?
                         || tombs
-                            .deleted_in(SplitKey::whole(&cur), main, target)
+                            .deleted_in(SplitKey::whole(prefix), main, target)
                             .is_some(),
                 });
             } else if let Some(p) = pending.take().filter(|p| p.tomb) {

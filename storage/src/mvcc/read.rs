@@ -83,19 +83,13 @@ impl<'a> Found<'a> {
 /// (no copy of a key split by its leaf's prefix: only its last 18 bytes, the
 /// end token and the revision, are checked and parsed).
 fn split_entry(k: PageKey<'_>) -> Result<(PageKey<'_>, i64)> {
-    let (prefix, main, _) = split_entry_rev(k)?;
-    Ok((prefix, main))
-}
-
-/// [`split_entry`] with the sub revision: `(prefix, main, sub)`.
-pub(crate) fn split_entry_rev(k: PageKey<'_>) -> Result<(PageKey<'_>, i64, i64)> {
     let p = k.parts();
     let n = p.len();
     if n < 19 {
         return Err(StorageError::corrupted(0, "short key entry"));
     }
     let table = p.get(0).unwrap_or(0);
-    let (main, sub) = match p.suf.len().checked_sub(18) {
+    let (main, _) = match p.suf.len().checked_sub(18) {
         // Usually the end token and the revision lie in the entry's suffix:
         // parsed in place (a copy to the stack and wider loads from it stall
         // on store forwarding).
@@ -106,7 +100,7 @@ pub(crate) fn split_entry_rev(k: PageKey<'_>) -> Result<(PageKey<'_>, i64, i64)>
             keys::entry_tail_rev(table, &tail)?
         }
     };
-    Ok((k.truncated(n - 16), main, sub))
+    Ok((k.truncated(n - 16), main))
 }
 
 /// Calls `f` with the newest version `<= rev` of every key in the bounds
