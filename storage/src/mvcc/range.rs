@@ -176,8 +176,16 @@ where
             return Ok(true);
         }
         kept += 1;
+        // A single-key request finds only versions of that key (`latest`
+        // matches the whole `'k' enc(key)` prefix): its key is the request's,
+        // with no decoding and no scratch buffer.
+        let key = if req.range_end.is_empty() {
+            &req.key[..]
+        } else {
+            keys::user_key(found.prefix.parts(), &mut scratch)?
+        };
         f(&KvRef {
-            key: keys::user_key(found.prefix.parts(), &mut scratch)?,
+            key,
             create_revision: r.create,
             mod_revision: found.main,
             version: r.version,
