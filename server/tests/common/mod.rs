@@ -225,8 +225,17 @@ impl Cluster {
         Cluster { members, _dir: dir }
     }
 
+    /// A connected client of member `i`; panics with the member's log
+    /// (why it did not come up) when it does not answer within 15 s.
     pub async fn client(&self, i: usize) -> Client {
-        connect(&self.members[i].native_addr()).await
+        let addr = self.members[i].native_addr();
+        match try_connect_within(&addr, CONNECT_WITHIN).await {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "connect m{i} {addr}: {e}; its log:\n{}",
+                self.members[i].log()
+            ),
+        }
     }
 
     /// Index of the member that reports itself leader.
@@ -316,18 +325,29 @@ pub async fn try_connect(addr: &str) -> Result<Client, WireError> {
     Client::connect(addr, opts).await
 }
 
+/// How long `connect` and `Cluster::client` retry while a member starts.
+const CONNECT_WITHIN: Duration = Duration::from_secs(15);
+
 /// Connects, retrying while the member starts; the connection is returned
 /// once the member has answered a status request on it.
 pub async fn connect(addr: &str) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    match try_connect_within(addr, CONNECT_WITHIN).await {
+        Ok(c) => c,
+        Err(e) => panic!("connect {addr}: {e}"),
+    }
+}
+
+/// `connect`, with the last error instead of a panic after `within`.
+async fn try_connect_within(addr: &str, within: Duration) -> Result<Client, WireError> {
+    let deadline = Instant::now() + within;
     loop {
         let answered = match try_connect(addr).await {
             Ok(c) => c.status(w::StatusRequest {}).await.map(|_| c),
             Err(e) => Err(e),
         };
         match answered {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("connect {addr}: {e}"),
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }

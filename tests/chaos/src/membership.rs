@@ -130,7 +130,7 @@ pub async fn remove_and_readd(
     remove(cluster, victim, id).await?;
     cluster.lock().await.members[victim].out = true;
     let stopped = wait_stopped(cluster, victim).await;
-    readd(cluster, victim, how).await?;
+    readd(cluster, victim, how, Some(id)).await?;
     Ok(stopped)
 }
 
@@ -190,10 +190,14 @@ async fn wait_stopped(cluster: &Mutex<Cluster>, victim: usize) -> bool {
 
 /// Adds slot `i` (down, `out`) back as a new member with an empty data
 /// dir, starts it with `existing`, promotes it if it joined as a learner,
-/// and waits until it has applied what the leader had.
-async fn readd(cluster: &Mutex<Cluster>, i: usize, how: Rejoin) -> Result<()> {
+/// and waits until it has applied what the leader had. `old` is the id it
+/// was removed under, if known: a lagging member may still list it.
+async fn readd(cluster: &Mutex<Cluster>, i: usize, how: Rejoin, old: Option<u64>) -> Result<()> {
     let url = {
         let mut c = cluster.lock().await;
+        // The heal restarts every slot: one it re-adds (one that a fault
+        // left removed) is stopped again first.
+        c.kill(i);
         c.wipe(i)?;
         if how.new_address {
             c.readdress(i)?
@@ -201,10 +205,7 @@ async fn readd(cluster: &Mutex<Cluster>, i: usize, how: Rejoin) -> Result<()> {
             c.members[i].peer_url.clone()
         }
     };
-    let list = add(cluster, i, &url, how.learner).await?;
-    let Some(id) = find_url(&list, &url).map(|m| m.id) else {
-        bail!("m{i} ({url}) added but not in the member list: {list:?}");
-    };
+    let (id, list) = add(cluster, i, &url, how.learner, old).await?;
     {
         let mut c = cluster.lock().await;
         let initial = initial_cluster(&c, &list);
@@ -218,13 +219,16 @@ async fn readd(cluster: &Mutex<Cluster>, i: usize, how: Rejoin) -> Result<()> {
     caught_up(cluster, i).await
 }
 
-/// MemberAdd of `url` through any member but `i`; the membership after it.
+/// MemberAdd of `url` through any member but `i`: the new member's id and
+/// the membership after it. `old`: an id `url` had before, never taken for
+/// the new one.
 async fn add(
     cluster: &Mutex<Cluster>,
     i: usize,
     url: &str,
     learner: bool,
-) -> Result<Vec<w::Member>> {
+    old: Option<u64>,
+) -> Result<(u64, Vec<w::Member>)> {
     let addrs = addrs(cluster).await;
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut last = String::new();
@@ -238,14 +242,18 @@ async fn add(
             is_learner: learner,
         };
         match ask(&addrs[asker], |c| async move { c.member_add(req).await }).await {
-            Ok(r) => return Ok(r.members),
+            Ok(r) => match r.member {
+                Some(m) => return Ok((m.id, r.members)),
+                None => last = format!("asked m{asker}: MemberAdd answered without the member"),
+            },
             Err(e) => last = format!("asked m{asker}: {e}"),
         }
         // An earlier attempt whose answer was lost may have done it
-        // (then this one was refused with "Peer URLs already exists").
+        // (then this one was refused with "Peer URLs already exists"); a
+        // member that has not applied the removal yet lists `old` instead.
         if let Some(list) = members(cluster, Some(i)).await {
-            if find_url(&list, url).is_some() {
-                return Ok(list);
+            if let Some(m) = find_url(&list, url).filter(|m| Some(m.id) != old) {
+                return Ok((m.id, list));
             }
         }
         tokio::time::sleep(RETRY).await;
@@ -326,18 +334,28 @@ async fn caught_up(cluster: &Mutex<Cluster>, i: usize) -> Result<()> {
     }
 }
 
-/// The heal: every slot a member again (re-added if a fault left it out),
-/// every learner promoted; fails unless the cluster then lists exactly the
-/// three slots, all voters.
+/// The heal: every slot a member again (re-added if a fault left it out
+/// or the member list does not have it), every learner promoted; fails
+/// unless the cluster then lists exactly the three slots, all voters.
 pub async fn restore(cluster: &Mutex<Cluster>) -> Result<()> {
+    let Some(list) = members(cluster, None).await else {
+        bail!("heal: no member answers MemberList");
+    };
     for i in 0..MEMBERS {
-        if cluster.lock().await.members[i].out {
-            eprintln!("chaos: heal: m{i} was left out of the cluster: adding it back");
+        let (out, url) = {
+            let c = cluster.lock().await;
+            (c.members[i].out, c.members[i].peer_url.clone())
+        };
+        let listed = find_url(&list, &url).is_some();
+        if out || !listed {
+            eprintln!(
+                "chaos: heal: m{i} was left out of the cluster (out {out}, listed {listed}): adding it back"
+            );
             let how = Rejoin {
                 learner: false,
                 new_address: false,
             };
-            readd(cluster, i, how).await?;
+            readd(cluster, i, how, None).await?;
         }
     }
     let Some(list) = members(cluster, None).await else {
