@@ -160,6 +160,49 @@ fn search_uses_heads_and_ties_fall_back_to_keys() {
 }
 
 #[test]
+fn long_runs_of_tied_heads_search_like_partition_point() {
+    // 30 keys sharing their first 8 bytes (a tie run longer than the steps
+    // `head_bounds` takes one by one), between keys with other heads.
+    let mut ks: Vec<Vec<u8>> = vec![b"a".to_vec(), b"aaaaaaa".to_vec()];
+    ks.extend((0..30u8).map(|i| [&b"tiedhead"[..], &[b'0' + i / 10, b'0' + i % 10]].concat()));
+    ks.extend([b"tiedheae".to_vec(), b"z".to_vec()]);
+    let mut probes: Vec<Vec<u8>> = vec![vec![], b"tiedhead".to_vec(), vec![0xFF; 9]];
+    for key in &ks {
+        probes.push(key.clone());
+        probes.push([&key[..], &[0]].concat());
+        probes.push(key[..key.len() - 1].to_vec());
+    }
+    let t = NoChains;
+    let leaf = Node::Leaf(ks.iter().map(|x| (k(x), Val::Inline(vec![1]))).collect()).encode();
+    let lv = PageView::new(&leaf[..], 3, true).unwrap();
+    // Branch entry 0's key is stored empty.
+    let mut bks = ks.clone();
+    bks[0].clear();
+    let branch = Node::Branch(
+        bks.iter()
+            .enumerate()
+            .map(|(i, x)| (k(x), i as u64 + 10))
+            .collect(),
+    )
+    .encode();
+    let bv = PageView::new(&branch[..], 4, true).unwrap();
+    for probe in &probes {
+        let want = ks.partition_point(|x| x < probe);
+        assert_eq!(
+            tree::search(&t, &NodeRef::Page(lv), probe).unwrap(),
+            want,
+            "leaf {probe:?}"
+        );
+        let child = bks.partition_point(|x| x <= probe).saturating_sub(1);
+        assert_eq!(
+            tree::search(&t, &NodeRef::Page(bv), probe).unwrap(),
+            child,
+            "branch {probe:?}"
+        );
+    }
+}
+
+#[test]
 fn garbage_pages_do_not_panic() {
     let mut p = Node::Branch(vec![(Key::default(), 5), (k(b"m"), 6)]).encode();
     for i in 0..PAGE_SIZE {
