@@ -446,6 +446,7 @@ pub fn decode_record(b: &[u8], main: i64) -> Result<(Record, &[u8])> {
 }
 
 /// Whether a stored record is a tombstone (reads the flags byte only).
+#[inline]
 pub fn record_is_tombstone(b: &[u8]) -> Result<bool> {
     match b.first() {
         Some(f) if f & !F_KNOWN == 0 => Ok(f & F_TOMBSTONE != 0),

@@ -147,7 +147,13 @@ impl Tombs {
     /// Revision of the newest tombstone covering `prefix` with main
     /// revision in `(after, upto]`: a version of that key with main
     /// revision `after` is deleted by it for reads at `upto`.
+    #[inline]
     pub(crate) fn deleted_in(&self, prefix: SplitKey<'_>, after: i64, upto: i64) -> Option<i64> {
+        // Scans call this per key: no tombstones (the common state) is one
+        // length test.
+        if self.0.is_empty() {
+            return None;
+        }
         self.0
             .iter()
             .rev()

@@ -50,6 +50,7 @@ impl<'a> Found<'a> {
         }
     }
 
+    #[inline]
     pub fn is_tombstone<T: TreeRead + ?Sized>(&self, t: &'a T) -> Result<bool> {
         match self.val {
             ValRef::Inline(b) => keys::record_is_tombstone(b),
