@@ -194,7 +194,7 @@ impl TreeTxn<'_> {
         let n = self.node(id)?;
         let idx: Vec<usize> = match sel {
             Sel::Keys(ks) => {
-                let mut v = Vec::new();
+                let mut v = Vec::with_capacity(ks.len());
                 for k in ks {
                     let i = tree::search(self, &n, k)?;
                     if i < n.len() && tree::cmp_key(self, n.key(i)?, k)? == Ordering::Equal {
@@ -220,6 +220,9 @@ impl TreeTxn<'_> {
             return Err(vanished(id));
         };
         let old = std::mem::take(entries);
+        // The kept entries in one allocation (pushing into the empty vector
+        // `take` leaves regrew it several times per leaf).
+        entries.reserve_exact(old.len() - removed);
         let mut dead = Vec::with_capacity(removed);
         let mut next = idx.iter().peekable();
         for (i, e) in old.into_iter().enumerate() {
