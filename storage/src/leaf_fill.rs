@@ -77,6 +77,12 @@ impl<'k> LeafRun<'k> {
 
 /// [`Node::size`] of a leaf holding `entries`.
 pub fn leaf_size(entries: &[(Key, Val)]) -> usize {
+    owned_leaf_shape(entries).0
+}
+
+/// `(size, inline keys, prefix length)` of a leaf holding `entries`, in
+/// one pass over them (merges and copy-on-write size every leaf they touch).
+fn owned_leaf_shape(entries: &[(Key, Val)]) -> (usize, usize, usize) {
     let (full, inline) = entries.iter().fold((0, 0), |(f, i), (k, v)| {
         (
             f + leaf_entry_size(k, v),
@@ -84,7 +90,7 @@ pub fn leaf_size(entries: &[(Key, Val)]) -> usize {
         )
     });
     let p = leaf_prefix_len(entries, inline);
-    p + full - p * inline
+    (p + full - p * inline, inline, p)
 }
 
 /// The page prefix of a leaf (`inline`: how many of its keys are inline).
@@ -115,13 +121,7 @@ pub fn leaf_shape(n: &NodeRef<'_>) -> Result<(usize, usize, usize)> {
             let (size, inline) = p.shape()?;
             Ok((size, inline, p.prefix().len()))
         }
-        NodeRef::Owned(Node::Leaf(e)) => {
-            let inline = e
-                .iter()
-                .filter(|(k, _)| k.bytes.len() <= KEY_INLINE_MAX)
-                .count();
-            Ok((leaf_size(e), inline, leaf_prefix_len(e, inline)))
-        }
+        NodeRef::Owned(Node::Leaf(e)) => Ok(owned_leaf_shape(e)),
         _ => Err(StorageError::corrupted(0, "leaf shape of a branch")),
     }
 }
