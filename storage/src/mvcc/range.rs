@@ -17,6 +17,7 @@ use super::read::{self, Found};
 use super::types::*;
 use crate::error::{Result, StorageError};
 use crate::node::ValRef;
+use crate::splitkey::PageKey;
 use crate::tree::{self, TreeRead};
 
 /// One range result, borrowed for the duration of a [`range_visit`] call:
@@ -139,6 +140,52 @@ fn load<'a, T: TreeRead + ?Sized>(t: &'a T, f: &Found<'a>) -> Result<(Record, Co
     }
 }
 
+/// The scratch buffer user keys are decoded into during one scan. Keys of
+/// one leaf share the leaf's prefix slice: once a key without zero bytes
+/// has been decoded, the buffer keeps the part from that prefix, and the
+/// next key of the same leaf only checks and appends its suffix.
+#[derive(Default)]
+struct KeyScratch<'t> {
+    buf: Vec<u8>,
+    /// The leaf prefix whose bytes (after the table byte, none zero) start
+    /// `buf`.
+    held: Option<&'t [u8]>,
+}
+
+impl<'t> KeyScratch<'t> {
+    /// The user key of a found version ([`keys::user_key`]).
+    #[inline]
+    fn user_key<'s>(&'s mut self, prefix: &'s PageKey<'t>) -> Result<&'s [u8]> {
+        if let PageKey::Borrowed(k) = prefix
+            && let Some(held) = self.held
+            && std::ptr::eq(held, k.pre)
+            && let Some(body) = k.suf.strip_suffix(&[0, 0])
+            && !keys::has_zero(body)
+        {
+            // `buf` holds `held[1..]`: the table byte is the prefix's first.
+            self.buf.truncate(held.len() - 1);
+            self.buf.extend_from_slice(body);
+            return Ok(&self.buf);
+        }
+        self.held = None;
+        // A plain key split across a leaf prefix longer than the table byte:
+        // copied and held for the next keys of the leaf.
+        if let PageKey::Borrowed(k) = prefix
+            && k.pre.len() > 1
+            && let Some(body) = k.suf.strip_suffix(&[0, 0])
+            && !keys::has_zero(&k.pre[1..])
+            && !keys::has_zero(body)
+        {
+            self.buf.clear();
+            self.buf.extend_from_slice(&k.pre[1..]);
+            self.buf.extend_from_slice(body);
+            self.held = Some(k.pre);
+            return Ok(&self.buf);
+        }
+        keys::user_key(prefix.parts(), &mut self.buf)
+    }
+}
+
 /// Streams the results of a key-ordered request to `f` (values only when
 /// `with_value`); returns the summary.
 fn stream<T, F>(
@@ -157,7 +204,7 @@ where
     let mut count = 0i64;
     let mut kept = 0usize;
     let mut more = false;
-    let mut scratch = Vec::new();
+    let mut keys = KeyScratch::default();
     read::for_each_live_in(t, &req.key, &req.range_end, rev, |found| {
         count += 1;
         if req.count_only || more {
@@ -182,7 +229,7 @@ where
         let key = if req.range_end.is_empty() {
             &req.key[..]
         } else {
-            keys::user_key(found.prefix.parts(), &mut scratch)?
+            keys.user_key(&found.prefix)?
         };
         f(&KvRef {
             key,
