@@ -163,7 +163,14 @@ impl TreeRead for Snapshot {
 
 pub struct Writer {
     pub(crate) backend: Arc<dyn Backend>,
+    /// The mapping readers' snapshots use.
     pub(crate) map: Arc<dyn Mapped>,
+    /// The writer's own mapping of the same file (the same `Arc` as `map`
+    /// when the backend's maps are copies): transactions read the pages
+    /// they copy through it, and every durable commit drops its resident
+    /// pages, so the pages a load or a replay touched do not stay in the
+    /// process's RSS; `map` holds only what readers touch.
+    pub(crate) wmap: Arc<dyn Mapped>,
     pub(crate) free: FreeList,
     /// Last committed state (durable or not).
     pub(crate) meta: Meta,
@@ -271,6 +278,7 @@ impl Writer {
             && let Ok(len) = usize::try_from(new_len)
         {
             self.map.set_readable_len(len);
+            self.wmap.set_readable_len(len);
         }
         Ok(())
     }
@@ -281,7 +289,7 @@ impl Writer {
         let cut = usize::try_from(len).unwrap_or(usize::MAX);
         self.old_maps.retain(|m| m.strong_count() > 0);
         let live = self.old_maps.iter().filter_map(Weak::upgrade);
-        for m in live.chain([self.map.clone()]) {
+        for m in live.chain([self.map.clone(), self.wmap.clone()]) {
             if m.len() > cut {
                 m.set_readable_len(cut);
             }
@@ -362,10 +370,11 @@ impl Writer {
     /// otherwise (or for a backend whose maps are copies) a new mapping.
     fn remap(&mut self) -> Result<()> {
         let coherent = self.backend.coherent_map();
-        if coherent
-            && (self.map.len() as u64 >= self.file_len
-                || usize::try_from(self.file_len).is_ok_and(|l| self.map.set_readable_len(l)))
-        {
+        let covers = |m: &Arc<dyn Mapped>| {
+            m.len() as u64 >= self.file_len
+                || usize::try_from(self.file_len).is_ok_and(|l| m.set_readable_len(l))
+        };
+        if coherent && covers(&self.map) && covers(&self.wmap) {
             return Ok(());
         }
         let capacity = if coherent {
@@ -374,6 +383,12 @@ impl Writer {
             self.file_len
         };
         let map = self.backend.map(self.file_len, capacity)?;
+        // No snapshot holds the writer's mapping: the old one goes now.
+        self.wmap = if coherent {
+            self.backend.map(self.file_len, capacity)?
+        } else {
+            map.clone()
+        };
         let pages = map.capacity() as u64 / PAGE_SIZE as u64;
         self.verified = Arc::new(Verified::copy_of(&self.verified, pages));
         // Readers keep the old mapping alive through their snapshot's Arc.
@@ -459,6 +474,11 @@ impl Db {
         };
         let file_len = backend.len()?;
         let map = backend.map(file_len, map_reservation(file_len))?;
+        let wmap = if backend.coherent_map() {
+            backend.map(file_len, map_reservation(file_len))?
+        } else {
+            map.clone()
+        };
         // Pages pinned by readers at the last durable commit are reusable now.
         let read = |id| read_chunk(&*map, &*backend, id, meta.page_count);
         let (loose, pending_pages) =
@@ -487,6 +507,7 @@ impl Db {
         let writer = Writer {
             backend: backend.clone(),
             map,
+            wmap,
             free,
             meta,
             page_count: meta.page_count,
@@ -699,6 +720,9 @@ impl Db {
             w.backend.sync()?;
             w.durable_slot = slot;
             w.durable_txid = txid;
+            if !Arc::ptr_eq(&w.wmap, &w.map) {
+                w.wmap.drop_resident();
+            }
             w.free.release(oldest, txid);
             if truncate.is_some() {
                 // Only after the new meta is durable: the old one may reference

@@ -161,3 +161,58 @@ fn pages_since_durable_counts_writes_until_the_next_sync() {
     db.sync().unwrap();
     assert_eq!(db.pages_since_durable(), 0);
 }
+
+/// Resident bytes (`Rss` in /proc/self/smaps) of every mapping of `path`.
+fn mapped_resident(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut ours = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = line.ends_with(name);
+        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
+            kb += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    kb * 1024
+}
+
+#[test]
+fn pages_the_writer_reads_leave_the_resident_set_at_a_durable_commit() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let backend = Arc::new(FileBackend::open(&path).unwrap());
+    let no_writeout = DbOptions {
+        writeout_queue_commits: 0,
+        ..opts()
+    };
+    let db = Db::open(backend, no_writeout).unwrap();
+    put_range(&db, 0..4000);
+    // Overwrites copy every leaf: the writer reads each one through its
+    // mapping (~2 MB of pages).
+    put_range(&db, 0..4000);
+    let written = mapped_resident(&path);
+    assert!(
+        written > 1 << 20,
+        "the writer's reads are mapped: {written} B"
+    );
+    db.sync().unwrap();
+    let after_sync = mapped_resident(&path);
+    assert!(
+        after_sync < written / 8,
+        "a durable commit drops them: {written} B before, {after_sync} B after"
+    );
+    // What readers touch stays mapped.
+    assert_eq!(count(&db.snapshot()), 4000);
+    let read = mapped_resident(&path);
+    assert!(read > 1 << 20, "a reader's scan is mapped: {read} B");
+    db.sync().unwrap();
+    assert!(mapped_resident(&path) >= read, "readers' pages stay mapped");
+}

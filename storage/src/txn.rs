@@ -56,7 +56,7 @@ impl TreeRead for TreeTxn<'_> {
             return Ok(n);
         }
         let bytes = tree::page_offset(id)
-            .and_then(|off| self.w.map.slice(off, PAGE_SIZE))
+            .and_then(|off| self.w.wmap.slice(off, PAGE_SIZE))
             .ok_or_else(|| StorageError::corrupted(id, "tree page beyond file"))?;
         let check = self.w.verify_checksums && !self.w.verified.get(id);
         let view = PageView::new(bytes, id, check)?;
@@ -77,7 +77,7 @@ impl TreeRead for TreeTxn<'_> {
         // A non-coherent map is a copy from the last commit and misses the
         // overflow pages this transaction wrote.
         if self.w.backend.coherent_map()
-            && let Some(b) = tree::page_offset(id).and_then(|off| self.w.map.slice(off, PAGE_SIZE))
+            && let Some(b) = tree::page_offset(id).and_then(|off| self.w.wmap.slice(off, PAGE_SIZE))
         {
             return Ok(Cow::Borrowed(b));
         }
