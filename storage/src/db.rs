@@ -108,11 +108,22 @@ pub struct Snapshot {
     verify: bool,
     verified: Arc<Verified>,
     _reg: Registration,
+    /// A scan snapshot ([`Db::scan_snapshot`]): drops its mapping's
+    /// resident pages when it goes.
+    drop_resident: bool,
 }
 
 impl Snapshot {
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if self.drop_resident {
+            self.map.drop_resident();
+        }
     }
 }
 
@@ -171,6 +182,11 @@ pub struct Writer {
     /// pages, so the pages a load or a replay touched do not stay in the
     /// process's RSS; `map` holds only what readers touch.
     pub(crate) wmap: Arc<dyn Mapped>,
+    /// A third mapping for whole-store scans (key count, hash, snapshot
+    /// stream; [`Db::scan_snapshot`]), kept like `map`; a scan's pages
+    /// leave the resident set when its snapshot goes, so they do not
+    /// crowd the readers' working set out of the RSS figures.
+    pub(crate) smap: Arc<dyn Mapped>,
     pub(crate) free: FreeList,
     /// Last committed state (durable or not).
     pub(crate) meta: Meta,
@@ -277,8 +293,9 @@ impl Writer {
         if self.backend.coherent_map()
             && let Ok(len) = usize::try_from(new_len)
         {
-            self.map.set_readable_len(len);
-            self.wmap.set_readable_len(len);
+            for m in [&self.map, &self.wmap, &self.smap] {
+                m.set_readable_len(len);
+            }
         }
         Ok(())
     }
@@ -289,7 +306,7 @@ impl Writer {
         let cut = usize::try_from(len).unwrap_or(usize::MAX);
         self.old_maps.retain(|m| m.strong_count() > 0);
         let live = self.old_maps.iter().filter_map(Weak::upgrade);
-        for m in live.chain([self.map.clone(), self.wmap.clone()]) {
+        for m in live.chain([self.map.clone(), self.wmap.clone(), self.smap.clone()]) {
             if m.len() > cut {
                 m.set_readable_len(cut);
             }
@@ -374,7 +391,7 @@ impl Writer {
             m.len() as u64 >= self.file_len
                 || usize::try_from(self.file_len).is_ok_and(|l| m.set_readable_len(l))
         };
-        if coherent && covers(&self.map) && covers(&self.wmap) {
+        if coherent && covers(&self.map) && covers(&self.wmap) && covers(&self.smap) {
             return Ok(());
         }
         let capacity = if coherent {
@@ -389,13 +406,24 @@ impl Writer {
         } else {
             map.clone()
         };
+        let smap = if coherent {
+            self.backend.map(self.file_len, capacity)?
+        } else {
+            map.clone()
+        };
+        let old_scan = std::mem::replace(&mut self.smap, smap);
         let pages = map.capacity() as u64 / PAGE_SIZE as u64;
         self.verified = Arc::new(Verified::copy_of(&self.verified, pages));
         // Readers keep the old mapping alive through their snapshot's Arc.
         let old = std::mem::replace(&mut self.map, map);
         if coherent {
             self.old_maps.retain(|m| m.strong_count() > 0);
-            self.old_maps.push(Arc::downgrade(&old));
+            for m in [old, old_scan] {
+                // Only a mapping a snapshot still holds can be read again.
+                if Arc::strong_count(&m) > 1 {
+                    self.old_maps.push(Arc::downgrade(&m));
+                }
+            }
         }
         Ok(())
     }
@@ -474,11 +502,14 @@ impl Db {
         };
         let file_len = backend.len()?;
         let map = backend.map(file_len, map_reservation(file_len))?;
-        let wmap = if backend.coherent_map() {
-            backend.map(file_len, map_reservation(file_len))?
-        } else {
-            map.clone()
+        let extra_map = || {
+            if backend.coherent_map() {
+                backend.map(file_len, map_reservation(file_len))
+            } else {
+                Ok(map.clone())
+            }
         };
+        let (wmap, smap) = (extra_map()?, extra_map()?);
         // Pages pinned by readers at the last durable commit are reusable now.
         let read = |id| read_chunk(&*map, &*backend, id, meta.page_count);
         let (loose, pending_pages) =
@@ -493,6 +524,7 @@ impl Db {
             verify: opts.verify_checksums,
             verified: verified.clone(),
             _reg: registry.register(meta.txid),
+            drop_resident: false,
         });
         let verify = opts.verify_checksums;
         let max_live_snapshots = opts.max_live_snapshots;
@@ -508,6 +540,7 @@ impl Db {
             backend: backend.clone(),
             map,
             wmap,
+            smap,
             free,
             meta,
             page_count: meta.page_count,
@@ -583,6 +616,27 @@ impl Db {
             });
         }
         Ok(latest.clone())
+    }
+
+    /// The latest state for a scan of the whole store (key count, hash,
+    /// snapshot stream): like [`Db::read_snapshot`], but read through the
+    /// scan mapping, whose resident pages are dropped when the snapshot
+    /// goes (they stay in the page cache). Readers' mapping keeps only what
+    /// readers touch.
+    pub fn scan_snapshot(&self) -> Result<Arc<Snapshot>> {
+        let latest = self.read_snapshot()?;
+        let w = self.lock_writer();
+        // `w.smap` covers the whole file, so every page of `latest` not in
+        // its overlay; `latest` stays registered until ours is.
+        Ok(Arc::new(Snapshot {
+            map: w.smap.clone(),
+            overlay: latest.overlay.clone(),
+            meta: latest.meta,
+            verify: latest.verify,
+            verified: w.verified.clone(),
+            _reg: self.registry.register(latest.meta.txid),
+            drop_resident: true,
+        }))
     }
 
     /// True when someone besides `Db::latest` holds this snapshot.
@@ -746,6 +800,7 @@ impl Db {
             verify: self.verify,
             verified: w.verified.clone(),
             _reg: self.registry.register(txid),
+            drop_resident: false,
         });
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = snap;
         Ok(())
@@ -804,13 +859,14 @@ impl Db {
             }
         };
         let snap = Snapshot {
-            map: w.map.clone(),
+            map: w.smap.clone(),
             overlay: Overlay::default(),
             meta,
             verify: true,
             // Fresh set: the integrity check verifies every page.
             verified: Arc::new(Verified::new(0)),
             _reg: self.registry.register(meta.txid),
+            drop_resident: true,
         };
         let mut report = IntegrityReport {
             page_count: pc,

@@ -104,8 +104,12 @@ fn beyond_the_reservation_a_new_mapping_and_truncation_shrinks_old_ones() {
     assert_eq!(small.len() as u64, cut);
     assert_eq!(w.map.len() as u64, cut);
     assert!(small.slice(cut as usize, PAGE_SIZE).is_none());
+    assert_eq!(w.wmap.len() as u64, cut);
+    assert_eq!(w.smap.len() as u64, cut);
     // This test did not really cut the file: restore.
-    assert!(w.map.set_readable_len(grown as usize));
+    for m in [&w.map, &w.wmap, &w.smap] {
+        assert!(m.set_readable_len(grown as usize));
+    }
     // A dropped mapping is forgotten at the next replacement or truncation.
     drop(small);
     w.shrink_mappings(grown);
@@ -215,4 +219,39 @@ fn pages_the_writer_reads_leave_the_resident_set_at_a_durable_commit() {
     assert!(read > 1 << 20, "a reader's scan is mapped: {read} B");
     db.sync().unwrap();
     assert!(mapped_resident(&path) >= read, "readers' pages stay mapped");
+}
+
+#[test]
+fn a_scan_snapshot_leaves_no_pages_resident_and_readers_keep_theirs() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let backend = Arc::new(FileBackend::open(&path).unwrap());
+    let db = Db::open(backend, opts()).unwrap();
+    put_range(&db, 0..4000);
+    db.sync().unwrap();
+    let idle = mapped_resident(&path);
+    let scan = db.scan_snapshot().unwrap();
+    assert_eq!(count(&scan), 4000);
+    let scanning = mapped_resident(&path);
+    assert!(
+        scanning > idle + (1 << 20),
+        "the scan maps the pages: {idle} -> {scanning} B"
+    );
+    drop(scan);
+    let after = mapped_resident(&path);
+    assert!(
+        after < idle + (256 << 10),
+        "dropped with the snapshot: {after} B (idle {idle} B)"
+    );
+    // A reader's pages stay.
+    let reader = db.read_snapshot().unwrap();
+    assert_eq!(count(&reader), 4000);
+    let read = mapped_resident(&path);
+    let scan = db.scan_snapshot().unwrap();
+    assert_eq!(count(&scan), 4000);
+    drop(scan);
+    assert!(
+        mapped_resident(&path) >= read,
+        "a scan does not drop readers' pages"
+    );
 }

@@ -170,6 +170,15 @@ impl Store {
         })
     }
 
+    /// [`Store::read`] for a scan of the whole store (key count, hash,
+    /// snapshot stream): the pages it touches leave the process's resident
+    /// set when the view goes (`Db::scan_snapshot`).
+    pub fn read_scan(&self) -> Result<ReadView> {
+        Ok(ReadView {
+            snap: self.inner.db.scan_snapshot()?,
+        })
+    }
+
     /// Starts the (exclusive) write batch; blocks while another is open.
     pub fn write(&self) -> Result<WriteBatch<'_>> {
         let txn = self.inner.db.begin()?;
@@ -279,7 +288,7 @@ impl Store {
     /// for the format). Reads and writes continue meanwhile.
     pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
         crate::failpoint::hit("snapshot-write");
-        super::snapshot::write_snapshot(&self.read()?, out)
+        super::snapshot::write_snapshot(&self.read_scan()?, out)
     }
 
     /// Creates a store at `path` (which must not exist or be empty) from a
