@@ -38,7 +38,14 @@ pub struct DbOptions {
     /// thread when no commit is queued (a few `pwrite`s into the page cache
     /// cost less than waking the write-out thread).
     pub writeout_min_pages: usize,
+    /// Pages a write transaction reads into its own buffers with `pread`
+    /// (`txn.rs`) before it falls back to the writer's mapping.
+    pub txn_read_pages: usize,
 }
+
+/// Default of [`DbOptions::txn_read_pages`]: 16,384 pages (64 MiB), more
+/// than a Raft batch, a compaction step or a restore batch touches.
+pub const DEFAULT_TXN_READ_PAGES: usize = 16_384;
 
 /// Smallest address-space reservation of a file mapping. A mapping reserves
 /// `max(2 * file length, this)` so the file can grow in place: a new mapping
@@ -201,7 +208,7 @@ pub struct Writer {
     /// Earlier mappings possibly still held by snapshots: a truncation lowers
     /// their readable length too (see `mapping.rs`, invariant 1).
     old_maps: Vec<Weak<dyn Mapped>>,
-    opts: DbOptions,
+    pub(crate) opts: DbOptions,
     /// The write-out thread, when commits are written off the committing
     /// thread (`writeout.rs`).
     writeout: Option<WriteOut>,
@@ -656,6 +663,7 @@ impl Db {
         let range_tombs = w.meta.range_tombs;
         Ok(TreeTxn {
             w,
+            reads: elsa::FrozenMap::new(),
             dirty: HashMap::new(),
             root,
             range_tombs,

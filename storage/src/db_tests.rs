@@ -188,20 +188,41 @@ fn mapped_resident(path: &std::path::Path) -> u64 {
     kb * 1024
 }
 
-#[test]
-fn pages_the_writer_reads_leave_the_resident_set_at_a_durable_commit() {
-    let dir = tempdir();
-    let path = dir.path().join("db");
-    let backend = Arc::new(FileBackend::open(&path).unwrap());
-    let no_writeout = DbOptions {
+/// A store of 4000 keys of 500 B, overwritten once (the overwrite copies
+/// every leaf, ~2 MB of pages), with `txn_read_pages` as given.
+fn overwritten(path: &std::path::Path, txn_read_pages: usize) -> Db {
+    let backend = Arc::new(FileBackend::open(path).unwrap());
+    let o = DbOptions {
         writeout_queue_commits: 0,
+        txn_read_pages,
         ..opts()
     };
-    let db = Db::open(backend, no_writeout).unwrap();
+    let db = Db::open(backend, o).unwrap();
     put_range(&db, 0..4000);
-    // Overwrites copy every leaf: the writer reads each one through its
-    // mapping (~2 MB of pages).
     put_range(&db, 0..4000);
+    db
+}
+
+#[test]
+fn pages_the_writer_copies_are_read_unmapped() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let db = overwritten(&path, DEFAULT_TXN_READ_PAGES);
+    let written = mapped_resident(&path);
+    assert!(written < 256 << 10, "read with pread: {written} B mapped");
+    // What readers touch is mapped.
+    assert_eq!(count(&db.snapshot()), 4000);
+    let read = mapped_resident(&path);
+    assert!(read > 1 << 20, "a reader's scan is mapped: {read} B");
+    db.sync().unwrap();
+    assert!(mapped_resident(&path) >= read, "readers' pages stay mapped");
+}
+
+#[test]
+fn beyond_txn_read_pages_the_writers_mapping_is_dropped_at_a_durable_commit() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let db = overwritten(&path, 0);
     let written = mapped_resident(&path);
     assert!(
         written > 1 << 20,
@@ -213,12 +234,6 @@ fn pages_the_writer_reads_leave_the_resident_set_at_a_durable_commit() {
         after_sync < written / 8,
         "a durable commit drops them: {written} B before, {after_sync} B after"
     );
-    // What readers touch stays mapped.
-    assert_eq!(count(&db.snapshot()), 4000);
-    let read = mapped_resident(&path);
-    assert!(read > 1 << 20, "a reader's scan is mapped: {read} B");
-    db.sync().unwrap();
-    assert!(mapped_resident(&path) >= read, "readers' pages stay mapped");
 }
 
 #[test]
