@@ -184,10 +184,11 @@ pub struct Writer {
     /// The mapping readers' snapshots use.
     pub(crate) map: Arc<dyn Mapped>,
     /// The writer's own mapping of the same file (the same `Arc` as `map`
-    /// when the backend's maps are copies): transactions read the pages
-    /// they copy through it, and every durable commit drops its resident
-    /// pages, so the pages a load or a replay touched do not stay in the
-    /// process's RSS; `map` holds only what readers touch.
+    /// when the backend's maps are copies): a transaction that read more
+    /// than `txn_read_pages` pages with `pread` reads the rest through it
+    /// and drops its resident pages when it ends (`txn.rs`), so the pages
+    /// a load or a replay copied do not stay in the process's RSS; `map`
+    /// holds only what readers touch.
     pub(crate) wmap: Arc<dyn Mapped>,
     /// A third mapping for whole-store scans (key count, hash, snapshot
     /// stream; [`Db::scan_snapshot`]), kept like `map`; a scan's pages
@@ -664,6 +665,7 @@ impl Db {
         Ok(TreeTxn {
             w,
             reads: elsa::FrozenMap::new(),
+            mapped: std::cell::Cell::new(false),
             dirty: HashMap::new(),
             root,
             range_tombs,
@@ -782,9 +784,6 @@ impl Db {
             w.backend.sync()?;
             w.durable_slot = slot;
             w.durable_txid = txid;
-            if !Arc::ptr_eq(&w.wmap, &w.map) {
-                w.wmap.drop_resident();
-            }
             w.free.release(oldest, txid);
             if truncate.is_some() {
                 // Only after the new meta is durable: the old one may reference

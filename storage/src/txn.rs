@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::db::Writer;
 use crate::error::{Result, StorageError};
@@ -33,6 +34,9 @@ pub struct TreeTxn<'a> {
     /// every page copied resident in the process. Append-only, so a page
     /// borrowed from it stays put for the transaction.
     pub(crate) reads: elsa::FrozenMap<u64, Box<[u8]>>,
+    /// Read through `Writer::wmap` (beyond `txn_read_pages`): its resident
+    /// pages are dropped when the transaction ends.
+    pub(crate) mapped: std::cell::Cell<bool>,
     pub(crate) dirty: HashMap<u64, Node>,
     pub(crate) root: u64,
     /// Range tombstones in this transaction's state (MVCC layer's count,
@@ -56,6 +60,7 @@ impl TreeTxn<'_> {
             return Ok(None);
         };
         if self.reads.len() >= self.w.opts.txn_read_pages || !self.w.backend.coherent_map() {
+            self.mapped.set(true);
             return Ok(self.w.wmap.slice(off, PAGE_SIZE));
         }
         if (off + PAGE_SIZE) as u64 > self.w.file_len {
@@ -743,6 +748,9 @@ fn cut<T>(entries: Vec<T>, target: usize, size: impl Fn(&T) -> usize) -> Vec<Vec
 
 impl Drop for TreeTxn<'_> {
     fn drop(&mut self) {
+        if self.mapped.get() && !Arc::ptr_eq(&self.w.wmap, &self.w.map) {
+            self.w.wmap.drop_resident();
+        }
         if !self.finished {
             // Abandoned transaction: undo its allocations and frees.
             self.pool.clear();
