@@ -32,6 +32,9 @@ pub trait Mapped: Send + Sync {
         let _ = len;
         false
     }
+    /// Takes the mapped pages out of the process's resident set (they stay
+    /// in the page cache; the next touch maps them again). Default: nothing.
+    fn drop_resident(&self) {}
 }
 
 /// Positional file IO plus read mapping.
@@ -76,6 +79,9 @@ impl Mapped for FileMap {
     }
     fn set_readable_len(&self, len: usize) -> bool {
         FileMap::set_valid(self, len)
+    }
+    fn drop_resident(&self) {
+        FileMap::drop_resident(self);
     }
 }
 

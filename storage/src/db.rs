@@ -38,7 +38,14 @@ pub struct DbOptions {
     /// thread when no commit is queued (a few `pwrite`s into the page cache
     /// cost less than waking the write-out thread).
     pub writeout_min_pages: usize,
+    /// Pages a write transaction reads into its own buffers with `pread`
+    /// (`txn.rs`) before it falls back to the writer's mapping.
+    pub txn_read_pages: usize,
 }
+
+/// Default of [`DbOptions::txn_read_pages`]: 16,384 pages (64 MiB), more
+/// than a Raft batch, a compaction step or a restore batch touches.
+pub const DEFAULT_TXN_READ_PAGES: usize = 16_384;
 
 /// Smallest address-space reservation of a file mapping. A mapping reserves
 /// `max(2 * file length, this)` so the file can grow in place: a new mapping
@@ -108,11 +115,22 @@ pub struct Snapshot {
     verify: bool,
     verified: Arc<Verified>,
     _reg: Registration,
+    /// A scan snapshot ([`Db::scan_snapshot`]): drops its mapping's
+    /// resident pages when it goes.
+    drop_resident: bool,
 }
 
 impl Snapshot {
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if self.drop_resident {
+            self.map.drop_resident();
+        }
     }
 }
 
@@ -163,7 +181,20 @@ impl TreeRead for Snapshot {
 
 pub struct Writer {
     pub(crate) backend: Arc<dyn Backend>,
+    /// The mapping readers' snapshots use.
     pub(crate) map: Arc<dyn Mapped>,
+    /// The writer's own mapping of the same file (the same `Arc` as `map`
+    /// when the backend's maps are copies): a transaction that read more
+    /// than `txn_read_pages` pages with `pread` reads the rest through it
+    /// and drops its resident pages when it ends (`txn.rs`), so the pages
+    /// a load or a replay copied do not stay in the process's RSS; `map`
+    /// holds only what readers touch.
+    pub(crate) wmap: Arc<dyn Mapped>,
+    /// A third mapping for whole-store scans (key count, hash, snapshot
+    /// stream; [`Db::scan_snapshot`]), kept like `map`; a scan's pages
+    /// leave the resident set when its snapshot goes, so they do not
+    /// crowd the readers' working set out of the RSS figures.
+    pub(crate) smap: Arc<dyn Mapped>,
     pub(crate) free: FreeList,
     /// Last committed state (durable or not).
     pub(crate) meta: Meta,
@@ -178,7 +209,7 @@ pub struct Writer {
     /// Earlier mappings possibly still held by snapshots: a truncation lowers
     /// their readable length too (see `mapping.rs`, invariant 1).
     old_maps: Vec<Weak<dyn Mapped>>,
-    opts: DbOptions,
+    pub(crate) opts: DbOptions,
     /// The write-out thread, when commits are written off the committing
     /// thread (`writeout.rs`).
     writeout: Option<WriteOut>,
@@ -270,7 +301,9 @@ impl Writer {
         if self.backend.coherent_map()
             && let Ok(len) = usize::try_from(new_len)
         {
-            self.map.set_readable_len(len);
+            for m in [&self.map, &self.wmap, &self.smap] {
+                m.set_readable_len(len);
+            }
         }
         Ok(())
     }
@@ -281,7 +314,7 @@ impl Writer {
         let cut = usize::try_from(len).unwrap_or(usize::MAX);
         self.old_maps.retain(|m| m.strong_count() > 0);
         let live = self.old_maps.iter().filter_map(Weak::upgrade);
-        for m in live.chain([self.map.clone()]) {
+        for m in live.chain([self.map.clone(), self.wmap.clone(), self.smap.clone()]) {
             if m.len() > cut {
                 m.set_readable_len(cut);
             }
@@ -362,10 +395,11 @@ impl Writer {
     /// otherwise (or for a backend whose maps are copies) a new mapping.
     fn remap(&mut self) -> Result<()> {
         let coherent = self.backend.coherent_map();
-        if coherent
-            && (self.map.len() as u64 >= self.file_len
-                || usize::try_from(self.file_len).is_ok_and(|l| self.map.set_readable_len(l)))
-        {
+        let covers = |m: &Arc<dyn Mapped>| {
+            m.len() as u64 >= self.file_len
+                || usize::try_from(self.file_len).is_ok_and(|l| m.set_readable_len(l))
+        };
+        if coherent && covers(&self.map) && covers(&self.wmap) && covers(&self.smap) {
             return Ok(());
         }
         let capacity = if coherent {
@@ -374,13 +408,30 @@ impl Writer {
             self.file_len
         };
         let map = self.backend.map(self.file_len, capacity)?;
+        // No snapshot holds the writer's mapping: the old one goes now.
+        self.wmap = if coherent {
+            self.backend.map(self.file_len, capacity)?
+        } else {
+            map.clone()
+        };
+        let smap = if coherent {
+            self.backend.map(self.file_len, capacity)?
+        } else {
+            map.clone()
+        };
+        let old_scan = std::mem::replace(&mut self.smap, smap);
         let pages = map.capacity() as u64 / PAGE_SIZE as u64;
         self.verified = Arc::new(Verified::copy_of(&self.verified, pages));
         // Readers keep the old mapping alive through their snapshot's Arc.
         let old = std::mem::replace(&mut self.map, map);
         if coherent {
             self.old_maps.retain(|m| m.strong_count() > 0);
-            self.old_maps.push(Arc::downgrade(&old));
+            for m in [old, old_scan] {
+                // Only a mapping a snapshot still holds can be read again.
+                if Arc::strong_count(&m) > 1 {
+                    self.old_maps.push(Arc::downgrade(&m));
+                }
+            }
         }
         Ok(())
     }
@@ -459,6 +510,14 @@ impl Db {
         };
         let file_len = backend.len()?;
         let map = backend.map(file_len, map_reservation(file_len))?;
+        let extra_map = || {
+            if backend.coherent_map() {
+                backend.map(file_len, map_reservation(file_len))
+            } else {
+                Ok(map.clone())
+            }
+        };
+        let (wmap, smap) = (extra_map()?, extra_map()?);
         // Pages pinned by readers at the last durable commit are reusable now.
         let read = |id| read_chunk(&*map, &*backend, id, meta.page_count);
         let (loose, pending_pages) =
@@ -473,6 +532,7 @@ impl Db {
             verify: opts.verify_checksums,
             verified: verified.clone(),
             _reg: registry.register(meta.txid),
+            drop_resident: false,
         });
         let verify = opts.verify_checksums;
         let max_live_snapshots = opts.max_live_snapshots;
@@ -487,6 +547,8 @@ impl Db {
         let writer = Writer {
             backend: backend.clone(),
             map,
+            wmap,
+            smap,
             free,
             meta,
             page_count: meta.page_count,
@@ -564,6 +626,27 @@ impl Db {
         Ok(latest.clone())
     }
 
+    /// The latest state for a scan of the whole store (key count, hash,
+    /// snapshot stream): like [`Db::read_snapshot`], but read through the
+    /// scan mapping, whose resident pages are dropped when the snapshot
+    /// goes (they stay in the page cache). Readers' mapping keeps only what
+    /// readers touch.
+    pub fn scan_snapshot(&self) -> Result<Arc<Snapshot>> {
+        let latest = self.read_snapshot()?;
+        let w = self.lock_writer();
+        // `w.smap` covers the whole file, so every page of `latest` not in
+        // its overlay; `latest` stays registered until ours is.
+        Ok(Arc::new(Snapshot {
+            map: w.smap.clone(),
+            overlay: latest.overlay.clone(),
+            meta: latest.meta,
+            verify: latest.verify,
+            verified: w.verified.clone(),
+            _reg: self.registry.register(latest.meta.txid),
+            drop_resident: true,
+        }))
+    }
+
     /// True when someone besides `Db::latest` holds this snapshot.
     fn held_by_readers(latest: &Arc<Snapshot>) -> bool {
         Arc::strong_count(latest) > 1
@@ -581,6 +664,8 @@ impl Db {
         let range_tombs = w.meta.range_tombs;
         Ok(TreeTxn {
             w,
+            reads: elsa::FrozenMap::new(),
+            mapped: std::cell::Cell::new(false),
             dirty: HashMap::new(),
             root,
             range_tombs,
@@ -722,6 +807,7 @@ impl Db {
             verify: self.verify,
             verified: w.verified.clone(),
             _reg: self.registry.register(txid),
+            drop_resident: false,
         });
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = snap;
         Ok(())
@@ -780,13 +866,14 @@ impl Db {
             }
         };
         let snap = Snapshot {
-            map: w.map.clone(),
+            map: w.smap.clone(),
             overlay: Overlay::default(),
             meta,
             verify: true,
             // Fresh set: the integrity check verifies every page.
             verified: Arc::new(Verified::new(0)),
             _reg: self.registry.register(meta.txid),
+            drop_resident: true,
         };
         let mut report = IntegrityReport {
             page_count: pc,

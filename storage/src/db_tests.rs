@@ -104,8 +104,12 @@ fn beyond_the_reservation_a_new_mapping_and_truncation_shrinks_old_ones() {
     assert_eq!(small.len() as u64, cut);
     assert_eq!(w.map.len() as u64, cut);
     assert!(small.slice(cut as usize, PAGE_SIZE).is_none());
+    assert_eq!(w.wmap.len() as u64, cut);
+    assert_eq!(w.smap.len() as u64, cut);
     // This test did not really cut the file: restore.
-    assert!(w.map.set_readable_len(grown as usize));
+    for m in [&w.map, &w.wmap, &w.smap] {
+        assert!(m.set_readable_len(grown as usize));
+    }
     // A dropped mapping is forgotten at the next replacement or truncation.
     drop(small);
     w.shrink_mappings(grown);
@@ -160,4 +164,113 @@ fn pages_since_durable_counts_writes_until_the_next_sync() {
     assert!(db.pages_since_durable() > after_one);
     db.sync().unwrap();
     assert_eq!(db.pages_since_durable(), 0);
+}
+
+/// Resident bytes (`Rss` in /proc/self/smaps) of every mapping of `path`.
+fn mapped_resident(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut ours = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = line.ends_with(name);
+        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
+            kb += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    kb * 1024
+}
+
+/// A store of 4000 keys of 500 B, overwritten once (the overwrite copies
+/// every leaf, ~2 MB of pages), with `txn_read_pages` as given.
+fn overwritten(path: &std::path::Path, txn_read_pages: usize) -> Db {
+    let backend = Arc::new(FileBackend::open(path).unwrap());
+    let o = DbOptions {
+        writeout_queue_commits: 0,
+        txn_read_pages,
+        ..opts()
+    };
+    let db = Db::open(backend, o).unwrap();
+    put_range(&db, 0..4000);
+    put_range(&db, 0..4000);
+    db
+}
+
+#[test]
+fn pages_the_writer_copies_are_read_unmapped() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let db = overwritten(&path, DEFAULT_TXN_READ_PAGES);
+    let written = mapped_resident(&path);
+    assert!(written < 256 << 10, "read with pread: {written} B mapped");
+    // What readers touch is mapped.
+    assert_eq!(count(&db.snapshot()), 4000);
+    let read = mapped_resident(&path);
+    assert!(read > 1 << 20, "a reader's scan is mapped: {read} B");
+    db.sync().unwrap();
+    assert!(mapped_resident(&path) >= read, "readers' pages stay mapped");
+}
+
+#[test]
+fn beyond_txn_read_pages_the_writers_mapping_is_dropped_when_the_transaction_ends() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let db = overwritten(&path, 0);
+    let mut t = db.begin().unwrap();
+    for i in 0..4000u32 {
+        t.put(format!("key{i:06}").as_bytes(), b"v").unwrap();
+    }
+    let reading = mapped_resident(&path);
+    assert!(
+        reading > 1 << 20,
+        "the writer's reads are mapped: {reading} B"
+    );
+    db.commit(t, |_| {}, false).unwrap();
+    let after = mapped_resident(&path);
+    assert!(
+        after < reading / 8,
+        "dropped when it ends: {reading} B while open, {after} B after"
+    );
+}
+
+#[test]
+fn a_scan_snapshot_leaves_no_pages_resident_and_readers_keep_theirs() {
+    let dir = tempdir();
+    let path = dir.path().join("db");
+    let backend = Arc::new(FileBackend::open(&path).unwrap());
+    let db = Db::open(backend, opts()).unwrap();
+    put_range(&db, 0..4000);
+    db.sync().unwrap();
+    let idle = mapped_resident(&path);
+    let scan = db.scan_snapshot().unwrap();
+    assert_eq!(count(&scan), 4000);
+    let scanning = mapped_resident(&path);
+    assert!(
+        scanning > idle + (1 << 20),
+        "the scan maps the pages: {idle} -> {scanning} B"
+    );
+    drop(scan);
+    let after = mapped_resident(&path);
+    assert!(
+        after < idle + (256 << 10),
+        "dropped with the snapshot: {after} B (idle {idle} B)"
+    );
+    // A reader's pages stay.
+    let reader = db.read_snapshot().unwrap();
+    assert_eq!(count(&reader), 4000);
+    let read = mapped_resident(&path);
+    let scan = db.scan_snapshot().unwrap();
+    assert_eq!(count(&scan), 4000);
+    drop(scan);
+    assert!(
+        mapped_resident(&path) >= read,
+        "a scan does not drop readers' pages"
+    );
 }

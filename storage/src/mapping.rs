@@ -102,6 +102,25 @@ impl FileMap {
     }
 }
 
+impl FileMap {
+    /// Drops this mapping's page-table entries (`MADV_DONTNEED` over the
+    /// whole reservation): the pages leave the process's resident set
+    /// (`RssFile`) and stay in the page cache; the next touch maps them
+    /// again (a minor fault). Slices handed out before stay valid and keep
+    /// their bytes. Errors are ignored: it only affects memory accounting.
+    pub(crate) fn drop_resident(&self) {
+        let Some(raw) = self.raw.as_ref() else {
+            return;
+        };
+        // SAFETY: the mapping is a read-only `MAP_SHARED` mapping of a file.
+        // For such a mapping MADV_DONTNEED only removes page-table entries:
+        // a later access faults in the file's page-cache page again, with
+        // the same bytes (nothing private can be lost), so every live slice
+        // (invariants 2 and 3) still reads what it read before.
+        let _ = unsafe { raw.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
+}
+
 /// Allocates disk blocks for `[offset, offset + len)`, extending the file if
 /// needed (`fallocate` mode 0). Growing the file this way instead of with a
 /// sparse `set_len` saves a block allocation in every first write of a page.

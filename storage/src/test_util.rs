@@ -12,6 +12,7 @@ pub(crate) fn opts() -> DbOptions {
         max_live_snapshots: 1024,
         writeout_queue_commits: 16,
         writeout_min_pages: 0,
+        txn_read_pages: crate::db::DEFAULT_TXN_READ_PAGES,
     }
 }
 

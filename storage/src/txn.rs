@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::db::Writer;
 use crate::error::{Result, StorageError};
@@ -27,6 +28,15 @@ use crate::tree::{self, MAX_DEPTH, TreeRead};
 
 pub struct TreeTxn<'a> {
     pub(crate) w: std::sync::MutexGuard<'a, Writer>,
+    /// Clean pages this transaction read, with `pread` (up to
+    /// `DbOptions::txn_read_pages`, then through `Writer::wmap`): reading
+    /// through a mapping would leave the kernel's mapped neighbourhood of
+    /// every page copied resident in the process. Append-only, so a page
+    /// borrowed from it stays put for the transaction.
+    pub(crate) reads: elsa::FrozenMap<u64, Box<[u8]>>,
+    /// Read through `Writer::wmap` (beyond `txn_read_pages`): its resident
+    /// pages are dropped when the transaction ends.
+    pub(crate) mapped: std::cell::Cell<bool>,
     pub(crate) dirty: HashMap<u64, Node>,
     pub(crate) root: u64,
     /// Range tombstones in this transaction's state (MVCC layer's count,
@@ -36,6 +46,30 @@ pub struct TreeTxn<'a> {
     pub(crate) finished: bool,
     /// Defragmentation: low page ids handed out first (sorted descending).
     pub(crate) pool: Vec<u64>,
+}
+
+impl TreeTxn<'_> {
+    /// Page `id` as the file has it (a page no pending commit rewrites):
+    /// read into `reads` once, or through the writer's mapping beyond
+    /// `txn_read_pages` pages. `None` beyond the file.
+    fn clean_page(&self, id: u64) -> Result<Option<&[u8]>> {
+        if let Some(b) = self.reads.get(&id) {
+            return Ok(Some(b));
+        }
+        let Some(off) = tree::page_offset(id) else {
+            return Ok(None);
+        };
+        if self.reads.len() >= self.w.opts.txn_read_pages || !self.w.backend.coherent_map() {
+            self.mapped.set(true);
+            return Ok(self.w.wmap.slice(off, PAGE_SIZE));
+        }
+        if (off + PAGE_SIZE) as u64 > self.w.file_len {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; PAGE_SIZE].into_boxed_slice();
+        self.w.backend.read_at(off as u64, &mut buf)?;
+        Ok(Some(self.reads.insert(id, buf)))
+    }
 }
 
 impl TreeRead for TreeTxn<'_> {
@@ -55,8 +89,8 @@ impl TreeRead for TreeTxn<'_> {
         if let Some(n) = self.w.overlay.node(id)? {
             return Ok(n);
         }
-        let bytes = tree::page_offset(id)
-            .and_then(|off| self.w.map.slice(off, PAGE_SIZE))
+        let bytes = self
+            .clean_page(id)?
             .ok_or_else(|| StorageError::corrupted(id, "tree page beyond file"))?;
         let check = self.w.verify_checksums && !self.w.verified.get(id);
         let view = PageView::new(bytes, id, check)?;
@@ -77,7 +111,7 @@ impl TreeRead for TreeTxn<'_> {
         // A non-coherent map is a copy from the last commit and misses the
         // overflow pages this transaction wrote.
         if self.w.backend.coherent_map()
-            && let Some(b) = tree::page_offset(id).and_then(|off| self.w.map.slice(off, PAGE_SIZE))
+            && let Some(b) = self.clean_page(id)?
         {
             return Ok(Cow::Borrowed(b));
         }
@@ -714,6 +748,9 @@ fn cut<T>(entries: Vec<T>, target: usize, size: impl Fn(&T) -> usize) -> Vec<Vec
 
 impl Drop for TreeTxn<'_> {
     fn drop(&mut self) {
+        if self.mapped.get() && !Arc::ptr_eq(&self.w.wmap, &self.w.map) {
+            self.w.wmap.drop_resident();
+        }
         if !self.finished {
             // Abandoned transaction: undo its allocations and frees.
             self.pool.clear();

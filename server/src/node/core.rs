@@ -527,7 +527,9 @@ fn spawn_key_counter(shared: Arc<Shared>) {
     glommio::spawn_local(async move {
         while !shared.stopping() {
             // Too many readers: skip this round (the gauge stays as it was).
-            if let Ok(view) = shared.store().read() {
+            // A whole-key-space scan: its pages leave the resident set
+            // with the view (`Store::read_scan`).
+            if let Ok(view) = shared.store().read_scan() {
                 let counted = glommio::executor()
                     .spawn_blocking(move || {
                         let all = corekv_storage::RangeRequest {

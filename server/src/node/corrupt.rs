@@ -80,7 +80,7 @@ async fn run(shared: Arc<Shared>, interval: Duration) {
 
 /// One round: the ids of members whose hash differs from ours.
 async fn check_once(shared: &Shared, clients: &mut HashMap<u64, Client>) -> Vec<u64> {
-    let Ok(view) = shared.store().read() else {
+    let Ok(view) = shared.store().read_scan() else {
         return Vec::new();
     };
     let rev = view.revision();

@@ -452,7 +452,8 @@ impl Api {
     }
 
     fn hash_kv(&self, revision: i64) -> Result<w::Response, ApiError> {
-        let view = self.shared.store().read().map_err(kv::storage_error)?;
+        // A whole-store scan: through the scan mapping (`Store::read_scan`).
+        let view = self.shared.store().read_scan().map_err(kv::storage_error)?;
         let (hash, compact_revision) = view.hash_kv(revision).map_err(kv::storage_error)?;
         let hash_revision = if revision == 0 {
             view.revision()

@@ -70,6 +70,13 @@ pub struct StoreOptions {
     pub writeout_min_pages: usize,
     /// `madvise` advice of the file's read mapping ([`Store::open`] only).
     pub map_advice: crate::MapAdvice,
+    /// Pages one write transaction reads with `pread` into its own buffers
+    /// (the pages it copies; freed at its end) before it reads the rest
+    /// through the writer's mapping. Reading through a mapping maps far
+    /// more than the page touched (the kernel maps around each fault), so
+    /// a load would keep most of the file resident (`docs/storage-format.md`,
+    /// "The writer's mapping").
+    pub txn_read_pages: usize,
 }
 
 impl Default for StoreOptions {
@@ -91,6 +98,7 @@ impl Default for StoreOptions {
             writeout_queue_commits: 16,
             writeout_min_pages: 8,
             map_advice: crate::MapAdvice::Random,
+            txn_read_pages: crate::db::DEFAULT_TXN_READ_PAGES,
         }
     }
 }
@@ -147,6 +155,7 @@ impl Store {
                 max_live_snapshots: opts.max_live_snapshots,
                 writeout_queue_commits: opts.writeout_queue_commits,
                 writeout_min_pages: opts.writeout_min_pages,
+                txn_read_pages: opts.txn_read_pages,
             },
         )?;
         let applied = db.latest_meta().applied_index;
@@ -167,6 +176,15 @@ impl Store {
     pub fn read(&self) -> Result<ReadView> {
         Ok(ReadView {
             snap: self.inner.db.read_snapshot()?,
+        })
+    }
+
+    /// [`Store::read`] for a scan of the whole store (key count, hash,
+    /// snapshot stream): the pages it touches leave the process's resident
+    /// set when the view goes (`Db::scan_snapshot`).
+    pub fn read_scan(&self) -> Result<ReadView> {
+        Ok(ReadView {
+            snap: self.inner.db.scan_snapshot()?,
         })
     }
 
@@ -279,7 +297,7 @@ impl Store {
     /// for the format). Reads and writes continue meanwhile.
     pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
         crate::failpoint::hit("snapshot-write");
-        super::snapshot::write_snapshot(&self.read()?, out)
+        super::snapshot::write_snapshot(&self.read_scan()?, out)
     }
 
     /// Creates a store at `path` (which must not exist or be empty) from a
