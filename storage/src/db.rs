@@ -222,6 +222,21 @@ pub struct Writer {
     pub(crate) staged: HashMap<u64, crate::page::PageBuf>,
 }
 
+/// Another mapping of the file beside `map` (the writer's, the scan
+/// mapping), or `map` itself when the backend's maps are copies.
+fn second_map(
+    backend: &dyn Backend,
+    map: &Arc<dyn Mapped>,
+    len: u64,
+    capacity: u64,
+) -> Result<Arc<dyn Mapped>> {
+    if backend.coherent_map() {
+        backend.map(len, capacity)
+    } else {
+        Ok(map.clone())
+    }
+}
+
 fn read_chunk(
     map: &dyn Mapped,
     backend: &dyn Backend,
@@ -409,16 +424,8 @@ impl Writer {
         };
         let map = self.backend.map(self.file_len, capacity)?;
         // No snapshot holds the writer's mapping: the old one goes now.
-        self.wmap = if coherent {
-            self.backend.map(self.file_len, capacity)?
-        } else {
-            map.clone()
-        };
-        let smap = if coherent {
-            self.backend.map(self.file_len, capacity)?
-        } else {
-            map.clone()
-        };
+        self.wmap = second_map(&*self.backend, &map, self.file_len, capacity)?;
+        let smap = second_map(&*self.backend, &map, self.file_len, capacity)?;
         let old_scan = std::mem::replace(&mut self.smap, smap);
         let pages = map.capacity() as u64 / PAGE_SIZE as u64;
         self.verified = Arc::new(Verified::copy_of(&self.verified, pages));
@@ -510,14 +517,9 @@ impl Db {
         };
         let file_len = backend.len()?;
         let map = backend.map(file_len, map_reservation(file_len))?;
-        let extra_map = || {
-            if backend.coherent_map() {
-                backend.map(file_len, map_reservation(file_len))
-            } else {
-                Ok(map.clone())
-            }
-        };
-        let (wmap, smap) = (extra_map()?, extra_map()?);
+        let reserve = map_reservation(file_len);
+        let wmap = second_map(&*backend, &map, file_len, reserve)?;
+        let smap = second_map(&*backend, &map, file_len, reserve)?;
         // Pages pinned by readers at the last durable commit are reusable now.
         let read = |id| read_chunk(&*map, &*backend, id, meta.page_count);
         let (loose, pending_pages) =
